@@ -1,0 +1,66 @@
+# racecast: `make run` and `make test` are the two commands; both set up .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SHARED_HK := ../shared/data/hkracing
+
+# No telemetry prompts or network calls from kedro-telemetry / feast usage stats.
+export KEDRO_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export FEAST_USAGE := False
+export PYTHONWARNINGS := ignore::DeprecationWarning
+export MPLBACKEND := Agg
+
+.PHONY: setup run test hkjc-data hkjc-run viz bench lint lock serve clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "racecast needs Python 3.11 (found %d.%d)" % sys.version_info[:2])'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/kedro run
+
+test: setup
+	$(BIN)/python -m pytest
+
+hkjc-data:
+	@if [ -f $(SHARED_HK)/runs.csv ] && [ -f $(SHARED_HK)/races.csv ]; then \
+		mkdir -p data/01_raw/hkjc && cp $(SHARED_HK)/races.csv $(SHARED_HK)/runs.csv data/01_raw/hkjc/ && \
+		echo "copied races.csv and runs.csv into data/01_raw/hkjc/"; \
+	else \
+		echo "Hong Kong data not found at $(SHARED_HK)."; \
+		echo "Download races.csv and runs.csv from https://www.kaggle.com/datasets/gdaley/hkracing"; \
+		echo "and put them in data/01_raw/hkjc/."; \
+		exit 1; \
+	fi
+
+hkjc-run: setup hkjc-data
+	$(BIN)/kedro run --env hkjc
+
+viz: setup
+	$(BIN)/kedro viz build
+
+bench: setup
+	$(BIN)/python benchmarks/ingestion.py
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+# Re-resolve the pinned set after editing dependencies in pyproject.toml.
+lock:
+	rm -rf /tmp/racecast-lock && $(PYTHON) -m venv /tmp/racecast-lock
+	/tmp/racecast-lock/bin/pip install --quiet --upgrade "pip==26.3"
+	/tmp/racecast-lock/bin/pip install --quiet -e ".[dev]"
+	( echo "# Pinned dependency set (pip freeze of a resolved Python 3.11 install). Used as \`pip install -c constraints.txt\`."; \
+	  echo "# Regenerate with \`make lock\` after changing dependencies in pyproject.toml."; \
+	  /tmp/racecast-lock/bin/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' ) > constraints.txt
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Canonical data model shared by every source adapter and pipeline."""

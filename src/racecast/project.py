@@ -1,0 +1,55 @@
+"""Read the project's configuration for an env, as ``kedro`` does, without a session.
+
+Every ``racecast`` command runs from the project root (like ``kedro``) and reads that
+project's ``conf/`` for the chosen env.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kedro.config import OmegaConfigLoader
+
+
+def project_root(start: Path | None = None) -> Path:
+    """Return the project root (the folder with ``pyproject.toml`` and ``conf/``).
+
+    Args:
+        start: Folder to start from; the current directory by default.
+
+    Returns:
+        The project root.
+
+    Raises:
+        FileNotFoundError: If ``start`` is not a racecast project root.
+    """
+    root = (start or Path.cwd()).resolve()
+    if not (root / "conf" / "base").is_dir() or not (root / "pyproject.toml").is_file():
+        raise FileNotFoundError(
+            f"{root} is not a racecast project root (no conf/base or pyproject.toml): "
+            "run racecast from the project root, like kedro"
+        )
+    return root
+
+
+def load_parameters(env: str | None = None, root: Path | None = None) -> dict[str, Any]:
+    """Load the merged parameters of ``conf/base`` and ``conf/<env>``.
+
+    Args:
+        env: Kedro env (``local`` by default, as for ``kedro run``).
+        root: Project root; the current directory by default.
+
+    Returns:
+        The parameters dictionary.
+
+    Raises:
+        ValueError: If the env folder does not exist.
+    """
+    root = project_root(root)
+    run_env = env or "local"
+    if env and not (root / "conf" / env).is_dir():
+        envs = sorted(p.name for p in (root / "conf").iterdir() if p.is_dir() and p.name != "base")
+        raise ValueError(f"--env {env}: no folder conf/{env} (available: {', '.join(envs)})")
+    loader = OmegaConfigLoader(conf_source=str(root / "conf"), base_env="base", default_run_env=run_env)
+    return dict(loader["parameters"])

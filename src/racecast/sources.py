@@ -1,0 +1,36 @@
+"""Which data source the current Kedro session ingests.
+
+The source is the parameter ``ingestion.source`` of the chosen env (base: ``synthetic``,
+``--env racecards``: ``racecards``, ``--env hkjc``: ``hkjc``). A hook records it when the
+Kedro context is created so that ``register_pipelines`` can compose the pipelines for
+that source (the synthetic world is simulated only when it is the source).
+"""
+
+from __future__ import annotations
+
+SOURCES = ("synthetic", "racecards", "hkjc")
+DEFAULT_SOURCE = "synthetic"
+
+_active_source: str = DEFAULT_SOURCE
+
+
+def set_active_source(source: str) -> None:
+    """Record the source of the running session.
+
+    Args:
+        source: One of ``SOURCES``.
+
+    Raises:
+        ValueError: If ``source`` is not a known source.
+    """
+    global _active_source
+    if source not in SOURCES:
+        raise ValueError(
+            f"parameter ingestion.source: unknown source {source!r}; expected one of {', '.join(SOURCES)}"
+        )
+    _active_source = source
+
+
+def active_source() -> str:
+    """Return the source recorded for the running session (``synthetic`` by default)."""
+    return _active_source
