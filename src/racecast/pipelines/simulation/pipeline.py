@@ -1,0 +1,24 @@
+"""Simulation pipeline definition."""
+
+from kedro.pipeline import Pipeline, node
+
+from .nodes import simulate_world
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Create the simulation pipeline.
+
+    Returns:
+        One node, ``simulate_world``: ``params:simulation`` -> ``raw_racecards``,
+        ``oracle_win_probabilities``, ``raw_upcoming_racecards``.
+    """
+    return Pipeline(
+        [
+            node(
+                simulate_world,
+                inputs="params:simulation",
+                outputs=["raw_racecards", "oracle_win_probabilities", "raw_upcoming_racecards"],
+                name="simulate_world",
+            )
+        ]
+    )

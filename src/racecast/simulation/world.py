@@ -1,0 +1,1220 @@
+"""The synthetic race world: a seeded, deterministic simulator of flat racing.
+
+The world holds horses, jockeys, trainers and courses and races them day by day. Each
+declared runner gets a *linear predictor* ``eta`` (its strength in the race), the sum
+of effects a form student would recognise:
+
+* ability: a fixed talent, an age curve peaking at about 4-5 years and an
+  Ornstein-Uhlenbeck random walk ("form");
+* suitability: distance (log-distance from the horse's optimum), going (distance from
+  its preferred going) and surface preference;
+* fitness: days since the last run (too fresh or a long layoff hurts; a debut costs
+  experience), plus a day-of-race "readiness" that the racecard comment hints at;
+* people: jockey and trainer skill;
+* the race: the course's draw bias (by distance band) and pace bias (run style),
+  the handicap weight carried (weights follow the official rating), gear (blinkers
+  first time give a boost) and body-weight swings;
+* a noise term that the simulator knows (so it is part of ``eta``).
+
+The result is drawn from a Plackett-Luce model: ``u = eta + Gumbel`` and runners finish
+in decreasing ``u``, so ``p_true = softmax(eta)`` over the runners is the exact win
+probability. Margins and times follow the gaps in ``u``; in-running positions mix a
+latent run style with the final order; the betting market is a noisy view of
+``p_true`` with a favourite-longshot bias and an overround.
+
+The official rating is the handicapper's noisy estimate: it is moved after each run
+towards the performance read off the clock and the beaten lengths, so it is informative
+but lags improving horses. Class (1 best, 5 lowest) follows the rating, winners go up a class
+and horses beaten in three runs in a row drop one.
+
+The module is plain Python (no Kedro); :func:`simulate` returns the documents of the
+racecard/results JSON contract (``docs/racecard-format.md``) and the oracle table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from racecast.simulation.config import COURSE_TEMPLATES, SimulationConfig
+
+logger = logging.getLogger(__name__)
+
+RACECARD_FORMAT = "racecast.racecard/1"
+RESULTS_FORMAT = "racecast.results/1"
+GOINGS = ("firm", "good to firm", "good", "good to soft", "soft", "heavy")
+SURFACES = ("turf", "dirt", "all-weather")
+
+# Race distances (whole furlongs in metres: 5f, 6f, 7f, 1m, 1m1f, 1m2f, 1m4f, 1m6f, 2m).
+_DISTANCES_M = np.array([1006, 1207, 1408, 1609, 1811, 2012, 2414, 2816, 3219])
+_DISTANCE_WEIGHTS = np.array([0.12, 0.17, 0.14, 0.15, 0.09, 0.12, 0.10, 0.06, 0.05])
+_DISTANCE_BAND_EDGES = np.array([1300, 1700, 2200])  # sprint | mile | middle | staying
+_RATING_MEAN = 72.0
+_CLASS_RATING_EDGES = np.array([60, 70, 80, 95])  # rating < 60: class 5 ... >= 95: class 1
+_CLASS_PAR = np.array([np.nan, 100.0, 87.0, 75.0, 65.0, 55.0])  # index = class
+_CLASS_PRIZE = np.array([0, 30000, 15000, 9000, 6000, 4000])
+_LBS_PER_KG = 2.2046226
+_TOP_WEIGHT_LBS, _MIN_WEIGHT_LBS = 136, 112  # 9st 10lb top weight, 8st bottom weight
+_RATING_SCALE = 10.0  # rating points (lbs) per unit of eta
+
+# Effects (units of eta; 1 unit ~ 10 rating points).
+_ABILITY_SD = 1.2
+_FORM_SD, _FORM_DAYS = 0.40, 90.0
+_READINESS_SD = 0.30
+_NOISE_SD = 0.30
+_DISTANCE_COEF = 4.0
+_GOING_COEF = 0.08
+_SURFACE_SD = 0.30
+_JOCKEY_SD, _TRAINER_SD = 0.20, 0.25
+_WEIGHT_PER_KG = 0.06
+_DEBUT_EFFECT = -0.25
+# Gear bits: blinkers, visor, cheekpieces, hood (head gear, one at a time), tongue tie.
+_GEAR_CODES = ("B", "V", "CP", "H", "TT")
+_HEADGEAR_MASK = 0b01111
+_GEAR_FIRST_TIME = np.array([0.25, 0.15, 0.12, 0.08, 0.06])
+_GEAR_ONGOING = np.array([0.03, 0.03, 0.03, 0.02, 0.02])
+_GEAR_ADD_P = np.array([0.40, 0.10, 0.25, 0.10, 0.15])
+_GEAR_STRINGS = [
+    "/".join(code for b, code in enumerate(_GEAR_CODES) if mask >> b & 1) or None
+    for mask in range(1 << len(_GEAR_CODES))
+]
+
+# Result presentation.
+_GOING_TIME = np.array([0.985, 0.992, 1.0, 1.015, 1.035, 1.065])
+_SURFACE_TIME = np.array([1.0, 1.015, 1.01])
+_NON_FINISH_OUTCOMES = ("pulled_up", "unseated", "fell")
+_NON_FINISH_P = np.array([0.60, 0.25, 0.15])
+_NON_FINISH_COMMENTS = {"pulled_up": "pulled up", "unseated": "unseated rider", "fell": "fell"}
+
+_NAME_FIRST = (
+    "Silver Golden Crimson Midnight Northern Royal Wild Distant Quiet Bold Lucky Desert "
+    "Copper Scarlet Misty Stormy Hidden Rapid Noble Secret Velvet Winter Summer Autumn "
+    "Ocean River Mountain Highland Iron Stone Amber Ivory Jade Ruby Sapphire Emerald "
+    "Blue Black White Grey Red Green Shadow Thunder Star Moon Sun Sky Cloud Rain Snow "
+    "Frost Fire Flame Spirit Dream Magic Brave Proud Gallant Swift Merry Gentle"
+).split()
+_NAME_SECOND = (
+    "Arrow Harbour Legend Dancer Warrior Falcon Monarch Voyager Echo Empire Fortune "
+    "Glory Horizon Journey Kingdom Lantern Meadow Melody Mirage Mystery Nomad Oasis "
+    "Odyssey Phoenix Pilgrim Prince Princess Quest Raven Rebel Rhapsody Ridge Rocket "
+    "Sceptre Sentinel Serenade Sovereign Sparrow Spear Storm Symphony Tempest Thistle "
+    "Tiger Titan Trail Treasure Tribute Valley Venture Verse Victory Vision Voyage "
+    "Wanderer Whisper Willow Wind Wonder Zephyr Comet Crown"
+).split()
+
+
+def _odds_ladder() -> np.ndarray:
+    """Traditional fractional prices (1/20 ... 500/1) as decimal odds, ascending."""
+    fractions = (
+        "1/20 1/14 1/12 1/10 1/9 1/8 1/7 1/6 2/11 1/5 2/9 1/4 2/7 3/10 1/3 4/11 2/5 4/9 1/2 "
+        "8/15 4/7 8/13 4/6 8/11 4/5 5/6 10/11 1/1 11/10 6/5 5/4 11/8 6/4 13/8 7/4 15/8 2/1 "
+        "9/4 5/2 11/4 3/1 10/3 7/2 4/1 9/2 5/1 11/2 6/1 13/2 7/1 15/2 8/1 17/2 9/1 10/1 "
+        "11/1 12/1 14/1 16/1 18/1 20/1 22/1 25/1 28/1 33/1 40/1 50/1 66/1 80/1 100/1 125/1 "
+        "150/1 200/1 250/1 300/1 500/1"
+    ).split()
+    values = sorted({round(1 + int(a) / int(b), 2) for a, b in (f.split("/") for f in fractions)})
+    return np.array(values)
+
+
+ODDS_LADDER = _odds_ladder()
+_LOG_LADDER_MID = np.log(ODDS_LADDER[:-1] * ODDS_LADDER[1:]) / 2
+
+
+def round_to_ladder(odds: np.ndarray) -> np.ndarray:
+    """Round decimal odds to the nearest price on :data:`ODDS_LADDER` (in log space).
+
+    Args:
+        odds: Decimal odds (any positive values; clipped to the ladder's range).
+
+    Returns:
+        Odds from the ladder, all > 1.0.
+    """
+    idx = np.searchsorted(_LOG_LADDER_MID, np.log(np.maximum(odds, 1e-9)))
+    return ODDS_LADDER[idx]
+
+
+@dataclass(frozen=True)
+class SimulatedWorld:
+    """Everything the simulator produces.
+
+    Attributes:
+        racecards: Racecard documents (``racecast.racecard/1``) by race day ``YYYY-MM-DD``.
+        results: Results documents (``racecast.results/1``) by race day.
+        upcoming: Racecard documents of the day after the last race day (no results).
+        oracle: One row per runner (non-runners excluded) of every simulated race with
+            results: ``race_id``, ``horse_id`` and the exact win probability ``p_true``.
+    """
+
+    racecards: dict[str, dict[str, Any]]
+    results: dict[str, dict[str, Any]]
+    upcoming: dict[str, dict[str, Any]]
+    oracle: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class _Course:
+    course_id: str
+    surface: int
+    country: str
+    tz: ZoneInfo
+    draw_bias: np.ndarray  # by distance band, eta per unit of normalised draw
+    pace_bias: float  # a front runner (style 0) gains pace_bias / 2, a hold-up horse loses it
+    time_factor: float
+    prize_factor: float
+    distances: np.ndarray
+    distance_p: np.ndarray
+    seasonal: bool  # turf: races March to November only
+
+
+@dataclass
+class _RacePlan:
+    meeting: int
+    course: _Course
+    race_no: int
+    off_time: dt.datetime
+    distance_m: int
+    race_class: int
+    going: int
+    prize: int
+    field_size: int
+
+
+class _Day:
+    """Arrays of one race day; declared runners are contiguous per race.
+
+    Created by :meth:`create` with the runner keys (``hi`` horse index, ``ri`` race
+    index) and per-race columns; the simulation steps add runner columns as attributes
+    (``eta``, ``p_true``, ``odds_final``, ``position`` ...).
+    """
+
+    def __init__(self, day: int, plans: list[_RacePlan], hi: np.ndarray, sizes: np.ndarray) -> None:
+        self.day = day
+        self.date = dt.date.fromordinal(day)
+        self.plans = plans
+        self.hi = hi
+        self.sizes = sizes
+        self.n, self.n_races = len(hi), len(plans)
+        self.ri = np.repeat(np.arange(self.n_races), sizes)
+        self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.distance = np.array([p.distance_m for p in plans], dtype=float)
+        self.going = np.array([p.going for p in plans])
+        self.surface = np.array([p.course.surface for p in plans])
+        self.race_class = np.array([p.race_class for p in plans])
+        band = np.searchsorted(_DISTANCE_BAND_EDGES, self.distance)
+        self.draw_bias = np.array([p.course.draw_bias[b] for p, b in zip(plans, band, strict=True)])
+        self.pace_bias = np.array([p.course.pace_bias for p in plans])
+        self.time_factor = np.array([p.course.time_factor for p in plans])
+
+    @classmethod
+    def create(cls, day: int, plans: list[_RacePlan], fields: list[np.ndarray]) -> _Day:
+        sizes = np.array([len(f) for f in fields], dtype=np.int64)
+        return cls(day, plans, np.concatenate(fields).astype(np.int64), sizes)
+
+    def __getattr__(self, name: str) -> Any:  # a step ran out of order
+        raise AttributeError(f"race-day column {name!r} is not computed yet")
+
+
+def _age_curve(age_years: np.ndarray, peak: np.ndarray) -> np.ndarray:
+    """Ability relative to the peak: steep improvement to ~4-5, slow decline after."""
+    d = age_years - peak
+    return np.where(d < 0, -0.28 * np.abs(d) ** 1.5, -0.10 * np.abs(d) ** 1.5)
+
+
+def _class_of_rating(rating: np.ndarray) -> np.ndarray:
+    return 5 - np.searchsorted(_CLASS_RATING_EDGES, rating, side="right")
+
+
+def _group_rank(group: np.ndarray, score: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """0-based rank of ``score`` (descending) within contiguous groups.
+
+    Args:
+        group: Group index per element, non-decreasing (groups are contiguous).
+        score: Scores; ``-inf`` ranks last. Ties keep the element order.
+        starts: Index of each group's first element.
+
+    Returns:
+        The within-group rank of every element.
+    """
+    order = np.lexsort((-score, group))
+    rank = np.empty(len(score), dtype=np.int64)
+    rank[order] = np.arange(len(score)) - starts[group[order]]
+    return rank
+
+
+def _group_softmax(group: np.ndarray, x: np.ndarray, mask: np.ndarray, n_groups: int) -> np.ndarray:
+    """Softmax of ``x`` within groups over the elements where ``mask`` is true (else 0)."""
+    xm = np.where(mask, x, -np.inf)
+    top = np.full(n_groups, -np.inf)
+    np.maximum.at(top, group, xm)
+    e = np.where(mask, np.exp(xm - top[group]), 0.0)
+    total = np.bincount(group, weights=e, minlength=n_groups)
+    return e / total[group]
+
+
+class _Horses:
+    """Column store of the horse population (grows as debutants arrive)."""
+
+    COLUMNS = (
+        "foal_day foal_year male gelded trainer ability peak form form_day opt_log "
+        "going_pref surf0 surf1 surf2 style bw_base last_bw rating class_level runs "
+        "last_run last_dist available_from retired gear gear_ever bad_runs new_trainer name"
+    ).split()
+
+    def __init__(self) -> None:
+        self.n = 0
+        for col in self.COLUMNS:
+            setattr(self, col, np.empty(0))
+
+    def append(self, cols: dict[str, np.ndarray]) -> None:
+        missing = set(self.COLUMNS) - set(cols)
+        if missing:
+            raise KeyError(f"new horses lack columns {sorted(missing)}")
+        for col in self.COLUMNS:
+            old = getattr(self, col)
+            new = np.asarray(cols[col])
+            setattr(self, col, new.copy() if self.n == 0 else np.concatenate([old, new]))
+        self.n += len(cols["ability"])
+
+    def surface_effect(self, idx: np.ndarray, surface: np.ndarray) -> np.ndarray:
+        table = np.stack([self.surf0[idx], self.surf1[idx], self.surf2[idx]], axis=1)
+        return table[np.arange(len(idx)), surface]
+
+
+class _World:
+    """Mutable state of the simulation; one instance per :func:`simulate` call."""
+
+    def __init__(self, cfg: SimulationConfig) -> None:
+        self.cfg = cfg
+        self.rng = np.random.default_rng(cfg.seed)
+        self.start = cfg.start_date.toordinal()
+        rng = self.rng
+        # People.
+        self.jockey_ids = [f"J{i + 1:03d}" for i in range(cfg.jockeys)]
+        self.jockey_skill = rng.normal(0, _JOCKEY_SD, cfg.jockeys)
+        self.jockey_pop = 4.0 * self.jockey_skill + rng.normal(0, 0.4, cfg.jockeys)
+        self.trainer_ids = [f"T{i + 1:03d}" for i in range(cfg.trainers)]
+        self.trainer_skill = rng.normal(0, _TRAINER_SD, cfg.trainers)
+        size = rng.gamma(1.5, 1.0, cfg.trainers)
+        self.trainer_p = size / size.sum()
+        # Courses.
+        self.courses = [self._make_course(t) for t in COURSE_TEMPLATES[: cfg.courses]]
+        self.moisture = rng.uniform(0.5, 3.0, len(self.courses))
+        self.weather_day = self.start
+        # Horses.
+        self.names = rng.permutation(len(_NAME_FIRST) * len(_NAME_SECOND))
+        self.horses = _Horses()
+        # The handicapper's scale: rating = _RATING_MEAN + _RATING_SCALE * (strength - anchor),
+        # anchor = mean ability of the first population + running mean of the other effects.
+        self.ability_anchor = 0.0
+        self.effects_sum, self.effects_n = 0.0, 0
+        self._add_horses(cfg.horses, self.start, initial=True)
+
+    # ------------------------------------------------------------------ setup
+    def _make_course(self, template: tuple[str, str, str, str]) -> _Course:
+        course_id, surface, country, tz = template
+        rng = self.rng
+        max_d = {"turf": 3219, "all-weather": 3219, "dirt": 2816}[surface]
+        keep = _DISTANCES_M <= max_d
+        p = _DISTANCE_WEIGHTS[keep] * rng.uniform(0.6, 1.4, keep.sum())
+        return _Course(
+            course_id=course_id,
+            surface=SURFACES.index(surface),
+            country=country,
+            tz=ZoneInfo(tz),
+            draw_bias=rng.normal(0, 0.5, 4) * np.array([1.0, 0.8, 0.5, 0.3]),
+            pace_bias=float(rng.normal(0, 0.3)),
+            time_factor=float(1 + rng.normal(0, 0.01)),
+            prize_factor=float(rng.uniform(0.8, 1.6)),
+            distances=_DISTANCES_M[keep],
+            distance_p=p / p.sum(),
+            seasonal=surface == "turf",
+        )
+
+    def _add_horses(self, n: int, day: int, initial: bool) -> None:
+        if n <= 0:
+            return
+        rng = self.rng
+        date = dt.date.fromordinal(day)
+        if initial:
+            age = rng.choice(
+                np.arange(2, 10), size=n, p=[0.18, 0.25, 0.20, 0.14, 0.10, 0.07, 0.04, 0.02]
+            )
+        else:
+            age = np.where(rng.random(n) < (0.7 if date.month >= 5 else 0.2), 2, 3)
+        foal_year = date.year - age
+        foal_day = np.array([dt.date(int(y), 4, 1).toordinal() for y in foal_year])
+        foal_day = foal_day + np.round(rng.normal(0, 25, n)).astype(int)
+        ability = rng.normal(0, _ABILITY_SD, n)
+        peak = rng.uniform(4.0, 5.5, n)
+        form = rng.normal(0, _FORM_SD, n)
+        male = rng.random(n) < 0.55
+        if initial:
+            unraced = (age == 2) & (rng.random(n) < (0.9 if date.month < 7 else 0.4))
+            runs = np.where(unraced, 0, 1 + rng.poisson(4.0 * (age - 1.5)))
+            gap = np.where(rng.random(n) < 0.1, rng.integers(120, 300, n), rng.integers(10, 120, n))
+            last_run = np.where(runs > 0, day - gap, -1)
+            total = ability + _age_curve((day - foal_day) / 365.25, peak) + form
+            self.ability_anchor = float(total.mean())
+            rating = np.round(
+                _RATING_MEAN + _RATING_SCALE * (total - total.mean()) + rng.normal(0, 5, n)
+            )
+            rating = np.where(runs > 0, np.clip(rating, 25, 130), np.nan)
+            available = np.where(rng.random(n) < 0.05, day + rng.integers(30, 200, n), day)
+        else:
+            runs = np.zeros(n, dtype=int)
+            last_run = np.full(n, -1)
+            rating = np.full(n, np.nan)
+            available = day + rng.integers(0, 45, n)
+        unrated_class = np.where(rng.random(n) < 0.8, 5, 4)
+        class_level = np.where(
+            np.isnan(rating), unrated_class, _class_of_rating(np.nan_to_num(rating))
+        )
+        opt = rng.choice(_DISTANCES_M, size=n, p=_DISTANCE_WEIGHTS) * np.exp(rng.normal(0, 0.1, n))
+        start = self.horses.n
+        names = [self._name(start + i) for i in range(n)]
+        self.horses.append(
+            {
+                "foal_day": foal_day,
+                "foal_year": foal_year,
+                "male": male,
+                "gelded": male & (rng.random(n) < 0.6),
+                "trainer": rng.choice(self.cfg.trainers, size=n, p=self.trainer_p),
+                "ability": ability,
+                "peak": peak,
+                "form": form,
+                "form_day": np.full(n, day),
+                "opt_log": np.log(opt),
+                "going_pref": rng.uniform(0.5, 4.5, n),
+                "surf0": rng.normal(0, _SURFACE_SD, n),
+                "surf1": rng.normal(0, _SURFACE_SD, n),
+                "surf2": rng.normal(0, _SURFACE_SD, n),
+                "style": rng.beta(2.0, 2.0, n),
+                "bw_base": rng.normal(470, 28, n),
+                "last_bw": np.full(n, np.nan),
+                "rating": rating,
+                "class_level": class_level,
+                "runs": runs,
+                "last_run": last_run,
+                "last_dist": np.full(n, np.nan),
+                "available_from": available,
+                "retired": np.zeros(n, dtype=bool),
+                "gear": np.zeros(n, dtype=np.int64),
+                "gear_ever": np.zeros(n, dtype=np.int64),
+                "bad_runs": np.zeros(n, dtype=int),
+                "new_trainer": np.zeros(n, dtype=bool),
+                "name": np.array(names, dtype=object),
+            }
+        )
+
+    def _name(self, i: int) -> str:
+        combo = int(self.names[i % len(self.names)])
+        base = (
+            f"{_NAME_FIRST[combo // len(_NAME_SECOND)]} {_NAME_SECOND[combo % len(_NAME_SECOND)]}"
+        )
+        generation = i // len(self.names)
+        return (
+            base
+            if generation == 0
+            else f"{base} {('II', 'III', 'IV', 'V')[min(generation, 4) - 1]}"
+        )
+
+    # ---------------------------------------------------------------- the day
+    def _advance_weather(self, day: int) -> None:
+        for d in range(self.weather_day + 1, day + 1):
+            doy = dt.date.fromordinal(d).timetuple().tm_yday
+            p_rain = 0.35 + 0.2 * math.cos(2 * math.pi * (doy - 15) / 365.25)
+            rain = (self.rng.random(len(self.courses)) < p_rain) * self.rng.exponential(
+                0.9, len(self.courses)
+            )
+            self.moisture = 0.8 * self.moisture + rain
+        self.weather_day = max(self.weather_day, day)
+
+    def _going(self, c: int) -> int:
+        course = self.courses[c]
+        m = self.moisture[c]
+        if SURFACES[course.surface] == "all-weather":
+            return int(self.rng.choice([1, 2, 3], p=[0.1, 0.8, 0.1]))
+        if SURFACES[course.surface] == "dirt":
+            return (1, 2, 4, 5)[int(np.searchsorted([1.0, 2.5, 4.0], m, side="right"))]
+        return int(np.searchsorted([0.3, 1.0, 2.0, 3.0, 4.5], m, side="right"))
+
+    def _candidates(self, day: int) -> np.ndarray:
+        h = self.horses
+        rested = (h.last_run < 0) | (day - h.last_run >= 3)
+        return np.flatnonzero(~h.retired & (h.available_from <= day) & rested)
+
+    def _plan(self, day: int) -> list[_RacePlan]:
+        cfg, rng = self.cfg, self.rng
+        date = dt.date.fromordinal(day)
+        in_season = [
+            i
+            for i, c in enumerate(self.courses)
+            if not c.seasonal or 3 <= date.month <= 11 or all(x.seasonal for x in self.courses)
+        ]
+        n_meet = min(
+            int(rng.integers(cfg.meetings_per_day[0], cfg.meetings_per_day[1] + 1)), len(in_season)
+        )
+        chosen = sorted(rng.choice(in_season, size=n_meet, replace=False).tolist())
+        counts = np.bincount(self.horses.class_level[self._candidates(day)], minlength=6)[1:] + 1.0
+        class_p = 0.9 * counts / counts.sum() + 0.02
+        plans = []
+        for m, c in enumerate(chosen):
+            course = self.courses[c]
+            going = self._going(c)
+            n_races = int(rng.integers(cfg.races_per_meeting[0], cfg.races_per_meeting[1] + 1))
+            evening = m == 1 and 5 <= date.month <= 8
+            first = dt.time(17, 45) if evening else dt.time(13, 30)
+            start = dt.datetime.combine(date, first) + dt.timedelta(
+                minutes=15 * int(rng.integers(0, 3)) + 20 * m
+            )
+            for k in range(n_races):
+                race_class = int(rng.choice(5, p=class_p / class_p.sum())) + 1
+                prize = _CLASS_PRIZE[race_class] * course.prize_factor * rng.uniform(0.9, 1.2)
+                plans.append(
+                    _RacePlan(
+                        meeting=m,
+                        course=course,
+                        race_no=k + 1,
+                        off_time=(start + dt.timedelta(minutes=30 * k)).replace(tzinfo=course.tz),
+                        distance_m=int(rng.choice(course.distances, p=course.distance_p)),
+                        race_class=race_class,
+                        going=going,
+                        prize=int(round(prize, -2)),
+                        field_size=int(
+                            rng.integers(cfg.runners_per_race[0], cfg.runners_per_race[1] + 1)
+                        ),
+                    )
+                )
+        return plans
+
+    def _select_fields(self, day: int, plans: list[_RacePlan]) -> list[np.ndarray]:
+        """Trainers enter horses: each race takes the best-suited available horses.
+
+        Suitability (log weight): class match, distance vs the horse's optimum, surface
+        preference, readiness to run (days since last run) and Gumbel noise; races pick
+        their fields in random order, each horse running at most once a day.
+        """
+        h, rng = self.horses, self.rng
+        cand = self._candidates(day)
+        dsl = np.where(h.last_run[cand] < 0, 10_000, day - h.last_run[cand])
+        ready = np.select([dsl < 7, dsl < 14, dsl <= 60], [-3.0, -1.2, 0.0], 0.3)
+        class_w = np.log([1.0, 0.25, 0.005])
+        taken = np.zeros(len(cand), dtype=bool)
+        fields: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(plans)
+        for r in rng.permutation(len(plans)):
+            plan = plans[r]
+            diff = np.minimum(np.abs(h.class_level[cand] - plan.race_class), 2)
+            w = (
+                ready
+                + class_w[diff]
+                - (math.log(plan.distance_m) - h.opt_log[cand]) ** 2 / (2 * 0.22**2)
+                + 3.0 * h.surface_effect(cand, np.full(len(cand), plan.course.surface))
+                + rng.gumbel(size=len(cand))
+            )
+            w[taken] = -np.inf
+            k = min(plan.field_size, int((~taken).sum()))
+            pick = np.argpartition(-w, k - 1)[:k]
+            taken[pick] = True
+            fields[r] = np.sort(cand[pick])
+        return fields
+
+    def _evolve_form(self, idx: np.ndarray, day: int) -> np.ndarray:
+        h = self.horses
+        rho = np.exp(-(day - h.form_day[idx]) / _FORM_DAYS)
+        h.form[idx] = rho * h.form[idx] + np.sqrt(1 - rho**2) * _FORM_SD * self.rng.normal(
+            size=len(idx)
+        )
+        h.form_day[idx] = day
+        return h.form[idx]
+
+    # ------------------------------------------------------------ a race day
+    def race_day(self, day: int, with_results: bool) -> tuple[dict, dict | None, dict[str, list]]:
+        """Simulate one race day.
+
+        Args:
+            day: Proleptic Gregorian ordinal of the date.
+            with_results: Run the races (results, state updates); else racecards only.
+
+        Returns:
+            The racecard document, the results document (``None`` without results) and
+            the oracle columns (lists ``race_id``, ``horse_id``, ``p_true``) of the day.
+        """
+        self._advance_weather(day)
+        self._add_horses(self.cfg.horses - int((~self.horses.retired).sum()), day, initial=False)
+        plans = self._plan(day)
+        d = _Day.create(day, plans, self._select_fields(day, plans))
+        self._declare(d)
+        self._strength(d)
+        self._market(d)
+        racecard = self._racecard_doc(d)
+        if not with_results:
+            return racecard, None, {"race_id": [], "horse_id": [], "p_true": []}
+        self._run_races(d)
+        results = self._results_doc(d)
+        oracle = _oracle_rows(d)
+        self._update_after_races(d)
+        return racecard, results, oracle
+
+    def _declare(self, d: _Day) -> None:
+        """Card attributes: handicap weights, cloth numbers, draw, body weight, gear, jockeys."""
+        h, rng, ri, hi = self.horses, self.rng, d.ri, d.hi
+        d.age_years = (d.day - h.foal_day[hi]) / 365.25
+        d.age = d.date.year - h.foal_year[hi]
+        d.rating = h.rating[hi]
+        rated = ~np.isnan(d.rating)
+        n_rated = np.bincount(ri, weights=rated, minlength=d.n_races)
+        rating_sum = np.bincount(ri, weights=np.nan_to_num(d.rating), minlength=d.n_races)
+        mean_rated = np.where(
+            n_rated > 0, rating_sum / np.maximum(n_rated, 1), _CLASS_PAR[d.race_class]
+        )
+        # unrated horses (debutants) are weighted as an average runner of the race
+        d.rating_imputed = np.where(rated, d.rating, mean_rated[ri])
+        top = np.full(d.n_races, -np.inf)
+        np.maximum.at(top, ri, d.rating_imputed)
+        w_lbs = np.clip(
+            _TOP_WEIGHT_LBS - np.round(top[ri] - d.rating_imputed), _MIN_WEIGHT_LBS, _TOP_WEIGHT_LBS
+        )
+        d.weight_kg = np.round(w_lbs / _LBS_PER_KG, 1)
+        d.cloth = _group_rank(ri, w_lbs * 1000 + d.rating_imputed, d.starts) + 1
+        d.draw = _group_rank(ri, rng.random(d.n), d.starts) + 1
+        young = 12.0 * np.clip(4 - d.age_years, 0, 2)
+        d.body_weight = np.round(h.bw_base[hi] - young + rng.normal(0, 3.5, d.n), 1)
+
+        # gear: trainers reach for head gear after poor runs; sometimes take it off
+        gear = h.gear[hi].copy()
+        u = rng.random(d.n)
+        bit = np.left_shift(1, rng.choice(len(_GEAR_CODES), size=d.n, p=_GEAR_ADD_P))
+        struggling = (h.bad_runs[hi] >= 2) & (gear == 0) & (u < 0.25)
+        add = (h.runs[hi] >= 2) & (struggling | (u > 0.98))
+        remove = ~add & (gear != 0) & (rng.random(d.n) < 0.04)
+        with_item = np.where(bit & _HEADGEAR_MASK, (gear & ~_HEADGEAR_MASK) | bit, gear | bit)
+        d.gear = np.where(remove, 0, np.where(add, with_item, gear))
+        d.gear_first_time = d.gear & ~h.gear_ever[hi]
+        h.gear[hi] = d.gear
+
+        # jockeys: each rides at one meeting a day; better horses tend to get better riders
+        d.jockey = np.empty(d.n, dtype=np.int64)
+        pools = np.array_split(
+            rng.permutation(self.cfg.jockeys), max(p.meeting for p in d.plans) + 1
+        )
+        for r, plan in enumerate(d.plans):
+            pool, k = pools[plan.meeting], d.sizes[r]
+            booked = pool[np.argsort(-(self.jockey_pop[pool] + rng.gumbel(size=len(pool))))[:k]]
+            booked = booked[np.argsort(-(self.jockey_skill[booked] + rng.normal(0, 0.1, k)))]
+            sl = slice(d.starts[r], d.starts[r] + k)
+            d.jockey[sl.start + np.argsort(-(d.rating_imputed[sl] + rng.normal(0, 6, k)))] = booked
+
+    def _strength(self, d: _Day) -> None:
+        """The linear predictor ``eta`` of every declared runner (see the module docstring)."""
+        h, rng, ri, hi = self.horses, self.rng, d.ri, d.hi
+        form = self._evolve_form(hi, d.day)
+        d.ability = h.ability[hi] + _age_curve(d.age_years, h.peak[hi]) + form
+        d.debut = h.runs[hi] == 0
+        d.days_since = np.where(d.debut, 0, d.day - h.last_run[hi])
+        fitness = np.where(
+            d.debut,
+            _DEBUT_EFFECT,
+            -0.035 * np.clip(10 - d.days_since, 0, None)
+            - 0.15 * np.log(np.maximum(d.days_since, 45) / 45),
+        )
+        d.readiness = rng.normal(0, _READINESS_SD, d.n)
+        dist, going = d.distance[ri], d.going[ri]
+        suitability = (
+            -_DISTANCE_COEF * (np.log(dist) - h.opt_log[hi]) ** 2
+            - _GOING_COEF * (going - h.going_pref[hi]) ** 2
+            + h.surface_effect(hi, d.surface[ri])
+        )
+        people = self.jockey_skill[d.jockey] + self.trainer_skill[h.trainer[hi]]
+        norm_draw = (d.draw - 1) / np.maximum(d.sizes[ri] - 1, 1)
+        mean_weight = np.bincount(ri, weights=d.weight_kg, minlength=d.n_races) / d.sizes
+        race_effects = (
+            d.draw_bias[ri] * (norm_draw - 0.5)
+            + d.pace_bias[ri] * (0.5 - h.style[hi])
+            - _WEIGHT_PER_KG * (d.weight_kg - mean_weight[ri])
+        )
+        bits = np.arange(len(_GEAR_CODES))
+        gear = ((d.gear_first_time[:, None] >> bits) & 1) @ _GEAR_FIRST_TIME
+        gear = gear + ((d.gear[:, None] >> bits) & 1) @ _GEAR_ONGOING
+        bw_change = np.nan_to_num(np.abs(d.body_weight - h.last_bw[hi]), nan=0.0)
+        d.eta = (
+            d.ability
+            + suitability
+            + fitness
+            + d.readiness
+            + people
+            + race_effects
+            + gear
+            - 0.012 * np.maximum(bw_change - 5, 0)
+            + rng.normal(0, _NOISE_SD, d.n)
+        )
+
+    def _market(self, d: _Day) -> None:
+        """Non-runners, void races, the true win probabilities and the betting market.
+
+        Final prices: ``softmax(alpha * log p_true + noise)`` (``alpha < 1`` flattens the
+        book: the favourite-longshot bias) scaled to the race's overround, then rounded to
+        traditional price ticks. Morning prices add more noise and are made before the
+        non-runners are known.
+        """
+        cfg, rng, ri, mk = self.cfg, self.rng, d.ri, self.cfg.market
+        nr = rng.random(d.n) < cfg.non_runner_rate
+        left = np.bincount(ri, weights=~nr, minlength=d.n_races)
+        d.non_runner = nr & (left[ri] >= 2)
+        d.run = ~d.non_runner
+        d.n_start = np.bincount(ri, weights=d.run, minlength=d.n_races).astype(int)
+        d.void = rng.random(d.n_races) < cfg.void_rate
+        d.p_true = _group_softmax(ri, d.eta, d.run, d.n_races)
+        declared = np.ones(d.n, dtype=bool)
+        p_declared = _group_softmax(ri, d.eta, declared, d.n_races)
+        z_final, z_morning = rng.normal(0, 1, d.n), rng.normal(0, 1, d.n)
+        with np.errstate(divide="ignore"):  # log(0) for non-runners, masked below
+            logit_final = mk.longshot_alpha * np.log(d.p_true) + mk.noise_sd * z_final
+        logit_morning = (
+            mk.longshot_alpha * np.log(p_declared)
+            + mk.noise_sd * z_final
+            + mk.morning_extra_noise_sd * z_morning
+        )
+        # bigger fields, bigger books; averages cfg.market.overround
+        n_ref = sum(cfg.runners_per_race) / 2 * (1 - cfg.non_runner_rate)
+        spread = 1 + mk.overround_sd / (mk.overround - 1) * rng.normal(0, 1, d.n_races)
+        book = np.maximum(1 + (mk.overround - 1) * np.sqrt(d.n_start / n_ref) * spread, 1.01)
+        q_final = _group_softmax(ri, logit_final, d.run, d.n_races) * book[ri]
+        d.odds_final = np.where(d.run, round_to_ladder(1 / np.maximum(q_final, 1e-12)), np.nan)
+        q_morning = _group_softmax(ri, logit_morning, declared, d.n_races) * mk.morning_overround
+        d.odds_morning = round_to_ladder(1 / q_morning)
+        last_dist = self.horses.last_dist[d.hi]
+        dist = d.distance[ri]
+        d.comment = _card_comments(
+            rng,
+            debut=d.debut,
+            days_since=d.days_since,
+            readiness=d.readiness,
+            first_blinkers=(d.gear_first_time & 1) > 0,
+            new_trainer=self.horses.new_trainer[d.hi],
+            trip_up=dist > 1.25 * np.nan_to_num(last_dist, nan=np.inf),
+            trip_down=dist < np.nan_to_num(last_dist, nan=0.0) / 1.25,
+            soft_suits=(d.going[ri] >= 4) & (self.horses.going_pref[d.hi] >= 3.5),
+        )
+
+    def _run_races(self, d: _Day) -> None:
+        """Run the races: Plackett-Luce order, margins, times and in-running positions."""
+        cfg, rng, ri, starts = self.cfg, self.rng, d.ri, d.starts
+        u = np.where(d.run, d.eta + rng.gumbel(size=d.n), -np.inf)
+        rank_u = _group_rank(ri, u, starts)
+        d.dead_heat = (rng.random(d.n_races) < cfg.dead_heat_rate) & (d.n_start >= 2)
+        # non-finishers are never the winner (nor a dead-heater): p_true stays exact
+        protected = rank_u <= np.where(d.dead_heat[ri], 1, 0)
+        dnf = d.run & ~protected & (rng.random(d.n) < cfg.non_finisher_rate)
+        d.dnf_kind = np.where(
+            dnf, rng.choice(len(_NON_FINISH_OUTCOMES), size=d.n, p=_NON_FINISH_P), -1
+        )
+        d.finished = d.run & ~dnf
+        d.u_finished = np.where(d.finished, u, -np.inf)
+        d.finish_rank = _group_rank(ri, d.u_finished, starts)
+        position = np.where(d.finished, d.finish_rank + 1, 0)
+        d.position = np.where(d.finished & d.dead_heat[ri] & (d.finish_rank == 1), 1, position)
+
+        # margins between consecutive finishers -> cumulative lengths behind the winner
+        order = np.lexsort((-d.u_finished, ri))
+        u_sorted, r_sorted = d.u_finished[order], ri[order]
+        follows = np.zeros(d.n, dtype=bool)
+        follows[1:] = (r_sorted[1:] == r_sorted[:-1]) & np.isfinite(u_sorted[1:])
+        gap = np.zeros(d.n)
+        behind = np.flatnonzero(follows)
+        gap[behind] = u_sorted[behind - 1] - u_sorted[behind]
+        lengths_per_unit = 1.5 * (d.distance / 1000) ** 0.85
+        margin = np.where(follows, _round_margin(gap * lengths_per_unit[r_sorted]), 0.0)
+        margin[follows & d.dead_heat[r_sorted] & (d.finish_rank[order] == 1)] = 0.0
+        cum = np.cumsum(margin)
+        d.lengths = np.empty(d.n)
+        d.lengths[order] = np.round(cum - cum[starts[r_sorted]], 2)
+
+        # the clock: base speed by distance, going and surface; a strong winner (absolute
+        # strength above the handicapper's anchor; ~2 units for a typical winner) is faster
+        u_win = np.full(d.n_races, -np.inf)
+        np.maximum.at(u_win, ri, d.u_finished)
+        d.winner_perf = np.where(np.isfinite(u_win), u_win - np.euler_gamma - self._anchor(), 2.0)
+        speed = 17.3 - 0.95 * np.log2(d.distance / 1000)
+        winner_time = (
+            d.distance
+            / speed
+            * _GOING_TIME[d.going]
+            * _SURFACE_TIME[d.surface]
+            * d.time_factor
+            * (1 - 0.004 * (d.winner_perf - 2.0))
+            * (1 + rng.normal(0, 0.006, d.n_races))
+        )
+        sec_per_length = 0.17 * _GOING_TIME[d.going]
+        d.finish_time = np.round(winner_time[ri] + d.lengths * sec_per_length[ri], 2)
+
+        # in-running positions: each call mixes the run style with the final order
+        d.n_calls = np.where(d.distance <= 1408, 2, 3)[ri]  # calls before the finish
+        early = -4.0 * self.horses.style[d.hi] + rng.normal(0, 1.0, d.n)
+        final = -4.0 * rank_u / np.maximum(d.n_start[ri], 1)
+        d.incident_call = 1 + (rng.random(d.n) * d.n_calls).astype(int)
+        d.calls = np.zeros((d.n, 3), dtype=np.int64)
+        for k in range(1, 4):
+            w = k / (d.n_calls + 1)
+            score = (1 - w) * early + w * final + rng.normal(0, 0.5, d.n)
+            active = d.run & ~(dnf & (d.incident_call < k))
+            d.calls[:, k - 1] = _group_rank(ri, np.where(active, score, -np.inf), starts) + 1
+
+    def _anchor(self) -> float:
+        return self.ability_anchor + self.effects_sum / max(self.effects_n, 1)
+
+    def _update_after_races(self, d: _Day) -> None:
+        """The handicapper, class moves, injuries, retirements and trainer moves.
+
+        The handicapper reads each performance off the clock and the beaten lengths,
+        crediting the weight carried: a noisy (Gumbel) measure of the strength on the day,
+        on the rating scale. Ratings move 35% of the way to it (at most 10 lbs a run).
+        """
+        h, rng, ri = self.horses, self.rng, d.ri
+        anchor = self._anchor()
+        ran = d.run & ~d.void[ri]
+        self.effects_sum += float((d.eta - d.ability)[ran].sum())
+        self.effects_n += int(ran.sum())
+        finished = d.finished & ran
+        w_bar = np.bincount(ri, weights=np.where(ran, d.weight_kg, 0), minlength=d.n_races)
+        w_bar = w_bar / np.maximum(np.bincount(ri, weights=ran, minlength=d.n_races), 1)
+        strength = np.where(finished, d.u_finished, 0.0) - np.euler_gamma - anchor
+        perf = _RATING_MEAN + _RATING_SCALE * (
+            strength + _WEIGHT_PER_KG * (d.weight_kg - w_bar[ri])
+        )
+        rated = ~np.isnan(d.rating)
+        par = _CLASS_PAR[d.race_class[ri]]
+        step = np.clip(0.35 * (perf - np.nan_to_num(d.rating)), -10, 10)
+        rating = np.where(
+            rated,
+            np.where(finished, d.rating + step, d.rating - 2),
+            np.where(finished, par + 0.6 * (perf - par), par - 5),
+        )
+        rating = np.clip(np.round(rating), 20, 130)
+        # class: follows the rating; winners go up a class, three poor runs in a row drop one
+        n_fin = np.bincount(ri, weights=finished, minlength=d.n_races)
+        poor = ~finished | (d.finish_rank >= n_fin[ri] / 2)
+        bad_runs = np.where(poor, h.bad_runs[d.hi] + 1, 0)
+        won = finished & (d.position == 1)
+        cls = _class_of_rating(rating)
+        cls = np.where(won, np.minimum(cls, np.maximum(d.race_class[ri] - 1, 1)), cls)
+        drop = bad_runs >= 3
+        cls = np.where(drop, np.maximum(cls, np.minimum(d.race_class[ri] + 1, 5)), cls)
+
+        idx, m = d.hi[ran], int(ran.sum())
+        h.rating[idx] = rating[ran]
+        h.class_level[idx] = cls[ran]
+        h.bad_runs[idx] = np.where(drop, 0, bad_runs)[ran]
+        h.runs[idx] += 1
+        h.last_run[idx] = d.day
+        h.last_dist[idx] = d.distance[ri][ran]
+        h.last_bw[idx] = d.body_weight[ran]
+        h.gear_ever[idx] |= d.gear[ran]
+        injured = rng.random(m) < np.where(finished[ran], 0.04, 0.30)
+        h.available_from[idx] = np.where(injured, d.day + rng.integers(45, 240, m), d.day)
+        age = (d.day - h.foal_day[idx]) / 365.25
+        p_retire = 0.006 + 0.012 * np.maximum(age - 6, 0) + 0.03 * (rating[ran] < 45)
+        h.retired[idx] |= rng.random(m) < p_retire
+        move = rng.random(m) < 0.01
+        h.trainer[idx] = np.where(move, rng.integers(0, self.cfg.trainers, m), h.trainer[idx])
+        h.new_trainer[idx] = move
+
+    # ------------------------------------------------------------- documents
+    def _racecard_doc(self, d: _Day) -> dict[str, Any]:
+        h, hi = self.horses, d.hi
+        names = h.name[hi].tolist()
+        sexes = _sex(h.male[hi], h.gelded[hi], d.age)
+        trainers = h.trainer[hi].tolist()
+        col = {
+            k: getattr(d, k).tolist()
+            for k in (
+                "cloth draw age weight_kg body_weight rating gear jockey odds_morning odds_final "
+                "non_runner"
+            ).split()
+        }
+        meetings: dict[int, dict[str, Any]] = {}
+        for r, plan in enumerate(d.plans):
+            meeting = meetings.setdefault(
+                plan.meeting,
+                {
+                    "date": d.date.isoformat(),
+                    "course": plan.course.course_id,
+                    "country": plan.course.country,
+                    "races": [],
+                },
+            )
+            runners = []
+            for i in sorted(
+                range(d.starts[r], d.starts[r] + d.sizes[r]), key=col["cloth"].__getitem__
+            ):
+                nr, rating = col["non_runner"][i], col["rating"][i]
+                runners.append(
+                    {
+                        "horse_id": _horse_id(hi[i]),
+                        "horse_name": names[i],
+                        "cloth_number": col["cloth"][i],
+                        "draw": col["draw"][i],
+                        "age": col["age"][i],
+                        "sex": sexes[i],
+                        "weight_carried_kg": col["weight_kg"][i],
+                        "body_weight_kg": col["body_weight"][i],
+                        "rating": None if math.isnan(rating) else int(rating),
+                        "gear": _GEAR_STRINGS[col["gear"][i]],
+                        "jockey_id": self.jockey_ids[col["jockey"][i]],
+                        "trainer_id": self.trainer_ids[trainers[i]],
+                        "odds": {
+                            "morning": col["odds_morning"][i],
+                            "final": None if nr else col["odds_final"][i],
+                        },
+                        "non_runner": nr,
+                        "comment": d.comment[i],
+                    }
+                )
+            meeting["races"].append(
+                {
+                    "race_id": _race_id(d.date, plan),
+                    "off_time": plan.off_time.isoformat(),
+                    "race_type": "flat",
+                    "surface": SURFACES[plan.course.surface],
+                    "going": GOINGS[plan.going],
+                    "distance_m": plan.distance_m,
+                    "race_class": plan.race_class,
+                    "prize": plan.prize,
+                    "runners": runners,
+                }
+            )
+        return {"format": RACECARD_FORMAT, "meetings": [meetings[m] for m in sorted(meetings)]}
+
+    def _results_doc(self, d: _Day) -> dict[str, Any]:
+        col = {
+            k: getattr(d, k).tolist()
+            for k in "run finished dnf_kind position lengths finish_time odds_final n_calls incident_call calls".split()
+        }
+        results = []
+        for r, plan in enumerate(d.plans):
+            finishers = []
+            if not d.void[r]:
+                idx = [i for i in range(d.starts[r], d.starts[r] + d.sizes[r]) if col["run"][i]]
+                n_fin = sum(col["finished"][i] for i in idx)
+                idx.sort(
+                    key=lambda i: (not col["finished"][i], col["position"][i], col["calls"][i][0])
+                )
+                for i in idx:
+                    finishers.append(self._finisher(d, r, i, n_fin, col))
+            results.append(
+                {
+                    "race_id": _race_id(d.date, plan),
+                    "status": "void" if d.void[r] else "official",
+                    "finishers": finishers,
+                }
+            )
+        return {"format": RESULTS_FORMAT, "results": results}
+
+    @staticmethod
+    def _finisher(d: _Day, r: int, i: int, n_fin: int, col: dict[str, list]) -> dict[str, Any]:
+        horse_id = _horse_id(d.hi[i])
+        if not col["finished"][i]:
+            kind = _NON_FINISH_OUTCOMES[col["dnf_kind"][i]]
+            return {
+                "horse_id": horse_id,
+                "position": None,
+                "outcome": kind,
+                "lengths_behind": None,
+                "finish_time_s": None,
+                "starting_price": col["odds_final"][i],
+                "in_running_positions": col["calls"][i][: col["incident_call"][i]],
+                "comment": _NON_FINISH_COMMENTS[kind],
+            }
+        position = col["position"][i]
+        running = col["calls"][i][: col["n_calls"][i]] + [position]
+        return {
+            "horse_id": horse_id,
+            "position": position,
+            "outcome": "finished",
+            "lengths_behind": col["lengths"][i],
+            "finish_time_s": col["finish_time"][i],
+            "starting_price": col["odds_final"][i],
+            "in_running_positions": running,
+            "comment": _post_comment(
+                position, running, n_fin, col["lengths"][i], bool(d.dead_heat[r])
+            ),
+        }
+
+
+def _oracle_rows(d: _Day) -> dict[str, list]:
+    """``race_id``, ``horse_id``, ``p_true`` of every runner (non-runners excluded)."""
+    race_ids = [_race_id(d.date, p) for p in d.plans]
+    keep = np.flatnonzero(d.run)
+    return {
+        "race_id": [race_ids[r] for r in d.ri[keep].tolist()],
+        "horse_id": [_horse_id(x) for x in d.hi[keep].tolist()],
+        "p_true": d.p_true[keep].tolist(),
+    }
+
+
+def _race_id(date: dt.date, plan: _RacePlan) -> str:
+    return f"SYN-{date.isoformat()}-{plan.course.course_id}-{plan.race_no:02d}"
+
+
+def _horse_id(index: int) -> str:
+    return f"H{int(index) + 1:05d}"
+
+
+def _sex(male: np.ndarray, gelded: np.ndarray, age: np.ndarray) -> list[str]:
+    young = age <= 4
+    sex = np.where(
+        male,
+        np.where(gelded, "gelding", np.where(young, "colt", "horse")),
+        np.where(young, "filly", "mare"),
+    )
+    return sex.tolist()
+
+
+def _round_margin(lengths: np.ndarray) -> np.ndarray:
+    """Round a raw margin to the judge's steps: short head, head, neck, quarters, halves, lengths."""
+    x = np.clip(lengths, 0, 20)
+    return np.select(
+        [x < 0.075, x < 0.15, x < 0.375, x < 5, x < 10],
+        [0.05, 0.1, 0.25, np.round(x * 4) / 4, np.round(x * 2) / 2],
+        np.round(x),
+    )
+
+
+_GENERIC_COMMENTS = (
+    "others preferred",
+    "consistent sort",
+    "each-way claims",
+    "best watched",
+    "interesting runner",
+    "place chance",
+    "hard to fancy",
+)
+
+
+def _card_comments(
+    rng: np.random.Generator,
+    *,
+    debut: np.ndarray,
+    days_since: np.ndarray,
+    readiness: np.ndarray,
+    first_blinkers: np.ndarray,
+    new_trainer: np.ndarray,
+    trip_up: np.ndarray,
+    trip_down: np.ndarray,
+    soft_suits: np.ndarray,
+) -> list[str | None]:
+    """Racecard comments; the fitness remarks carry a little real signal.
+
+    "sharp in work" is mostly said of horses whose (hidden) readiness is high and
+    "needs the run" of those whose readiness is low; the rest are facts a reader could
+    also derive (layoff, debut, gear, trip) or uninformative filler.
+    """
+    n = len(readiness)
+    u1, u2, u3 = rng.random(n), rng.random(n), rng.random(n)
+    generic = rng.integers(0, len(_GENERIC_COMMENTS), n)
+    fitness = np.select(
+        [
+            (readiness > 0.2) & (u1 < 0.55),
+            (readiness < -0.2) & (u1 < 0.55),
+            u1 > 0.97,
+            u1 > 0.94,
+        ],
+        ["sharp in work", "needs the run", "sharp in work", "needs the run"],
+        "",
+    )
+    fact = np.select(
+        [
+            debut,
+            new_trainer,
+            first_blinkers,
+            ~debut & (days_since > 90),
+            trip_up,
+            trip_down,
+            soft_suits & (u2 < 0.6),
+        ],
+        [
+            "makes debut",
+            "first run for new yard",
+            "blinkers first time",
+            "returns from a break",
+            "steps up in trip",
+            "drops in trip",
+            "acts on soft ground",
+        ],
+        "",
+    )
+    out: list[str | None] = []
+    for f, x, g, v in zip(
+        fitness.tolist(), fact.tolist(), generic.tolist(), u3.tolist(), strict=True
+    ):
+        parts = [p for p in (x, f) if p]
+        if not parts and v < 0.6:
+            parts = [_GENERIC_COMMENTS[g]]
+        out.append("; ".join(parts) if parts else None)
+    return out
+
+
+def _post_comment(
+    position: int, running: list[int], n_fin: int, lengths: float, dead_heat: bool
+) -> str:
+    first_call = running[0]
+    if position == 1:
+        if dead_heat:
+            return "dead-heated for first"
+        if all(p == 1 for p in running):
+            return "made all"
+        if first_call > max(n_fin // 2, 2):
+            return "held up, ran on to lead close home"
+        return "led 150m out, kept on"
+    if position <= 3:
+        return "stayed on well" if first_call - position >= 3 else "every chance, kept on"
+    if first_call <= 2 and position > n_fin / 2:
+        return "prominent, weakened"
+    if position == n_fin and lengths >= 10:
+        return "always behind"
+    return "never dangerous" if position > n_fin / 2 else "mid-division, no extra"
+
+
+def race_days(cfg: SimulationConfig) -> list[dt.date]:
+    """The calendar of race days (deterministic in ``cfg.seed``).
+
+    Args:
+        cfg: Validated simulation parameters.
+
+    Returns:
+        ``cfg.n_days`` increasing dates starting at ``cfg.start_date``.
+    """
+    rng = np.random.default_rng([cfg.seed, 1])
+    gaps = 1 + rng.poisson(cfg.mean_days_between_race_days - 1, cfg.n_days - 1)
+    offsets = np.concatenate([[0], np.cumsum(gaps)])
+    return [cfg.start_date + dt.timedelta(days=int(o)) for o in offsets]
+
+
+def simulate(cfg: SimulationConfig) -> SimulatedWorld:
+    """Simulate the race world.
+
+    Args:
+        cfg: Validated parameters (see :class:`SimulationConfig`).
+
+    Returns:
+        Racecards and results per race day, the next day's racecards and the oracle.
+    """
+    world = _World(cfg)
+    racecards: dict[str, dict[str, Any]] = {}
+    results: dict[str, dict[str, Any]] = {}
+    oracle: dict[str, list] = {"race_id": [], "horse_id": [], "p_true": []}
+    days = race_days(cfg)
+    for date in tqdm(days, desc="race days", unit="day", disable=not cfg.show_progress):
+        card, result, rows = world.race_day(date.toordinal(), with_results=True)
+        racecards[date.isoformat()] = card
+        results[date.isoformat()] = result
+        for key, values in rows.items():
+            oracle[key].extend(values)
+    next_day = days[-1] + dt.timedelta(days=1)
+    upcoming_card, _, _ = world.race_day(next_day.toordinal(), with_results=False)
+    oracle_df = pd.DataFrame(
+        {
+            "race_id": pd.Series(oracle["race_id"], dtype="string"),
+            "horse_id": pd.Series(oracle["horse_id"], dtype="string"),
+            "p_true": pd.Series(oracle["p_true"], dtype="float64"),
+        }
+    )
+    logger.info(
+        "simulated %d race days, %d races, %d runners; %d horses in the world",
+        len(days),
+        oracle_df["race_id"].nunique(),
+        len(oracle_df),
+        world.horses.n,
+    )
+    return SimulatedWorld(
+        racecards=racecards,
+        results=results,
+        upcoming={next_day.isoformat(): upcoming_card},
+        oracle=oracle_df,
+    )
+
+
+def to_json_text(document: dict[str, Any]) -> str:
+    """Serialise a contract document deterministically (stable key order, 2-space indent).
+
+    Args:
+        document: A racecard or results document.
+
+    Returns:
+        The JSON text, ending with a newline.
+    """
+    return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def world_summary(world: SimulatedWorld) -> dict[str, float]:
+    """Headline statistics of a simulated world, computed from its documents.
+
+    Args:
+        world: Output of :func:`simulate`.
+
+    Returns:
+        Counts, rates and the market-versus-oracle log losses over official races with
+        one winner (market probability: normalised ``1/odds.final``).
+    """
+    p_true = {
+        (r, h): p
+        for r, h, p in zip(
+            world.oracle["race_id"], world.oracle["horse_id"], world.oracle["p_true"], strict=True
+        )
+    }
+    status: dict[str, str] = {}
+    winners: dict[str, list[str]] = {}
+    for doc in world.results.values():
+        for res in doc["results"]:
+            status[res["race_id"]] = res["status"]
+            winners[res["race_id"]] = [
+                f["horse_id"] for f in res["finishers"] if f["position"] == 1
+            ]
+    n_declared = n_nr = n_races = fav_wins = single = 0
+    overrounds: list[float] = []
+    ll_market: list[float] = []
+    ll_oracle: list[float] = []
+    ll_uniform: list[float] = []
+    for doc in world.racecards.values():
+        for meeting in doc["meetings"]:
+            for race in meeting["races"]:
+                n_races += 1
+                runners = [x for x in race["runners"] if not x["non_runner"]]
+                n_declared += len(race["runners"])
+                n_nr += len(race["runners"]) - len(runners)
+                inv = np.array([1 / x["odds"]["final"] for x in runners])
+                overrounds.append(float(inv.sum()))
+                won = winners[race["race_id"]]
+                if status[race["race_id"]] != "official" or len(won) != 1:
+                    continue
+                single += 1
+                ids = [x["horse_id"] for x in runners]
+                w = ids.index(won[0])
+                fav_wins += inv[w] == inv.max()
+                ll_market.append(-math.log(inv[w] / inv.sum()))
+                ll_oracle.append(-math.log(p_true[(race["race_id"], won[0])]))
+                ll_uniform.append(math.log(len(runners)))
+    n_void = sum(s == "void" for s in status.values())
+    n_dead_heat = sum(len(w) > 1 for w in winners.values())
+    return {
+        "race_days": len(world.racecards),
+        "races": n_races,
+        "declared_runners": n_declared,
+        "runners": n_declared - n_nr,
+        "non_runner_rate": n_nr / max(n_declared, 1),
+        "void_rate": n_void / max(n_races, 1),
+        "dead_heat_rate": n_dead_heat / max(n_races, 1),
+        "favourite_win_rate": fav_wins / max(single, 1),
+        "mean_overround": float(np.mean(overrounds)) if overrounds else float("nan"),
+        "market_log_loss": float(np.mean(ll_market)) if ll_market else float("nan"),
+        "oracle_log_loss": float(np.mean(ll_oracle)) if ll_oracle else float("nan"),
+        "uniform_log_loss": float(np.mean(ll_uniform)) if ll_uniform else float("nan"),
+    }
