@@ -1,0 +1,844 @@
+"""Shared validation of every source: primary tables, quarantine and ingestion report.
+
+``validate_and_split`` takes the four outputs of a source adapter (JSON racecards, HKJC
+CSVs, ...) and splits the parsed records into the primary ``races``/``runners`` tables and
+the ``quarantine``:
+
+* the pandera schemas of ``racecast.data.schema`` (lazy validation; every failure case
+  becomes a quarantine row) and vectorised checks: duplicates, races without active
+  runners, declared field sizes, duplicate draws, positions beyond the field, non-runners
+  with a position, dead-heat flags, results of races that are not official, runners
+  without a race. (A non-finisher with a position breaks the JSON contract and is
+  quarantined by its parser; other sources may keep the position they publish, as HKJC
+  does for its did-not-finish runners.)
+* a race whose record or *any* runner record is bad is quarantined as a whole, with all its
+  runners (dropping a runner would silently change the field). Every runner record of such
+  a race gets one ``race_quarantined`` row (the cause is in ``detail``), plus one row per
+  problem of its own; the race record gets one row per problem of its own, or one
+  ``race_quarantined`` row when only its runners (or records the adapter quarantined) are
+  bad;
+* ``params["months"]`` keeps only those race months; filtered-out records are not "in".
+
+Quarantine rows and records. A row with a ``horse_id`` is about a runner record, a row with
+a ``race_id`` and no ``horse_id`` about a race record, except rows whose reason is in
+``NON_RECORD_REASONS`` (results of unknown races); rows without ``race_id`` are about
+containers (a meeting, a file). Adapters give unreadable ids a placeholder starting with
+``?``. A record is identified by ``(source_file, race_id, horse_id)``; when a file holds the
+same record twice, both copies have a row with the same reason and field, so the number of
+records behind an identity is the largest number of its rows sharing reason and field.
+
+The report always satisfies ``races.in == races.primary + races.quarantined`` and the same
+for runners; ``validate_and_split`` raises ``IngestionAccountingError`` otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+
+import pandas as pd
+import pandera.pandas as pa
+
+from racecast.data.schema import (
+    QUARANTINE_COLUMNS,
+    RACE_COLUMNS,
+    RUNNER_COLUMNS,
+    RacesSchema,
+    RunnersSchema,
+    conform,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Reasons of quarantine rows that are about a result record, not a race or runner record.
+NON_RECORD_REASONS = frozenset({"result_unknown_race", "invalid_result"})
+QUARANTINE_PATH = "data/02_intermediate/quarantine.parquet"
+REPORT_PATH = "data/08_reporting/ingestion_report.json"
+_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+_MAX_CAUSES = 3
+_KEYS = ["source_file", "race_id", "horse_id"]
+_PROBLEM_COLUMNS = ["row", "field", "reason", "detail"]
+
+_RACES = RacesSchema.add_columns(
+    {
+        "meeting_date": pa.Column("string", pa.Check.str_matches(r"^\d{4}-\d{2}-\d{2}$")),
+        "race_month": pa.Column("string", pa.Check.str_matches(r"^\d{4}-\d{2}$")),
+        "n_declared": pa.Column("Int64", pa.Check.ge(0)),
+    }
+)
+_RUNNERS = RunnersSchema.add_columns({"non_runner": pa.Column("boolean")})
+
+
+class IngestionAccountingError(RuntimeError):
+    """Internal error: some input record is neither primary nor quarantined."""
+
+
+class IngestionStrictError(RuntimeError):
+    """``ingestion.strict`` is on and records were quarantined or files rejected."""
+
+
+def safe_text(text: str) -> str:
+    """Make text storable as UTF-8 (unpaired surrogates become ``\\udXXX`` escapes).
+
+    Args:
+        text: Any string.
+
+    Returns:
+        The same text where it was valid UTF-8.
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def show_value(value: object, limit: int = 80) -> str:
+    """Show a value in a message: ``repr``, shortened and storable.
+
+    Args:
+        value: Any value.
+        limit: Maximum length.
+
+    Returns:
+        The shown value.
+    """
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = "<deeply nested value>"
+    return safe_text(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def parse_months(months: object) -> frozenset[str] | None:
+    """Read the ``ingestion.months`` parameter.
+
+    Args:
+        months: ``None`` or a list of ``YYYY-MM`` strings.
+
+    Returns:
+        The months, or ``None`` to keep every month.
+
+    Raises:
+        ValueError: If the parameter is not ``None`` or a list of ``YYYY-MM`` strings.
+    """
+    if months is None:
+        return None
+    if isinstance(months, str | bytes) or not isinstance(months, Sequence):
+        raise ValueError(
+            f"parameter ingestion.months: expected a list of 'YYYY-MM' or null, got {months!r}"
+        )
+    bad = [m for m in months if not (isinstance(m, str) and _MONTH.match(m))]
+    if bad:
+        raise ValueError(
+            f"parameter ingestion.months: {bad!r} are not months in the form 'YYYY-MM'"
+        )
+    return frozenset(months)
+
+
+def count_quarantined(quarantine: pd.DataFrame) -> tuple[int, int]:
+    """Count the race and runner records behind quarantine rows.
+
+    Args:
+        quarantine: Rows in ``QUARANTINE_COLUMNS``.
+
+    Returns:
+        ``(races, runners)``: numbers of quarantined race and runner records.
+    """
+    records = quarantine[
+        quarantine["race_id"].notna() & ~quarantine["reason"].isin(NON_RECORD_REASONS)
+    ]
+    if records.empty:
+        return 0, 0
+    copies = (
+        records.groupby([*_KEYS, "reason", "field"], dropna=False)
+        .size()
+        .rename("copies")
+        .reset_index()
+        .groupby(_KEYS, dropna=False)["copies"]
+        .max()
+        .reset_index()
+    )
+    is_runner = copies["horse_id"].notna()
+    return int(copies.loc[~is_runner, "copies"].sum()), int(copies.loc[is_runner, "copies"].sum())
+
+
+def validate_and_split(
+    parsed_races: pd.DataFrame,
+    parsed_runners: pd.DataFrame,
+    parsed_quarantine: pd.DataFrame,
+    parse_summary: dict,
+    params: dict,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """Validate an adapter's output and split it into primary tables and quarantine.
+
+    Args:
+        parsed_races: Races in canonical columns.
+        parsed_runners: Runners in canonical columns, results merged in.
+        parsed_quarantine: Records the adapter already quarantined.
+        parse_summary: ``{"files_read", "files_rejected", "races_in", "runners_in"}``.
+        params: ``params:ingestion`` (``source``, ``months``).
+
+    Returns:
+        ``races``, ``runners``, ``quarantine`` (canonical columns) and the JSON-able
+        ``ingestion_report``.
+
+    Raises:
+        ValueError: If ``params`` is malformed.
+        IngestionAccountingError: If the counts do not add up (a bug, never bad input).
+    """
+    source = str(params.get("source"))
+    months = parse_months(params.get("months"))
+    races = _canonical(parsed_races, RACE_COLUMNS)
+    runners = _canonical(parsed_runners, RUNNER_COLUMNS)
+    adapter_rows = _canonical(parsed_quarantine, QUARANTINE_COLUMNS)
+    races_in, runners_in = int(parse_summary["races_in"]), int(parse_summary["runners_in"])
+
+    if months is not None:
+        keep_race = races["race_month"].isna() | races["race_month"].isin(months)
+        gone = set(races.loc[~keep_race, "race_id"].dropna())
+        keep_runner = ~runners["race_id"].isin(gone) & (
+            runners["race_month"].isna() | runners["race_month"].isin(months)
+        )
+        gone |= set(runners.loc[~keep_runner, "race_id"].dropna())
+        keep_row = ~adapter_rows["race_id"].isin(gone)
+        gone_races, gone_runners = count_quarantined(adapter_rows[~keep_row])
+        races_in -= int((~keep_race).sum()) + gone_races
+        runners_in -= int((~keep_runner).sum()) + gone_runners
+        races = races[keep_race].reset_index(drop=True)
+        runners = runners[keep_runner].reset_index(drop=True)
+        adapter_rows = adapter_rows[keep_row].reset_index(drop=True)
+
+    race_problems = _stack(
+        [_schema_problems(races, _RACES, "races"), _race_checks(races, runners, source)]
+    )
+    runner_problems = _stack(
+        [_schema_problems(runners, _RUNNERS, "runners"), _runner_checks(races, runners)]
+    )
+    pulled = _adapter_causes(races, adapter_rows)
+    race_bad, runner_bad, own_rows = _quarantine_masks(
+        races, runners, race_problems, runner_problems, pulled
+    )
+    validation_rows = _stack(own_rows, list(QUARANTINE_COLUMNS))
+
+    quarantine = _canonical(
+        _stack([adapter_rows, validation_rows], list(QUARANTINE_COLUMNS)), QUARANTINE_COLUMNS
+    )
+    quarantine = quarantine.sort_values(
+        ["source_file", "race_id", "horse_id", "reason", "field"],
+        kind="stable",
+        na_position="first",
+    ).reset_index(drop=True)
+    races_out = _canonical(
+        races[~race_bad].sort_values(["off_time", "race_id"], kind="stable"), RACE_COLUMNS
+    )
+    runners_out = _canonical(
+        runners[~runner_bad].sort_values(["off_time", "race_id"], kind="stable"), RUNNER_COLUMNS
+    )
+
+    q_adapter = count_quarantined(adapter_rows)
+    q_validation = count_quarantined(validation_rows)
+    report = {
+        "source": source,
+        "files": {
+            "read": int(parse_summary["files_read"]),
+            "rejected": [dict(r) for r in parse_summary["files_rejected"]],
+        },
+        "races": {
+            "in": races_in,
+            "primary": len(races_out),
+            "quarantined": q_adapter[0] + q_validation[0],
+            "void": int((races_out["status"] == "void").sum()),
+        },
+        "runners": {
+            "in": runners_in,
+            "primary": len(runners_out),
+            "quarantined": q_adapter[1] + q_validation[1],
+            "non_runners": int(runners_out["non_runner"].fillna(False).sum()),
+        },
+        "quarantine_reasons": {
+            str(k): int(v)
+            for k, v in quarantine["reason"].value_counts(sort=False).sort_index().items()
+        },
+    }
+    _check_accounting(report)
+    logger.info(
+        "ingestion %s: races %d in = %d primary (%d void) + %d quarantined; runners %d in = %d primary "
+        "(%d non-runners) + %d quarantined; %d files read, %d rejected",
+        source,
+        report["races"]["in"],
+        report["races"]["primary"],
+        report["races"]["void"],
+        report["races"]["quarantined"],
+        report["runners"]["in"],
+        report["runners"]["primary"],
+        report["runners"]["non_runners"],
+        report["runners"]["quarantined"],
+        report["files"]["read"],
+        len(report["files"]["rejected"]),
+    )
+    return races_out, runners_out, quarantine, report
+
+
+def enforce_strict(ingestion_report: dict, params: dict) -> None:
+    """Fail the run when ``ingestion.strict`` is on and anything was quarantined or rejected.
+
+    It runs as the last node so that the quarantine and the report are saved first.
+
+    Args:
+        ingestion_report: The report of ``validate_and_split``.
+        params: ``params:ingestion`` (``strict``).
+
+    Raises:
+        IngestionStrictError: With a one-line summary.
+    """
+    if not params.get("strict"):
+        return
+    reasons = ingestion_report["quarantine_reasons"]
+    rejected = ingestion_report["files"]["rejected"]
+    if not reasons and not rejected:
+        return
+    top = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+    listed = ", ".join(f"{k}: {v}" for k, v in top) or "no quarantine rows"
+    raise IngestionStrictError(
+        f"ingestion.strict: {ingestion_report['races']['quarantined']} races / "
+        f"{ingestion_report['runners']['quarantined']} runners quarantined, {len(rejected)} files rejected "
+        f"({listed}); see {QUARANTINE_PATH} and {REPORT_PATH}"
+    )
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _canonical(frame: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+    """Return a canonical copy of ``frame``, adding missing columns as nulls.
+
+    Args:
+        frame: An adapter's frame.
+        columns: Canonical columns and dtypes.
+
+    Returns:
+        A new frame in exactly those columns and dtypes, with a fresh 0..n-1 index.
+    """
+    if list(frame.columns) == list(columns) and all(
+        str(frame[c].dtype) == t for c, t in columns.items()
+    ):
+        return frame.reset_index(drop=True)
+    missing = {
+        c: pd.Series(None, index=frame.index, dtype=object)
+        for c in columns
+        if c not in frame.columns
+    }
+    return conform(frame.assign(**missing) if missing else frame, columns)
+
+
+def _stack(frames: list[pd.DataFrame], columns: list[str] = _PROBLEM_COLUMNS) -> pd.DataFrame:
+    """Concatenate the non-empty frames.
+
+    Args:
+        frames: Frames with the same columns.
+        columns: Columns of the result when every frame is empty.
+
+    Returns:
+        One frame with a fresh index.
+    """
+    kept = [f for f in frames if len(f)]
+    return pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=columns)
+
+
+def _where(frame: pd.DataFrame, runners: bool) -> pd.Series:
+    """Name each record for messages: file, race and (for runners) horse.
+
+    Args:
+        frame: Races or runners.
+        runners: Whether ``frame`` holds runners.
+
+    Returns:
+        One string per row.
+    """
+    text = (
+        frame["source_file"].fillna("(unknown file)")
+        + ": race "
+        + frame["race_id"].fillna("(no race_id)")
+    )
+    if runners:
+        text = text + " horse " + frame["horse_id"].fillna("(no horse_id)")
+    return text.astype(object)
+
+
+def _problems(mask: pd.Series, field: str, reason: str, detail: pd.Series) -> pd.DataFrame:
+    """Collect the rows of ``mask`` as problems.
+
+    Args:
+        mask: Boolean (nullable) per record; NA counts as False.
+        field: Field at fault.
+        reason: Stable reason code.
+        detail: Message per record.
+
+    Returns:
+        Problems with columns ``row, field, reason, detail``.
+    """
+    hit = mask.fillna(False).astype(bool)
+    return pd.DataFrame(
+        {"row": hit.index[hit], "field": field, "reason": reason, "detail": detail[hit].to_numpy()}
+    )
+
+
+def _schema_problems(frame: pd.DataFrame, schema: pa.DataFrameSchema, table: str) -> pd.DataFrame:
+    """Validate ``frame`` lazily with pandera and turn failure cases into problems.
+
+    Args:
+        frame: Canonical races or runners.
+        schema: The pandera schema.
+        table: ``races`` or ``runners``.
+
+    Returns:
+        Problems (one per record, column and reason).
+
+    Raises:
+        IngestionAccountingError: If a whole column fails (a dtype bug, not bad data).
+    """
+    try:
+        schema.validate(frame, lazy=True)
+        return pd.DataFrame(columns=_PROBLEM_COLUMNS)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+    if cases["index"].isna().any():
+        whole = cases[cases["index"].isna()].iloc[0]
+        raise IngestionAccountingError(
+            f"internal error: {table} column {whole['column']!r} fails {whole['check']!r} as a whole "
+            f"({whole['failure_case']!r}); the adapter does not produce canonical dtypes"
+        )
+    rows = cases["index"].astype(int).to_numpy()
+    check = cases["check"].astype(str)
+    column = cases["column"].astype(str)
+    reason = pd.Series("invalid_value", index=cases.index)
+    reason[check.str.startswith(("in_range", "greater_than", "less_than"))] = "out_of_range"
+    reason[check == "not_nullable"] = "missing_field"
+    reason[check == "field_uniqueness"] = (
+        "duplicate_race" if table == "races" else "duplicate_value"
+    )
+    multi = check == "multiple_fields_uniqueness"
+    reason[multi] = "duplicate_runner"
+    field = column.where(~multi, "horse_id")
+    where = _where(frame, runners=table == "runners").to_numpy()[rows]
+    shown = cases["failure_case"].map(show_value)
+    message = (
+        where
+        + ": "
+        + column.to_numpy()
+        + " = "
+        + shown.to_numpy()
+        + " fails the "
+        + table
+        + " schema check "
+        + check.to_numpy()
+    )
+    message = pd.Series(message).where(
+        ~multi.to_numpy(),
+        pd.Series(where + ": the same horse is listed more than once in the race"),
+    )
+    out = pd.DataFrame(
+        {
+            "row": rows,
+            "field": field.to_numpy(),
+            "reason": reason.to_numpy(),
+            "detail": message.to_numpy(),
+        }
+    )
+    return out.drop_duplicates(["row", "field", "reason"])
+
+
+def _race_facts(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
+    """Count declared, active and winning runners per race.
+
+    Args:
+        races: Canonical races.
+        runners: Canonical runners.
+
+    Returns:
+        One row per race of ``races`` (same index): ``declared``, ``active``, ``winners``.
+    """
+    active = ~runners["non_runner"].fillna(False).astype(bool)
+    per_race = (
+        pd.DataFrame(
+            {
+                "race_id": runners["race_id"],
+                "declared": 1,
+                "active": active.astype(int),
+                "winners": (active & (runners["post_position"] == 1).fillna(False)).astype(int),
+            }
+        )
+        .groupby("race_id", dropna=True)[["declared", "active", "winners"]]
+        .sum()
+    )
+    facts = per_race.reindex(races["race_id"]).fillna(0).astype(int)
+    facts.index = races.index
+    return facts
+
+
+def _race_checks(races: pd.DataFrame, runners: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Vectorised checks of race records against the params and their runners.
+
+    Args:
+        races: Canonical races.
+        runners: Canonical runners.
+        source: ``params["source"]``.
+
+    Returns:
+        Problems of race records.
+    """
+    facts = _race_facts(races, runners)
+    where = _where(races, runners=False)
+    official = (races["status"] == "official").fillna(False)
+    dh_flag = races["post_dead_heat_win"]
+    return _stack(
+        [
+            _problems(
+                races["source"].notna() & (races["source"] != source),
+                "source",
+                "invalid_value",
+                where
+                + ": source = "
+                + races["source"].fillna("")
+                + f" differs from ingestion.source {source!r}",
+            ),
+            _problems(
+                races["race_month"].notna()
+                & (races["race_month"] != races["meeting_date"].str[:7]),
+                "race_month",
+                "invalid_value",
+                where
+                + ": race_month = "
+                + races["race_month"].fillna("")
+                + " is not the month of meeting_date "
+                + races["meeting_date"].fillna("(null)"),
+            ),
+            _problems(
+                facts["active"] == 0,
+                "runners",
+                "race_without_runners",
+                where
+                + ": the race has "
+                + facts["declared"].astype(str)
+                + " declared runners and no active one",
+            ),
+            _problems(
+                (races["n_declared"] != facts["declared"])
+                | (races["n_runners"] != facts["active"]),
+                "n_runners",
+                "field_size_mismatch",
+                where
+                + ": n_declared/n_runners = "
+                + races["n_declared"].astype(str)
+                + "/"
+                + races["n_runners"].astype(str)
+                + " but the runners table has "
+                + facts["declared"].astype(str)
+                + "/"
+                + facts["active"].astype(str),
+            ),
+            _problems(
+                official & (facts["active"] > 0) & (facts["winners"] == 0),
+                "post_position",
+                "official_without_winner",
+                where + ": an official result without a runner at position 1",
+            ),
+            _problems(
+                official & dh_flag.notna() & (dh_flag != (facts["winners"] > 1)),
+                "post_dead_heat_win",
+                "dead_heat_flag_mismatch",
+                where
+                + ": post_dead_heat_win = "
+                + dh_flag.astype(str)
+                + " but "
+                + facts["winners"].astype(str)
+                + " runners are at position 1",
+            ),
+        ]
+    )
+
+
+def _runner_checks(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
+    """Vectorised checks of runner records against their race and each other.
+
+    Args:
+        races: Canonical races.
+        runners: Canonical runners.
+
+    Returns:
+        Problems of runner records.
+    """
+    lookup = races.drop_duplicates("race_id").set_index("race_id")
+    facts = _race_facts(races, runners)
+    facts.index = races["race_id"]
+    facts = facts[~facts.index.duplicated()]
+    status = runners["race_id"].map(lookup["status"])
+    field_size = runners["race_id"].map(facts["active"])
+    where = _where(runners, runners=True)
+    active = ~runners["non_runner"].fillna(False).astype(bool)
+    position = runners["post_position"]
+    has_position = position.notna()
+    official = (status == "official").fillna(False).astype(bool)
+    tie = active & has_position & runners.duplicated(["race_id", "post_position"], keep=False)
+    dead_heat = runners["post_dead_heat"]
+    pos_text = position.astype(str)
+    return _stack(
+        [
+            _problems(
+                ~runners["race_id"].isin(races["race_id"]),
+                "race_id",
+                "runner_unknown_race",
+                where + ": race_id is not in the races table",
+            ),
+            _problems(
+                active
+                & runners["draw"].notna()
+                & runners.duplicated(["race_id", "draw"], keep=False)
+                & active,
+                "draw",
+                "duplicate_draw",
+                where
+                + ": draw "
+                + runners["draw"].astype(str)
+                + " is shared by another active runner",
+            ),
+            _problems(
+                ~official & runners["race_id"].isin(races["race_id"]) & has_position,
+                "post_position",
+                "result_on_unofficial_race",
+                where
+                + ": post_position = "
+                + pos_text
+                + " but the race status is "
+                + status.fillna("(null)").astype(str),
+            ),
+            _problems(
+                official & ~active & has_position,
+                "post_position",
+                "non_runner_with_position",
+                where + ": a non-runner has post_position = " + pos_text,
+            ),
+            _problems(
+                official & active & has_position & (position > field_size),
+                "post_position",
+                "position_beyond_field",
+                where
+                + ": post_position = "
+                + pos_text
+                + " is beyond the field of "
+                + field_size.astype(str)
+                + " runners",
+            ),
+            _problems(
+                official & active & dead_heat.eq(True) & ~tie,
+                "post_dead_heat",
+                "dead_heat_without_tie",
+                where
+                + ": post_dead_heat is true but no other runner shares post_position = "
+                + pos_text,
+            ),
+            _problems(
+                official & tie & dead_heat.eq(False) & (position == 1),
+                "post_dead_heat",
+                "two_winners_without_dead_heat",
+                where
+                + ": shares post_position = 1 with another runner but post_dead_heat is false",
+            ),
+            _problems(
+                official & tie & dead_heat.eq(False) & (position != 1),
+                "post_dead_heat",
+                "tied_position_without_dead_heat",
+                where
+                + ": shares post_position = "
+                + pos_text
+                + " with another runner but post_dead_heat is false",
+            ),
+        ]
+    )
+
+
+def _adapter_causes(races: pd.DataFrame, adapter_rows: pd.DataFrame) -> pd.Series:
+    """Find races that keep a record the adapter quarantined.
+
+    Args:
+        races: Canonical races.
+        adapter_rows: The adapter's quarantine rows.
+
+    Returns:
+        Cause summary per affected ``race_id``.
+    """
+    records = adapter_rows[
+        adapter_rows["race_id"].notna() & ~adapter_rows["reason"].isin(NON_RECORD_REASONS)
+    ]
+    records = records[records["race_id"].isin(races["race_id"])]
+    return _summaries(
+        records["race_id"], "the adapter quarantined " + records["detail"].fillna(records["reason"])
+    )
+
+
+def _summaries(race_ids: pd.Series, details: pd.Series) -> pd.Series:
+    """Join the first few cause messages of each race.
+
+    Args:
+        race_ids: Race id per cause.
+        details: Message per cause.
+
+    Returns:
+        One summary per race id.
+    """
+    frame = pd.DataFrame(
+        {"race_id": race_ids.to_numpy(), "detail": details.astype(str).to_numpy()}
+    ).dropna()
+    if frame.empty:
+        return pd.Series(dtype=object)
+    grouped = frame.groupby("race_id", sort=False)["detail"]
+    text = grouped.agg(lambda d: "; ".join(d.iloc[:_MAX_CAUSES]))
+    more = grouped.size() - _MAX_CAUSES
+    return text.where(more <= 0, text + "; and " + more.astype(str) + " more")
+
+
+def _quarantine_masks(
+    races: pd.DataFrame,
+    runners: pd.DataFrame,
+    race_problems: pd.DataFrame,
+    runner_problems: pd.DataFrame,
+    pulled: pd.Series,
+) -> tuple[pd.Series, pd.Series, list[pd.DataFrame]]:
+    """Quarantine every race with a problem of its own, of a runner or of the adapter.
+
+    Args:
+        races: Canonical races.
+        runners: Canonical runners.
+        race_problems: Problems of race records (``row`` indexes ``races``).
+        runner_problems: Problems of runner records (``row`` indexes ``runners``).
+        pulled: Cause summary per race id whose records the adapter quarantined.
+
+    Returns:
+        Masks of quarantined races and runners, and the new quarantine rows.
+    """
+    race_problems = race_problems.drop_duplicates(["row", "field", "reason"])
+    runner_problems = runner_problems.drop_duplicates(["row", "field", "reason"])
+    problem_race_ids = races["race_id"].to_numpy()[race_problems["row"].to_numpy(dtype=int)]
+    problem_runner_race_ids = runners["race_id"].to_numpy()[
+        runner_problems["row"].to_numpy(dtype=int)
+    ]
+    causes = _summaries(
+        pd.Series([*problem_race_ids, *problem_runner_race_ids, *pulled.index], dtype=object),
+        pd.Series(
+            [*race_problems["detail"], *runner_problems["detail"], *pulled.to_numpy()], dtype=object
+        ),
+    )
+    bad_ids = set(causes.index)
+    race_bad = races.index.isin(race_problems["row"]) | races["race_id"].isin(bad_ids)
+    in_bad_race = runners["race_id"].isin(bad_ids)
+    runner_bad = in_bad_race | runners.index.isin(runner_problems["row"])
+
+    race_ids = _placeholder(races["race_id"], "race")
+    runner_race_ids = _placeholder(runners["race_id"], "race")
+    horse_ids = _placeholder(runners["horse_id"], "horse")
+    where_race = _where(races, runners=False)
+    where_runner = _where(runners, runners=True)
+    quiet = race_bad & ~races.index.isin(race_problems["row"])
+    rows = [
+        _rows(races, race_problems["row"], race_ids, None, race_problems),
+        _rows(
+            races,
+            races.index[quiet],
+            race_ids,
+            None,
+            pd.DataFrame(
+                {
+                    "field": "runners",
+                    "reason": "race_quarantined",
+                    "detail": (
+                        where_race[quiet]
+                        + ": quarantined because of its records: "
+                        + races.loc[quiet, "race_id"].map(causes).fillna("")
+                    ).to_numpy(),
+                }
+            ),
+        ),
+        _rows(runners, runner_problems["row"], runner_race_ids, horse_ids, runner_problems),
+        _rows(
+            runners,
+            runners.index[in_bad_race],
+            runner_race_ids,
+            horse_ids,
+            pd.DataFrame(
+                {
+                    "field": "race",
+                    "reason": "race_quarantined",
+                    "detail": (
+                        where_runner[in_bad_race]
+                        + ": quarantined with its race: "
+                        + runners.loc[in_bad_race, "race_id"].map(causes).fillna("")
+                    ).to_numpy(),
+                }
+            ),
+        ),
+    ]
+    return pd.Series(race_bad, index=races.index), pd.Series(runner_bad, index=runners.index), rows
+
+
+def _placeholder(ids: pd.Series, kind: str) -> pd.Series:
+    """Replace missing ids by a per-row placeholder (``?<kind>-row<n>``).
+
+    Args:
+        ids: Ids of the records.
+        kind: ``race`` or ``horse``.
+
+    Returns:
+        Ids without nulls.
+    """
+    return ids.astype(object).where(
+        ids.notna(), pd.Series([f"?{kind}-row{i}" for i in ids.index], index=ids.index)
+    )
+
+
+def _rows(
+    frame: pd.DataFrame,
+    row: pd.Index | pd.Series,
+    race_ids: pd.Series,
+    horse_ids: pd.Series | None,
+    problems: pd.DataFrame,
+) -> pd.DataFrame:
+    """Build quarantine rows for records of ``frame``.
+
+    Args:
+        frame: Races or runners.
+        row: Record positions, aligned with ``problems``.
+        race_ids: Race id per record (placeholders for nulls).
+        horse_ids: Horse id per record, or ``None`` for race records.
+        problems: ``field``, ``reason``, ``detail`` per row.
+
+    Returns:
+        Rows in ``QUARANTINE_COLUMNS``.
+    """
+    at = pd.Index(row).astype(int)
+    return pd.DataFrame(
+        {
+            "source_file": frame["source_file"].reindex(at).to_numpy(),
+            "race_id": race_ids.reindex(at).to_numpy(),
+            "horse_id": horse_ids.reindex(at).to_numpy() if horse_ids is not None else None,
+            "field": problems["field"].to_numpy(),
+            "reason": problems["reason"].to_numpy(),
+            "detail": problems["detail"].map(safe_text).to_numpy(),
+        }
+    )
+
+
+def _check_accounting(report: dict) -> None:
+    """Check that every record is primary or quarantined.
+
+    Args:
+        report: The ingestion report.
+
+    Raises:
+        IngestionAccountingError: If a count does not add up.
+    """
+    for table in ("races", "runners"):
+        counts = report[table]
+        if counts["in"] != counts["primary"] + counts["quarantined"]:
+            raise IngestionAccountingError(
+                f"internal error: {report['source']} {table}: {counts['in']} in != {counts['primary']} primary + "
+                f"{counts['quarantined']} quarantined; a record was lost or counted twice by the adapter or "
+                "validate_and_split"
+            )

@@ -1,0 +1,132 @@
+"""The ingestion pipeline end to end, in memory."""
+
+from __future__ import annotations
+
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from racecast.ingestion.validate import IngestionStrictError
+from racecast.pipelines.ingestion import create_pipeline
+from racecast.pipelines.ingestion import pipeline as ingestion_pipeline
+
+from .builders import PARAMS, files, finisher, good_batch, meeting, race, racecard, result, results
+
+
+class KeptDataset(MemoryDataset):
+    """A ``MemoryDataset`` the runner cannot release, to inspect intermediate outputs."""
+
+    def _release(self) -> None:
+        """Keep the data after its last consumer ran."""
+
+
+OUTPUTS = (
+    "parsed_races",
+    "parsed_runners",
+    "parsed_quarantine",
+    "parse_summary",
+    "races",
+    "runners",
+    "quarantine",
+    "ingestion_report",
+)
+
+
+def _batch() -> dict:
+    """Good races G1 and G2, and a race B whose result names an unknown horse."""
+    return files(
+        {
+            **good_batch(),
+            "late/b.racecard": racecard(
+                meeting("2004-03-15", [race("B", "2004-03-15T19:00:00+08:00")], course="HV")
+            ),
+            "late/b.results": results(result("B", [finisher("H1", 1), finisher("ZZ", 2)])),
+        }
+    )
+
+
+def _run(source: str, params: dict) -> DataCatalog:
+    catalog = DataCatalog(
+        {
+            "raw_racecards": MemoryDataset(_batch()),
+            "params:ingestion": MemoryDataset(params),
+            **{name: KeptDataset() for name in OUTPUTS},
+        }
+    )
+    SequentialRunner().run(create_pipeline(source=source), catalog)
+    return catalog
+
+
+def test_racecards_pipeline_end_to_end():
+    catalog = _run("racecards", PARAMS)
+    races, runners = catalog.load("races"), catalog.load("runners")
+    quarantine, report = catalog.load("quarantine"), catalog.load("ingestion_report")
+    assert list(races["race_id"]) == ["G1", "G2"] and set(races["source"]) == {"racecards"}
+    assert len(runners) == 6 and runners["post_won"].sum() == 1
+    assert set(quarantine["race_id"]) == {"B"} and "result_unknown_horse" in set(
+        quarantine["reason"]
+    )
+    assert report["races"] == {"in": 3, "primary": 2, "quarantined": 1, "void": 0}
+    assert report["runners"] == {"in": 9, "primary": 6, "quarantined": 3, "non_runners": 0}
+    assert catalog.load("parse_summary")["files_read"] == 4
+    assert len(catalog.load("parsed_races")) == 2
+
+
+def test_synthetic_source_writes_synthetic_in_races():
+    catalog = _run("synthetic", {**PARAMS, "source": "synthetic"})
+    assert set(catalog.load("races")["source"]) == {"synthetic"}
+    assert catalog.load("ingestion_report")["source"] == "synthetic"
+
+
+def test_strict_pipeline_fails_after_saving_quarantine_and_report():
+    catalog = DataCatalog(
+        {
+            "raw_racecards": MemoryDataset(_batch()),
+            "params:ingestion": MemoryDataset({**PARAMS, "strict": True}),
+            **{name: KeptDataset() for name in OUTPUTS},
+        }
+    )
+    with pytest.raises(
+        IngestionStrictError, match=r"^ingestion\.strict: 1 races / 3 runners quarantined"
+    ):
+        SequentialRunner().run(create_pipeline(source="racecards"), catalog)
+    assert catalog.load("ingestion_report")["races"]["quarantined"] == 1
+    assert set(catalog.load("quarantine")["race_id"]) == {"B"}
+
+
+def test_hkjc_pipeline_structure():
+    pipeline = create_pipeline(source="hkjc")
+    assert pipeline.inputs() == {"hkjc_races", "hkjc_runs", "params:ingestion"}
+    assert pipeline.outputs() == {"races", "runners", "quarantine"}
+    assert [n.name for n in pipeline.nodes] == [
+        "adapt_hkjc_node",
+        "validate_and_split_node",
+        "enforce_strict_node",
+    ]
+    [adapter] = [n for n in pipeline.nodes if n.name == "adapt_hkjc_node"]
+    assert adapter.outputs == [
+        "parsed_races",
+        "parsed_runners",
+        "parsed_quarantine",
+        "parse_summary",
+    ]
+
+
+@pytest.mark.parametrize("source", ["synthetic", "racecards"])
+def test_json_sources_read_raw_racecards(source):
+    pipeline = create_pipeline(source=source)
+    assert pipeline.inputs() == {"raw_racecards", "params:ingestion"}
+    [validate] = [n for n in pipeline.nodes if n.name == "validate_and_split_node"]
+    assert validate.outputs == ["races", "runners", "quarantine", "ingestion_report"]
+
+
+def test_default_source_is_the_active_one(monkeypatch):
+    monkeypatch.setattr(ingestion_pipeline, "active_source", lambda: "hkjc")
+    assert "hkjc_runs" in create_pipeline().inputs()
+    monkeypatch.setattr(ingestion_pipeline, "active_source", lambda: "racecards")
+    assert "raw_racecards" in create_pipeline().inputs()
+
+
+def test_unknown_source_is_refused():
+    with pytest.raises(ValueError, match="unknown source 'csv'"):
+        create_pipeline(source="csv")
