@@ -1,0 +1,118 @@
+"""Nodes of the features pipeline.
+
+State tables are computed vectorised from the primary tables, registered in Feast, loaded
+into the online store and joined back point-in-time to build the training set. The
+training set is built only through Feast's ``get_historical_features`` followed by the
+shared ``build_features`` transform: the same two steps the online path runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+
+from racecast.features import state, store, transform
+from racecast.features.specs import LABEL_COLUMNS, VIEWS
+
+logger = logging.getLogger(__name__)
+
+
+def build_state_tables(races: pd.DataFrame, runners: pd.DataFrame, params: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Compute every entity's post-race state table.
+
+    Args:
+        races: Primary races table.
+        runners: Primary runners table (results in ``post_*`` columns).
+        params: ``features`` parameters.
+
+    Returns:
+        One frame per feature view, keyed by view name.
+    """
+    tables = state.build_state_tables(races, runners, params.get("compute", {}))
+    missing = set(VIEWS) - set(tables)
+    if missing:
+        raise ValueError(f"state tables missing for feature views: {sorted(missing)}")
+    for name, table in tables.items():
+        logger.info("state table %s: %d rows", name, len(table))
+    return {name: tables[name] for name in VIEWS}
+
+
+def build_entity_rows(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
+    """One row per active runner: keys, off time, racecard context and labels.
+
+    Args:
+        races: Primary races table.
+        runners: Primary runners table.
+
+    Returns:
+        The entity rows for Feast's point-in-time join.
+    """
+    return state.entity_frame(races, runners)
+
+
+def apply_feature_store(params: dict[str, Any], *state_tables: pd.DataFrame) -> dict[str, Any]:
+    """``feast apply`` the repo once its state tables are written.
+
+    Args:
+        params: ``features`` parameters (``repo_path``).
+        *state_tables: The saved state tables (inputs only to order this node after them).
+
+    Returns:
+        Summary of the applied objects.
+    """
+    return store.apply_repo(params["repo_path"])
+
+
+def materialize_online(feast_apply_summary: dict[str, Any], entity_rows: pd.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
+    """Load state into the online store, incrementally, up to a cut-off.
+
+    The cut-off is ``features.materialize_until`` (a date or timestamp; a date means
+    "results of races before that day") or, when null, just after the last race.
+
+    Args:
+        feast_apply_summary: Output of ``apply_feature_store`` (orders the nodes).
+        entity_rows: Entity rows, for the default cut-off.
+        params: ``features`` parameters.
+
+    Returns:
+        The materialization window and the number of state rows it covers.
+    """
+    until = params.get("materialize_until")
+    if until is None:
+        end = entity_rows["event_timestamp"].max() + pd.Timedelta(minutes=1)
+    else:
+        try:
+            end = pd.Timestamp(until)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"parameter features.materialize_until: cannot parse {until!r} as a date/time") from exc
+        end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+    fs = store.get_store(params["repo_path"])
+    window = store.materialize(fs, end, repo_path=params["repo_path"])
+    return {**window, "feature_views": feast_apply_summary["feature_views"]}
+
+
+def build_training_set(entity_rows: pd.DataFrame, feast_apply_summary: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
+    """Point-in-time join through Feast, then the shared transform.
+
+    Args:
+        entity_rows: One row per runner (races with an official result only are kept).
+        feast_apply_summary: Output of ``apply_feature_store`` (orders the nodes).
+        params: ``features`` parameters (``repo_path``, ``training_service``).
+
+    Returns:
+        Keys, off time, ``odds_final``, labels and every feature; one row per runner.
+    """
+    labelled = entity_rows[entity_rows["won"].notna()].reset_index(drop=True)
+    fs = store.get_store(params["repo_path"])
+    served = store.historical_state(fs, labelled, params["training_service"])
+    features = transform.build_features(labelled, served, params.get("compute", {}))
+    out = pd.concat(
+        [features.reset_index(drop=True), labelled[["odds_final", *LABEL_COLUMNS]].reset_index(drop=True)],
+        axis=1,
+    )
+    if out.duplicated(["race_id", "horse_id"]).any() or len(out) != len(labelled):
+        raise RuntimeError("training set: expected exactly one row per runner")
+    logger.info("training set: %d runners in %d races, %d columns", len(out), out["race_id"].nunique(), out.shape[1])
+    return out
