@@ -1,0 +1,53 @@
+"""Evaluation of racecast forecasts, as specified in ``docs/evaluation-protocol.md``.
+
+* :mod:`~racecast.evaluation.split`: the walk-forward holdout and expanding-window folds;
+* :mod:`~racecast.evaluation.metrics`: market probabilities and every protocol metric;
+* :mod:`~racecast.evaluation.blend`: the Benter (1994) market blend and its LR test;
+* :mod:`~racecast.evaluation.plots`: reliability, Kelly and feature-importance figures.
+"""
+
+from racecast.evaluation.blend import BenterBlend, likelihood_ratio_test
+from racecast.evaluation.metrics import (
+    KellyResult,
+    brier_score,
+    evaluate,
+    expected_calibration_error,
+    kelly_simulation,
+    log_loss,
+    market_probability,
+    ndcg_at_k,
+    normalise_per_race,
+    pseudo_r2,
+    race_outcome_counts,
+    rank_within_race,
+    roi_flat_top1,
+    single_winner_races,
+    top_k_accuracy,
+    uniform_log_loss,
+)
+from racecast.evaluation.split import Split, compute_race_days, holdout_split, time_folds
+
+__all__ = [
+    "BenterBlend",
+    "KellyResult",
+    "Split",
+    "brier_score",
+    "compute_race_days",
+    "evaluate",
+    "expected_calibration_error",
+    "holdout_split",
+    "kelly_simulation",
+    "likelihood_ratio_test",
+    "log_loss",
+    "market_probability",
+    "ndcg_at_k",
+    "normalise_per_race",
+    "pseudo_r2",
+    "race_outcome_counts",
+    "rank_within_race",
+    "roi_flat_top1",
+    "single_winner_races",
+    "time_folds",
+    "top_k_accuracy",
+    "uniform_log_loss",
+]
