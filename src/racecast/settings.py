@@ -1,8 +1,9 @@
 """Project settings. See https://docs.kedro.org/en/stable/configure/configuration_basics/"""
 
-from racecast.hooks import SourceHooks
+from racecast.context import RacecastContext
 
-HOOKS = (SourceHooks(),)
+# Records `ingestion.source` of the env so pipelines are composed for that source.
+CONTEXT_CLASS = RacecastContext
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

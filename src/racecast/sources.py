@@ -1,8 +1,8 @@
 """Which data source the current Kedro session ingests.
 
 The source is the parameter ``ingestion.source`` of the chosen env (base: ``synthetic``,
-``--env racecards``: ``racecards``, ``--env hkjc``: ``hkjc``). A hook records it when the
-Kedro context is created so that ``register_pipelines`` can compose the pipelines for
+``--env racecards``: ``racecards``, ``--env hkjc``: ``hkjc``). The project context
+(``racecast.context.RacecastContext``) records it when it is created so that ``register_pipelines`` can compose the pipelines for
 that source (the synthetic world is simulated only when it is the source).
 """
 

@@ -52,6 +52,9 @@ RACE_COLUMNS: dict[str, str] = {
     # --- post-race ---
     "post_winning_time_s": "float64",
     "post_dead_heat_win": "boolean",
+    # starters according to the result when it names more than the source has rows for
+    # (Hong Kong race 3676: positions up to 12, 11 rows); null otherwise
+    "post_starters": "Int64",
 }
 
 RUNNER_COLUMNS: dict[str, str] = {

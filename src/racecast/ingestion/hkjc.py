@@ -40,7 +40,7 @@ horse_gear "--"            "--" means no gear -> null ``gear``.
 horse_no                   ``cloth_number``; ``draw``, ``age`` = horse_age,
                            ``rating`` = horse_rating, ``horse_country`` as given.
 no horse names/comments    ``horse_name``, ``comment``, ``post_comment`` null.
-no non-runners             ``non_runner`` False; ``n_declared`` = ``n_runners`` = rows in
+no non-runners             ``non_runner`` False; ``n_runners`` = rows in
                            runs.csv for the race.
 result                     ``post_position`` as given (also for 999-length runners).
 won 0.0 / 1.0              ``post_won`` = won == 1.
@@ -597,9 +597,14 @@ def race_summaries(runners: pd.DataFrame) -> pd.DataFrame:
         }
     ).groupby("race_id", sort=False)
     counts = grouped.size()
+    # A race whose finishing positions go beyond its rows is missing a runner's row in
+    # runs.csv (race 3676: 11 rows, positions up to 12): the result says 12 started (post_starters).
+    max_position = pd.to_numeric(runners["post_position"], errors="coerce").groupby(runners["race_id"], sort=False).max()
+    starters = np.maximum(counts, max_position.reindex(counts.index).fillna(0).astype("int64"))
     return pd.DataFrame(
         {
             "n_declared": counts,
+            "post_starters": starters,
             "n_runners": counts,
             "post_winning_time_s": grouped["winner_time"].min(),
             "post_dead_heat_win": grouped["won"].sum() > 1,

@@ -154,14 +154,17 @@ def parse_racecards(
     rows: list[dict[str, Any]] = []
     skipped_ids: set[str] = set()
     for file, document in documents["racecard"]:
-        _read_racecard(file, document, months, races, rows, skipped_ids)
+        file_races, file_rows, file_skipped = _read_racecard(file, document, months)
+        races.extend(file_races)
+        rows.extend(file_rows)
+        skipped_ids |= file_skipped
     _check_races(races)
     by_id: dict[str, list[_Race]] = defaultdict(list)
     for race in races:
         if not race.race_id.startswith("?"):
             by_id[race.race_id].append(race)
     for file, document in documents["results"]:
-        _read_results(file, document, by_id, skipped_ids, rows)
+        rows.extend(_read_results(file, document, by_id, skipped_ids))
     for race in races:
         race.problems.extend(_result_problems(race))
     _number_races(races)
@@ -459,23 +462,22 @@ def _without(data: dict, key: str) -> dict:
 
 
 def _read_racecard(
-    file: str,
-    document: dict,
-    months: frozenset[str] | None,
-    races: list[_Race],
-    rows: list[dict[str, Any]],
-    skipped_ids: set[str],
-) -> None:
+    file: str, document: dict, months: frozenset[str] | None
+) -> tuple[list[_Race], list[dict[str, Any]], set[str]]:
     """Read the meetings of one racecard file into race records.
 
     Args:
         file: Display name of the file.
         document: The decoded file.
         months: Months to keep, or ``None`` for all.
-        races: Race records, appended to.
-        rows: Quarantine rows of containers (meetings), appended to.
-        skipped_ids: Race ids of meetings outside ``months``, added to.
+
+    Returns:
+        The race records, quarantine rows of unusable meetings, and the race ids of
+        meetings outside ``months`` (skipped).
     """
+    races: list[_Race] = []
+    rows: list[dict[str, Any]] = []
+    skipped_ids: set[str] = set()
     ordinal = 0
     for m, meeting_data in enumerate(document["meetings"]):
         where = f"{file}: meetings[{m}]"
@@ -491,8 +493,14 @@ def _read_racecard(
                 )
             )
             continue
-        if "races" not in meeting_data or not isinstance(meeting_data["races"], list):
+        race_list = meeting_data.get("races")
+        if not isinstance(race_list, list):
             missing = "races" not in meeting_data
+            problem = (
+                "required field is missing"
+                if missing
+                else f"is a JSON {_json_type(race_list)}, expected a list"
+            )
             rows.append(
                 _row(
                     file,
@@ -500,12 +508,7 @@ def _read_racecard(
                     None,
                     "meeting.races",
                     "missing_field" if missing else "wrong_type",
-                    f"{where}.races: "
-                    + (
-                        "required field is missing"
-                        if missing
-                        else f"is a JSON {_json_type(meeting_data['races'])}, expected a list"
-                    ),
+                    f"{where}.races: {problem}",
                 )
             )
             continue
@@ -514,21 +517,15 @@ def _read_racecard(
         )
         month = _meeting_month(meeting, meeting_data)
         if months is not None and month is not None and month not in months:
-            skipped_ids.update(
-                i
-                for i in (
-                    _read_id(r.get("race_id")) for r in meeting_data["races"] if isinstance(r, dict)
-                )
-                if i
-            )
+            ids = (_read_id(r.get("race_id")) for r in race_list if isinstance(r, dict))
+            skipped_ids.update(i for i in ids if i)
+            ordinal += len(race_list)
             continue
-        for r, race_data in enumerate(meeting_data["races"]):
-            races.append(
-                _read_race(
-                    file, f"meetings[{m}].races[{r}]", ordinal, race_data, meeting, meeting_problems
-                )
-            )
+        for r, race_data in enumerate(race_list):
+            location = f"meetings[{m}].races[{r}]"
+            races.append(_read_race(file, location, ordinal, race_data, meeting, meeting_problems))
             ordinal += 1
+    return races, rows, skipped_ids
 
 
 def _meeting_month(meeting: MeetingHeader | None, data: dict) -> str | None:
@@ -714,17 +711,19 @@ def _read_results(
     document: dict,
     by_id: dict[str, list[_Race]],
     skipped_ids: set[str],
-    rows: list[dict[str, Any]],
-) -> None:
+) -> list[dict[str, Any]]:
     """Validate the result records of one results file and attach them to their races.
 
     Args:
         file: Display name of the file.
         document: The decoded file.
-        by_id: Race records by race id.
+        by_id: Race records (internal, extended with their results) by race id.
         skipped_ids: Race ids of meetings outside the months filter (results ignored).
-        rows: Result-level quarantine rows, appended to.
+
+    Returns:
+        Result-level quarantine rows (results of unknown races or without race id).
     """
+    rows: list[dict[str, Any]] = []
     for j, data in enumerate(document["results"]):
         location = f"results[{j}]"
         where = f"{file}: {location}"
@@ -796,6 +795,7 @@ def _read_results(
                 finishers.append((i, finisher))
         for race in by_id[race_id]:
             race.results.append(_Result(file, location, header, finishers, list(problems)))
+    return rows
 
 
 def _result_problems(race: _Race) -> list[_Problem]:

@@ -28,7 +28,7 @@ same record twice, both copies have a row with the same reason and field, so the
 records behind an identity is the largest number of its rows sharing reason and field.
 
 The report always satisfies ``races.in == races.primary + races.quarantined`` and the same
-for runners; ``validate_and_split`` raises ``IngestionAccountingError`` otherwise.
+for runners; ``validate_and_split`` raises ``IngestionInternalError`` otherwise.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ _RACES = RacesSchema.add_columns(
 _RUNNERS = RunnersSchema.add_columns({"non_runner": pa.Column("boolean")})
 
 
-class IngestionAccountingError(RuntimeError):
-    """Internal error: some input record is neither primary nor quarantined."""
+class IngestionInternalError(RuntimeError):
+    """A bug, never bad input: counts that do not add up, or non-canonical dtypes."""
 
 
 class IngestionStrictError(RuntimeError):
@@ -182,7 +182,7 @@ def validate_and_split(
 
     Raises:
         ValueError: If ``params`` is malformed.
-        IngestionAccountingError: If the counts do not add up (a bug, never bad input).
+        IngestionInternalError: If the counts do not add up (a bug, never bad input).
     """
     source = str(params.get("source"))
     months = parse_months(params.get("months"))
@@ -393,7 +393,7 @@ def _schema_problems(frame: pd.DataFrame, schema: pa.DataFrameSchema, table: str
         Problems (one per record, column and reason).
 
     Raises:
-        IngestionAccountingError: If a whole column fails (a dtype bug, not bad data).
+        IngestionInternalError: If a whole column fails (a dtype bug, not bad data).
     """
     try:
         schema.validate(frame, lazy=True)
@@ -402,7 +402,7 @@ def _schema_problems(frame: pd.DataFrame, schema: pa.DataFrameSchema, table: str
         cases = exc.failure_cases
     if cases["index"].isna().any():
         whole = cases[cases["index"].isna()].iloc[0]
-        raise IngestionAccountingError(
+        raise IngestionInternalError(
             f"internal error: {table} column {whole['column']!r} fails {whole['check']!r} as a whole "
             f"({whole['failure_case']!r}); the adapter does not produce canonical dtypes"
         )
@@ -571,7 +571,13 @@ def _runner_checks(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
     facts.index = races["race_id"]
     facts = facts[~facts.index.duplicated()]
     status = runners["race_id"].map(lookup["status"])
-    field_size = runners["race_id"].map(facts["active"])
+    # The field is the active runners present, or more when the result itself names more
+    # starters than the source has rows for (post_starters; Hong Kong race 3676).
+    starters = pd.to_numeric(lookup.get("post_starters"), errors="coerce") if "post_starters" in lookup else None
+    field_size = runners["race_id"].map(facts["active"]).astype("float64")
+    if starters is not None:
+        field_size = field_size.combine(runners["race_id"].map(starters).astype("float64"), max)
+    field_size = field_size.astype("Int64")
     where = _where(runners, runners=True)
     active = ~runners["non_runner"].fillna(False).astype(bool)
     position = runners["post_position"]
@@ -832,12 +838,12 @@ def _check_accounting(report: dict) -> None:
         report: The ingestion report.
 
     Raises:
-        IngestionAccountingError: If a count does not add up.
+        IngestionInternalError: If a count does not add up.
     """
     for table in ("races", "runners"):
         counts = report[table]
         if counts["in"] != counts["primary"] + counts["quarantined"]:
-            raise IngestionAccountingError(
+            raise IngestionInternalError(
                 f"internal error: {report['source']} {table}: {counts['in']} in != {counts['primary']} primary + "
                 f"{counts['quarantined']} quarantined; a record was lost or counted twice by the adapter or "
                 "validate_and_split"

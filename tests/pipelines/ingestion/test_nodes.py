@@ -16,7 +16,7 @@ from racecast.ingestion.contract import (
 )
 from racecast.ingestion.racecards import parse_racecards
 from racecast.ingestion.validate import (
-    IngestionAccountingError,
+    IngestionInternalError,
     IngestionStrictError,
     count_quarantined,
     enforce_strict,
@@ -161,6 +161,7 @@ def test_every_field_of_the_contract_example_is_mapped():
         "post_dead_heat_win": False,
     }
     assert {k: r[k] for k in expected_race} == expected_race
+    assert pd.isna(r["post_starters"])  # only set when a source lacks a starter's row
     first = races.set_index("race_id").loc["HK-2004-03-14-ST-04"]
     assert (
         first["race_no"] == 1
@@ -203,7 +204,7 @@ def test_every_field_of_the_contract_example_is_mapped():
     }
     assert {k: h[k] for k in expected_runner} == expected_runner
     assert set(expected_runner) | {"race_id", "horse_id"} == set(RUNNER_COLUMNS)
-    assert set(expected_race) | {"race_id"} == set(RACE_COLUMNS)
+    assert set(expected_race) | {"race_id", "post_starters"} == set(RACE_COLUMNS)
     pending = runners[runners["race_id"] == "HK-2004-03-14-ST-04"]
     assert pending["post_won"].isna().all() and pending["post_position"].isna().all()
     assert runners["off_time"].dt.tz is not None and str(runners["off_time"].dt.tz) == "UTC"
@@ -773,7 +774,7 @@ def test_adapter_quarantined_runner_pulls_its_race():
 
 def test_counts_that_do_not_add_up_raise_an_internal_error():
     races, runners, quarantine, summary = _frames()
-    with pytest.raises(IngestionAccountingError, match="races: 3 in != 2 primary"):
+    with pytest.raises(IngestionInternalError, match="races: 3 in != 2 primary"):
         validate_and_split(
             races, runners, quarantine, {**summary, "races_in": 3}, {"source": "hkjc"}
         )
