@@ -1,0 +1,284 @@
+"""Nodes of the evaluation pipeline: every model of the zoo scored on the holdout.
+
+The scored races are the holdout races with a complete market (every runner has final
+odds) and a prediction of every model, so that every row of the report, the market
+included, is computed on the same races. The metrics are those of
+:func:`racecast.evaluation.metrics.evaluate` (single-winner races; dead heats counted).
+Tracks: ``market`` (the market probability of ``odds_final``), ``fundamental`` (base
+models and the stacker, no odds-derived input) and ``combined`` (the Benter blend).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from racecast.evaluation import plots
+from racecast.evaluation.metrics import (
+    evaluate,
+    kelly_simulation,
+    market_probability,
+    single_winner_races,
+)
+
+logger = logging.getLogger(__name__)
+
+MARKET = "market"
+STACKED = "stacked"
+BLEND = "blend"
+ORACLE_COLUMN = "p_oracle"
+FRAME_COLUMNS = ["race_id", "horse_id", "off_time", "odds_final", "won", "position"]
+
+
+def _track(name: str) -> str:
+    if name == MARKET:
+        return "market"
+    if name == BLEND:
+        return "combined"
+    return "fundamental"
+
+
+def build_holdout_frame(
+    holdout_set: pd.DataFrame,
+    oracle_win_probabilities: pd.DataFrame | None = None,
+    **holdout_predictions: pd.DataFrame,
+) -> pd.DataFrame:
+    """One row per holdout runner with ``p_<model>`` for every model and ``p_market``.
+
+    Args:
+        holdout_set: Holdout runners (labels and ``odds_final``).
+        oracle_win_probabilities: ``race_id, horse_id, p_true`` (synthetic world only);
+            re-normalised over the runners as ``p_oracle``.
+        **holdout_predictions: ``<model>`` -> holdout prediction frame (``p`` column).
+
+    Returns:
+        The frame of the scored races (complete market, oracle when given, and every
+        model's prediction), in time order.
+    """
+    frame = holdout_set[FRAME_COLUMNS].copy()
+    frame["p_market"] = market_probability(frame)
+    for name, pred in holdout_predictions.items():
+        joined = pred[["race_id", "horse_id", "p"]].rename(columns={"p": f"p_{name}"})
+        frame = frame.merge(joined, on=["race_id", "horse_id"], how="left", validate="one_to_one")
+    if oracle_win_probabilities is not None:
+        oracle = oracle_win_probabilities[["race_id", "horse_id", "p_true"]]
+        frame = frame.merge(oracle, on=["race_id", "horse_id"], how="left", validate="one_to_one")
+        frame[ORACLE_COLUMN] = frame["p_true"] / frame.groupby("race_id")["p_true"].transform("sum")
+        frame = frame.drop(columns="p_true")
+    prob_cols = [c for c in frame.columns if c.startswith("p_")]
+    complete = frame[prob_cols].notna().all(axis=1).groupby(frame["race_id"]).transform("all")
+    n_races = frame["race_id"].nunique()
+    frame = frame[complete]
+    frame = frame.sort_values(["off_time", "race_id", "horse_id"], kind="mergesort").reset_index(
+        drop=True
+    )
+    excluded = n_races - frame["race_id"].nunique()
+    if excluded:
+        logger.warning(
+            "evaluation: %d of %d holdout races left out (incomplete market, oracle or predictions)",
+            excluded,
+            n_races,
+        )
+    if frame.empty:
+        raise ValueError("no holdout race has a complete market and every model's prediction")
+    return frame
+
+
+def _model_names(frame: pd.DataFrame) -> list[str]:
+    """Model names of the ``p_`` columns (market first, oracle left out)."""
+    names = [c[2:] for c in frame.columns if c.startswith("p_") and c != ORACLE_COLUMN]
+    return [MARKET] + [n for n in names if n != MARKET]
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe value (NaN and infinities become None, numpy scalars plain Python)."""
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
+
+
+def evaluate_models(
+    holdout_frame: pd.DataFrame,
+    split_info: dict[str, Any],
+    blend_model: Any,
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """Every protocol metric of every model on the scored holdout races.
+
+    Args:
+        holdout_frame: Output of :func:`build_holdout_frame`.
+        split_info: ``model_zoo.split_info``.
+        blend_model: The fitted ``BenterBlend`` (its coefficients are reported).
+        params: ``evaluation`` parameters (``kelly_fraction``).
+
+    Returns:
+        ``{"split": {...}, "blend": {...}, "models": {name: {"track": ..., metrics...}}}``.
+    """
+    oracle_col = ORACLE_COLUMN if ORACLE_COLUMN in holdout_frame.columns else None
+    kelly_fraction = float(params.get("kelly_fraction", 0.25))
+    models: dict[str, dict[str, Any]] = {}
+    for name in _model_names(holdout_frame):
+        metrics = evaluate(
+            holdout_frame,
+            f"p_{name}",
+            market_col="p_market",
+            oracle_col=oracle_col,
+            combined=name == BLEND,
+            kelly_fraction=kelly_fraction,
+        )
+        models[name] = {"track": _track(name), **{k: _clean(v) for k, v in metrics.items()}}
+    split = {
+        **split_info,
+        "n_evaluated_races": int(holdout_frame["race_id"].nunique()),
+        "n_excluded_races": int(
+            split_info.get("n_holdout_races", 0) - holdout_frame["race_id"].nunique()
+        ),
+        "oracle": oracle_col is not None,
+    }
+    report: dict[str, Any] = {"split": split, "models": models}
+    coef = getattr(blend_model, "coef_", None)
+    if coef is not None:
+        report["blend"] = {
+            "a_fundamental": _clean(coef[0]),
+            "b_market": _clean(coef[1]),
+            "se": [_clean(v) for v in getattr(blend_model, "bse_", [np.nan, np.nan])],
+            "n_fit_races": _clean(getattr(blend_model, "n_races_", None)),
+            "in_sample_lr_test_p": _clean(getattr(blend_model, "lr_test_p_", None)),
+            "inner_stacker_fit_until": getattr(blend_model, "inner_fit_until_", None),
+        }
+    best = max(
+        (n for n, m in models.items() if m["track"] == "fundamental"),
+        key=lambda n: models[n]["pseudo_r2"],
+        default=None,
+    )
+    logger.info(
+        "evaluation on %d races: market R2 %.4f, best fundamental %s R2 %.4f, blend R2 %s",
+        split["n_evaluated_races"],
+        models[MARKET]["pseudo_r2"],
+        best,
+        models[best]["pseudo_r2"] if best else float("nan"),
+        models.get(BLEND, {}).get("pseudo_r2"),
+    )
+    return report
+
+
+TABLE_COLUMNS = [
+    "track",
+    "pseudo_r2",
+    "delta_r2_vs_market",
+    "log_loss",
+    "top1",
+    "top3",
+    "ndcg_at_1",
+    "brier",
+    "ece",
+    "roi_flat_top1",
+    "kelly_final_bankroll",
+    "lr_test_p",
+    "gap_to_oracle",
+    "signal_recovered",
+]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    return str(value)
+
+
+def evaluation_table(report: dict[str, Any]) -> str:
+    """Markdown table of the report, models sorted by track then pseudo R².
+
+    Args:
+        report: Output of :func:`evaluate_models`.
+
+    Returns:
+        Markdown text.
+    """
+    models = report["models"]
+    columns = [c for c in TABLE_COLUMNS if any(c in m for m in models.values())]
+    order = {"market": 0, "combined": 1, "fundamental": 2}
+    names = sorted(
+        models, key=lambda n: (order[models[n]["track"]], -(models[n]["pseudo_r2"] or 0))
+    )
+    split = report["split"]
+    lines = [
+        "# Holdout evaluation",
+        "",
+        f"Holdout from {split['holdout_start']}: {split['n_evaluated_races']} races scored "
+        f"({split['n_excluded_races']} left out), training {split['n_train_races']} races. "
+        "Metrics on single-winner races (docs/evaluation-protocol.md).",
+        "",
+        "| model | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    lines += [
+        f"| {name} | " + " | ".join(_fmt(models[name].get(c)) for c in columns) + " |"
+        for name in names
+    ]
+    blend = report.get("blend")
+    if blend:
+        lines += [
+            "",
+            f"Benter blend: a (fundamental) = {_fmt(blend['a_fundamental'])}, "
+            f"b (market) = {_fmt(blend['b_market'])}, fit on {blend['n_fit_races']} "
+            "out-of-sample training races.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def mlflow_metrics(report: dict[str, Any], params: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Headline metrics in ``MlflowMetricsHistoryDataset`` format.
+
+    Args:
+        report: Output of :func:`evaluate_models`.
+        params: ``evaluation`` parameters (``mlflow_metrics``: ``"<model>.<metric>"``).
+
+    Returns:
+        ``{"<model>.<metric>": {"value": v, "step": 0}}``; missing or non-finite values
+        are left out.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for key in params.get("mlflow_metrics", []):
+        model, _, metric = key.partition(".")
+        value = report["models"].get(model, {}).get(metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[key] = {"value": float(value), "step": 0}
+    return out
+
+
+def _plot_models(frame: pd.DataFrame, params: dict[str, Any]) -> list[str]:
+    wanted = [MARKET, *params.get("plot_models", [STACKED, BLEND])]
+    return [n for n in dict.fromkeys(wanted) if f"p_{n}" in frame.columns]
+
+
+def plot_reliability(holdout_frame: pd.DataFrame, params: dict[str, Any]) -> Figure:
+    """Reliability diagram of the market and ``plot_models`` on the scored races."""
+    single = single_winner_races(holdout_frame)
+    return plots.reliability_diagram(single, [f"p_{n}" for n in _plot_models(single, params)])
+
+
+def plot_kelly(holdout_frame: pd.DataFrame, params: dict[str, Any]) -> Figure:
+    """Quarter-Kelly bankroll curves of the market and ``plot_models``."""
+    single = single_winner_races(holdout_frame)
+    fraction = float(params.get("kelly_fraction", 0.25))
+    curves = {
+        name: kelly_simulation(single, f"p_{name}", fraction=fraction).bankroll
+        for name in _plot_models(single, params)
+    }
+    return plots.kelly_curve(curves)
+
+
+def plot_feature_importance(model: Any, params: dict[str, Any]) -> Figure:
+    """Feature importance of a fitted race model (the LightGBM ranker by default)."""
+    return plots.feature_importance(model.importance(), top_n=params.get("importance_top_n", 30))

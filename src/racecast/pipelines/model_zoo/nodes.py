@@ -1,0 +1,522 @@
+"""Nodes of the model_zoo pipeline: protocol split, walk-forward OOF, refits, stacking, blend.
+
+Everything follows ``docs/evaluation-protocol.md``:
+
+* the holdout is the last 20% of races cut at a whole race day
+  (:func:`racecast.evaluation.split.holdout_split`);
+* inside training, every base model produces walk-forward out-of-fold (OOF)
+  probabilities (expanding folds by race day, the first ``min_train_fraction`` of the
+  training race days never predicted), then is refitted on all training races and
+  predicts the holdout;
+* the stacked meta-learner is fitted on OOF rows only;
+* the Benter blend needs *out-of-sample* fundamental probabilities on training races.
+  The full stacker is fitted on every OOF row, so its own predictions on those rows are
+  in-sample. Instead an *inner* stacker is fitted on the earlier OOF race days and
+  predicts the later ones (``blend.stacker_fit_fraction``); ``BenterBlend`` is fitted on
+  those later rows (log p_fund against log p_market). The holdout blend combines the
+  *full* stacker's holdout probabilities with the holdout market.
+
+Fundamental-track models only ever see ``FUNDAMENTAL_FEATURES`` (no odds-derived input).
+Prediction frames have the columns ``race_id, horse_id, off_time, p``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from racecast.evaluation.blend import BenterBlend
+from racecast.evaluation.metrics import market_probability
+from racecast.evaluation.split import compute_race_days, holdout_split
+from racecast.features.specs import FUNDAMENTAL_FEATURES
+from racecast.models.base import RaceModel, relevance_from_position
+from racecast.models.factory import build_model
+from racecast.models.oof import out_of_fold_predictions
+
+logger = logging.getLogger(__name__)
+
+PREDICTION_KEYS = ["race_id", "horse_id", "off_time"]
+"""Key columns of every prediction frame (plus the probability column ``p``)."""
+
+LABELS = ["won", "position"]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in time order (off time, race id, horse id) with a fresh index."""
+    return frame.sort_values(["off_time", "race_id", "horse_id"], kind="mergesort").reset_index(
+        drop=True
+    )
+
+
+def _xyg(frame: pd.DataFrame, features: list[str]) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """(X, y, groups) of a runner frame."""
+    missing = [c for c in features if c not in frame.columns]
+    if missing:
+        raise KeyError(f"training set lacks feature columns {missing[:10]}")
+    return frame[features], frame["won"].astype("int64"), frame["race_id"]
+
+
+def _relevance(frame: pd.DataFrame, cv: Mapping[str, Any]) -> pd.Series | None:
+    """Graded relevance from finishing position (``cv.relevance_top``; null = use ``won``)."""
+    top = cv.get("relevance_top")
+    if not top:
+        return None
+    return relevance_from_position(frame["position"].astype("float64"), top=int(top))
+
+
+def _min_train_days(race_days: pd.Series, cv: Mapping[str, Any], n_folds: int) -> int:
+    """Race days always in training before the first OOF block (from a fraction)."""
+    n_days = race_days.nunique()
+    fraction = float(cv.get("min_train_fraction", 0.4))
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(
+            f"parameter model_zoo.cv.min_train_fraction must be in (0, 1), got {fraction}"
+        )
+    days = max(1, math.ceil(fraction * n_days))
+    if days + n_folds > n_days:
+        raise ValueError(
+            f"training has {n_days} race days: too few for min_train_fraction={fraction} "
+            f"and n_folds={n_folds}"
+        )
+    return days
+
+
+def _spec_with_tuning(
+    name: str, spec: Mapping[str, Any], tuned_params: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The model spec, with the tuned kwargs when ``tuned_params`` is about this model."""
+    spec = copy.deepcopy(dict(spec))
+    if tuned_params and tuned_params.get("model") == name and tuned_params.get("tuned"):
+        spec["kwargs"] = {**(spec.get("kwargs") or {}), **tuned_params["kwargs"]}
+    return spec
+
+
+def _prediction_frame(frame: pd.DataFrame, p: pd.Series | np.ndarray) -> pd.DataFrame:
+    out = frame[PREDICTION_KEYS].copy()
+    out["p"] = np.asarray(p, dtype="float64")
+    return out
+
+
+# --------------------------------------------------------------------------- split
+
+
+def split_training_set(
+    training_set: pd.DataFrame, params: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Protocol split: the holdout is the last ``holdout_fraction`` of races, whole days.
+
+    Args:
+        training_set: One row per runner of races with a result.
+        params: ``model_zoo`` parameters (``holdout_fraction``).
+
+    Returns:
+        ``(train_set, holdout_set, split_info)``; both sets sorted in time order.
+        ``split_info``: ``holdout_start`` (ISO date), ``n_train_races``,
+        ``n_holdout_races``, ``n_train_runners``, ``n_holdout_runners``.
+    """
+    fraction = float(params.get("holdout_fraction", 0.2))
+    split = holdout_split(training_set, fraction)
+    holdout_mask = split.holdout_mask(training_set)
+    train = _sorted(training_set[~holdout_mask])
+    hold = _sorted(training_set[holdout_mask])
+    info = {
+        "holdout_fraction": fraction,
+        "holdout_start": split.holdout_start.date().isoformat(),
+        "n_train_races": len(split.train_race_ids),
+        "n_holdout_races": len(split.holdout_race_ids),
+        "n_train_runners": len(train),
+        "n_holdout_runners": len(hold),
+    }
+    logger.info("split: %s", info)
+    return train, hold, info
+
+
+# --------------------------------------------------------------------------- tuning
+
+
+def tune_hyperparameters(train_set: pd.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
+    """Optuna search of the LightGBM ranker's key hyper-parameters (training races only).
+
+    Runs only when ``model_zoo.tune`` is true; otherwise returns the configured kwargs.
+    Each trial scores walk-forward OOF predictions (``tuning.n_folds`` expanding folds
+    by race day inside the training races) by mean log loss of the winner; the holdout
+    is never seen.
+
+    Args:
+        train_set: Training runners.
+        params: ``model_zoo`` parameters (``tune``, ``tuning``, ``models``, ``cv``).
+
+    Returns:
+        ``{"model", "tuned", "kwargs", "best_log_loss", "n_trials"}``: ``kwargs`` are the
+        kwargs the model is fitted with (the configured ones when not tuned).
+    """
+    tuning = params.get("tuning", {}) or {}
+    name = tuning.get("model", "lgbm_ranker")
+    models = params.get("models", {}) or {}
+    base_kwargs = dict((models.get(name) or {}).get("kwargs") or {})
+    result: dict[str, Any] = {
+        "model": name,
+        "tuned": False,
+        "kwargs": base_kwargs,
+        "best_log_loss": None,
+        "n_trials": 0,
+    }
+    if not params.get("tune", False):
+        logger.info("tuning disabled (model_zoo.tune=false): %s keeps its configured kwargs", name)
+        return result
+    if name not in models:
+        logger.warning("tuning: model %r is not in model_zoo.models; skipped", name)
+        return result
+
+    import optuna  # imported here: only needed when tuning
+
+    cv = params.get("cv", {}) or {}
+    n_folds = int(tuning.get("n_folds", 2))
+    train = _sorted(train_set)
+    X, y, groups = _xyg(train, FUNDAMENTAL_FEATURES)
+    days = compute_race_days(train)
+    min_days = _min_train_days(days, cv, n_folds)
+    relevance = _relevance(train, cv)
+    spec = models[name]
+
+    def objective(trial: optuna.Trial) -> float:
+        kwargs = {
+            **base_kwargs,
+            "n_estimators": trial.suggest_int("n_estimators", 50, 400, step=50),
+            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+            "num_leaves": trial.suggest_int("num_leaves", 7, 63),
+            "min_child_samples": trial.suggest_int("min_child_samples", 10, 200, log=True),
+            "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
+            "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+        }
+        trial_spec = {**spec, "kwargs": kwargs}
+        p = out_of_fold_predictions(
+            lambda: build_model(trial_spec),
+            X,
+            y,
+            groups,
+            days,
+            n_folds,
+            min_days,
+            relevance,
+            name=f"tune {name}",
+        )
+        return _oof_log_loss(p, y, groups)
+
+    sampler = optuna.samplers.TPESampler(seed=int(tuning.get("seed", 0)))
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=int(tuning.get("n_trials", 20)))
+    result.update(
+        tuned=True,
+        kwargs={**base_kwargs, **study.best_params},
+        best_log_loss=float(study.best_value),
+        n_trials=len(study.trials),
+    )
+    logger.info(
+        "tuning %s: best OOF log loss %.5f with %s", name, study.best_value, study.best_params
+    )
+    return result
+
+
+def _oof_log_loss(p: pd.Series, y: pd.Series, groups: pd.Series) -> float:
+    """Mean ``-log p_winner`` over predicted races with exactly one winner."""
+    frame = pd.DataFrame({"p": p, "y": y, "g": groups}).dropna(subset=["p"])
+    winners = frame.groupby("g")["y"].transform("sum")
+    chosen = frame[(winners == 1) & (frame["y"] == 1)]
+    return float(-np.log(np.clip(chosen["p"].to_numpy(), 1e-12, 1.0)).mean())
+
+
+# --------------------------------------------------------------------------- base models
+
+
+def fit_oof(
+    train_set: pd.DataFrame,
+    spec: dict[str, Any],
+    cv: dict[str, Any],
+    tuned_params: dict[str, Any],
+    *,
+    model_name: str,
+) -> pd.DataFrame:
+    """Walk-forward out-of-fold probabilities of one base model on the training races.
+
+    Args:
+        train_set: Training runners.
+        spec: The model's spec (``module``, ``class``, ``kwargs``).
+        cv: ``model_zoo.cv`` (``n_folds``, ``min_train_fraction``, ``relevance_top``).
+        tuned_params: Output of :func:`tune_hyperparameters`.
+        model_name: The zoo name of the model (bound when the pipeline is built).
+
+    Returns:
+        Prediction frame of every training runner; ``p`` is NaN for the first race days
+        (never predicted).
+    """
+    train = _sorted(train_set)
+    X, y, groups = _xyg(train, FUNDAMENTAL_FEATURES)
+    days = compute_race_days(train)
+    n_folds = int(cv.get("n_folds", 3))
+    spec = _spec_with_tuning(model_name, spec, tuned_params)
+    p = out_of_fold_predictions(
+        lambda: build_model(spec),
+        X,
+        y,
+        groups,
+        days,
+        n_folds,
+        _min_train_days(days, cv, n_folds),
+        _relevance(train, cv),
+        name=model_name,
+    )
+    return _prediction_frame(train, p)
+
+
+def fit_model(
+    train_set: pd.DataFrame,
+    spec: dict[str, Any],
+    cv: dict[str, Any],
+    tuned_params: dict[str, Any],
+    *,
+    model_name: str,
+) -> RaceModel:
+    """Refit one base model on every training race.
+
+    Args:
+        train_set: Training runners.
+        spec: The model's spec.
+        cv: ``model_zoo.cv`` (``relevance_top``).
+        tuned_params: Output of :func:`tune_hyperparameters`.
+        model_name: The zoo name of the model.
+
+    Returns:
+        The fitted model.
+    """
+    started = time.perf_counter()
+    train = _sorted(train_set)
+    X, y, groups = _xyg(train, FUNDAMENTAL_FEATURES)
+    model = build_model(_spec_with_tuning(model_name, spec, tuned_params))
+    relevance = _relevance(train, cv)
+    if relevance is None:
+        model.fit(X, y, groups)
+    else:
+        model.fit(X, y, groups, relevance=relevance)
+    logger.info(
+        "%s: fitted on %d runners (%.1fs)", model_name, len(train), time.perf_counter() - started
+    )
+    return model
+
+
+def predict_holdout(model: RaceModel, holdout_set: pd.DataFrame) -> pd.DataFrame:
+    """Holdout probabilities of a fitted model (per-race normalised).
+
+    Args:
+        model: A fitted race model (any model whose inputs are columns of the holdout).
+        holdout_set: Holdout runners.
+
+    Returns:
+        Prediction frame of every holdout runner.
+    """
+    hold = _sorted(holdout_set)
+    columns = list(model.feature_names_in_)
+    p = model.predict_proba(hold[columns], hold["race_id"])
+    p = pd.Series(p, index=hold.index)
+    return _prediction_frame(hold, p / p.groupby(hold["race_id"]).transform("sum"))
+
+
+# --------------------------------------------------------------------------- stacking
+
+
+def _stack_frame(
+    base: pd.DataFrame, predictions: Mapping[str, pd.DataFrame], features: list[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """``base`` rows joined with ``p_<model>`` columns and kept in base order."""
+    keep = list(dict.fromkeys([*PREDICTION_KEYS, *LABELS, *features]))
+    frame = _sorted(base)[keep]
+    columns = []
+    for name, pred in predictions.items():
+        col = f"p_{name}"
+        joined = pred[["race_id", "horse_id", "p"]].rename(columns={"p": col})
+        frame = frame.merge(joined, on=["race_id", "horse_id"], how="left", validate="one_to_one")
+        columns.append(col)
+    return frame, columns
+
+
+def _meta_inputs(
+    train_set: pd.DataFrame, oof: Mapping[str, pd.DataFrame], stacker: Mapping[str, Any]
+) -> tuple[pd.DataFrame, list[str]]:
+    """OOF rows (every base model predicted) with base columns and the top features."""
+    features = list(stacker.get("top_features") or [])
+    bad = [f for f in features if f not in FUNDAMENTAL_FEATURES]
+    if bad:
+        raise ValueError(
+            f"parameter model_zoo.stacker.top_features: {bad} are not fundamental features"
+        )
+    frame, base_cols = _stack_frame(train_set, oof, features)
+    predicted = frame[base_cols].notna().all(axis=1)
+    race_complete = predicted.groupby(frame["race_id"]).transform("all")
+    frame = frame[race_complete].reset_index(drop=True)
+    if frame.empty:
+        raise ValueError("no training race has out-of-fold predictions of every base model")
+    return frame, base_cols + features
+
+
+def _fit_stacker(
+    frame: pd.DataFrame, columns: list[str], stacker: Mapping[str, Any], cv: Mapping[str, Any]
+) -> RaceModel:
+    spec = {
+        "module": "racecast.models.stacking",
+        "class": "StackedMetaLearner",
+        "kwargs": dict(stacker.get("kwargs") or {}),
+    }
+    model = build_model(spec)
+    relevance = _relevance(frame, cv)
+    X, y, groups = frame[columns], frame["won"].astype("int64"), frame["race_id"]
+    if relevance is None:
+        return model.fit(X, y, groups)
+    return model.fit(X, y, groups, relevance=relevance)
+
+
+def fit_stacker(
+    train_set: pd.DataFrame, params: dict[str, Any], **oof_predictions: pd.DataFrame
+) -> RaceModel:
+    """Fit the stacked meta-learner on the OOF rows (every base model predicted).
+
+    Args:
+        train_set: Training runners (labels and the top features).
+        params: ``model_zoo`` parameters (``stacker``, ``cv``).
+        **oof_predictions: ``<model>`` -> OOF prediction frame of that base model.
+
+    Returns:
+        The fitted :class:`~racecast.models.stacking.StackedMetaLearner`; its inputs are
+        ``p_<model>`` columns and ``stacker.top_features``.
+    """
+    stacker = params.get("stacker", {}) or {}
+    frame, columns = _meta_inputs(train_set, oof_predictions, stacker)
+    model = _fit_stacker(frame, columns, stacker, params.get("cv", {}) or {})
+    logger.info(
+        "stacker: fitted on %d OOF runners of %d races with %s",
+        len(frame),
+        frame["race_id"].nunique(),
+        columns,
+    )
+    return model
+
+
+def predict_stacked_holdout(
+    stacked_model: RaceModel, holdout_set: pd.DataFrame, **holdout_predictions: pd.DataFrame
+) -> pd.DataFrame:
+    """Holdout probabilities of the stacker from the base models' holdout probabilities.
+
+    Args:
+        stacked_model: Output of :func:`fit_stacker`.
+        holdout_set: Holdout runners.
+        **holdout_predictions: ``<model>`` -> holdout prediction frame of that base model.
+
+    Returns:
+        Prediction frame of every holdout runner.
+    """
+    extra = [c for c in stacked_model.feature_names_in_ if not str(c).startswith("p_")]
+    frame, _ = _stack_frame(holdout_set, holdout_predictions, extra)
+    return predict_holdout(stacked_model, frame)
+
+
+def _with_market(frame: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
+    """Add ``p_market`` (from ``odds_final`` of ``base``) to a frame keyed by runner."""
+    market = base[["race_id", "horse_id", "odds_final"]].copy()
+    market["p_market"] = market_probability(market)
+    return frame.merge(
+        market[["race_id", "horse_id", "p_market"]], on=["race_id", "horse_id"], how="left"
+    )
+
+
+def fit_blend(
+    train_set: pd.DataFrame, params: dict[str, Any], **oof_predictions: pd.DataFrame
+) -> BenterBlend:
+    """Fit the Benter blend of the fundamental (stacked) model with the market.
+
+    The stacker's own OOF-row predictions are in-sample, so an inner stacker is fitted
+    on the OOF rows of the first ``blend.stacker_fit_fraction`` of their race days and
+    predicts the rest; ``BenterBlend`` (``exp(a log p_fund + b log p_market)`` per race)
+    is fitted on those later rows, races with a complete market only.
+
+    Args:
+        train_set: Training runners (labels, odds, top features).
+        params: ``model_zoo`` parameters (``stacker``, ``blend``, ``cv``).
+        **oof_predictions: ``<model>`` -> OOF prediction frame of that base model.
+
+    Returns:
+        The fitted :class:`~racecast.evaluation.blend.BenterBlend`
+        (``fund_col="p_fund"``, ``market_col="p_market"``).
+    """
+    stacker = params.get("stacker", {}) or {}
+    blend_params = params.get("blend", {}) or {}
+    fraction = float(blend_params.get("stacker_fit_fraction", 0.5))
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(
+            f"parameter model_zoo.blend.stacker_fit_fraction must be in (0, 1), got {fraction}"
+        )
+    frame, columns = _meta_inputs(train_set, oof_predictions, stacker)
+    days = compute_race_days(frame)
+    unique_days = np.sort(days.unique())
+    if len(unique_days) < 2:
+        raise ValueError("the blend needs OOF rows on at least two race days")
+    cut_index = min(max(1, math.floor(fraction * len(unique_days))), len(unique_days) - 1)
+    cut = unique_days[cut_index]
+    early, late = frame[days < cut], frame[days >= cut].reset_index(drop=True)
+    inner = _fit_stacker(early.reset_index(drop=True), columns, stacker, params.get("cv", {}) or {})
+    late = late.copy()
+    late["p_fund"] = inner.predict_proba(late[columns], late["race_id"])
+    late = _with_market(late, train_set)
+    late = late[late["p_market"].notna()]
+    blend = BenterBlend(fund_col="p_fund", market_col="p_market")
+    blend.fit(late[["race_id", "won", "p_fund", "p_market"]])
+    blend.inner_fit_until_ = pd.Timestamp(cut).date().isoformat()
+    logger.info(
+        "blend: inner stacker fitted on %d races before %s, blend on %d later races: a=%.4f b=%.4f",
+        early["race_id"].nunique(),
+        blend.inner_fit_until_,
+        late["race_id"].nunique(),
+        *blend.coef_,
+    )
+    return blend
+
+
+def predict_blend_holdout(
+    blend_model: BenterBlend, stacked_predictions: pd.DataFrame, holdout_set: pd.DataFrame
+) -> pd.DataFrame:
+    """Holdout blend of the full stacker's probabilities with the market.
+
+    Races without a complete market (some runner lacks final odds) keep the stacker's
+    probability.
+
+    Args:
+        blend_model: Output of :func:`fit_blend`.
+        stacked_predictions: Holdout prediction frame of the stacker.
+        holdout_set: Holdout runners (``odds_final``).
+
+    Returns:
+        Prediction frame of every holdout runner.
+    """
+    frame = _with_market(stacked_predictions.rename(columns={"p": "p_fund"}), holdout_set)
+    has_market = frame["p_market"].notna()
+    p = frame["p_fund"].copy()
+    if has_market.any():
+        sub = frame[has_market]
+        p[has_market] = np.asarray(
+            blend_model.predict_proba(sub[["race_id", "p_fund", "p_market"]])
+        )
+    if (~has_market).any():
+        logger.info(
+            "blend: %d holdout races without a complete market keep the stacker's probability",
+            frame.loc[~has_market, "race_id"].nunique(),
+        )
+    return _prediction_frame(frame, p)

@@ -1,0 +1,135 @@
+"""Node tests of the evaluation pipeline (fabricated predictions, no model fits)."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from racecast.evaluation.metrics import evaluate, market_probability
+from racecast.pipelines.evaluation import nodes
+from racecast.pipelines.model_zoo.nodes import split_training_set
+from tests.pipelines.model_zoo.test_nodes import small_params, small_training_set
+
+PARAMS = {
+    "kelly_fraction": 0.25,
+    "plot_models": ["stacked", "blend"],
+    "importance_top_n": 10,
+    "mlflow_metrics": ["stacked.pseudo_r2", "blend.delta_r2_vs_market", "stacked.signal_recovered"],
+}
+
+
+class FakeBlend:
+    coef_ = np.array([0.4, 0.8])
+    bse_ = np.array([0.1, 0.1])
+    n_races_ = 50
+    lr_test_p_ = 0.01
+    inner_fit_until_ = "2024-01-10"
+
+
+def _prediction(hold: pd.DataFrame, p: np.ndarray) -> pd.DataFrame:
+    out = hold[["race_id", "horse_id", "off_time"]].copy()
+    out["p"] = p
+    out["p"] = out["p"] / out.groupby("race_id")["p"].transform("sum")
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def make_holdout():
+    """(holdout set, split info, fabricated predictions, fabricated oracle)."""
+    _, hold, info = split_training_set(small_training_set(), small_params())
+    rng = np.random.default_rng(0)
+    market = market_probability(hold).fillna(0.1).to_numpy()
+    preds = {
+        "uniform": _prediction(hold, np.ones(len(hold))),
+        "stacked": _prediction(hold, market * np.exp(rng.normal(0, 0.3, len(hold)))),
+        "blend": _prediction(hold, market * np.exp(rng.normal(0, 0.1, len(hold)))),
+    }
+    oracle = _prediction(hold, market * np.exp(rng.normal(0, 0.05, len(hold))))
+    oracle = oracle.rename(columns={"p": "p_true"})[["race_id", "horse_id", "p_true"]]
+    return hold, info, preds, oracle
+
+
+@pytest.fixture
+def holdout():
+    return make_holdout()
+
+
+def test_holdout_frame_keeps_complete_races(holdout):
+    hold, _, preds, _ = holdout
+    frame = nodes.build_holdout_frame(hold, **preds)
+    assert {"p_market", "p_uniform", "p_stacked", "p_blend"} <= set(frame.columns)
+    assert frame[["p_market", "p_stacked"]].notna().all().all()
+    no_market = hold.groupby("race_id")["odds_final"].apply(lambda s: s.isna().any())
+    assert set(frame["race_id"]) == set(no_market.index[~no_market])
+    np.testing.assert_allclose(frame.groupby("race_id")["p_market"].sum(), 1.0)
+
+
+def test_report_structure_and_market_row(holdout):
+    hold, info, preds, _ = holdout
+    frame = nodes.build_holdout_frame(hold, **preds)
+    report = nodes.evaluate_models(frame, info, FakeBlend(), PARAMS)
+    json.dumps(report, allow_nan=False)  # strict JSON
+    assert set(report) == {"split", "models", "blend"}
+    assert report["split"]["holdout_start"] == info["holdout_start"]
+    assert (
+        report["split"]["n_evaluated_races"] + report["split"]["n_excluded_races"]
+        == info["n_holdout_races"]
+    )
+    assert report["split"]["oracle"] is False
+    models = report["models"]
+    assert set(models) == {"market", "uniform", "stacked", "blend"}
+    assert [models[m]["track"] for m in ("market", "uniform", "stacked", "blend")] == [
+        "market",
+        "fundamental",
+        "fundamental",
+        "combined",
+    ]
+    expected = evaluate(frame, "p_market", market_col="p_market")
+    for key, value in expected.items():
+        assert models["market"][key] == pytest.approx(value, nan_ok=True) or (
+            models["market"][key] is None and not np.isfinite(value)
+        )
+    assert models["uniform"]["pseudo_r2"] == pytest.approx(0.0, abs=1e-12)
+    assert "lr_test_p" in models["blend"] and "lr_test_p" not in models["stacked"]
+    assert report["blend"]["a_fundamental"] == pytest.approx(0.4)
+
+
+def test_oracle_metrics(holdout):
+    hold, info, preds, oracle = holdout
+    frame = nodes.build_holdout_frame(hold, oracle_win_probabilities=oracle, **preds)
+    assert "p_oracle" in frame.columns
+    report = nodes.evaluate_models(frame, info, FakeBlend(), PARAMS)
+    assert report["split"]["oracle"] is True
+    assert "oracle" not in report["models"]
+    for model in report["models"].values():
+        assert {"oracle_log_loss", "gap_to_oracle", "signal_recovered"} <= set(model)
+    assert report["models"]["uniform"]["signal_recovered"] == pytest.approx(0.0, abs=1e-9)
+
+    metrics = nodes.mlflow_metrics(report, PARAMS)
+    assert set(metrics) == set(PARAMS["mlflow_metrics"])
+    for item in metrics.values():
+        assert set(item) == {"value", "step"} and np.isfinite(item["value"]) and item["step"] == 0
+
+    table = nodes.evaluation_table(report)
+    assert table.startswith("# Holdout evaluation")
+    for name in report["models"]:
+        assert f"| {name} |" in table
+    assert "signal_recovered" in table
+
+
+def test_plots(holdout):
+    hold, _, preds, _ = holdout
+    frame = nodes.build_holdout_frame(hold, **preds)
+    assert isinstance(nodes.plot_reliability(frame, PARAMS), Figure)
+    assert isinstance(nodes.plot_kelly(frame, PARAMS), Figure)
+
+    class Model:
+        def importance(self):
+            return pd.Series({"rating": 3.0, "draw": 1.0}, name="importance")
+
+    assert isinstance(nodes.plot_feature_importance(Model(), PARAMS), Figure)

@@ -1,0 +1,91 @@
+"""The evaluation pipeline: its inputs per source, and the files its catalog entries write."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from racecast.pipelines.evaluation import create_pipeline
+from racecast.pipelines.evaluation import pipeline as evaluation_pipeline
+from tests.pipelines.evaluation.test_nodes import PARAMS, FakeBlend, make_holdout
+
+CATALOG_FILE = (
+    Path(__file__).resolve().parents[3]
+    / "conf"
+    / "base"
+    / "catalog"
+    / "08_reporting_evaluation.yml"
+)
+FILES = {
+    "evaluation_report": "evaluation.json",
+    "evaluation_table": "evaluation.md",
+    "evaluation_reliability_plot": "reliability.png",
+    "evaluation_kelly_plot": "kelly.png",
+    "evaluation_feature_importance_plot": "feature_importance.png",
+}
+
+
+@pytest.mark.parametrize(("source", "with_oracle"), [("synthetic", True), ("hkjc", False)])
+def test_oracle_input_only_for_the_synthetic_world(monkeypatch, source, with_oracle):
+    monkeypatch.setattr(evaluation_pipeline, "active_source", lambda: source)
+    pipeline = create_pipeline(models=["lgbm_ranker"])
+    assert ("oracle_win_probabilities" in pipeline.inputs()) is with_oracle
+    assert {
+        "model_zoo.holdout_set",
+        "model_zoo.split_info",
+        "model_zoo.lgbm_ranker.holdout_predictions",
+        "model_zoo.stacked.holdout_predictions",
+        "model_zoo.blend.holdout_predictions",
+        "model_zoo.lgbm_ranker.model",
+    } <= pipeline.inputs()
+    assert set(FILES) | {"evaluation_metrics"} <= pipeline.all_outputs()
+
+
+def test_catalog_entries_write_the_reports(tmp_path, holdout):
+    hold, info, preds, oracle = holdout
+    config = yaml.safe_load(CATALOG_FILE.read_text())
+    assert (
+        config["evaluation_metrics"]["type"]
+        == "kedro_mlflow.io.metrics.MlflowMetricsHistoryDataset"
+    )
+    for name, filename in FILES.items():
+        config[name] = {**config[name], "filepath": str(tmp_path / filename)}
+    config.pop("evaluation_metrics")
+
+    class Model:
+        def importance(self):
+            import pandas as pd
+
+            return pd.Series({"rating": 2.0, "h_best_fig": 1.0}, name="importance")
+
+    catalog = DataCatalog.from_config(config)
+    inputs = {
+        "model_zoo.holdout_set": hold,
+        "model_zoo.split_info": info,
+        "model_zoo.blend.model": FakeBlend(),
+        "model_zoo.stacked.model": Model(),
+        "oracle_win_probabilities": oracle,
+        "params:evaluation": PARAMS,
+        "evaluation_metrics": None,
+        **{f"model_zoo.{n}.holdout_predictions": p for n, p in preds.items()},
+    }
+    for name, value in inputs.items():
+        catalog[name] = MemoryDataset(value) if value is not None else MemoryDataset()
+    pipeline = create_pipeline(models=["uniform"], with_oracle=True)
+    SequentialRunner().run(pipeline, catalog)
+    for filename in FILES.values():
+        assert (tmp_path / filename).stat().st_size > 0
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    assert report["split"]["oracle"] is True
+    assert "signal_recovered" in report["models"]["stacked"]
+    assert (tmp_path / "evaluation.md").read_text().startswith("# Holdout evaluation")
+
+
+@pytest.fixture
+def holdout():
+    return make_holdout()
