@@ -44,6 +44,7 @@ from racecast.data.schema import (
     QUARANTINE_COLUMNS,
     RACE_COLUMNS,
     RUNNER_COLUMNS,
+    SOURCES,
     RacesSchema,
     RunnersSchema,
     conform,
@@ -184,7 +185,9 @@ def validate_and_split(
         ValueError: If ``params`` is malformed.
         IngestionInternalError: If the counts do not add up (a bug, never bad input).
     """
-    source = str(params.get("source"))
+    source = params.get("source")
+    if source not in SOURCES:
+        raise ValueError(f"parameter ingestion.source: expected one of {SOURCES}, got {source!r}")
     months = parse_months(params.get("months"))
     races = _canonical(parsed_races, RACE_COLUMNS)
     runners = _canonical(parsed_runners, RUNNER_COLUMNS)

@@ -568,9 +568,12 @@ def test_malformed_months_parameter_is_a_config_error(months):
         parse_months(months)
 
 
-def test_parser_refuses_other_sources():
+def test_parser_and_validation_refuse_unknown_sources():
     with pytest.raises(ValueError, match="parameter ingestion.source"):
         parse_racecards(files(good_batch()), {**PARAMS, "source": "hkjc"})
+    parsed = parse_racecards(files(good_batch()), PARAMS)
+    with pytest.raises(ValueError, match="parameter ingestion.source"):
+        validate_and_split(*parsed, {"months": None})
 
 
 # --- shared validation on adapter frames (any source) ------------------------------------
