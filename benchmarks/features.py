@@ -1,0 +1,145 @@
+"""Feature benchmark: build time on the Hong Kong data and online latency for one race.
+
+Run from the repository root (``make bench``). Measures, in a scratch copy of the Feast
+repo (the project's own feature store is left alone):
+
+* feature build: entity rows, state tables, parquet write, ``feast apply``,
+  ``get_historical_features`` (ASOF DuckDB store) and ``build_features`` for every runner;
+* materialization of the online store;
+* online latency for the largest field (14 runners in Hong Kong) over ``--calls`` calls:
+  Feast online read alone, and read + ``build_features`` (what the service does);
+  p50 / p95 / p99 in milliseconds.
+
+Prints a table and writes ``data/08_reporting/benchmark_features.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from racecast.features import state, store, transform
+from racecast.ingestion.hkjc import adapt_hkjc
+from racecast.ingestion.validate import validate_and_split
+
+ROOT = Path(__file__).resolve().parents[1]
+HK_DIRS = (ROOT / "data" / "01_raw" / "hkjc", ROOT.parent / "shared" / "data" / "hkracing")
+
+
+def _timed(timings: dict[str, float], name: str, func, *args, **kwargs):
+    start = time.perf_counter()
+    out = func(*args, **kwargs)
+    timings[name] = time.perf_counter() - start
+    return out
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ms = np.asarray(samples) * 1000.0
+    return {f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark.
+
+    Args:
+        argv: Command-line arguments.
+
+    Returns:
+        The results written to ``--output``.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hkjc-dir", type=Path, default=None, help="folder with races.csv and runs.csv")
+    parser.add_argument("--calls", type=int, default=1000, help="online calls to time")
+    parser.add_argument("--output", type=Path, default=ROOT / "data" / "08_reporting" / "benchmark_features.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    hk_dir = args.hkjc_dir or next((d for d in HK_DIRS if (d / "runs.csv").is_file()), None)
+    if hk_dir is None or not (hk_dir / "runs.csv").is_file():
+        raise SystemExit(f"Hong Kong data not found ({', '.join(map(str, HK_DIRS))}): run `make hkjc-data`")
+
+    races, runners, _, _ = validate_and_split(
+        *adapt_hkjc(pd.read_csv(hk_dir / "races.csv"), pd.read_csv(hk_dir / "runs.csv"), {"source": "hkjc"}),
+        {"source": "hkjc", "months": None},
+    )
+    build: dict[str, float] = {}
+    scratch = Path(tempfile.mkdtemp(prefix="racecast-bench-"))
+    old_cwd = os.getcwd()
+    try:
+        shutil.copytree(ROOT / "feature_repo", scratch / "feature_repo", ignore=shutil.ignore_patterns("data"))
+        out = scratch / "data" / "04_feature"
+        out.mkdir(parents=True)
+        os.chdir(scratch)
+        entity_rows = _timed(build, "entity_rows", state.entity_frame, races, runners)
+        tables = _timed(build, "state_tables", state.build_state_tables, races, runners)
+        _timed(build, "write_parquet", lambda: [t.to_parquet(out / f"{n}.parquet") for n, t in tables.items()])
+        _timed(build, "feast_apply", store.apply_repo, "feature_repo")
+        fs = store.get_store("feature_repo")
+        labelled = entity_rows[entity_rows["won"].notna()].reset_index(drop=True)
+        served = _timed(build, "historical_join", store.historical_state, fs, labelled, "combined_v1")
+        features = _timed(build, "build_features", transform.build_features, labelled, served)
+        build_total = sum(build.values())
+        start = time.perf_counter()
+        store.materialize(fs, entity_rows["event_timestamp"].max() + pd.Timedelta(minutes=1))
+        materialize_s = time.perf_counter() - start
+
+        sizes = entity_rows.groupby("race_id").size()
+        race_id = sizes.idxmax()
+        race = entity_rows[entity_rows["race_id"] == race_id].reset_index(drop=True)
+        read_only, read_transform = [], []
+        for _ in range(args.calls):
+            start = time.perf_counter()
+            online = store.online_state(fs, race, "combined_v1")
+            read_only.append(time.perf_counter() - start)
+            transform.build_features(race, online)
+            read_transform.append(time.perf_counter() - start)
+    finally:
+        os.chdir(old_cwd)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    result = {
+        "data": str(hk_dir),
+        "runners": int(len(labelled)),
+        "races": int(labelled["race_id"].nunique()),
+        "features": int(features.shape[1]),
+        "build_seconds": {k: round(v, 3) for k, v in build.items()} | {"total": round(build_total, 3)},
+        "materialize_seconds": round(materialize_s, 3),
+        "online": {
+            "race_id": str(race_id),
+            "runners": int(len(race)),
+            "calls": args.calls,
+            "feast_read": _percentiles(read_only),
+            "read_and_transform": _percentiles(read_transform),
+        },
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2), encoding="utf-8")
+
+    table = Table(title=f"features benchmark ({result['runners']} runners, {result['races']} races)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for name, value in result["build_seconds"].items():
+        table.add_row(f"build: {name}", f"{value:.2f} s")
+    table.add_row("materialize online", f"{materialize_s:.2f} s")
+    for kind in ("feast_read", "read_and_transform"):
+        for q, value in result["online"][kind].items():
+            table.add_row(f"online {kind} {q} ({len(race)} runners)", f"{value:.2f} ms")
+    Console().print(table)
+    Console().print(f"written to {args.output}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Alembic migrations of the signals database (run by ``racecast.signals.db.upgrade``)."""

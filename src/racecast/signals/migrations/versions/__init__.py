@@ -1,0 +1,1 @@
+"""Migration scripts, one per revision (``NNNN_description.py``), written by hand."""
