@@ -47,8 +47,10 @@ hkjc-run: setup hkjc-data
 viz: setup
 	$(BIN)/kedro viz build
 
+# Speed is measured here, never asserted in tests; results go to data/08_reporting/.
 bench: setup
 	$(BIN)/python benchmarks/ingestion.py
+	$(BIN)/python benchmarks/features.py
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
