@@ -166,9 +166,13 @@ def test_stacker_and_blend(split):
     won = single["won"] == 1
     assert -np.log(single.loc[won, "p"]).mean() < np.log(n[won]).mean()
 
-    blend = nodes.fit_blend(train, params, **oof)
+    blend, stacked_oof = nodes.fit_blend(train, params, **oof)
     assert np.isfinite(blend.coef_).all() and np.isfinite(blend.log_likelihood_)
     assert blend.inner_fit_until_ < pd.Timestamp(hold["off_time"].min()).date().isoformat()
+    # the stacked OOF reference covers only races after the inner stacker's training days
+    assert len(stacked_oof) and stacked_oof["p"].notna().all()
+    assert stacked_oof["off_time"].min().date().isoformat() >= blend.inner_fit_until_
+    np.testing.assert_allclose(stacked_oof.groupby("race_id")["p"].sum(), 1.0, atol=1e-9)
     blended = nodes.predict_blend_holdout(blend, stacked, hold)
     assert len(blended) == len(hold) and blended["p"].notna().all()
     np.testing.assert_allclose(blended.groupby("race_id")["p"].sum(), 1.0, atol=1e-9)

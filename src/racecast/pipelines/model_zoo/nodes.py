@@ -440,7 +440,7 @@ def _with_market(frame: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
 
 def fit_blend(
     train_set: pd.DataFrame, params: dict[str, Any], **oof_predictions: pd.DataFrame
-) -> BenterBlend:
+) -> tuple[BenterBlend, pd.DataFrame]:
     """Fit the Benter blend of the fundamental (stacked) model with the market.
 
     The stacker's own OOF-row predictions are in-sample, so an inner stacker is fitted
@@ -455,7 +455,9 @@ def fit_blend(
 
     Returns:
         The fitted :class:`~racecast.evaluation.blend.BenterBlend`
-        (``fund_col="p_fund"``, ``market_col="p_market"``).
+        (``fund_col="p_fund"``, ``market_col="p_market"``), and the inner stacker's
+        out-of-sample predictions on the later OOF rows (``model_zoo.stacked.oof_predictions``:
+        the stacked model's reference predictions for monitoring).
     """
     stacker = params.get("stacker", {}) or {}
     blend_params = params.get("blend", {}) or {}
@@ -475,6 +477,7 @@ def fit_blend(
     inner = _fit_stacker(early.reset_index(drop=True), columns, stacker, params.get("cv", {}) or {})
     late = late.copy()
     late["p_fund"] = inner.predict_proba(late[columns], late["race_id"])
+    stacked_oof = _prediction_frame(late, late["p_fund"])
     late = _with_market(late, train_set)
     late = late[late["p_market"].notna()]
     blend = BenterBlend(fund_col="p_fund", market_col="p_market")
@@ -487,7 +490,7 @@ def fit_blend(
         late["race_id"].nunique(),
         *blend.coef_,
     )
-    return blend
+    return blend, stacked_oof
 
 
 def predict_blend_holdout(

@@ -158,7 +158,7 @@ def create_pipeline(models: Iterable[str] | None = None, **kwargs) -> Pipeline:
                     "params": "params:model_zoo",
                     **oof_inputs,
                 },
-                outputs="model_zoo.blend.model",
+                outputs=["model_zoo.blend.model", "model_zoo.stacked.oof_predictions"],
                 name="fit_blend",
                 namespace="model_zoo",
             ),

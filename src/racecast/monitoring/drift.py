@@ -1,0 +1,718 @@
+"""Drift and performance monitoring: pure functions on runner-level frames.
+
+Feature drift
+    :func:`feature_drift` compares recent runner rows with the training reference,
+    feature by feature, with alibi-detect's ``TabularDrift`` (two-sample
+    Kolmogorov-Smirnov test for numeric features, chi-square test of the category
+    counts for categorical ones) and a Bonferroni correction: drift is declared when a
+    p-value is below ``p_val / n_tests``.
+
+    * **Missing values.** alibi-detect needs finite numbers, and a change in how often a
+      feature is missing (e.g. more debutants, a broken feed) is drift in its own right.
+      Numeric features are imputed with the reference median (observed values) for the
+      KS test, and every numeric feature with a missing value in either frame gets a
+      second test: chi-square on its missing/present counts (``missing_p_value``).
+      Both tests count in the Bonferroni correction. Categorical features are coded
+      with missing as a category of its own, so their chi-square test covers it.
+    * **Race-level features** (``race_level``, e.g. ``n_runners``, ``going_code``) are
+      constant within a race; they are tested on one row per race, since the runners
+      of a race are not independent draws of them (runner rows would inflate their
+      sample size about tenfold and their significance with it). Runner-level features
+      are still correlated within a race, so their p-values are somewhat optimistic:
+      read the test as a trigger for a look, not as an exact error rate.
+    * The reference is sub-sampled by whole races to at most ``max_reference`` runners
+      (seeded), which bounds the cost and the power of the tests.
+
+Prediction drift
+    :func:`prediction_drift` applies alibi-detect's ``KSDrift`` to ``log(p * N)``, the
+    log of a runner's probability relative to the uniform share ``1/N`` of its race:
+    raw probabilities shift whenever field sizes do, which ``n_runners`` already
+    monitors.
+
+Performance
+    :func:`performance_window` scores a model on a window of races with
+    :mod:`racecast.evaluation.metrics` (log loss, pseudo R², the market's pseudo R² and
+    the difference), on single-winner races with a complete market and a prediction of
+    every runner, and adds the rolling log loss over ``window_races`` races.
+
+Action
+    :func:`decide_action` turns drift and performance into ``"none"``, ``"alert"`` or
+    ``"retrain"`` by the rules documented there (:func:`action_reasons` says why).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from racecast.evaluation.metrics import (
+    log_loss,
+    market_probability,
+    pseudo_r2,
+    single_winner_races,
+    uniform_log_loss,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ACTIONS",
+    "DEFAULT_ACTION_PARAMS",
+    "action_reasons",
+    "compare_performance",
+    "decide_action",
+    "feature_drift",
+    "performance_window",
+    "prediction_drift",
+    "rolling_log_loss",
+    "sample_races",
+    "scored_races",
+]
+
+ACTIONS: tuple[str, ...] = ("none", "alert", "retrain")
+"""Possible outcomes of :func:`decide_action`, in increasing severity."""
+
+MIN_PROBABILITY = 1e-12
+"""Probabilities are clipped to at least this before taking logs."""
+
+DEFAULT_ACTION_PARAMS: dict[str, Any] = {
+    "min_races": 50,
+    "max_log_loss_increase": 0.10,
+    "max_pseudo_r2_drop": 0.08,
+    "alert_on_prediction_drift": True,
+}
+"""Defaults of the ``action`` parameters of :func:`decide_action`."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _require_columns(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
+    """Raise ``KeyError`` naming the frame and the first missing column."""
+    for col in columns:
+        if col not in frame.columns:
+            raise KeyError(f"column '{col}' is missing from the {name} frame")
+
+
+def _finite_or_none(value: Any) -> float | None:
+    """A plain float, or None when missing or not finite (JSON-safe)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _check_p_val(p_val: float) -> None:
+    if not 0.0 < p_val < 1.0:
+        raise ValueError(f"p_val must be in (0, 1), got {p_val}")
+
+
+def sample_races(
+    frame: pd.DataFrame, max_rows: int | None, seed: int, race_col: str = "race_id"
+) -> pd.DataFrame:
+    """Whole races drawn at random until at most ``max_rows`` runners are kept.
+
+    Args:
+        frame: Runner-level frame.
+        max_rows: Runner budget; ``None`` keeps every row.
+        seed: Seed of the race shuffle.
+        race_col: Race id column.
+
+    Returns:
+        The rows of the sampled races (a new frame, original row order), or ``frame``
+        itself when it fits the budget.
+
+    Raises:
+        ValueError: If ``max_rows`` is below 1.
+    """
+    if max_rows is None or len(frame) <= max_rows:
+        return frame
+    if max_rows < 1:
+        raise ValueError(f"max_reference must be >= 1, got {max_rows}")
+    _require_columns(frame, [race_col], "reference")
+    sizes = frame.groupby(race_col, sort=True, observed=True).size()
+    order = np.random.default_rng(seed).permutation(len(sizes))
+    shuffled = sizes.iloc[order]
+    keep = shuffled.index[shuffled.cumsum().to_numpy() <= max_rows]
+    if len(keep) == 0:  # a single race larger than the budget: keep that race
+        keep = shuffled.index[:1]
+    return frame[frame[race_col].isin(keep)]
+
+
+def _race_rows(frame: pd.DataFrame, race_col: str) -> pd.DataFrame:
+    """The first row of every race."""
+    return frame.drop_duplicates(subset=[race_col], keep="first")
+
+
+def _tabular_test(
+    reference: np.ndarray, current: np.ndarray, categorical: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column p-values and statistics of alibi-detect's ``TabularDrift``.
+
+    alibi-detect (and the torch it imports) is loaded on first use, so that importing
+    the pipelines stays fast.
+    """
+    from alibi_detect.cd import TabularDrift
+
+    detector = TabularDrift(
+        reference,
+        p_val=0.05,  # the decision is taken by the caller over every test
+        categories_per_feature={int(i): None for i in categorical},
+        correction="bonferroni",
+    )
+    result = detector.predict(current, drift_type="feature", return_p_val=True)
+    data = result["data"]
+    return np.asarray(data["p_val"], dtype=float), np.asarray(data["distance"], dtype=float)
+
+
+def _encode(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    features: Sequence[str],
+    categorical: set[str],
+) -> tuple[np.ndarray, np.ndarray, list[int], list[tuple[str, str]]]:
+    """Finite matrices of the tests, the categorical column indices and the column roles.
+
+    Returns:
+        ``(x_ref, x_cur, categorical_indices, roles)``: column ``i`` tests ``roles[i]`` =
+        ``(feature, "value" | "missing")``.
+    """
+    ref_cols: list[np.ndarray] = []
+    cur_cols: list[np.ndarray] = []
+    cat_idx: list[int] = []
+    roles: list[tuple[str, str]] = []
+    for feat in features:
+        ref = pd.to_numeric(reference[feat], errors="coerce").to_numpy(dtype=float)
+        cur = pd.to_numeric(current[feat], errors="coerce").to_numpy(dtype=float)
+        ref_missing, cur_missing = ~np.isfinite(ref), ~np.isfinite(cur)
+        if feat in categorical:
+            # missing is a category of its own; codes over the union of both frames
+            both = pd.Series(np.concatenate([ref, cur])).where(
+                lambda s: np.isfinite(s), other=np.nan
+            )
+            codes, _ = pd.factorize(both, sort=True, use_na_sentinel=False)
+            cat_idx.append(len(ref_cols))
+            ref_cols.append(codes[: len(ref)].astype(float))
+            cur_cols.append(codes[len(ref) :].astype(float))
+            roles.append((feat, "value"))
+            continue
+        if ref_missing.all():
+            raise ValueError(
+                f"feature '{feat}' has no value in the reference rows; "
+                "remove it from the monitored features (parameter monitoring.features)"
+            )
+        median = float(np.median(ref[~ref_missing]))
+        ref_cols.append(np.where(ref_missing, median, ref))
+        cur_cols.append(np.where(cur_missing, median, cur))
+        roles.append((feat, "value"))
+        if ref_missing.any() or cur_missing.any():
+            cat_idx.append(len(ref_cols))
+            ref_cols.append(ref_missing.astype(float))
+            cur_cols.append(cur_missing.astype(float))
+            roles.append((feat, "missing"))
+    x_ref = np.column_stack(ref_cols) if ref_cols else np.empty((len(reference), 0))
+    x_cur = np.column_stack(cur_cols) if cur_cols else np.empty((len(current), 0))
+    return x_ref, x_cur, cat_idx, roles
+
+
+# ------------------------------------------------------------------- feature drift
+
+
+def feature_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    features: Sequence[str],
+    categorical: Sequence[str] = (),
+    p_val: float = 0.05,
+    max_reference: int | None = 5000,
+    seed: int = 0,
+    race_level: Sequence[str] = (),
+    race_col: str = "race_id",
+) -> dict[str, Any]:
+    """Feature-wise drift tests of ``current`` against ``reference`` (see module doc).
+
+    Args:
+        reference: Reference runner rows (the training set).
+        current: Recent runner rows.
+        features: Monitored feature columns.
+        categorical: Features among ``features`` tested as categories (chi-square);
+            their values are coded as integers over both frames, missing included.
+        p_val: Family-wise significance level before the Bonferroni correction.
+        max_reference: Runner budget of the reference sample (whole races); ``None``
+            uses every reference row.
+        seed: Seed of the reference sample.
+        race_level: Features among ``features`` that are constant within a race;
+            tested on one row per race.
+        race_col: Race id column (sampling and race-level rows).
+
+    Returns:
+        ``{"p_val", "n_tests", "threshold", "is_drift", "n_reference", "n_current",
+        "n_reference_races", "n_current_races", "drifted", "features"}``:
+        ``threshold = p_val / n_tests`` (Bonferroni over the value tests and the
+        missing-rate tests), ``drifted`` the features with a test below it, sorted by
+        p-value, and ``features[name]`` = ``{"test": "ks" | "chi2", "level": "runner" |
+        "race", "p_value", "distance", "missing_rate_reference",
+        "missing_rate_current", "missing_p_value", "missing_distance", "is_drift"}``
+        (``missing_*`` is None when the feature is categorical or never missing).
+
+    Raises:
+        KeyError: If a feature or ``race_col`` is missing from a frame.
+        ValueError: If there are no features, an empty frame, ``categorical`` or
+            ``race_level`` name a feature that is not monitored, a numeric feature has
+            no value in the reference, or ``p_val`` is not in (0, 1).
+    """
+    features = list(dict.fromkeys(features))
+    if not features:
+        raise ValueError("no features to monitor (parameter monitoring.features is empty)")
+    _check_p_val(p_val)
+    for label, subset in (("categorical", categorical), ("race_level", race_level)):
+        unknown = sorted(set(subset) - set(features))
+        if unknown:
+            raise ValueError(f"parameter monitoring.{label}: {unknown} are not monitored features")
+    _require_columns(reference, [race_col, *features], "reference")
+    _require_columns(current, [race_col, *features], "current")
+    if reference.empty or current.empty:
+        raise ValueError(
+            f"feature drift needs rows in both frames (reference {len(reference)}, "
+            f"current {len(current)})"
+        )
+    reference = sample_races(reference, max_reference, seed, race_col)
+    cat, per_race = set(categorical), set(race_level)
+    levels = {
+        "runner": [f for f in features if f not in per_race],
+        "race": [f for f in features if f in per_race],
+    }
+
+    results: dict[str, dict[str, Any]] = {}
+    for level, feats in levels.items():
+        if not feats:
+            continue
+        ref = reference if level == "runner" else _race_rows(reference, race_col)
+        cur = current if level == "runner" else _race_rows(current, race_col)
+        x_ref, x_cur, cat_idx, roles = _encode(ref, cur, feats, cat)
+        p_values, distances = _tabular_test(x_ref, x_cur, cat_idx)
+        for (feat, role), p, d in zip(roles, p_values, distances, strict=True):
+            entry = results.setdefault(
+                feat,
+                {
+                    "test": "chi2" if feat in cat else "ks",
+                    "level": level,
+                    "p_value": None,
+                    "distance": None,
+                    "missing_rate_reference": float(ref[feat].isna().mean()),
+                    "missing_rate_current": float(cur[feat].isna().mean()),
+                    "missing_p_value": None,
+                    "missing_distance": None,
+                },
+            )
+            prefix = "" if role == "value" else "missing_"
+            entry[f"{prefix}p_value"] = float(p)
+            entry[f"{prefix}distance"] = float(d)
+
+    n_tests = sum(1 + (r["missing_p_value"] is not None) for r in results.values())
+    threshold = p_val / n_tests
+    for entry in results.values():
+        tests = [entry["p_value"], entry["missing_p_value"]]
+        entry["is_drift"] = any(p is not None and p < threshold for p in tests)
+    ordered = {f: results[f] for f in features}
+    drifted = sorted(
+        (f for f, r in ordered.items() if r["is_drift"]),
+        key=lambda f: min(
+            p for p in (ordered[f]["p_value"], ordered[f]["missing_p_value"]) if p is not None
+        ),
+    )
+    logger.info(
+        "feature drift: %d tests on %d features, threshold %.2e, drifted %s",
+        n_tests,
+        len(features),
+        threshold,
+        drifted or "none",
+    )
+    return {
+        "p_val": float(p_val),
+        "n_tests": int(n_tests),
+        "threshold": float(threshold),
+        "is_drift": bool(drifted),
+        "n_reference": int(len(reference)),
+        "n_current": int(len(current)),
+        "n_reference_races": int(reference[race_col].nunique()),
+        "n_current_races": int(current[race_col].nunique()),
+        "drifted": drifted,
+        "features": ordered,
+    }
+
+
+# ---------------------------------------------------------------- prediction drift
+
+
+def _relative_log_probability(frame: pd.DataFrame, p_col: str, race_col: str) -> np.ndarray:
+    """``log(p * N_race)`` of every row with a finite probability."""
+    _require_columns(frame, [race_col, p_col], "prediction")
+    p = frame[p_col].to_numpy(dtype=float, na_value=np.nan)
+    field = frame.groupby(race_col, observed=True)[race_col].transform("size").to_numpy(float)
+    keep = np.isfinite(p)
+    return np.log(np.clip(p[keep], MIN_PROBABILITY, None) * field[keep])
+
+
+def prediction_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    p_val: float = 0.05,
+    max_reference: int | None = 5000,
+    seed: int = 0,
+    p_col: str = "p",
+    race_col: str = "race_id",
+) -> dict[str, Any]:
+    """KS test (alibi-detect ``KSDrift``) of the model's probabilities, recent vs reference.
+
+    The tested value is ``log(p * N)`` (``N`` the number of rows of the runner's race in
+    its frame, ``p`` clipped at :data:`MIN_PROBABILITY`); rows without a probability
+    are left out, the reference is sub-sampled by whole races like
+    :func:`feature_drift`'s.
+
+    Args:
+        reference: Reference predictions (``race_id``, ``p``), e.g. out-of-fold.
+        current: Recent predictions.
+        p_val: Significance level of the single test.
+        max_reference: Runner budget of the reference sample.
+        seed: Seed of the reference sample.
+        p_col: Probability column.
+        race_col: Race id column.
+
+    Returns:
+        ``{"test": "ks", "value": "log(p * n_runners)", "p_value", "distance",
+        "threshold", "is_drift", "n_reference", "n_current", "reference_median",
+        "current_median"}`` (medians of the tested value).
+
+    Raises:
+        KeyError: If a column is missing.
+        ValueError: If a frame has no probability or ``p_val`` is not in (0, 1).
+    """
+    from alibi_detect.cd import KSDrift
+
+    _check_p_val(p_val)
+    _require_columns(reference, [race_col, p_col], "reference prediction")
+    reference = sample_races(reference, max_reference, seed, race_col)
+    ref = _relative_log_probability(reference, p_col, race_col)
+    cur = _relative_log_probability(current, p_col, race_col)
+    if len(ref) == 0 or len(cur) == 0:
+        raise ValueError(
+            f"prediction drift needs probabilities in both frames "
+            f"(reference {len(ref)}, current {len(cur)} rows with a finite '{p_col}')"
+        )
+    detector = KSDrift(ref.reshape(-1, 1), p_val=p_val)
+    data = detector.predict(cur.reshape(-1, 1))["data"]
+    p_value = float(np.asarray(data["p_val"], dtype=float)[0])
+    result = {
+        "test": "ks",
+        "value": "log(p * n_runners)",
+        "p_value": p_value,
+        "distance": float(np.asarray(data["distance"], dtype=float)[0]),
+        "threshold": float(p_val),
+        "is_drift": bool(p_value < p_val),
+        "n_reference": int(len(ref)),
+        "n_current": int(len(cur)),
+        "reference_median": float(np.median(ref)),
+        "current_median": float(np.median(cur)),
+    }
+    logger.info(
+        "prediction drift: KS p=%.3g (distance %.3f) on %d vs %d runners",
+        result["p_value"],
+        result["distance"],
+        result["n_reference"],
+        result["n_current"],
+    )
+    return result
+
+
+# --------------------------------------------------------------------- performance
+
+
+def scored_races(
+    frame: pd.DataFrame,
+    p_col: str = "p_model",
+    odds_col: str = "odds_final",
+    race_col: str = "race_id",
+    won_col: str = "won",
+) -> tuple[pd.DataFrame, int]:
+    """Single-winner races with a result, a prediction and final odds for every runner.
+
+    Args:
+        frame: Runner rows (``off_time``, ``won``, odds and the model's probability).
+        p_col: Model probability column.
+        odds_col: Decimal final odds column.
+        race_col: Race id column.
+        won_col: 0/1 winner column.
+
+    Returns:
+        The scored rows with ``p_market`` added (a new frame sorted by off time), and
+        the number of races left out.
+    """
+    n_races = frame[race_col].nunique()
+    data = frame.copy()
+    data["p_market"] = market_probability(data, odds_col, race_col)
+    present = data[[p_col, "p_market", won_col]].notna().all(axis=1)
+    data = data[present.groupby(data[race_col]).transform("all")]
+    if not data.empty:
+        data = single_winner_races(data, race_col, won_col)
+    data = data.sort_values(["off_time", race_col], kind="mergesort").reset_index(drop=True)
+    return data, int(n_races - data[race_col].nunique())
+
+
+def rolling_log_loss(
+    frame: pd.DataFrame,
+    window_races: int,
+    p_col: str = "p_model",
+    market_col: str | None = "p_market",
+    race_col: str = "race_id",
+    won_col: str = "won",
+    time_col: str = "off_time",
+) -> pd.DataFrame:
+    """Rolling mean over ``window_races`` races of ``-log p_winner``, races in time order.
+
+    Args:
+        frame: Runner-level frame of single-winner races.
+        window_races: Races per window (>= 1); the first ``window_races - 1`` races
+            have no value and are left out.
+        p_col: Model probability column.
+        market_col: Market probability column, or None.
+        race_col: Race id column.
+        won_col: 0/1 winner column.
+        time_col: Off-time column.
+
+    Returns:
+        One row per race end: ``off_time``, ``race_id``, ``log_loss`` and (with a market)
+        ``market_log_loss``.
+
+    Raises:
+        ValueError: If ``window_races`` is below 1.
+    """
+    if window_races < 1:
+        raise ValueError(f"window_races must be >= 1, got {window_races}")
+    cols = [p_col] + ([market_col] if market_col else [])
+    _require_columns(frame, [race_col, won_col, time_col, *cols], "performance")
+    winners = frame[frame[won_col] == 1].sort_values([time_col, race_col], kind="mergesort")
+    out = pd.DataFrame({time_col: winners[time_col].to_numpy(), race_col: winners[race_col]})
+    out = out.reset_index(drop=True)
+    names = {p_col: "log_loss", market_col: "market_log_loss"}
+    for col in cols:
+        per_race = -np.log(np.clip(winners[col].to_numpy(dtype=float), MIN_PROBABILITY, None))
+        out[names[col]] = pd.Series(per_race).rolling(window_races).mean().to_numpy()
+    return out.iloc[window_races - 1 :].reset_index(drop=True)
+
+
+def performance_window(
+    frame: pd.DataFrame,
+    window_races: int = 100,
+    p_col: str = "p_model",
+    odds_col: str = "odds_final",
+    race_col: str = "race_id",
+    won_col: str = "won",
+    include_rolling: bool = True,
+) -> dict[str, Any]:
+    """Protocol metrics of a model on a window of races and its rolling log loss.
+
+    Scored races: single-winner races where every runner has a probability and final
+    odds (so the model and the market are scored on the same races).
+
+    Args:
+        frame: Runner rows with ``race_id``, ``off_time``, ``won``, ``odds_final`` and
+            the model's per-race normalised probability ``p_col``.
+        window_races: Races per rolling window.
+        p_col: Model probability column.
+        odds_col: Decimal final odds column.
+        race_col: Race id column.
+        won_col: 0/1 winner column (missing: race not scored).
+        include_rolling: Add the rolling series under ``"rolling"``.
+
+    Returns:
+        ``{"n_races", "n_excluded_races", "start", "end", "log_loss",
+        "uniform_log_loss", "market_log_loss", "pseudo_r2", "market_pseudo_r2",
+        "delta_r2_vs_market", "log_loss_se", "rolling_log_loss_max",
+        "rolling_log_loss_last"}`` (+ ``"rolling": {"off_time": [...], "log_loss":
+        [...], "market_log_loss": [...]}``). Metrics are None when no race is scored;
+        ``log_loss_se`` is the standard error of the mean per-race log loss.
+
+    Raises:
+        KeyError: If a column is missing.
+    """
+    _require_columns(frame, [race_col, "off_time", won_col, odds_col, p_col], "performance")
+    data, excluded = scored_races(frame, p_col, odds_col, race_col, won_col)
+    n_races = int(data[race_col].nunique())
+    result: dict[str, Any] = {
+        "n_races": n_races,
+        "n_excluded_races": excluded,
+        "window_races": int(window_races),
+        "start": None,
+        "end": None,
+        "log_loss": None,
+        "uniform_log_loss": None,
+        "market_log_loss": None,
+        "pseudo_r2": None,
+        "market_pseudo_r2": None,
+        "delta_r2_vs_market": None,
+        "log_loss_se": None,
+        "rolling_log_loss_max": None,
+        "rolling_log_loss_last": None,
+    }
+    if n_races == 0:
+        if include_rolling:
+            result["rolling"] = {"off_time": [], "log_loss": [], "market_log_loss": []}
+        return result
+    keys = {"race_col": race_col, "won_col": won_col}
+    winner_loss = -np.log(
+        np.clip(data.loc[data[won_col] == 1, p_col].to_numpy(float), MIN_PROBABILITY, None)
+    )
+    model_r2 = pseudo_r2(data, p_col, **keys)
+    market_r2 = pseudo_r2(data, "p_market", **keys)
+    rolling = rolling_log_loss(
+        data, min(window_races, n_races), p_col, "p_market", race_col, won_col
+    )
+    result.update(
+        {
+            "start": data["off_time"].min().isoformat(),
+            "end": data["off_time"].max().isoformat(),
+            "log_loss": _finite_or_none(log_loss(data, p_col, **keys)),
+            "uniform_log_loss": _finite_or_none(uniform_log_loss(data, **keys)),
+            "market_log_loss": _finite_or_none(log_loss(data, "p_market", **keys)),
+            "pseudo_r2": _finite_or_none(model_r2),
+            "market_pseudo_r2": _finite_or_none(market_r2),
+            "delta_r2_vs_market": _finite_or_none(model_r2 - market_r2),
+            "log_loss_se": _finite_or_none(
+                winner_loss.std(ddof=1) / math.sqrt(n_races) if n_races > 1 else np.nan
+            ),
+            "rolling_log_loss_max": _finite_or_none(rolling["log_loss"].max()),
+            "rolling_log_loss_last": _finite_or_none(rolling["log_loss"].iloc[-1]),
+        }
+    )
+    if include_rolling:
+        result["rolling"] = {
+            "off_time": [t.isoformat() for t in rolling["off_time"]],
+            "log_loss": [float(v) for v in rolling["log_loss"]],
+            "market_log_loss": [float(v) for v in rolling["market_log_loss"]],
+        }
+    return result
+
+
+def compare_performance(reference: Mapping[str, Any], window: Mapping[str, Any]) -> dict[str, Any]:
+    """Change of the window's performance against the reference's.
+
+    Args:
+        reference: :func:`performance_window` of the reference races.
+        window: :func:`performance_window` of the recent races.
+
+    Returns:
+        ``{"log_loss_increase", "log_loss_increase_z", "pseudo_r2_drop",
+        "delta_r2_vs_market_drop"}``: positive values are worse; ``log_loss_increase_z``
+        divides the increase by the combined standard error (None when undefined).
+    """
+
+    def diff(key: str, sign: float) -> float | None:
+        a, b = reference.get(key), window.get(key)
+        return None if a is None or b is None else sign * (float(b) - float(a))
+
+    increase = diff("log_loss", 1.0)
+    se = [reference.get("log_loss_se"), window.get("log_loss_se")]
+    z = None
+    if increase is not None and all(s is not None for s in se):
+        combined = math.hypot(float(se[0]), float(se[1]))
+        z = increase / combined if combined > 0 else None
+    return {
+        "log_loss_increase": increase,
+        "log_loss_increase_z": z,
+        "pseudo_r2_drop": diff("pseudo_r2", -1.0),
+        "delta_r2_vs_market_drop": diff("delta_r2_vs_market", -1.0),
+    }
+
+
+# ------------------------------------------------------------------------- action
+
+
+def _action_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(DEFAULT_ACTION_PARAMS))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) monitoring.action.{unknown}; "
+            f"known: {sorted(DEFAULT_ACTION_PARAMS)}"
+        )
+    return {**DEFAULT_ACTION_PARAMS, **params}
+
+
+def action_reasons(
+    drift: Mapping[str, Any], performance: Mapping[str, Any], params: Mapping[str, Any] | None
+) -> tuple[str, list[str]]:
+    """The action of :func:`decide_action` and the reasons for it.
+
+    Returns:
+        ``(action, reasons)``; ``reasons`` names every rule that fired (empty for
+        ``"none"``).
+    """
+    cfg = _action_params(params)
+    window = performance.get("window") or {}
+    change = performance.get("change") or {}
+    retrain: list[str] = []
+    n_races = int(window.get("n_races") or 0)
+    if n_races >= int(cfg["min_races"]):
+        increase = change.get("log_loss_increase")
+        limit = cfg["max_log_loss_increase"]
+        if limit is not None and increase is not None and increase > float(limit):
+            retrain.append(f"log loss up {increase:.4f} nats (> {float(limit):.4f})")
+        drop = change.get("pseudo_r2_drop")
+        limit = cfg["max_pseudo_r2_drop"]
+        if limit is not None and drop is not None and drop > float(limit):
+            retrain.append(f"pseudo R2 down {drop:.4f} (> {float(limit):.4f})")
+    if retrain:
+        return "retrain", retrain
+    alert: list[str] = []
+    if n_races < int(cfg["min_races"]):
+        logger.info(
+            "monitoring: %d scored races in the window (< min_races %d): no performance rule",
+            n_races,
+            cfg["min_races"],
+        )
+    features = drift.get("features") or {}
+    if features.get("is_drift"):
+        alert.append(f"feature drift in {features.get('drifted')}")
+    predictions = drift.get("predictions") or {}
+    if cfg["alert_on_prediction_drift"] and predictions.get("is_drift"):
+        alert.append(f"prediction drift (KS p={predictions.get('p_value'):.3g})")
+    if alert:
+        return "alert", alert
+    return "none", []
+
+
+def decide_action(
+    drift: Mapping[str, Any], performance: Mapping[str, Any], params: Mapping[str, Any] | None
+) -> str:
+    """``"retrain"``, ``"alert"`` or ``"none"`` from the drift tests and the performance.
+
+    Rules (parameters ``monitoring.action``, defaults :data:`DEFAULT_ACTION_PARAMS`):
+
+    1. **retrain** when the window has at least ``min_races`` scored races and its log
+       loss exceeds the reference's by more than ``max_log_loss_increase`` nats, or its
+       pseudo R² is below the reference's by more than ``max_pseudo_r2_drop`` (either
+       limit ``None`` switches its rule off). The model is losing accuracy: drift or
+       not, it should be refitted on recent races.
+    2. **alert** otherwise, when the feature drift test fires, or the prediction drift
+       test fires and ``alert_on_prediction_drift`` is true: the inputs (or outputs)
+       moved but accuracy holds, so someone should look.
+    3. **none** otherwise (including a window too short for the performance rule and
+       no drift).
+
+    Args:
+        drift: ``{"features": feature_drift(...), "predictions": prediction_drift(...)}``;
+            either may be missing.
+        performance: ``{"reference": ..., "window": performance_window(...),
+            "change": compare_performance(...)}``.
+        params: ``monitoring.action`` parameters (unknown keys raise ``ValueError``).
+
+    Returns:
+        One of :data:`ACTIONS`.
+    """
+    return action_reasons(drift, performance, params)[0]
