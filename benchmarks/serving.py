@@ -1,0 +1,236 @@
+"""Inference service benchmark: latency of one race and throughput at concurrency 16.
+
+Needs a real bundle and a materialized feature store, so run it after ``make run``, from
+the repository root::
+
+    .venv/bin/python benchmarks/serving.py \\
+        --racecard data/01_raw/upcoming/<day>.racecard.json \\
+        [--bundle models:/racecast-win@champion | path/to/bundle.pkl] [--env local]
+
+The largest race of the racecard (14 runners in Hong Kong) is posted as a one-race
+racecard. Measured, with the bundle and the FeatureStore loaded once:
+
+* in-process: ``POST /api/v1/predict`` through FastAPI's ``TestClient`` (no network),
+  p50 / p95 / p99 over ``--requests`` sequential requests;
+* over HTTP: the same app under uvicorn on a free loopback port, sequential requests
+  (p50 / p95 / p99), then ``--throughput-requests`` (at most 2,000) requests from an
+  ``httpx.AsyncClient`` with ``--concurrency`` (16) in flight: requests per second and
+  errors (any status other than 200, or a transport failure).
+
+Prints a table and writes ``data/08_reporting/benchmark_serving.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import uvicorn
+from fastapi.testclient import TestClient
+from rich.console import Console
+from rich.table import Table
+
+from racecast.features.store import get_store
+from racecast.serving.app import create_app
+from racecast.serving.registry import load_bundle
+from racecast.serving.settings import ServingSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "data" / "08_reporting" / "benchmark_serving.json"
+BENCH_KEY = "benchmark-key-not-a-secret"
+MAX_THROUGHPUT_REQUESTS = 2000
+
+
+def one_race_racecard(path: Path, race_id: str | None) -> tuple[str, str, int]:
+    """The racecard of one race (the largest unless named) as JSON text.
+
+    Returns:
+        ``(text, race_id, runners)``.
+    """
+    document = json.loads(path.read_text(encoding="utf-8"))
+    candidates = [
+        (meeting, race)
+        for meeting in document.get("meetings", [])
+        for race in meeting.get("races", [])
+        if race_id is None or race.get("race_id") == race_id
+    ]
+    if not candidates:
+        raise SystemExit(f"{path}: no race {race_id!r}" if race_id else f"{path}: no races")
+
+    def active(race: dict[str, Any]) -> int:
+        return sum(not r.get("non_runner", False) for r in race.get("runners", []))
+
+    meeting, race = max(candidates, key=lambda mr: active(mr[1]))
+    card = {**document, "meetings": [{**meeting, "races": [race]}]}
+    return json.dumps(card), race["race_id"], active(race)
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1000.0
+    return {
+        "n": int(ms.size),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+    }
+
+
+def timed(call, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        response = call()
+        out.append(time.perf_counter() - start)
+        if response.status_code != 200:
+            raise SystemExit(f"benchmark request failed: {response.status_code} {response.text[:500]}")
+    return out
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def throughput(url: str, body: str, total: int, concurrency: int) -> dict[str, Any]:
+    """``total`` POSTs with ``concurrency`` in flight: wall time, rate, errors."""
+    headers = {"X-API-Key": BENCH_KEY, "Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    semaphore = asyncio.Semaphore(concurrency)
+    errors: dict[str, int] = {}
+    latencies: list[float] = []
+
+    async with httpx.AsyncClient(timeout=120.0, limits=limits) as client:
+
+        async def one() -> None:
+            async with semaphore:
+                start = time.perf_counter()
+                try:
+                    response = await client.post(url, content=body, headers=headers)
+                    key = None if response.status_code == 200 else f"http_{response.status_code}"
+                except httpx.HTTPError as exc:
+                    key = type(exc).__name__
+                latencies.append(time.perf_counter() - start)
+                if key:
+                    errors[key] = errors.get(key, 0) + 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(total)))
+        wall = time.perf_counter() - start
+    return {
+        "requests": total,
+        "concurrency": concurrency,
+        "wall_s": wall,
+        "requests_per_s": total / wall,
+        "errors": sum(errors.values()),
+        "errors_by_kind": errors,
+        "latency": percentiles(latencies),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--racecard", type=Path, required=True, help="A *.racecard.json file.")
+    parser.add_argument("--bundle", default=None, help="Bundle URI or pickle (default: the champion).")
+    parser.add_argument("--env", default=None, help="Kedro env (feature store, parameters).")
+    parser.add_argument("--race-id", default=None, help="Race to post (default: the largest field).")
+    parser.add_argument("--requests", type=int, default=200, help="Sequential requests per latency run.")
+    parser.add_argument("--throughput-requests", type=int, default=MAX_THROUGHPUT_REQUESTS)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    os.chdir(ROOT)
+    total = min(args.throughput_requests, MAX_THROUGHPUT_REQUESTS)
+
+    body, race_id, runners = one_race_racecard(args.racecard, args.race_id)
+    settings = ServingSettings.from_project(
+        args.env,
+        bundle_uri=args.bundle,
+        api_keys=(BENCH_KEY,),
+        credentials_path=None,
+        rate_limit_per_minute=10**9,
+    )
+    start = time.perf_counter()
+    bundle = load_bundle(settings.bundle_uri)
+    load_s = time.perf_counter() - start
+    store = get_store(settings.feature_repo)
+    headers = {"X-API-Key": BENCH_KEY, "Content-Type": "application/json"}
+
+    with TestClient(create_app(settings, bundle=bundle, feature_store=store)) as client:
+        post = lambda: client.post("/api/v1/predict", content=body, headers=headers)  # noqa: E731
+        timed(post, 5)
+        in_process = percentiles(timed(post, args.requests))
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, bundle=bundle, feature_store=store),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}/api/v1/predict"
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise SystemExit("uvicorn did not start within 60 s")
+            time.sleep(0.05)
+        with httpx.Client(timeout=120.0) as http:
+            post = lambda: http.post(url, content=body, headers=headers)  # noqa: E731
+            timed(post, 5)
+            over_http = percentiles(timed(post, args.requests))
+        concurrent = asyncio.run(throughput(url, body, total, args.concurrency))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+    result = {
+        "race_id": race_id,
+        "runners": runners,
+        "model_version": str(bundle.model_version),
+        "bundle_load_s": load_s,
+        "in_process": in_process,
+        "http_loopback": over_http,
+        "throughput": concurrent,
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+    table = Table(title=f"racecast serving: race {race_id} ({runners} runners), {bundle.model_version}")
+    for column in ("path", "n", "p50 ms", "p95 ms", "p99 ms"):
+        table.add_column(column, justify="right" if column != "path" else "left")
+    for name, stats in (
+        ("in-process (TestClient)", in_process),
+        ("HTTP loopback, sequential", over_http),
+        (f"HTTP loopback, concurrency {args.concurrency}", concurrent["latency"]),
+    ):
+        table.add_row(name, str(stats["n"]), *(f"{stats[k]:.1f}" for k in ("p50_ms", "p95_ms", "p99_ms")))
+    console = Console()
+    console.print(table)
+    console.print(
+        f"throughput: {concurrent['requests_per_s']:.1f} requests/s over {total} requests, "
+        f"{concurrent['errors']} errors; written to {args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()

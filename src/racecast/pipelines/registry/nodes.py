@@ -1,0 +1,133 @@
+"""Nodes of the registry pipeline: assemble the inference bundle, register it in MLflow.
+
+The bundle holds the model_zoo pipeline's fitted base models, stacker and blend
+(:mod:`racecast.serving.bundle`); registration (:mod:`racecast.serving.registry`) logs it
+as ``racecast-win`` with alias ``challenger`` and promotes it to ``champion`` only when
+its stacked model's holdout log loss beats the champion's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from racecast.evaluation.blend import BenterBlend
+from racecast.models.base import RaceModel
+from racecast.serving.bundle import InferenceBundle, build_bundle
+
+logger = logging.getLogger(__name__)
+
+#: Evaluation-report models kept in the bundle's ``holdout_metrics``.
+BUNDLE_METRIC_MODELS = ("stacked", "blend", "market")
+
+#: Report model whose holdout log loss decides the promotion (the fundamental track).
+SELECTION_MODEL = "stacked"
+
+
+def _holdout_log_loss(evaluation_report: Mapping[str, Any]) -> float:
+    """``evaluation_report["models"]["stacked"]["log_loss"]``, checked."""
+    value = (evaluation_report.get("models", {}).get(SELECTION_MODEL) or {}).get("log_loss")
+    try:
+        loss = float(value)
+    except (TypeError, ValueError):
+        loss = math.nan
+    if not math.isfinite(loss):
+        raise ValueError(
+            f"evaluation_report: models.{SELECTION_MODEL}.log_loss must be a finite number, "
+            f"got {value!r}"
+        )
+    return loss
+
+
+def build_inference_bundle(
+    train_set: pd.DataFrame,
+    evaluation_report: dict[str, Any],
+    stacker: RaceModel,
+    blend: BenterBlend,
+    feature_service: str,
+    **base_models: RaceModel,
+) -> InferenceBundle:
+    """Assemble the inference bundle from the model zoo's fitted models.
+
+    Args:
+        train_set: Training runners (``model_zoo.train_set``); the last ``off_time``
+            becomes ``trained_until``.
+        evaluation_report: Holdout report of the evaluation pipeline.
+        stacker: ``model_zoo.stacked.model``.
+        blend: ``model_zoo.blend.model``.
+        feature_service: Feast feature service the bundle scores
+            (``features.training_service``).
+        **base_models: ``<model>`` -> ``model_zoo.<model>.model`` for every zoo model.
+
+    Returns:
+        The :class:`~racecast.serving.bundle.InferenceBundle`.
+
+    Raises:
+        KeyError: If ``train_set`` has no ``off_time`` column.
+        ValueError: If ``train_set`` is empty or the models do not fit together.
+    """
+    if "off_time" not in train_set.columns:
+        raise KeyError("model_zoo.train_set lacks the off_time column")
+    if train_set.empty:
+        raise ValueError("model_zoo.train_set is empty: there is no trained model to bundle")
+    models = evaluation_report.get("models", {}) or {}
+    metrics = {name: dict(models[name]) for name in BUNDLE_METRIC_MODELS if name in models}
+    return build_bundle(
+        base_models,
+        stacker,
+        blend,
+        feature_service=feature_service,
+        trained_until=pd.Timestamp(train_set["off_time"].max()),
+        holdout_metrics=metrics,
+    )
+
+
+def register_bundle(
+    inference_bundle: InferenceBundle, evaluation_report: dict[str, Any], params: dict[str, Any]
+) -> dict[str, Any]:
+    """Register the bundle in MLflow as challenger; promote it to champion if it is better.
+
+    Runs inside kedro-mlflow's active run (or a new run when there is none). With
+    ``registry.enabled: false`` nothing touches MLflow.
+
+    Args:
+        inference_bundle: Output of :func:`build_inference_bundle`.
+        evaluation_report: Holdout report; ``models.stacked.log_loss`` decides promotion.
+        params: ``registry`` parameters (``enabled``, ``model_name``).
+
+    Returns:
+        ``{"enabled", "model_name", "version", "aliases", "promoted", "holdout_log_loss",
+        "champion_version", "champion_log_loss", "fingerprint", ...}``: the champion
+        fields describe the champion before this registration; with the registry
+        disabled, ``version`` is None and ``reason`` says why.
+
+    Raises:
+        ValueError: If the report has no finite stacked log loss or ``model_name`` is
+            empty.
+    """
+    loss = _holdout_log_loss(evaluation_report)
+    name = str(params.get("model_name") or "")
+    if not name:
+        raise ValueError("parameter registry.model_name must name the registered model")
+    if not params.get("enabled", True):
+        logger.info("registry disabled (registry.enabled=false): %s not registered", name)
+        return {
+            "enabled": False,
+            "model_name": name,
+            "version": None,
+            "aliases": [],
+            "promoted": False,
+            "holdout_log_loss": loss,
+            "champion_version": None,
+            "champion_log_loss": None,
+            "fingerprint": inference_bundle.fingerprint,
+            "reason": "registry.enabled is false",
+        }
+    from racecast.serving.registry import register_model  # imports MLflow
+
+    result = register_model(inference_bundle, loss, model_name=name)
+    return {"enabled": True, **result, "fingerprint": inference_bundle.fingerprint}

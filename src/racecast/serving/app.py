@@ -1,0 +1,657 @@
+"""The FastAPI inference service: racecard in, calibrated win probabilities and stakes out.
+
+``create_app(settings)`` builds the app; ``racecast serve`` runs it with uvicorn and
+``racecast predict`` calls the same :class:`InferenceService` without a server.
+
+Routes (OpenAPI at ``/openapi.json``, docs at ``/docs``):
+
+* ``POST /api/v1/predict``: a racecard (JSON contract ``racecast.racecard/1``, one or many
+  races) -> per-runner probabilities, fair odds, edge, fractional-Kelly stakes,
+  staleness and explanation (:mod:`racecast.serving.scoring`). The body is validated by
+  the ingestion parser (:func:`racecast.features.online.racecard_entity_rows`); a bad
+  body is a 422 ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`` naming the field.
+* ``GET /api/v1/races/{race_id}``: the last predictions this process made for a race.
+* ``GET /api/v1/horses/{horse_id}``: the horse's current online state (``horse_form``).
+* ``GET /health``: 200 when the bundle is loaded and the online store answers, else 503.
+* ``GET /metrics``: Prometheus text (:mod:`racecast.serving.metrics`).
+
+Every ``/api/v1`` route needs an ``X-API-Key`` (:mod:`racecast.serving.auth`) and is rate
+limited per key; ``/health`` and ``/metrics`` are open (probes and scrapers). Features
+are read from the Feast online store and transformed by the shared
+``build_features`` (:func:`racecast.features.online.online_features`): the service has
+no transform of its own. Bodies over ``max_body_bytes`` get 413; an unexpected error is a
+500 ``{"detail": "internal error", "request_id": ...}`` whose trace goes to the log only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import pandas as pd
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Security
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, Field
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from racecast.features.online import RacecardError, online_features, racecard_entity_rows
+from racecast.features.specs import VIEWS
+from racecast.serving.auth import ApiKeyVerifier, RateLimiter, load_api_key_hashes
+from racecast.serving.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from racecast.serving.scoring import ScoringConfig, score_races
+from racecast.serving.settings import ServingSettings, SettingsError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "API_PREFIX",
+    "InferenceService",
+    "RacecardRequestError",
+    "create_app",
+    "racecard_error_details",
+]
+
+API_PREFIX = "/api/v1"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_FIELD_PATH = re.compile(r"((?:meetings|results)(?:\[\d+\]|\.[A-Za-z_]\w*)*)")
+_PATH_PART = re.compile(r"\[(\d+)\]|([A-Za-z_]\w*)")
+_FIELD_NAME = re.compile(r"\bfield (\w+):")
+_HEALTH_HORSE = "__racecast_health__"
+
+
+# ---------------------------------------------------------------------------- errors
+class RacecardRequestError(ValueError):
+    """A request body that is not a valid racecard; ``details`` are FastAPI-style errors."""
+
+    def __init__(self, details: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(d["msg"] for d in details))
+        self.details = details
+
+
+class ServiceNotReady(RuntimeError):
+    """The bundle or the feature store is not loaded."""
+
+
+class _BodyTooLarge(Exception):
+    """Raised by the body-size guard while the body streams in."""
+
+
+def _field_loc(message: str) -> list[str | int]:
+    """``["body", "meetings", 0, "races", 1, "off_time"]`` from a parser message."""
+    paths = _FIELD_PATH.findall(message)
+    if paths:
+        path = max(paths, key=len)
+        return ["body", *(int(i) if i else name for i, name in _PATH_PART.findall(path))]
+    named = _FIELD_NAME.search(message)
+    return ["body", named.group(1)] if named else ["body"]
+
+
+def racecard_error_details(text: str, source: str = "request") -> list[dict[str, Any]] | None:
+    """FastAPI-style error details of a body that is not JSON (None when it parses).
+
+    Args:
+        text: The body text.
+        source: Name used in messages.
+
+    Returns:
+        ``[{"loc": ["body", position], "msg": ..., "type": "json_invalid"}]`` or None.
+    """
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return [
+            {
+                "loc": ["body", exc.pos],
+                "msg": f"{source}: JSON decode error: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                "type": "json_invalid",
+            }
+        ]
+    return None
+
+
+def parse_racecard(text: str, source: str = "request") -> pd.DataFrame:
+    """Entity rows of a racecard text, or a :class:`RacecardRequestError` naming the field.
+
+    Args:
+        text: Racecard JSON text.
+        source: Name used in messages (a file name for the CLI).
+
+    Returns:
+        ``racecard_entity_rows`` output.
+
+    Raises:
+        RacecardRequestError: If the text is not JSON or not a valid racecard.
+    """
+    broken = racecard_error_details(text, source)
+    if broken:
+        raise RacecardRequestError(broken)
+    try:
+        return racecard_entity_rows(text, source)
+    except RacecardError as exc:
+        message = str(exc)
+        return_msg = message.removeprefix(f"{source}: ")
+        raise RacecardRequestError(
+            [{"loc": _field_loc(message), "msg": return_msg, "type": "racecard_invalid"}]
+        ) from exc
+
+
+def _json_value(value: Any) -> Any:
+    """A JSON-safe scalar (NaN/NA -> None, numpy -> Python)."""
+    if value is None:
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        return value
+    return value.item() if hasattr(value, "item") else value
+
+
+# ---------------------------------------------------------------------------- service
+class InferenceService:
+    """Scores racecards with a bundle and the Feast online store (shared by app and CLI).
+
+    Args:
+        settings: Service settings.
+        bundle: An ``InferenceBundle`` (or an object with the same interface).
+        feature_store: An open Feast ``FeatureStore``.
+    """
+
+    def __init__(self, settings: ServingSettings, bundle: Any, feature_store: Any) -> None:
+        self.settings = settings
+        self.bundle = bundle
+        self.feature_store = feature_store
+        self.feature_service = settings.feature_service or bundle.feature_service
+        self.scoring = ScoringConfig(
+            kelly_fraction=settings.kelly_fraction,
+            bankroll_units=settings.bankroll_units,
+            max_stake_fraction=settings.max_stake_fraction,
+            staleness_threshold_days=settings.staleness_threshold_days,
+            staking_track=settings.staking_track,
+        )
+        # One FeatureStore (one SQLite connection, one registry cache) for every thread.
+        self._store_lock = threading.Lock()
+        self._explain_warned = False
+
+    def features(self, entity_rows: pd.DataFrame) -> pd.DataFrame:
+        """The bundle's input for parsed racecard rows: online features + final odds."""
+        with self._store_lock:
+            frame = online_features(
+                entity_rows,
+                self.feature_service,
+                repo_path=self.settings.feature_repo,
+                params=self.settings.feature_params,
+                feature_store=self.feature_store,
+            )
+        if "odds_final" not in frame.columns and "odds_final" in entity_rows.columns:
+            frame = frame.merge(
+                entity_rows[["race_id", "horse_id", "odds_final"]],
+                on=["race_id", "horse_id"],
+                how="left",
+                validate="one_to_one",
+            )
+        return frame
+
+    def _explain(self, features: pd.DataFrame) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        try:
+            return self.bundle.explain(features, top_k=self.settings.explain_top_k)
+        except ValueError as exc:  # a bundle without a LightGBM ranker cannot explain
+            if not self._explain_warned:
+                logger.warning("explanations unavailable: %s", exc)
+                self._explain_warned = True
+            return {}
+
+    def score_rows(self, entity_rows: pd.DataFrame) -> dict[str, Any]:
+        """Score parsed racecard rows.
+
+        Args:
+            entity_rows: :func:`parse_racecard` output.
+
+        Returns:
+            ``{"model_version", "feature_service", "races": [...]}`` (see
+            :func:`racecast.serving.scoring.score_races`).
+        """
+        features = self.features(entity_rows)
+        predictions = self.bundle.predict(features)
+        races = score_races(
+            predictions,
+            entity_rows,
+            features,
+            self._explain(features),
+            model_version=str(self.bundle.model_version),
+            config=self.scoring,
+        )
+        return {
+            "model_version": str(self.bundle.model_version),
+            "feature_service": self.feature_service,
+            "races": races,
+        }
+
+    def score_text(self, text: str, source: str = "request") -> dict[str, Any]:
+        """Parse and score a racecard text (:func:`parse_racecard` then :meth:`score_rows`)."""
+        return self.score_rows(parse_racecard(text, source))
+
+    def horse_state(self, horse_id: str) -> dict[str, Any] | None:
+        """The horse's current ``horse_form`` features from the online store.
+
+        Args:
+            horse_id: Horse entity key.
+
+        Returns:
+            ``{"horse_id", "last_run", "features": {...}}``, None when the online store
+            has no state for the horse.
+        """
+        names = list(VIEWS["horse_form"].features)
+        with self._store_lock:
+            response = self.feature_store.get_online_features(
+                features=[f"horse_form:{n}" for n in names], entity_rows=[{"horse_id": horse_id}]
+            ).to_dict()
+        values = {n: _json_value((response.get(n) or [None])[0]) for n in names}
+        if all(v is None for v in values.values()):
+            return None
+        last = values.get("h_last_off_ts")
+        return {
+            "horse_id": horse_id,
+            "last_run": None if last is None else pd.Timestamp(last, unit="s", tz="UTC").isoformat(),
+            "features": values,
+        }
+
+    def store_reachable(self) -> bool:
+        """True when the online store answers a lookup."""
+        try:
+            with self._store_lock:
+                self.feature_store.get_online_features(
+                    features=["horse_form:h_runs"], entity_rows=[{"horse_id": _HEALTH_HORSE}]
+                ).to_dict()
+        except Exception:  # any failure means not ready; the reason goes to the log
+            logger.exception("health: online store lookup failed")
+            return False
+        return True
+
+
+class _RaceCache:
+    """Thread-safe LRU of the last predictions per race."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, race: dict[str, Any]) -> None:
+        with self._lock:
+            self._items[race["race_id"]] = race
+            self._items.move_to_end(race["race_id"])
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def get(self, race_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            race = self._items.get(race_id)
+            if race is not None:
+                self._items.move_to_end(race_id)
+            return race
+
+
+# ---------------------------------------------------------------------------- schemas
+class Explanation(BaseModel):
+    feature: str
+    value: float | None = Field(description="Input value of the feature (null: missing).")
+    contribution: float = Field(description="Contribution to the ranker's score (utility units).")
+
+
+class RunnerPrediction(BaseModel):
+    horse_id: str
+    rank: int = Field(description="1 = highest fundamental win probability in the race.")
+    p_win: float = Field(description="Fundamental win probability (sums to 1 per race).")
+    fair_odds: float = Field(description="1 / p_win, decimal odds.")
+    market_odds: float | None = Field(description="Final decimal odds of the racecard.")
+    p_market: float | None = Field(description="Normalised 1/odds (null unless every runner is priced).")
+    p_win_combined: float | None = Field(description="Benter blend of fundamental and market.")
+    edge: float | None = Field(description="p * market_odds - 1 (null without a price).")
+    kelly_fraction: float = Field(description="Fractional Kelly share of the bankroll (0: no bet).")
+    stake_units: float = Field(description="Stake in bankroll units.")
+    feature_staleness_days: float | None = Field(description="Days since the horse's last run (null: debut).")
+    stale: bool
+    explanation: list[Explanation]
+
+
+class RacePrediction(BaseModel):
+    race_id: str
+    off_time: str | None
+    course: str | None
+    n_runners: int
+    model_version: str
+    market: bool = Field(description="Every runner has final odds (both tracks available).")
+    staking_track: str
+    runners: list[RunnerPrediction]
+
+
+class PredictResponse(BaseModel):
+    model_version: str
+    feature_service: str
+    races: list[RacePrediction]
+
+
+class HorseState(BaseModel):
+    horse_id: str
+    last_run: str | None
+    features: dict[str, Any]
+
+
+_RACECARD_EXAMPLE = {
+    "format": "racecast.racecard/1",
+    "meetings": [
+        {
+            "date": "2025-02-06",
+            "course": "ST",
+            "country": "HK",
+            "races": [
+                {
+                    "race_id": "HK-2025-02-06-ST-01",
+                    "off_time": "2025-02-06T14:30:00+08:00",
+                    "race_type": "flat",
+                    "surface": "turf",
+                    "going": "good",
+                    "distance_m": 1200,
+                    "race_class": 4,
+                    "runners": [
+                        {"horse_id": "3917", "draw": 7, "rating": 60, "jockey_id": "2",
+                         "trainer_id": "118", "weight_carried_kg": 60.3, "odds": {"final": 9.7}},
+                        {"horse_id": "4012", "draw": 2, "rating": 58, "jockey_id": "5",
+                         "trainer_id": "97", "weight_carried_kg": 57.1, "odds": {"final": 3.2}},
+                    ],
+                }
+            ],
+        }
+    ],
+}
+
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "description": (
+                        "A racecard, JSON contract racecast.racecard/1 (docs/racecard-format.md; "
+                        "JSON Schema docs/racecard.schema.json): one or many meetings and races."
+                    ),
+                },
+                "example": _RACECARD_EXAMPLE,
+            }
+        },
+    }
+}
+
+
+# ---------------------------------------------------------------------------- middleware
+class _ServiceMiddleware:
+    """Request id, body-size limit, catch-all 500 and request metrics (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        started = False
+        received = 0
+
+        async def guarded_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tagged_send(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started, status = True, message["status"]
+                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+            await send(message)
+
+        try:
+            declared = headers.get(b"content-length", b"")
+            if declared.isdigit() and int(declared) > self.max_body_bytes:
+                raise _BodyTooLarge
+            await self.app(scope, guarded_receive, tagged_send)
+        except _BodyTooLarge:
+            if not started:
+                detail = f"request body larger than {self.max_body_bytes} bytes"
+                await JSONResponse({"detail": detail}, status_code=413)(scope, receive, tagged_send)
+        except Exception:
+            logger.exception(
+                "request %s %s failed (request_id=%s)", scope.get("method"), scope.get("path"), request_id
+            )
+            if not started:
+                body = {"detail": "internal error", "request_id": request_id}
+                await JSONResponse(body, status_code=500)(scope, receive, tagged_send)
+        finally:
+            route = getattr(scope.get("route"), "path", "<unmatched>")
+            self.metrics.observe_request(route, scope.get("method", ""), status, time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------- app
+def _ready_service(request: Request) -> InferenceService:
+    """The app's service, or 503 while the bundle or the feature store is not loaded."""
+    service = request.app.state.service
+    if service is None:
+        raise HTTPException(status_code=503, detail="the model bundle or the feature store is not loaded")
+    return service
+
+
+ReadyService = Annotated[InferenceService, Depends(_ready_service)]
+
+
+def _client_identity(request: Request) -> str:
+    return f"client:{request.client.host if request.client else 'unknown'}"
+
+
+def create_app(
+    settings: ServingSettings,
+    *,
+    bundle: Any = None,
+    feature_store: Any = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> FastAPI:
+    """Build the inference service app.
+
+    The bundle (``load_bundle(settings.bundle_uri)``) and the feature store
+    (``get_store(settings.feature_repo)``) are opened once, in the app's lifespan, unless
+    given; a failure to load either is logged and leaves the app alive but not ready
+    (``/health`` 503, scoring routes 503).
+
+    Args:
+        settings: Service settings.
+        bundle: An already loaded bundle (tests, benchmarks); skips ``load_bundle``.
+        feature_store: An open Feast ``FeatureStore``; skips ``get_store``.
+        clock: Monotonic clock of the rate limiter.
+
+    Returns:
+        The FastAPI app.
+
+    Raises:
+        SettingsError: If no API key is configured and ``allow_anonymous`` is false, or a
+            key source is malformed.
+    """
+    try:
+        hashes = load_api_key_hashes(settings.credentials_path, settings.api_keys)
+    except ValueError as exc:
+        raise SettingsError(f"API keys: {exc}") from exc
+    if not hashes and not settings.allow_anonymous:
+        raise SettingsError(
+            "no API key configured (conf/local/credentials.yml racecast_api_keys, "
+            "RACECAST_API_KEYS or settings api_keys): refusing to serve without "
+            "authentication; pass --insecure (allow_anonymous=True) to serve anyway"
+        )
+    verifier = ApiKeyVerifier(hashes)
+    limiter = RateLimiter(settings.rate_limit_per_minute, 60.0, clock=clock)
+    metrics = ServiceMetrics()
+    races = _RaceCache(settings.race_cache_size)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loaded_bundle, store = bundle, feature_store
+        if loaded_bundle is None:
+            try:
+                from racecast.serving.registry import load_bundle
+
+                loaded_bundle = await run_in_threadpool(load_bundle, settings.bundle_uri)
+            except Exception:
+                logger.exception("could not load the bundle %s: the service is not ready", settings.bundle_uri)
+        if store is None:
+            try:
+                from racecast.features.store import get_store
+
+                store = await run_in_threadpool(get_store, settings.feature_repo)
+            except Exception:
+                logger.exception("could not open the feature store %s: the service is not ready", settings.feature_repo)
+        if loaded_bundle is not None and store is not None:
+            service = InferenceService(settings, loaded_bundle, store)
+            app.state.service = service
+            metrics.model_info.labels(str(loaded_bundle.model_version), service.feature_service).set(1)
+            logger.info(
+                "serving %s (feature service %s, %d API keys%s)",
+                loaded_bundle.model_version,
+                service.feature_service,
+                len(verifier),
+                ", anonymous allowed" if settings.allow_anonymous else "",
+            )
+        app.state.bundle_loaded = loaded_bundle is not None
+        yield
+        app.state.service = None
+
+    app = FastAPI(
+        title="racecast",
+        version="1",
+        description=(
+            "Calibrated win probabilities, fair odds and fractional-Kelly stakes for racecards "
+            "(JSON contract racecast.racecard/1). Send `X-API-Key` on every /api/v1 route."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.service = None
+    app.state.bundle_loaded = False
+    app.add_middleware(_ServiceMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
+
+    async def authorize(request: Request, api_key: str | None = Security(api_key_header)) -> str:
+        if verifier:
+            key_id = verifier.verify(api_key)
+            if key_id is None:
+                raise HTTPException(
+                    status_code=401,
+                    detail="missing or invalid API key (header X-API-Key)",
+                    headers={"WWW-Authenticate": "ApiKey"},
+                )
+            identity = f"key:{key_id}"
+        else:
+            identity = _client_identity(request)
+        allowed, retry_after = limiter.acquire(identity)
+        if not allowed:
+            raise HTTPException(
+                status_code=429,
+                detail=f"rate limit of {limiter.limit} requests per minute exceeded",
+                headers={"Retry-After": str(retry_after)},
+            )
+        return identity
+
+    router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize)])
+
+    @router.post(
+        "/predict",
+        response_model=PredictResponse,
+        openapi_extra=_PREDICT_BODY,
+        summary="Score a racecard",
+        responses={401: {}, 413: {}, 422: {}, 429: {}, 503: {}},
+    )
+    async def predict(
+        request: Request, service: ReadyService
+    ) -> dict[str, Any]:
+        raw = await request.body()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestValidationError(
+                [{"loc": ["body", exc.start], "msg": "request body is not UTF-8 text", "type": "unicode_error"}]
+            ) from exc
+        try:
+            result = await run_in_threadpool(service.score_text, text, "request")
+        except RacecardRequestError as exc:
+            raise RequestValidationError(exc.details) from exc
+        for race in result["races"]:
+            races.put(race)
+        runners = [r for race in result["races"] for r in race["runners"]]
+        metrics.observe_predictions(
+            fundamental=len(runners),
+            combined=sum(r["p_win_combined"] is not None for r in runners),
+            staleness_days=[r["feature_staleness_days"] for r in runners],
+        )
+        return result
+
+    @router.get("/races/{race_id}", response_model=RacePrediction, summary="Last predictions of a race")
+    async def get_race(race_id: str = Path(max_length=200)) -> dict[str, Any]:
+        race = races.get(race_id)
+        if race is None:
+            raise HTTPException(status_code=404, detail=f"race {race_id!r} has not been scored by this service")
+        return race
+
+    @router.get("/horses/{horse_id}", response_model=HorseState, summary="A horse's current online state")
+    async def get_horse(
+        service: ReadyService,
+        horse_id: str = Path(max_length=200),
+    ) -> dict[str, Any]:
+        state = await run_in_threadpool(service.horse_state, horse_id)
+        if state is None:
+            raise HTTPException(status_code=404, detail=f"horse {horse_id!r} has no state in the online store")
+        return state
+
+    app.include_router(router)
+
+    @app.get("/health", summary="Liveness and readiness")
+    async def health(request: Request) -> JSONResponse:
+        service: InferenceService | None = request.app.state.service
+        store_ok = service is not None and await run_in_threadpool(service.store_reachable)
+        ready = service is not None and store_ok
+        body = {
+            "status": "ok" if ready else "unavailable",
+            "live": True,
+            "ready": ready,
+            "bundle_loaded": bool(request.app.state.bundle_loaded),
+            "online_store": store_ok,
+            "model_version": None if service is None else str(service.bundle.model_version),
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    app.state.metrics = metrics
+    app.state.races = races
+    return app

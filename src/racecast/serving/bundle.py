@@ -1,0 +1,410 @@
+"""The inference bundle: every fitted piece needed to score a racecard, in one picklable object.
+
+An :class:`InferenceBundle` holds the base models of the zoo, the stacked meta-learner and
+the Benter blend exactly as the ``model_zoo`` pipeline fitted them, plus the name of the
+Feast feature service whose rows it scores. :meth:`InferenceBundle.predict` runs the
+same steps as the pipeline's holdout prediction and reuses its node functions
+(:func:`~racecast.pipelines.model_zoo.nodes.predict_holdout`,
+:func:`~racecast.pipelines.model_zoo.nodes.predict_stacked_holdout` and
+:func:`~racecast.pipelines.model_zoo.nodes.predict_blend_holdout`), so a runner scored
+online gets the probability the evaluation measured.
+
+Input: the frame :func:`racecast.features.transform.build_features` returns (keys and
+``off_time``, fundamental and market features), optionally with ``odds_final`` (decimal
+odds including the stake; NaN or absent before the market forms).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from racecast.evaluation.blend import BenterBlend
+from racecast.evaluation.metrics import market_probability
+from racecast.features.specs import FUNDAMENTAL_FEATURES
+from racecast.models.base import RaceModel
+from racecast.models.trees import LGBMRankerModel
+from racecast.pipelines.model_zoo.nodes import (
+    LABELS,
+    PREDICTION_KEYS,
+    predict_blend_holdout,
+    predict_holdout,
+    predict_stacked_holdout,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EXPLAIN_MODEL", "InferenceBundle", "OUTPUT_COLUMNS", "build_bundle"]
+
+#: Base model whose LightGBM contributions explain a prediction (any LightGBM ranker of
+#: the bundle when this one is absent).
+EXPLAIN_MODEL = "lgbm_ranker"
+
+#: Columns of :meth:`InferenceBundle.predict`.
+OUTPUT_COLUMNS = ["race_id", "horse_id", "p_fundamental", "p_market", "p_combined"]
+
+#: Column of :meth:`InferenceBundle.contributions` holding the ranker's expected score.
+BIAS_COLUMN = "bias"
+
+_RUNNER_KEYS = ["race_id", "horse_id"]
+
+
+def _fitted_columns(model: Any, what: str) -> list[str]:
+    """``feature_names_in_`` of a fitted model, as strings."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        raise ValueError(f"{what} is not fitted (it has no feature_names_in_)")
+    return [str(c) for c in names]
+
+
+def _check_parts(
+    base_models: Mapping[str, RaceModel],
+    stacker: RaceModel,
+    blend: BenterBlend,
+    fundamental_features: list[str],
+) -> None:
+    """Raise if the parts do not fit together the way the model_zoo pipeline built them."""
+    if not base_models:
+        raise ValueError("base_models is empty: the bundle needs the zoo's fitted base models")
+    allowed = set(fundamental_features)
+    for name, model in base_models.items():
+        if not isinstance(model, RaceModel):
+            raise TypeError(
+                f"base_models[{name!r}] must be a RaceModel, got {type(model).__name__}"
+            )
+        outside = [c for c in _fitted_columns(model, f"base_models[{name!r}]") if c not in allowed]
+        if outside:
+            raise ValueError(
+                f"base_models[{name!r}] uses columns {outside[:10]} that are not fundamental "
+                "features"
+            )
+    if not isinstance(stacker, RaceModel):
+        raise TypeError(f"stacker must be a RaceModel, got {type(stacker).__name__}")
+    stacker_columns = _fitted_columns(stacker, "stacker")
+    expected = {f"p_{name}" for name in base_models}
+    stacked = {c for c in stacker_columns if c.startswith("p_")}
+    if stacked != expected:
+        raise ValueError(
+            f"stacker was fitted on base columns {sorted(stacked)} but base_models give "
+            f"{sorted(expected)}: the bundle needs exactly the stacker's base models"
+        )
+    extra = [c for c in stacker_columns if not c.startswith("p_") and c not in allowed]
+    if extra:
+        raise ValueError(f"stacker uses columns {extra} that are not fundamental features")
+    if not isinstance(blend, BenterBlend) or not hasattr(blend, "coef_"):
+        raise TypeError(f"blend must be a fitted BenterBlend, got {type(blend).__name__}")
+    if (blend.fund_col, blend.market_col) != ("p_fund", "p_market"):
+        raise ValueError(
+            "blend must use fund_col='p_fund' and market_col='p_market' (as fit_blend builds "
+            f"it), got {blend.fund_col!r} and {blend.market_col!r}"
+        )
+
+
+class InferenceBundle:
+    """Fitted base models, stacker and blend of one training run, ready to score runners.
+
+    Build it with :func:`build_bundle`; it pickles as a whole (the registry stores it as
+    one artifact).
+
+    Attributes:
+        feature_service: Feast feature service whose rows the bundle scores
+            (e.g. ``combined_v1``).
+        fundamental_features: Feature columns the fundamental track may use.
+        base_models: Zoo name -> fitted base :class:`~racecast.models.base.RaceModel`.
+        stacker: The fitted stacked meta-learner (inputs ``p_<model>`` + top features).
+        blend: The fitted :class:`~racecast.evaluation.blend.BenterBlend`.
+        model_version: Build fingerprint, or ``<registered name>/<version>`` once loaded
+            from the MLflow registry.
+        fingerprint: SHA-256 prefix of the pickled models (identifies the fitted pieces).
+        trained_until: ``off_time`` of the last training race.
+        holdout_metrics: Holdout metrics of the evaluation report (``stacked``,
+            ``blend``, ``market``).
+    """
+
+    def __init__(
+        self,
+        feature_service: str,
+        fundamental_features: list[str],
+        base_models: Mapping[str, RaceModel],
+        stacker: RaceModel,
+        blend: BenterBlend,
+        model_version: str,
+        trained_until: pd.Timestamp,
+        holdout_metrics: Mapping[str, Any],
+        fingerprint: str = "",
+    ) -> None:
+        if not feature_service:
+            raise ValueError("feature_service must name a Feast feature service")
+        fundamental = [str(c) for c in fundamental_features]
+        _check_parts(base_models, stacker, blend, fundamental)
+        self.feature_service = str(feature_service)
+        self.fundamental_features = fundamental
+        self.base_models = dict(base_models)
+        self.stacker = stacker
+        self.blend = blend
+        self.model_version = str(model_version)
+        self.fingerprint = str(fingerprint)
+        self.trained_until = pd.Timestamp(trained_until)
+        self.holdout_metrics = dict(holdout_metrics)
+
+    def __repr__(self) -> str:
+        return (
+            f"InferenceBundle(version={self.model_version!r}, service={self.feature_service!r}, "
+            f"base_models={sorted(self.base_models)}, trained_until={self.trained_until})"
+        )
+
+    # ------------------------------------------------------------------ predictions
+    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Win probabilities of every runner.
+
+        Args:
+            features: ``build_features`` rows (``race_id``, ``horse_id``, every
+                fundamental feature; ``off_time`` optional) and optionally
+                ``odds_final``. One row per runner; a race is the set of rows sharing a
+                ``race_id``.
+
+        Returns:
+            One row per input row, in input order: ``race_id``, ``horse_id``,
+            ``p_fundamental`` (stacked meta-learner, sums to 1 per race), ``p_market``
+            (normalised ``1/odds_final``; NaN for every runner of a race where any runner
+            lacks odds) and ``p_combined`` (Benter blend of the two; NaN without a market).
+
+        Raises:
+            KeyError: If a key or feature column is missing.
+            ValueError: If a runner appears twice, a feature is not numeric or odds are
+                below 1.
+        """
+        frame = self._input_frame(features)
+        base = {name: predict_holdout(model, frame) for name, model in self.base_models.items()}
+        with_labels = frame.assign(**{c: np.nan for c in LABELS if c not in frame.columns})
+        stacked = predict_stacked_holdout(self.stacker, with_labels, **base)
+        combined = predict_blend_holdout(self.blend, stacked, frame)
+        out = frame[_RUNNER_KEYS].copy()
+        out["p_market"] = market_probability(frame).to_numpy()
+        out = out.merge(
+            stacked[_RUNNER_KEYS + ["p"]].rename(columns={"p": "p_fundamental"}),
+            on=_RUNNER_KEYS,
+            how="left",
+            validate="one_to_one",
+        ).merge(
+            combined[_RUNNER_KEYS + ["p"]].rename(columns={"p": "p_combined"}),
+            on=_RUNNER_KEYS,
+            how="left",
+            validate="one_to_one",
+        )
+        out["p_combined"] = out["p_combined"].where(out["p_market"].notna())
+        out.index = features.index
+        return out[OUTPUT_COLUMNS]
+
+    # ------------------------------------------------------------------ explanations
+    def explainer(self) -> tuple[str, LGBMRankerModel]:
+        """The base model whose contributions explain predictions.
+
+        Returns:
+            ``(name, model)``: :data:`EXPLAIN_MODEL` when it is a LightGBM ranker, else
+            the first LightGBM ranker of ``base_models``.
+
+        Raises:
+            ValueError: If the bundle has no LightGBM ranker.
+        """
+        candidates = [(EXPLAIN_MODEL, self.base_models.get(EXPLAIN_MODEL))]
+        candidates += sorted(self.base_models.items())
+        for name, model in candidates:
+            if isinstance(model, LGBMRankerModel):
+                return name, model
+        raise ValueError(
+            "explanations need a LightGBM ranker (LGBMRankerModel) among the base models; "
+            f"this bundle has {sorted(self.base_models)}"
+        )
+
+    def contributions(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Per-feature contributions of the LightGBM ranker (SHAP values, ``pred_contrib``).
+
+        The ranker sees the raw features (LightGBM routes missing values itself, there is
+        no imputation) in its ``feature_names_in_`` order, so each row's contributions
+        plus :data:`BIAS_COLUMN` equal the ranker's raw score
+        (:meth:`~racecast.models.base.RaceModel.decision_function`).
+
+        Args:
+            features: As for :meth:`predict`.
+
+        Returns:
+            One row per input row, in input order: ``race_id``, ``horse_id``, one column
+            per ranker feature and ``bias``; in raw-score (utility) units.
+        """
+        frame = self._input_frame(features)
+        columns, _, contrib = self._ranker_contributions(frame)
+        out = pd.DataFrame(contrib[:, :-1], columns=columns, index=features.index)
+        out.insert(0, "horse_id", frame["horse_id"].to_numpy())
+        out.insert(0, "race_id", frame["race_id"].to_numpy())
+        out[BIAS_COLUMN] = contrib[:, -1]
+        return out
+
+    def explain(
+        self, features: pd.DataFrame, top_k: int = 5
+    ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """The ``top_k`` features that move each runner's ranker score the most.
+
+        Args:
+            features: As for :meth:`predict`.
+            top_k: Entries per runner (at most the ranker's number of features).
+
+        Returns:
+            ``(race_id, horse_id)`` -> entries sorted by decreasing absolute
+            contribution, each ``{"feature", "value", "contribution"}`` (``value`` is the
+            input value, ``None`` when missing; ``contribution`` in raw-score units,
+            see :meth:`contributions`).
+
+        Raises:
+            ValueError: If ``top_k`` is not a positive integer.
+        """
+        if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        frame = self._input_frame(features)
+        columns, values, contrib = self._ranker_contributions(frame)
+        matrix = contrib[:, :-1]
+        k = min(int(top_k), len(columns))
+        order = np.argsort(-np.abs(matrix), axis=1, kind="stable")[:, :k]
+        keys = zip(frame["race_id"].astype(str), frame["horse_id"].astype(str), strict=True)
+        result: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for row, key in enumerate(keys):
+            result[key] = [
+                {
+                    "feature": columns[j],
+                    "value": None if np.isnan(values[row, j]) else float(values[row, j]),
+                    "contribution": float(matrix[row, j]),
+                }
+                for j in order[row]
+            ]
+        return result
+
+    def _ranker_contributions(
+        self, frame: pd.DataFrame
+    ) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(ranker columns, their values, ``pred_contrib`` matrix with the bias last)."""
+        _, ranker = self.explainer()
+        columns = _fitted_columns(ranker, "the explaining ranker")
+        values = frame[columns].to_numpy(dtype=np.float64, na_value=np.nan)
+        contrib = np.asarray(ranker.booster_model_.predict(values, pred_contrib=True))
+        return columns, values, contrib
+
+    # ------------------------------------------------------------------ internals
+    def _input_frame(self, features: pd.DataFrame) -> pd.DataFrame:
+        """A validated copy with numeric features, ``odds_final`` and ``off_time`` columns.
+
+        ``off_time`` only orders rows inside the model_zoo helpers; it is NaT when absent
+        (e.g. dropped by an MLflow signature).
+        """
+        if not isinstance(features, pd.DataFrame):
+            raise TypeError(f"features must be a pandas DataFrame, got {type(features).__name__}")
+        if features.empty:
+            raise ValueError("features has no rows")
+        required = _RUNNER_KEYS + self.fundamental_features
+        missing = [c for c in required if c not in features.columns]
+        if missing:
+            raise KeyError(
+                f"features lack columns {missing[:10]} (expected the output of "
+                "racecast.features.transform.build_features)"
+            )
+        if features[_RUNNER_KEYS].isna().any().any():
+            raise ValueError("features: race_id and horse_id must not be missing")
+        duplicated = features.duplicated(_RUNNER_KEYS)
+        if duplicated.any():
+            first = features.loc[duplicated, _RUNNER_KEYS].iloc[0].tolist()
+            raise ValueError(
+                f"features: runner {first} appears more than once ({int(duplicated.sum())} "
+                "duplicated rows)"
+            )
+        keep = list(dict.fromkeys([*PREDICTION_KEYS, *self.fundamental_features, "odds_final"]))
+        frame = features.reindex(columns=keep).reset_index(drop=True)
+        if "off_time" not in features.columns:
+            frame["off_time"] = pd.NaT
+        for column in [*self.fundamental_features, "odds_final"]:
+            if not pd.api.types.is_numeric_dtype(frame[column]):
+                try:
+                    frame[column] = pd.to_numeric(frame[column], errors="raise")
+                except (TypeError, ValueError) as error:
+                    raise ValueError(
+                        f"features: column {column!r} is not numeric ({error})"
+                    ) from error
+        frame["odds_final"] = frame["odds_final"].astype("float64")
+        return frame
+
+
+def bundle_fingerprint(
+    base_models: Mapping[str, RaceModel], stacker: RaceModel, blend: BenterBlend
+) -> str:
+    """Short SHA-256 of the pickled models (same fitted pieces, same fingerprint).
+
+    Args:
+        base_models: Zoo name -> fitted base model.
+        stacker: The fitted meta-learner.
+        blend: The fitted blend.
+
+    Returns:
+        The first 12 hex digits of the digest.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(base_models):
+        digest.update(name.encode())
+        digest.update(pickle.dumps(base_models[name], protocol=pickle.HIGHEST_PROTOCOL))
+    digest.update(pickle.dumps(stacker, protocol=pickle.HIGHEST_PROTOCOL))
+    digest.update(pickle.dumps(blend, protocol=pickle.HIGHEST_PROTOCOL))
+    return digest.hexdigest()[:12]
+
+
+def build_bundle(
+    base_models: Mapping[str, RaceModel],
+    stacker: RaceModel,
+    blend: BenterBlend,
+    *,
+    feature_service: str,
+    trained_until: pd.Timestamp | str,
+    holdout_metrics: Mapping[str, Any] | None = None,
+    fundamental_features: list[str] | None = None,
+    model_version: str | None = None,
+) -> InferenceBundle:
+    """Assemble an :class:`InferenceBundle` from the model_zoo pipeline's outputs.
+
+    Args:
+        base_models: Zoo name -> fitted base model (``model_zoo.<name>.model``); exactly
+            the models the stacker was fitted on.
+        stacker: ``model_zoo.stacked.model``.
+        blend: ``model_zoo.blend.model``.
+        feature_service: Feast feature service the bundle scores (``combined_v1``).
+        trained_until: ``off_time`` of the last training race.
+        holdout_metrics: Holdout metrics per model name (from the evaluation report).
+        fundamental_features: Fundamental feature columns (default
+            :data:`racecast.features.specs.FUNDAMENTAL_FEATURES`).
+        model_version: Version label (default: the models' fingerprint).
+
+    Returns:
+        The bundle.
+
+    Raises:
+        ValueError, TypeError: If the parts do not fit together (see the messages).
+    """
+    fundamental = list(
+        FUNDAMENTAL_FEATURES if fundamental_features is None else fundamental_features
+    )
+    _check_parts(base_models, stacker, blend, fundamental)
+    fingerprint = bundle_fingerprint(base_models, stacker, blend)
+    bundle = InferenceBundle(
+        feature_service=feature_service,
+        fundamental_features=fundamental,
+        base_models=base_models,
+        stacker=stacker,
+        blend=blend,
+        model_version=model_version or fingerprint,
+        trained_until=pd.Timestamp(trained_until),
+        holdout_metrics=dict(holdout_metrics or {}),
+        fingerprint=fingerprint,
+    )
+    logger.info("built %r", bundle)
+    return bundle

@@ -1,0 +1,71 @@
+"""Run the registry pipeline in memory with Kedro's runner on the tiny fitted zoo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from racecast.pipelines.model_zoo import ZOO_MODELS
+from racecast.pipelines.registry import create_pipeline
+from racecast.serving.registry import load_bundle
+from tests.pipelines.model_zoo.test_pipeline import KeptDataset
+from tests.serving.tiny_zoo import evaluation_report, fitted_zoo, holdout_features, mlflow_sandbox
+
+
+def test_default_pipeline_shape():
+    pipeline = create_pipeline()
+    assert {n.name for n in pipeline.nodes} == {"build_inference_bundle", "register_bundle"}
+    assert {f"model_zoo.{m}.model" for m in ZOO_MODELS} <= pipeline.inputs()
+    assert {
+        "model_zoo.train_set",
+        "model_zoo.stacked.model",
+        "model_zoo.blend.model",
+        "evaluation_report",
+        "params:features.training_service",
+        "params:registry",
+    } <= pipeline.inputs()
+    assert pipeline.outputs() == {"registry_result"}
+    assert "inference_bundle" in pipeline.all_outputs()
+    with pytest.raises(ValueError, match="clash"):
+        create_pipeline(models=["blend"])
+    with pytest.raises(ValueError, match="at least one"):
+        create_pipeline(models=[])
+
+
+def test_registry_pipeline_runs_in_memory():
+    zoo = fitted_zoo()
+    pipeline = create_pipeline(models=list(zoo["models"]))
+    inputs = {
+        "model_zoo.train_set": zoo["train"],
+        "model_zoo.stacked.model": zoo["stacker"],
+        "model_zoo.blend.model": zoo["blend"],
+        "evaluation_report": evaluation_report(2.0),
+        "params:features.training_service": "combined_v1",
+        "params:registry": {"enabled": True, "model_name": "racecast-win-pipeline"},
+        **{f"model_zoo.{name}.model": model for name, model in zoo["models"].items()},
+    }
+    catalog = DataCatalog(
+        {
+            **{name: MemoryDataset(value, copy_mode="assign") for name, value in inputs.items()},
+            **{name: KeptDataset(copy_mode="assign") for name in pipeline.all_outputs()},
+        }
+    )
+    with mlflow_sandbox():
+        SequentialRunner().run(pipeline, catalog)
+        result = catalog.load("registry_result")
+        champion = load_bundle("models:/racecast-win-pipeline@champion")
+
+    assert result["version"] == "1" and result["promoted"] is True
+    assert result["aliases"] == ["challenger", "champion"]
+    assert result["holdout_log_loss"] == 2.0 and result["champion_log_loss"] is None
+    bundle = catalog.load("inference_bundle")
+    assert champion.fingerprint == bundle.fingerprint == result["fingerprint"]
+    features = holdout_features()
+    expected = bundle.predict(features)
+    pd.testing.assert_frame_equal(champion.predict(features), expected)
+    stacked = zoo["stacked_holdout"].set_index(["race_id", "horse_id"])["p"]
+    got = expected.set_index(["race_id", "horse_id"])["p_fundamental"]
+    np.testing.assert_allclose(got.sort_index(), stacked.sort_index(), rtol=1e-12)

@@ -1,0 +1,112 @@
+"""score_races: the per-runner answer built from predictions, racecard rows and features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from racecast.serving.scoring import ScoringConfig, feature_staleness_days, score_races
+
+OFF = pd.Timestamp("2025-02-06 06:30", tz="UTC")
+
+
+def _inputs():
+    keys = pd.DataFrame(
+        {"race_id": ["A", "A", "A", "B", "B"], "horse_id": ["a1", "a2", "a3", "b1", "b2"]}
+    )
+    predictions = keys.assign(
+        p_fundamental=[0.5, 0.25, 0.25, 0.9, 0.1],
+        p_market=[0.4, 0.4, 0.2, np.nan, np.nan],
+        p_combined=[0.45, 0.35, 0.2, np.nan, np.nan],
+    )
+    rows = keys.assign(
+        off_time=[OFF] * 3 + [OFF + pd.Timedelta(hours=1)] * 2,
+        course="ST",
+        n_runners=[3, 3, 3, 2, 2],
+        odds_final=[2.5, 2.5, 5.0, np.nan, 1.5],
+    )
+    features = keys.assign(
+        off_time=rows["off_time"], days_since_last_run=[10.0, 200.0, np.nan, 5.0, 7.0]
+    )
+    explanations = {("A", "a1"): [{"feature": "rating", "value": 70.0, "contribution": 0.3}]}
+    return predictions, rows, features, explanations
+
+
+def test_runners_get_probability_rank_fair_odds_edge_and_quarter_kelly_stakes():
+    predictions, rows, features, explanations = _inputs()
+    before = [f.copy() for f in (predictions, rows, features)]
+
+    races = score_races(predictions, rows, features, explanations, "m/1")
+
+    for frame, copy in zip((predictions, rows, features), before, strict=True):
+        pd.testing.assert_frame_equal(frame, copy)
+    assert [r["race_id"] for r in races] == ["A", "B"]
+    a = races[0]
+    assert a["off_time"] == "2025-02-06T06:30:00+00:00" and a["course"] == "ST"
+    assert a["model_version"] == "m/1" and a["n_runners"] == 3 and a["market"] is True
+    assert [r["horse_id"] for r in a["runners"]] == ["a1", "a2", "a3"]
+    assert [r["rank"] for r in a["runners"]] == [1, 2, 2]  # tie shares the rank
+    a1 = a["runners"][0]
+    assert a1["p_win"] == 0.5 and a1["fair_odds"] == 2.0
+    assert a1["edge"] == pytest.approx(0.25)
+    assert a1["kelly_fraction"] == pytest.approx(0.25 * 0.25 / 1.5)
+    assert a1["stake_units"] == pytest.approx(100 * 0.25 * 0.25 / 1.5)
+    assert a1["explanation"] == explanations[("A", "a1")]
+    assert a["runners"][1]["explanation"] == []
+    a2 = a["runners"][1]
+    assert a2["edge"] == pytest.approx(-0.375) and a2["kelly_fraction"] == 0 and a2["stake_units"] == 0
+    assert a2["stale"] is True and a["runners"][2]["feature_staleness_days"] is None
+
+
+def test_partly_priced_race_has_no_market_track_but_prices_its_priced_runner():
+    predictions, rows, features, explanations = _inputs()
+
+    b = score_races(predictions, rows, features, explanations, "m/1")[1]
+
+    assert b["market"] is False
+    b1, b2 = b["runners"]
+    assert b1["market_odds"] is None and b1["edge"] is None and b1["stake_units"] == 0
+    assert b1["p_market"] is None and b1["p_win_combined"] is None
+    assert b2["edge"] == pytest.approx(0.1 * 1.5 - 1)
+
+
+def test_stake_is_capped_and_configurable():
+    predictions, rows, features, _ = _inputs()
+    config = ScoringConfig(kelly_fraction=1.0, bankroll_units=1000, max_stake_fraction=0.1)
+
+    a1 = score_races(predictions, rows, features, None, "m/1", config)[0]["runners"][0]
+
+    assert a1["kelly_fraction"] == pytest.approx(0.25 / 1.5)
+    assert a1["stake_units"] == pytest.approx(100.0)  # 1000 * min(0.1667, 0.1)
+
+
+def test_combined_track_stakes_on_the_blend_and_falls_back_without_market():
+    predictions, rows, features, _ = _inputs()
+    races = score_races(predictions, rows, features, None, "m/1", ScoringConfig(staking_track="combined"))
+
+    assert races[0]["runners"][0]["edge"] == pytest.approx(0.45 * 2.5 - 1)
+    assert races[1]["runners"][1]["edge"] == pytest.approx(0.1 * 1.5 - 1)
+
+
+def test_staleness_from_last_run_timestamp_when_days_are_absent():
+    features = pd.DataFrame(
+        {
+            "off_time": [OFF, OFF],
+            "h_last_off_ts": [(OFF - pd.Timedelta(days=12)).timestamp(), np.nan],
+        }
+    )
+    np.testing.assert_allclose(feature_staleness_days(features), [12.0, np.nan])
+    assert feature_staleness_days(pd.DataFrame({"x": [1]})).isna().all()
+
+
+def test_bad_probabilities_and_unknown_runners_are_rejected():
+    predictions, rows, features, _ = _inputs()
+    with pytest.raises(ValueError, match=r"runner \['A', 'a1'\]"):
+        score_races(predictions.assign(p_fundamental=[0.0, 0.5, 0.5, 0.9, 0.1]), rows, features, None, "m")
+    with pytest.raises(KeyError, match="not on the racecard"):
+        score_races(predictions, rows.iloc[1:], features, None, "m")
+    with pytest.raises(ValueError, match="odds"):
+        score_races(predictions, rows.assign(odds_final=[0.9, 2, 2, 2, 2]), features, None, "m")
+    with pytest.raises(ValueError, match="staking_track"):
+        ScoringConfig(staking_track="market")
