@@ -52,6 +52,11 @@ bench: setup
 	$(BIN)/python benchmarks/ingestion.py
 	$(BIN)/python benchmarks/features.py
 
+# The inference service on the registry champion (after `make run`). Set API keys in
+# conf/local/credentials.yml (racecast_api_keys) or RACECAST_API_KEYS.
+serve: setup
+	$(BIN)/racecast serve --host 127.0.0.1 --port 8000
+
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
