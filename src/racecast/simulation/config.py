@@ -33,9 +33,36 @@ class MarketConfig(BaseModel):
     overround: float = Field(1.18, gt=1.0, le=2.0)
     overround_sd: float = Field(0.01, ge=0.0, le=0.2)
     morning_overround: float = Field(1.22, gt=1.0, le=2.0)
-    noise_sd: float = Field(0.30, ge=0.0, le=3.0)
+    noise_sd: float = Field(0.20, ge=0.0, le=3.0)
     morning_extra_noise_sd: float = Field(0.30, ge=0.0, le=3.0)
     longshot_alpha: float = Field(0.75, gt=0.0, le=1.5)
+
+
+class EffectsConfig(BaseModel):
+    """Sizes of the effects that make up a runner's strength ``eta`` (units of eta; one
+    unit is 10 rating points) and how the handicapper and the connections see them.
+
+    The defaults make the oracle's strength mostly a function of what can be known
+    before the off: the official rating (a close, lagging reading of the horse's merit),
+    the racecard, and the results of earlier races.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ability_sd: float = Field(1.6, gt=0.0, le=5.0)
+    form_sd: float = Field(0.12, ge=0.0, le=2.0)
+    form_days: float = Field(240.0, gt=0.0, le=5000.0)
+    readiness_sd: float = Field(0.09, ge=0.0, le=2.0)
+    noise_sd: float = Field(0.06, ge=0.0, le=2.0)
+    distance_coef: float = Field(1.2, ge=0.0, le=20.0)
+    going_coef: float = Field(0.015, ge=0.0, le=1.0)
+    surface_sd: float = Field(0.07, ge=0.0, le=2.0)
+    jockey_sd: float = Field(0.12, ge=0.0, le=2.0)
+    trainer_sd: float = Field(0.25, ge=0.0, le=2.0)
+    pace_bias_sd: float = Field(0.10, ge=0.0, le=2.0)
+    handicap_noise_sd: float = Field(0.2, ge=0.0, le=5.0)
+    handicap_step: float = Field(0.4, gt=0.0, le=1.0)
+    connections_sd: float = Field(0.5, ge=0.0, le=5.0)
 
 
 class SimulationConfig(BaseModel):
@@ -59,6 +86,7 @@ class SimulationConfig(BaseModel):
     dead_heat_rate: float = Field(0.003, ge=0.0, le=0.5)
     non_finisher_rate: float = Field(0.006, ge=0.0, le=0.2)
     market: MarketConfig = Field(default_factory=MarketConfig)
+    effects: EffectsConfig = Field(default_factory=EffectsConfig)
     show_progress: bool = True
 
     @model_validator(mode="after")

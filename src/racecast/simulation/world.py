@@ -2,19 +2,20 @@
 
 The world holds horses, jockeys, trainers and courses and races them day by day. Each
 declared runner gets a *linear predictor* ``eta`` (its strength in the race), the sum
-of effects a form student would recognise:
+of effects a form student would recognise (:data:`ETA_COMPONENTS`; sizes in
+``simulation.effects``, :class:`~racecast.simulation.config.EffectsConfig`):
 
-* ability: a fixed talent, an age curve peaking at about 4-5 years and an
-  Ornstein-Uhlenbeck random walk ("form");
+* merit: a fixed talent, an age curve peaking at about 4-5 years, a slowly drifting
+  Ornstein-Uhlenbeck "form" and the skill of the horse's yard (trainer);
 * suitability: distance (log-distance from the horse's optimum), going (distance from
-  its preferred going) and surface preference;
+  its preferred going) and surface preference, all fixed traits of the horse;
 * fitness: days since the last run (too fresh or a long layoff hurts; a debut costs
-  experience), plus a day-of-race "readiness" that the racecard comment hints at;
-* people: jockey and trainer skill;
+  experience), plus a small day-of-race "readiness" that the racecard comment hints at;
+* the rider: jockey skill (fixed, so strike rates reveal it);
 * the race: the course's draw bias (by distance band) and pace bias (run style),
   the handicap weight carried (weights follow the official rating), gear (blinkers
   first time give a boost) and body-weight swings;
-* a noise term that the simulator knows (so it is part of ``eta``).
+* a small noise term that the simulator knows (so it is part of ``eta``).
 
 The result is drawn from a Plackett-Luce model: ``u = eta + Gumbel`` and runners finish
 in decreasing ``u``, so ``p_true = softmax(eta)`` over the runners is the exact win
@@ -22,13 +23,19 @@ probability. Margins and times follow the gaps in ``u``; in-running positions mi
 latent run style with the final order; the betting market is a noisy view of
 ``p_true`` with a favourite-longshot bias and an overround.
 
-The official rating is the handicapper's noisy estimate: it is moved after each run
-towards the performance read off the clock and the beaten lengths, so it is informative
-but lags improving horses. Class (1 best, 5 lowest) follows the rating, winners go up a class
-and horses beaten in three runs in a row drop one.
+Most of ``eta`` is knowable before the off, as in real racing: the official rating is
+the handicapper's close but lagging reading of the horse's merit (each run is assessed
+through the race's luck with a small error, and the mark moves part of the way to the
+reading); weight, draw, age, days since the last run and gear are on the racecard;
+jockeys' skill and the horses' aptitudes are stable, so past results reveal them. The
+unknowable parts are small: readiness, noise, the merit of unraced horses (their
+connections only place them in a class) and the form drift since the last run. Class
+(1 best, 5 lowest) follows the rating; winners go up a class and horses beaten in three
+runs in a row drop one; fields mix a race's class with its neighbours.
 
 The module is plain Python (no Kedro); :func:`simulate` returns the documents of the
-racecard/results JSON contract (``docs/racecard-format.md``) and the oracle table.
+racecard/results JSON contract (``docs/racecard-format.md``), the oracle table and the
+components of ``eta`` (diagnostics).
 """
 
 from __future__ import annotations
@@ -66,16 +73,11 @@ _LBS_PER_KG = 2.2046226
 _TOP_WEIGHT_LBS, _MIN_WEIGHT_LBS = 136, 112  # 9st 10lb top weight, 8st bottom weight
 _RATING_SCALE = 10.0  # rating points (lbs) per unit of eta
 
-# Effects (units of eta; 1 unit ~ 10 rating points).
-_ABILITY_SD = 1.2
-_FORM_SD, _FORM_DAYS = 0.40, 90.0
-_READINESS_SD = 0.30
-_NOISE_SD = 0.30
-_DISTANCE_COEF = 4.0
-_GOING_COEF = 0.08
-_SURFACE_SD = 0.30
-_JOCKEY_SD, _TRAINER_SD = 0.20, 0.25
+# Effects (units of eta; 1 unit ~ 10 rating points); the sizes of the others are
+# parameters (``simulation.effects``, :class:`~racecast.simulation.config.EffectsConfig`).
 _WEIGHT_PER_KG = 0.06
+_INITIAL_RATING_SD = 2.0  # lbs: the initial population's ratings are settled readings
+_MAX_RATING_STEP = 12.0  # lbs a rating can move after one run
 _DEBUT_EFFECT = -0.25
 # Gear bits: blinkers, visor, cheekpieces, hood (head gear, one at a time), tongue tie.
 _GEAR_CODES = ("B", "V", "CP", "H", "TT")
@@ -83,6 +85,11 @@ _HEADGEAR_MASK = 0b01111
 _GEAR_FIRST_TIME = np.array([0.25, 0.15, 0.12, 0.08, 0.06])
 _GEAR_ONGOING = np.array([0.03, 0.03, 0.03, 0.02, 0.02])
 _GEAR_ADD_P = np.array([0.40, 0.10, 0.25, 0.10, 0.15])
+#: The additive parts of the linear predictor ``eta`` (``SimulatedWorld.components``).
+ETA_COMPONENTS = (
+    "talent age form distance going surface fitness readiness jockey trainer draw pace "
+    "weight gear body_weight noise"
+).split()
 _GEAR_STRINGS = [
     "/".join(code for b, code in enumerate(_GEAR_CODES) if mask >> b & 1) or None
     for mask in range(1 << len(_GEAR_CODES))
@@ -152,12 +159,17 @@ class SimulatedWorld:
         upcoming: Racecard documents of the day after the last race day (no results).
         oracle: One row per runner (non-runners excluded) of every simulated race with
             results: ``race_id``, ``horse_id`` and the exact win probability ``p_true``.
+        components: The same rows as ``oracle``: ``race_id``, ``horse_id``, the linear
+            predictor ``eta`` and one column per additive part of it
+            (:data:`ETA_COMPONENTS`; they sum to ``eta``). Diagnostics only: how much of
+            the oracle's strength each effect carries (nothing of it is published).
     """
 
     racecards: dict[str, dict[str, Any]]
     results: dict[str, dict[str, Any]]
     upcoming: dict[str, dict[str, Any]]
     oracle: pd.DataFrame
+    components: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -299,10 +311,11 @@ class _World:
         rng = self.rng
         # People.
         self.jockey_ids = [f"J{i + 1:03d}" for i in range(cfg.jockeys)]
-        self.jockey_skill = rng.normal(0, _JOCKEY_SD, cfg.jockeys)
+        self.fx = cfg.effects
+        self.jockey_skill = rng.normal(0, self.fx.jockey_sd, cfg.jockeys)
         self.jockey_pop = 4.0 * self.jockey_skill + rng.normal(0, 0.4, cfg.jockeys)
         self.trainer_ids = [f"T{i + 1:03d}" for i in range(cfg.trainers)]
-        self.trainer_skill = rng.normal(0, _TRAINER_SD, cfg.trainers)
+        self.trainer_skill = rng.normal(0, self.fx.trainer_sd, cfg.trainers)
         size = rng.gamma(1.5, 1.0, cfg.trainers)
         self.trainer_p = size / size.sum()
         # Courses.
@@ -330,8 +343,8 @@ class _World:
             surface=SURFACES.index(surface),
             country=country,
             tz=ZoneInfo(tz),
-            draw_bias=rng.normal(0, 0.5, 4) * np.array([1.0, 0.8, 0.5, 0.3]),
-            pace_bias=float(rng.normal(0, 0.3)),
+            draw_bias=rng.normal(0, 0.25, 4) * np.array([1.0, 0.8, 0.5, 0.3]),
+            pace_bias=float(rng.normal(0, self.fx.pace_bias_sd)),
             time_factor=float(1 + rng.normal(0, 0.01)),
             prize_factor=float(rng.uniform(0.8, 1.6)),
             distances=_DISTANCES_M[keep],
@@ -353,20 +366,24 @@ class _World:
         foal_year = date.year - age
         foal_day = np.array([dt.date(int(y), 4, 1).toordinal() for y in foal_year])
         foal_day = foal_day + np.round(rng.normal(0, 25, n)).astype(int)
-        ability = rng.normal(0, _ABILITY_SD, n)
+        ability = rng.normal(0, self.fx.ability_sd, n)
         peak = rng.uniform(4.0, 5.5, n)
-        form = rng.normal(0, _FORM_SD, n)
+        form = rng.normal(0, self.fx.form_sd, n)
         male = rng.random(n) < 0.55
+        trainer = rng.choice(self.cfg.trainers, size=n, p=self.trainer_p)
+        merit = (
+            ability
+            + _age_curve((day - foal_day) / 365.25, peak)
+            + form
+            + self.trainer_skill[trainer]
+        )
         if initial:
             unraced = (age == 2) & (rng.random(n) < (0.9 if date.month < 7 else 0.4))
             runs = np.where(unraced, 0, 1 + rng.poisson(4.0 * (age - 1.5)))
             gap = np.where(rng.random(n) < 0.1, rng.integers(120, 300, n), rng.integers(10, 120, n))
             last_run = np.where(runs > 0, day - gap, -1)
-            total = ability + _age_curve((day - foal_day) / 365.25, peak) + form
-            self.ability_anchor = float(total.mean())
-            rating = np.round(
-                _RATING_MEAN + _RATING_SCALE * (total - total.mean()) + rng.normal(0, 5, n)
-            )
+            self.ability_anchor = float(merit.mean())
+            rating = np.round(self._rating_scale(merit) + rng.normal(0, _INITIAL_RATING_SD, n))
             rating = np.where(runs > 0, np.clip(rating, 25, 130), np.nan)
             available = np.where(rng.random(n) < 0.05, day + rng.integers(30, 200, n), day)
         else:
@@ -374,10 +391,9 @@ class _World:
             last_run = np.full(n, -1)
             rating = np.full(n, np.nan)
             available = day + rng.integers(0, 45, n)
-        unrated_class = np.where(rng.random(n) < 0.8, 5, 4)
-        class_level = np.where(
-            np.isnan(rating), unrated_class, _class_of_rating(np.nan_to_num(rating))
-        )
+        # unraced horses: the connections place them by what they see at home
+        home_view = self._rating_scale(merit + rng.normal(0, self.fx.connections_sd, n))
+        class_level = _class_of_rating(np.where(np.isnan(rating), home_view, rating))
         opt = rng.choice(_DISTANCES_M, size=n, p=_DISTANCE_WEIGHTS) * np.exp(rng.normal(0, 0.1, n))
         start = self.horses.n
         names = [self._name(start + i) for i in range(n)]
@@ -387,16 +403,16 @@ class _World:
                 "foal_year": foal_year,
                 "male": male,
                 "gelded": male & (rng.random(n) < 0.6),
-                "trainer": rng.choice(self.cfg.trainers, size=n, p=self.trainer_p),
+                "trainer": trainer,
                 "ability": ability,
                 "peak": peak,
                 "form": form,
                 "form_day": np.full(n, day),
                 "opt_log": np.log(opt),
                 "going_pref": rng.uniform(0.5, 4.5, n),
-                "surf0": rng.normal(0, _SURFACE_SD, n),
-                "surf1": rng.normal(0, _SURFACE_SD, n),
-                "surf2": rng.normal(0, _SURFACE_SD, n),
+                "surf0": rng.normal(0, self.fx.surface_sd, n),
+                "surf1": rng.normal(0, self.fx.surface_sd, n),
+                "surf2": rng.normal(0, self.fx.surface_sd, n),
                 "style": rng.beta(2.0, 2.0, n),
                 "bw_base": rng.normal(470, 28, n),
                 "last_bw": np.full(n, np.nan),
@@ -507,7 +523,7 @@ class _World:
         cand = self._candidates(day)
         dsl = np.where(h.last_run[cand] < 0, 10_000, day - h.last_run[cand])
         ready = np.select([dsl < 7, dsl < 14, dsl <= 60], [-3.0, -1.2, 0.0], 0.3)
-        class_w = np.log([1.0, 0.25, 0.005])
+        class_w = np.log([1.0, 0.6, 0.15])
         taken = np.zeros(len(cand), dtype=bool)
         fields: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(plans)
         for r in rng.permutation(len(plans)):
@@ -529,8 +545,8 @@ class _World:
 
     def _evolve_form(self, idx: np.ndarray, day: int) -> np.ndarray:
         h = self.horses
-        rho = np.exp(-(day - h.form_day[idx]) / _FORM_DAYS)
-        h.form[idx] = rho * h.form[idx] + np.sqrt(1 - rho**2) * _FORM_SD * self.rng.normal(
+        rho = np.exp(-(day - h.form_day[idx]) / self.fx.form_days)
+        h.form[idx] = rho * h.form[idx] + np.sqrt(1 - rho**2) * self.fx.form_sd * self.rng.normal(
             size=len(idx)
         )
         h.form_day[idx] = day
@@ -546,7 +562,7 @@ class _World:
 
         Returns:
             The racecard document, the results document (``None`` without results) and
-            the oracle columns (lists ``race_id``, ``horse_id``, ``p_true``) of the day.
+            the oracle rows of the day (see :func:`_oracle_rows`; empty without results).
         """
         self._advance_weather(day)
         self._add_horses(self.cfg.horses - int((~self.horses.retired).sum()), day, initial=False)
@@ -557,7 +573,7 @@ class _World:
         self._market(d)
         racecard = self._racecard_doc(d)
         if not with_results:
-            return racecard, None, {"race_id": [], "horse_id": [], "p_true": []}
+            return racecard, None, {}
         self._run_races(d)
         results = self._results_doc(d)
         oracle = _oracle_rows(d)
@@ -616,8 +632,11 @@ class _World:
     def _strength(self, d: _Day) -> None:
         """The linear predictor ``eta`` of every declared runner (see the module docstring)."""
         h, rng, ri, hi = self.horses, self.rng, d.ri, d.hi
+        fx = self.fx
         form = self._evolve_form(hi, d.day)
-        d.ability = h.ability[hi] + _age_curve(d.age_years, h.peak[hi]) + form
+        age = _age_curve(d.age_years, h.peak[hi])
+        trainer = self.trainer_skill[h.trainer[hi]]
+        d.merit = h.ability[hi] + age + form + trainer
         d.debut = h.runs[hi] == 0
         d.days_since = np.where(d.debut, 0, d.day - h.last_run[hi])
         fitness = np.where(
@@ -626,36 +645,33 @@ class _World:
             -0.035 * np.clip(10 - d.days_since, 0, None)
             - 0.15 * np.log(np.maximum(d.days_since, 45) / 45),
         )
-        d.readiness = rng.normal(0, _READINESS_SD, d.n)
+        d.readiness = rng.normal(0, fx.readiness_sd, d.n)
         dist, going = d.distance[ri], d.going[ri]
-        suitability = (
-            -_DISTANCE_COEF * (np.log(dist) - h.opt_log[hi]) ** 2
-            - _GOING_COEF * (going - h.going_pref[hi]) ** 2
-            + h.surface_effect(hi, d.surface[ri])
-        )
-        people = self.jockey_skill[d.jockey] + self.trainer_skill[h.trainer[hi]]
         norm_draw = (d.draw - 1) / np.maximum(d.sizes[ri] - 1, 1)
         mean_weight = np.bincount(ri, weights=d.weight_kg, minlength=d.n_races) / d.sizes
-        race_effects = (
-            d.draw_bias[ri] * (norm_draw - 0.5)
-            + d.pace_bias[ri] * (0.5 - h.style[hi])
-            - _WEIGHT_PER_KG * (d.weight_kg - mean_weight[ri])
-        )
         bits = np.arange(len(_GEAR_CODES))
         gear = ((d.gear_first_time[:, None] >> bits) & 1) @ _GEAR_FIRST_TIME
         gear = gear + ((d.gear[:, None] >> bits) & 1) @ _GEAR_ONGOING
         bw_change = np.nan_to_num(np.abs(d.body_weight - h.last_bw[hi]), nan=0.0)
-        d.eta = (
-            d.ability
-            + suitability
-            + fitness
-            + d.readiness
-            + people
-            + race_effects
-            + gear
-            - 0.012 * np.maximum(bw_change - 5, 0)
-            + rng.normal(0, _NOISE_SD, d.n)
-        )
+        d.components = {
+            "talent": h.ability[hi],
+            "age": age,
+            "form": form,
+            "distance": -fx.distance_coef * (np.log(dist) - h.opt_log[hi]) ** 2,
+            "going": -fx.going_coef * (going - h.going_pref[hi]) ** 2,
+            "surface": h.surface_effect(hi, d.surface[ri]),
+            "fitness": fitness,
+            "readiness": d.readiness,
+            "jockey": self.jockey_skill[d.jockey],
+            "trainer": trainer,
+            "draw": d.draw_bias[ri] * (norm_draw - 0.5),
+            "pace": d.pace_bias[ri] * (0.5 - h.style[hi]),
+            "weight": -_WEIGHT_PER_KG * (d.weight_kg - mean_weight[ri]),
+            "gear": gear,
+            "body_weight": -0.012 * np.maximum(bw_change - 5, 0),
+            "noise": rng.normal(0, fx.noise_sd, d.n),
+        }
+        d.eta = np.sum([d.components[name] for name in ETA_COMPONENTS], axis=0)
 
     def _market(self, d: _Day) -> None:
         """Non-runners, void races, the true win probabilities and the betting market.
@@ -697,7 +713,7 @@ class _World:
             rng,
             debut=d.debut,
             days_since=d.days_since,
-            readiness=d.readiness,
+            readiness_z=d.readiness / max(self.fx.readiness_sd, 1e-12),
             first_blinkers=(d.gear_first_time & 1) > 0,
             new_trainer=self.horses.new_trainer[d.hi],
             trip_up=dist > 1.25 * np.nan_to_num(last_dist, nan=np.inf),
@@ -769,35 +785,36 @@ class _World:
             d.calls[:, k - 1] = _group_rank(ri, np.where(active, score, -np.inf), starts) + 1
 
     def _anchor(self) -> float:
+        """Mean strength ``eta`` of a runner so far (the clock's reference)."""
         return self.ability_anchor + self.effects_sum / max(self.effects_n, 1)
+
+    def _rating_scale(self, merit: np.ndarray) -> np.ndarray:
+        """Merit on the official rating scale (unrounded)."""
+        return _RATING_MEAN + _RATING_SCALE * (merit - self.ability_anchor)
 
     def _update_after_races(self, d: _Day) -> None:
         """The handicapper, class moves, injuries, retirements and trainer moves.
 
-        The handicapper reads each performance off the clock and the beaten lengths,
-        crediting the weight carried: a noisy (Gumbel) measure of the strength on the day,
-        on the rating scale. Ratings move 35% of the way to it (at most 10 lbs a run).
+        The handicapper assesses every run (beaten margins and the clock, trouble in
+        running, the weight carried, the trip and ground, collateral form) and so reads
+        the horse's *merit* (talent, age, form and its yard) through the race's luck,
+        with an error of ``effects.handicap_noise_sd``. A rated horse's mark moves
+        ``effects.handicap_step`` of the way to the reading (at most 12 lbs a run); a
+        horse's first mark is its first reading. A rated non-finisher drops 2 lbs.
         """
         h, rng, ri = self.horses, self.rng, d.ri
-        anchor = self._anchor()
         ran = d.run & ~d.void[ri]
-        self.effects_sum += float((d.eta - d.ability)[ran].sum())
+        self.effects_sum += float((d.eta - d.merit)[ran].sum())
         self.effects_n += int(ran.sum())
         finished = d.finished & ran
-        w_bar = np.bincount(ri, weights=np.where(ran, d.weight_kg, 0), minlength=d.n_races)
-        w_bar = w_bar / np.maximum(np.bincount(ri, weights=ran, minlength=d.n_races), 1)
-        strength = np.where(finished, d.u_finished, 0.0) - np.euler_gamma - anchor
-        perf = _RATING_MEAN + _RATING_SCALE * (
-            strength + _WEIGHT_PER_KG * (d.weight_kg - w_bar[ri])
-        )
+        reading = self._rating_scale(d.merit + rng.normal(0, self.fx.handicap_noise_sd, d.n))
         rated = ~np.isnan(d.rating)
-        par = _CLASS_PAR[d.race_class[ri]]
-        step = np.clip(0.35 * (perf - np.nan_to_num(d.rating)), -10, 10)
-        rating = np.where(
-            rated,
-            np.where(finished, d.rating + step, d.rating - 2),
-            np.where(finished, par + 0.6 * (perf - par), par - 5),
+        step = np.clip(
+            self.fx.handicap_step * (reading - np.nan_to_num(d.rating)),
+            -_MAX_RATING_STEP,
+            _MAX_RATING_STEP,
         )
+        rating = np.where(rated, np.where(finished, d.rating + step, d.rating - 2), reading)
         rating = np.clip(np.round(rating), 20, 130)
         # class: follows the rating; winners go up a class, three poor runs in a row drop one
         n_fin = np.bincount(ri, weights=finished, minlength=d.n_races)
@@ -949,14 +966,17 @@ class _World:
         }
 
 
-def _oracle_rows(d: _Day) -> dict[str, list]:
-    """``race_id``, ``horse_id``, ``p_true`` of every runner (non-runners excluded)."""
+def _oracle_rows(d: _Day) -> dict[str, Any]:
+    """``race_id``, ``horse_id``, ``p_true``, ``eta`` and the components of ``eta`` of
+    every runner (non-runners excluded); ids are lists, the numbers arrays."""
     race_ids = [_race_id(d.date, p) for p in d.plans]
     keep = np.flatnonzero(d.run)
     return {
         "race_id": [race_ids[r] for r in d.ri[keep].tolist()],
         "horse_id": [_horse_id(x) for x in d.hi[keep].tolist()],
-        "p_true": d.p_true[keep].tolist(),
+        "p_true": d.p_true[keep],
+        "eta": d.eta[keep],
+        **{name: d.components[name][keep] for name in ETA_COMPONENTS},
     }
 
 
@@ -1004,7 +1024,7 @@ def _card_comments(
     *,
     debut: np.ndarray,
     days_since: np.ndarray,
-    readiness: np.ndarray,
+    readiness_z: np.ndarray,
     first_blinkers: np.ndarray,
     new_trainer: np.ndarray,
     trip_up: np.ndarray,
@@ -1014,18 +1034,19 @@ def _card_comments(
     """Racecard comments; the fitness remarks carry a little real signal.
 
     "sharp in work" is mostly said of horses whose (hidden) readiness is high and
-    "needs the run" of those whose readiness is low; the rest are facts a reader could
-    also derive (layoff, debut, gear, trip) or uninformative filler.
+    "needs the run" of those whose readiness is low (``readiness_z``: readiness in
+    standard deviations, told when beyond +-2/3); the rest are
+    facts a reader could also derive (layoff, debut, gear, trip) or uninformative filler.
     """
-    n = len(readiness)
+    n = len(readiness_z)
     u1, u2, u3 = rng.random(n), rng.random(n), rng.random(n)
     generic = rng.integers(0, len(_GENERIC_COMMENTS), n)
     fitness = np.select(
         [
-            (readiness > 0.2) & (u1 < 0.55),
-            (readiness < -0.2) & (u1 < 0.55),
+            (readiness_z > 2 / 3) & (u1 < 0.8),
+            (readiness_z < -2 / 3) & (u1 < 0.8),
+            u1 > 0.985,
             u1 > 0.97,
-            u1 > 0.94,
         ],
         ["sharp in work", "needs the run", "sharp in work", "needs the run"],
         "",
@@ -1110,23 +1131,23 @@ def simulate(cfg: SimulationConfig) -> SimulatedWorld:
     world = _World(cfg)
     racecards: dict[str, dict[str, Any]] = {}
     results: dict[str, dict[str, Any]] = {}
-    oracle: dict[str, list] = {"race_id": [], "horse_id": [], "p_true": []}
+    ids: dict[str, list[str]] = {"race_id": [], "horse_id": []}
+    numbers: dict[str, list[np.ndarray]] = {k: [] for k in ("p_true", "eta", *ETA_COMPONENTS)}
     days = race_days(cfg)
     for date in tqdm(days, desc="race days", unit="day", disable=not cfg.show_progress):
         card, result, rows = world.race_day(date.toordinal(), with_results=True)
         racecards[date.isoformat()] = card
         results[date.isoformat()] = result
-        for key, values in rows.items():
-            oracle[key].extend(values)
+        for key, values in ids.items():
+            values.extend(rows[key])
+        for key, values in numbers.items():
+            values.append(rows[key])
     next_day = days[-1] + dt.timedelta(days=1)
     upcoming_card, _, _ = world.race_day(next_day.toordinal(), with_results=False)
-    oracle_df = pd.DataFrame(
-        {
-            "race_id": pd.Series(oracle["race_id"], dtype="string"),
-            "horse_id": pd.Series(oracle["horse_id"], dtype="string"),
-            "p_true": pd.Series(oracle["p_true"], dtype="float64"),
-        }
-    )
+    keys = {k: pd.Series(v, dtype="string") for k, v in ids.items()}
+    columns = {k: pd.Series(np.concatenate(v), dtype="float64") for k, v in numbers.items()}
+    oracle_df = pd.DataFrame({**keys, "p_true": columns.pop("p_true")})
+    components_df = pd.DataFrame({**keys, **columns})
     logger.info(
         "simulated %d race days, %d races, %d runners; %d horses in the world",
         len(days),
@@ -1139,6 +1160,7 @@ def simulate(cfg: SimulationConfig) -> SimulatedWorld:
         results=results,
         upcoming={next_day.isoformat(): upcoming_card},
         oracle=oracle_df,
+        components=components_df,
     )
 
 
