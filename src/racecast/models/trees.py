@@ -42,7 +42,56 @@ def _named_importance(names: np.ndarray, values: np.ndarray) -> dict[str, float]
     return {str(n): float(v) for n, v in zip(names, values, strict=True)}
 
 
-class LGBMRankerModel(RaceModel):
+class _LightGBMParams:
+    """Hyper-parameters shared by the LightGBM models (scikit-learn style ``__init__``)."""
+
+    def __init__(
+        self,
+        n_estimators: int = 300,
+        learning_rate: float = 0.05,
+        num_leaves: int = 15,
+        min_child_samples: int = 20,
+        subsample: float = 1.0,
+        colsample_bytree: float = 1.0,
+        reg_lambda: float = 0.0,
+        n_jobs: int = 1,
+        random_state: int = 0,
+        model_params: dict[str, Any] | None = None,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.reg_lambda = reg_lambda
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.model_params = model_params
+
+    def _lightgbm_params(self, objective: str) -> dict[str, Any]:
+        """LightGBM keyword arguments for ``objective``, with ``model_params`` merged in."""
+        return merge_params(
+            {
+                "objective": objective,
+                "n_estimators": self.n_estimators,
+                "learning_rate": self.learning_rate,
+                "num_leaves": self.num_leaves,
+                "min_child_samples": self.min_child_samples,
+                "subsample": self.subsample,
+                "subsample_freq": 1 if self.subsample < 1 else 0,
+                "colsample_bytree": self.colsample_bytree,
+                "reg_lambda": self.reg_lambda,
+                "n_jobs": self.n_jobs,
+                "random_state": self.random_state,
+                "verbose": -1,
+            },
+            self.model_params,
+            type(self).__name__,
+        )
+
+
+class LGBMRankerModel(_LightGBMParams, RaceModel):
     """LightGBM ``lambdarank`` ranker (NaN handled natively).
 
     Labels are the ``relevance`` passed to ``fit`` (e.g.
@@ -67,30 +116,6 @@ class LGBMRankerModel(RaceModel):
 
     probability_method: ClassVar[str] = "softmax"
 
-    def __init__(
-        self,
-        n_estimators: int = 300,
-        learning_rate: float = 0.05,
-        num_leaves: int = 15,
-        min_child_samples: int = 20,
-        subsample: float = 1.0,
-        colsample_bytree: float = 1.0,
-        reg_lambda: float = 0.0,
-        n_jobs: int = 1,
-        random_state: int = 0,
-        model_params: dict[str, Any] | None = None,
-    ) -> None:
-        self.n_estimators = n_estimators
-        self.learning_rate = learning_rate
-        self.num_leaves = num_leaves
-        self.min_child_samples = min_child_samples
-        self.subsample = subsample
-        self.colsample_bytree = colsample_bytree
-        self.reg_lambda = reg_lambda
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.model_params = model_params
-
     def _fit_sorted(
         self,
         X: np.ndarray,
@@ -100,24 +125,7 @@ class LGBMRankerModel(RaceModel):
     ) -> None:
         import lightgbm as lgb
 
-        params = merge_params(
-            {
-                "objective": "lambdarank",
-                "n_estimators": self.n_estimators,
-                "learning_rate": self.learning_rate,
-                "num_leaves": self.num_leaves,
-                "min_child_samples": self.min_child_samples,
-                "subsample": self.subsample,
-                "subsample_freq": 1 if self.subsample < 1 else 0,
-                "colsample_bytree": self.colsample_bytree,
-                "reg_lambda": self.reg_lambda,
-                "n_jobs": self.n_jobs,
-                "random_state": self.random_state,
-                "verbose": -1,
-            },
-            self.model_params,
-            type(self).__name__,
-        )
+        params = self._lightgbm_params("lambdarank")
         labels = _ranking_labels(y, relevance)
         gain_size = len(params.get("label_gain") or range(LGBM_DEFAULT_LABEL_GAIN_SIZE))
         if labels.max() >= gain_size:
@@ -136,7 +144,7 @@ class LGBMRankerModel(RaceModel):
         return _named_importance(self.feature_names_in_, gain)
 
 
-class LGBMClassifierModel(ClassifierRaceModel):
+class LGBMClassifierModel(_LightGBMParams, ClassifierRaceModel):
     """LightGBM binary classifier on ``won``; per-race normalised ``P(won=1 | x)``.
 
     Args:
@@ -155,51 +163,10 @@ class LGBMClassifierModel(ClassifierRaceModel):
         booster_model_: The fitted ``lightgbm.LGBMClassifier``.
     """
 
-    def __init__(
-        self,
-        n_estimators: int = 300,
-        learning_rate: float = 0.05,
-        num_leaves: int = 15,
-        min_child_samples: int = 20,
-        subsample: float = 1.0,
-        colsample_bytree: float = 1.0,
-        reg_lambda: float = 0.0,
-        n_jobs: int = 1,
-        random_state: int = 0,
-        model_params: dict[str, Any] | None = None,
-    ) -> None:
-        self.n_estimators = n_estimators
-        self.learning_rate = learning_rate
-        self.num_leaves = num_leaves
-        self.min_child_samples = min_child_samples
-        self.subsample = subsample
-        self.colsample_bytree = colsample_bytree
-        self.reg_lambda = reg_lambda
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.model_params = model_params
-
     def _fit_classifier(self, X: np.ndarray, y: np.ndarray) -> None:
         import lightgbm as lgb
 
-        params = merge_params(
-            {
-                "objective": "binary",
-                "n_estimators": self.n_estimators,
-                "learning_rate": self.learning_rate,
-                "num_leaves": self.num_leaves,
-                "min_child_samples": self.min_child_samples,
-                "subsample": self.subsample,
-                "subsample_freq": 1 if self.subsample < 1 else 0,
-                "colsample_bytree": self.colsample_bytree,
-                "reg_lambda": self.reg_lambda,
-                "n_jobs": self.n_jobs,
-                "random_state": self.random_state,
-                "verbose": -1,
-            },
-            self.model_params,
-            type(self).__name__,
-        )
+        params = self._lightgbm_params("binary")
         self.booster_model_ = lgb.LGBMClassifier(**params).fit(X, y)
 
     def _positive_proba(self, X: np.ndarray) -> np.ndarray:
