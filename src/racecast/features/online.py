@@ -37,13 +37,17 @@ def racecard_entity_rows(text: str, source_file: str = "<request>") -> pd.DataFr
         RacecardError: If the file is not a valid racecard or any record was rejected.
     """
     from racecast.ingestion.racecards import parse_racecards
+    from racecast.ingestion.validate import validate_and_split
 
     stem = Path(source_file).name.removesuffix(".json")
     if not stem.endswith(".racecard"):
         stem = f"{stem}.racecard"
-    races, runners, quarantine, summary = parse_racecards({stem: lambda: text}, {"source": "racecards"})
+    parsed = parse_racecards({stem: lambda: text}, {"source": "racecards"})
+    summary = parsed[3]
     if summary["files_rejected"]:
         raise RacecardError(f"{source_file}: {summary['files_rejected'][0]['error']}")
+    # the same checks as batch ingestion (ranges, duplicates, field consistency)
+    races, runners, quarantine, _ = validate_and_split(*parsed, {"source": "racecards", "months": None})
     if len(quarantine):
         first = quarantine.iloc[0]
         raise RacecardError(
