@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from racecast.features import state, store, transform
+from racecast.features.online import online_features, online_reader
 from racecast.features.specs import FUNDAMENTAL_FEATURES, MARKET_FEATURES
 
 from .conftest import make_world
@@ -97,8 +98,11 @@ def test_online_features_of_a_held_out_race_equal_its_training_rows(feast_projec
     expected = training[training["race_id"] == race_id].reset_index(drop=True)
 
     one_race = labelled[labelled["race_id"] == race_id].reset_index(drop=True)
-    online = transform.build_features(one_race, store.online_state(fs, one_race, "combined_v1"))
+    # the serving path (lean reader) and Feast's own get_online_features agree
+    online = online_features(one_race, "combined_v1", feature_store=fs)
+    via_feast = transform.build_features(one_race, store.online_state(fs, one_race, "combined_v1"))
     pd.testing.assert_frame_equal(online, expected, check_dtype=False)
+    pd.testing.assert_frame_equal(via_feast, expected, check_dtype=False)
     assert list(online.columns[: len(expected.columns)]) == list(expected.columns)
     assert set(FUNDAMENTAL_FEATURES) <= set(online.columns)
 
@@ -109,6 +113,46 @@ def test_unknown_horse_online_is_a_debutant_not_an_error(feast_project):
     store.materialize(fs, labelled["off_time"].max() + pd.Timedelta(hours=1))
     race = labelled[labelled["race_id"] == labelled["race_id"].iloc[-1]].reset_index(drop=True)
     race = race.assign(horse_id=race["horse_id"].astype("string").where(race.index != 0, "NEVER-SEEN"))
-    online = transform.build_features(race, store.online_state(fs, race, "fundamental_v1"))
+    online = online_features(race, "fundamental_v1", feature_store=fs)
     assert online.loc[0, "is_debut"] == 1
+    assert online.loc[0, "h_runs"] != online.loc[0, "h_runs"]  # NaN, not 0
     assert len(online) == len(race)
+
+
+def test_lean_online_reader_returns_exactly_what_get_online_features_returns(feast_project):
+    fs = feast_project["store"]
+    labelled = feast_project["labelled"]
+    store.materialize(fs, labelled["off_time"].max() + pd.Timedelta(hours=1))
+    # several races at once, one unknown horse and one runner without a trainer
+    rows = labelled.tail(30).reset_index(drop=True)
+    rows["horse_id"] = rows["horse_id"].astype("string")
+    rows.loc[0, "horse_id"] = "NEVER-SEEN"
+    rows["trainer_id"] = rows["trainer_id"].astype("string")
+    rows.loc[1, "trainer_id"] = pd.NA
+    reader = online_reader(fs, "combined_v1")
+    assert online_reader(fs, "combined_v1") is reader  # resolved once per store
+    lean = reader.read(rows)
+    # Feast 0.49's get_online_features raises on a null join key; the reader skips the view
+    feast = store.online_state(fs, rows.drop(index=1), "combined_v1").reindex(rows.index)
+    assert list(lean.columns) == store.service_view_features(fs, "combined_v1")
+    assert lean.notna().any().all(), "every served feature has a value for someone"
+    for column in lean.columns:
+        expected = feast[column].drop(index=1)
+        if lean[column].dtype == "string":
+            pd.testing.assert_series_equal(
+                lean[column].drop(index=1), expected.astype("string"), check_names=False
+            )
+        else:
+            pd.testing.assert_series_equal(
+                lean[column].drop(index=1),
+                pd.to_numeric(expected).astype("float64"),
+                check_names=False,
+            )
+    assert lean.loc[0].filter(like="h_").isna().all()
+    assert lean.loc[1, ["jt_runs", "t_win_rate"]].isna().all()
+    assert lean.loc[1, "h_runs"] == feast_single(fs, rows.loc[[1]].assign(trainer_id="x"))
+
+
+def feast_single(fs, row):
+    """``h_runs`` of one runner through Feast's own online read."""
+    return float(store.online_state(fs, row, "combined_v1")["h_runs"].iloc[0])

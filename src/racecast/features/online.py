@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,9 @@ def racecard_entity_rows(text: str, source_file: str = "<request>") -> pd.DataFr
     if summary["files_rejected"]:
         raise RacecardError(f"{source_file}: {summary['files_rejected'][0]['error']}")
     # the same checks as batch ingestion (ranges, duplicates, field consistency)
-    races, runners, quarantine, _ = validate_and_split(*parsed, {"source": "racecards", "months": None})
+    races, runners, quarantine, _ = validate_and_split(
+        *parsed, {"source": "racecards", "months": None}
+    )
     if len(quarantine):
         first = quarantine.iloc[0]
         raise RacecardError(
@@ -60,27 +64,70 @@ def racecard_entity_rows(text: str, source_file: str = "<request>") -> pd.DataFr
     return state.entity_frame(races, runners)
 
 
+_READERS: weakref.WeakKeyDictionary[Any, dict[str, store.OnlineReader]] = (
+    weakref.WeakKeyDictionary()
+)
+_READERS_LOCK = threading.Lock()
+
+
+def online_reader(feature_store: Any, service_name: str) -> store.OnlineReader:
+    """The cached :class:`~racecast.features.store.OnlineReader` of a store's service.
+
+    One reader per (open FeatureStore, service): the service is resolved once, not per
+    request. A reader lives as long as its FeatureStore object; after ``feast apply``
+    changes the definitions, open a new FeatureStore.
+
+    Args:
+        feature_store: An open FeatureStore.
+        service_name: FeatureService to read.
+
+    Returns:
+        The reader.
+    """
+    with _READERS_LOCK:
+        readers = _READERS.setdefault(feature_store, {})
+        if service_name not in readers:
+            readers[service_name] = store.OnlineReader(feature_store, service_name)
+        return readers[service_name]
+
+
 def online_features(
     entity_rows: pd.DataFrame,
     service_name: str,
     repo_path: str | Path = "feature_repo",
     params: dict[str, Any] | None = None,
     feature_store: Any = None,
+    reader: store.OnlineReader | None = None,
 ) -> pd.DataFrame:
     """Feature rows for runners from the online store, with the training set's columns.
+
+    The state comes from the FeatureService's views through
+    :class:`racecast.features.store.OnlineReader` (the provider's ``online_read``, the
+    same values ``get_online_features`` returns), then goes through the same
+    ``build_features`` as the training set.
 
     Args:
         entity_rows: Output of ``racecard_entity_rows``.
         service_name: FeatureService to read (e.g. ``combined_v1``).
         repo_path: Feast repo folder.
         params: ``features.compute`` parameters (same as training).
-        feature_store: An open FeatureStore to reuse (the service keeps one).
+        feature_store: An open FeatureStore to reuse (its reader is cached, see
+            :func:`online_reader`).
+        reader: An ``OnlineReader`` of ``service_name`` to use instead.
 
     Returns:
         One row per runner: keys, off_time and every feature.
+
+    Raises:
+        ValueError: If ``reader`` reads another service than ``service_name``.
     """
-    fs = feature_store or store.get_store(repo_path)
-    served = store.online_state(fs, entity_rows, service_name)
+    if reader is None:
+        reader = online_reader(feature_store or store.get_store(repo_path), service_name)
+    elif reader.service_name != service_name:
+        raise ValueError(
+            f"reader reads feature service {reader.service_name!r}, not {service_name!r}"
+        )
+    served = reader.read(entity_rows)
     return transform.build_features(entity_rows, served, params or {})
 
 
