@@ -172,6 +172,10 @@ CONTEXT_COLUMNS: list[str] = [
 
 LABEL_COLUMNS: list[str] = ["won", "position", "field_size"]
 
+#: Race-card order (saddle-cloth number). Not a feature: it orders runners, e.g. so that
+#: joint favourites go to the lowest cloth number as in the protocol's reference figures.
+CARD_ORDER = "cloth_number"
+
 DEBUT_FLAG = "is_debut"
 
 # Columns compared within the race by ``transform.race_relative`` (-> <col>_rel, <col>_rank).

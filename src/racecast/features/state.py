@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from racecast.features.specs import (
+    CARD_ORDER,
     CONTEXT_COLUMNS,
     DISTANCE_BAND_EDGES_M,
     DISTANCE_BANDS,
@@ -306,7 +307,8 @@ def _active_runs(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
         dup = races.loc[races["race_id"].duplicated(), "race_id"].iloc[0]
         raise ValueError(f"races.race_id: duplicated race_id {dup!r}")
     race_cols = RACE_FIELDS + [c for c in RACE_RESULT_FIELDS if c in races.columns]
-    runner_cols = RUNNER_FIELDS + [c for c in RUNNER_RESULT_FIELDS if c in runners.columns]
+    optional = [CARD_ORDER, *RUNNER_RESULT_FIELDS]
+    runner_cols = RUNNER_FIELDS + [c for c in optional if c in runners.columns]
     df = runners[runner_cols].merge(
         races[race_cols], on="race_id", how="inner", validate="many_to_one"
     )
@@ -345,8 +347,8 @@ def entity_frame(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
         runners: Canonical runners table.
 
     Returns:
-        A new frame with ``CONTEXT_COLUMNS`` + ``LABEL_COLUMNS`` + ``event_timestamp``
-        (= ``off_time``). Labels: ``won`` (0/1, both dead-heat winners 1), ``position``
+        A new frame with ``CONTEXT_COLUMNS`` + ``CARD_ORDER`` (cloth number, the
+        race-card order) + ``LABEL_COLUMNS`` + ``event_timestamp`` (= ``off_time``). Labels: ``won`` (0/1, both dead-heat winners 1), ``position``
         (``post_position``) and ``field_size`` (active runners); null unless the race
         is official.
     """
@@ -359,7 +361,9 @@ def entity_frame(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
     )
     out["field_size"] = df["n_runners"].astype("Int64").where(official)
     out["event_timestamp"] = out["off_time"]
-    return out[CONTEXT_COLUMNS + LABEL_COLUMNS + ["event_timestamp"]]
+    card = df[CARD_ORDER] if CARD_ORDER in df.columns else pd.Series(pd.NA, index=df.index)
+    out[CARD_ORDER] = pd.to_numeric(card, errors="coerce").astype("Int64")
+    return out[CONTEXT_COLUMNS + [CARD_ORDER] + LABEL_COLUMNS + ["event_timestamp"]]
 
 
 # --------------------------------------------------------------------------------------

@@ -133,3 +133,24 @@ def test_plots(holdout):
             return pd.Series({"rating": 3.0, "draw": 1.0}, name="importance")
 
     assert isinstance(nodes.plot_feature_importance(Model(), PARAMS), Figure)
+
+
+def test_joint_favourites_are_broken_by_race_card_order_not_horse_id():
+    # two joint favourites: cloth 1 (horse "z") wins; ordering by horse_id would pick "a"
+    off = pd.Timestamp("2024-01-01 12:00", tz="UTC")
+    holdout_set = pd.DataFrame(
+        {
+            "race_id": ["r1"] * 3,
+            "horse_id": ["a", "z", "m"],
+            "off_time": [off] * 3,
+            "odds_final": [2.5, 2.5, 5.0],
+            "won": [0, 1, 0],
+            "position": [2, 1, 3],
+            "cloth_number": pd.array([2, 1, 3], dtype="Int64"),
+        }
+    )
+    frame = nodes.build_holdout_frame(holdout_set)
+    assert frame["horse_id"].tolist() == ["z", "a", "m"]
+    assert evaluate(frame, "p_market")["top1"] == 1.0
+    without_card = nodes.build_holdout_frame(holdout_set.drop(columns="cloth_number"))
+    assert evaluate(without_card, "p_market")["top1"] == 0.0

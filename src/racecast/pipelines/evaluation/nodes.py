@@ -25,6 +25,7 @@ from racecast.evaluation.metrics import (
     market_probability,
     single_winner_races,
 )
+from racecast.features.specs import CARD_ORDER
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +59,11 @@ def build_holdout_frame(
 
     Returns:
         The frame of the scored races (complete market, oracle when given, and every
-        model's prediction), in time order.
+        model's prediction), in time order and, within a race, in race-card order
+        (``cloth_number`` when the holdout set has it), which breaks probability ties.
     """
-    frame = holdout_set[FRAME_COLUMNS].copy()
+    card = [CARD_ORDER] if CARD_ORDER in holdout_set.columns else []
+    frame = holdout_set[FRAME_COLUMNS + card].copy()
     frame["p_market"] = market_probability(frame)
     for name, pred in holdout_predictions.items():
         joined = pred[["race_id", "horse_id", "p"]].rename(columns={"p": f"p_{name}"})
@@ -74,9 +77,9 @@ def build_holdout_frame(
     complete = frame[prob_cols].notna().all(axis=1).groupby(frame["race_id"]).transform("all")
     n_races = frame["race_id"].nunique()
     frame = frame[complete]
-    frame = frame.sort_values(["off_time", "race_id", "horse_id"], kind="mergesort").reset_index(
-        drop=True
-    )
+    # race-card order inside a race: joint favourites go to the lowest cloth number
+    order = ["off_time", "race_id", *card, "horse_id"]
+    frame = frame.sort_values(order, kind="mergesort", na_position="last").reset_index(drop=True)
     excluded = n_races - frame["race_id"].nunique()
     if excluded:
         logger.warning(
