@@ -300,7 +300,6 @@ class OnlineReader:
         """
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
-        from feast.type_map import feast_value_type_to_python_type
 
         n = len(entity_rows)
         numbers = np.full((n, len(self._numeric)), np.nan)
@@ -309,26 +308,29 @@ class OnlineReader:
             missing = [k for k in keys if k not in entity_rows.columns]
             if missing:
                 raise KeyError(f"entity rows lack join key(s) {missing} of view {view.name}")
-            key_values = entity_rows[keys].to_numpy(dtype=object)
-            wanted = [i for i in range(n) if not any(pd.isna(v) for v in key_values[i])]
-            protos = [
-                EntityKey(
-                    join_keys=keys, entity_values=[Value(string_val=str(v)) for v in key_values[i]]
-                )
-                for i in wanted
-            ]
-            if not protos:
+            key_values = list(zip(*(entity_rows[k].to_numpy(dtype=object) for k in keys)))
+            # one lookup per distinct entity (a race's runners share the track key)
+            rows_of: dict[tuple[str, ...], list[int]] = {}
+            for i in range(n):
+                if not any(pd.isna(v) for v in key_values[i]):
+                    rows_of.setdefault(tuple(str(v) for v in key_values[i]), []).append(i)
+            if not rows_of:
                 continue
-            rows = self._provider.online_read(self._config, view, protos, names)
-            for i, (_, values) in zip(wanted, rows, strict=True):
+            protos = [
+                EntityKey(join_keys=keys, entity_values=[Value(string_val=v) for v in key])
+                for key in rows_of
+            ]
+            found = self._provider.online_read(self._config, view, protos, names)
+            for rows, (_, values) in zip(rows_of.values(), found, strict=True):
                 for name, value in (values or {}).items():
-                    python = feast_value_type_to_python_type(value)
-                    if python is None:
+                    kind = value.WhichOneof("val")
+                    if kind is None:
                         continue
+                    python = getattr(value, kind)
                     if name in texts:
-                        texts[name][i] = python
+                        texts[name][rows] = python
                     elif name in self._numeric_slot:
-                        numbers[i, self._numeric_slot[name]] = python
+                        numbers[rows, self._numeric_slot[name]] = python
         frame = pd.DataFrame(numbers, index=entity_rows.index, columns=self._numeric)
         for name, values in texts.items():
             frame[name] = pd.array(values, dtype="string")

@@ -152,8 +152,18 @@ def _market_arrays(odds: np.ndarray, codes: np.ndarray, n_groups: int) -> dict[s
         }
 
 
+#: Inputs up to this many rows (a race or two, the serving case) take the scalar paths.
+_SMALL = 64
+
+
 def _classify(values: pd.Series, classify: Any) -> np.ndarray:
     """Apply a scalar classifier to each DISTINCT value once (null -> ``classify(None)``)."""
+    if len(values) <= _SMALL:
+        # a race or two (serving): the cached classifier per value beats factorizing
+        return np.asarray(
+            [classify(None if pd.isna(v) else v) for v in values.to_numpy(dtype=object)] + [None],
+            dtype=object,
+        )[:-1]
     codes, uniques = pd.factorize(values.astype(object), sort=False, use_na_sentinel=True)
     table = [classify(u) for u in uniques]
     table.append(classify(None))
@@ -229,6 +239,8 @@ def _record_at_course(record: pd.Series, course: pd.Series) -> tuple[np.ndarray,
     element-wise string partition (no row loop). A known record without this course, or
     a malformed entry, counts 0 runs and 0 wins.
     """
+    if len(record) <= _SMALL:
+        return _record_at_course_small(record, course)
     known = record.notna().to_numpy(bool)
     here = course.astype("string").str.strip()
     course_known = here.notna().to_numpy(bool)
@@ -242,6 +254,34 @@ def _record_at_course(record: pd.Series, course: pd.Series) -> tuple[np.ndarray,
     runs = np.where(valid, runs, 0.0)
     wins = np.where(valid, wins, 0.0)
     return np.where(known, runs, np.nan), np.where(known, wins, np.nan)
+
+
+def _record_at_course_small(record: pd.Series, course: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``_record_at_course`` for a few runners: the same partitions with ``str`` methods."""
+    runs = np.full(len(record), np.nan)
+    wins = np.full(len(record), np.nan)
+    for i, (text, here) in enumerate(
+        zip(record.to_numpy(object), course.to_numpy(object), strict=True)
+    ):
+        if pd.isna(text):
+            continue
+        runs[i] = wins[i] = 0.0
+        if pd.isna(here):
+            continue
+        tail = f";{text}".partition(f";{str(here).strip()}=")[2]
+        entry_runs, _, entry_wins = tail.partition(";")[0].partition("/")
+        number_runs, number_wins = _to_number(entry_runs), _to_number(entry_wins)
+        if not (np.isnan(number_runs) or np.isnan(number_wins)):
+            runs[i], wins[i] = number_runs, number_wins
+    return runs, wins
+
+
+def _to_number(text: str) -> float:
+    """``float(text)``, NaN when it is not a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return np.nan
 
 
 @functools.lru_cache(maxsize=4096)

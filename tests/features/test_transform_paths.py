@@ -1,0 +1,51 @@
+"""The transform gives the same numbers for one race (serving) as inside a bulk build.
+
+``build_features`` takes scalar paths for a few runners (cached per-value classifiers,
+``str`` partitions of the course record) and vectorised ones for many; a race scored
+alone must equal its rows in the training build, course records and gear included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from racecast.features import state, transform
+from racecast.features.specs import VIEWS
+
+from .conftest import make_world
+
+
+def test_each_race_alone_equals_its_rows_in_the_bulk_build():
+    races, runners = make_world(seed=11, n_races=90, n_days=30)
+    tables = state.build_state_tables(races, runners)
+    context = state.entity_frame(races, runners)
+    assert len(context) > transform._SMALL, "the bulk build must take the vectorised path"
+    joined = transform.point_in_time_join(context, tables)
+    features = [c for spec in VIEWS.values() for c in spec.features]
+    served = joined[features]
+    bulk = transform.build_features(context, served)
+    # the course record is the trickiest field: some runners must have one here
+    assert (bulk["course_runs"] > 0).any() and bulk["first_time_gear"].notna().any()
+    for race_id in context["race_id"].unique():
+        rows = (context["race_id"] == race_id).to_numpy()
+        alone = transform.build_features(context[rows], served[rows])
+        pd.testing.assert_frame_equal(alone, bulk[rows], rtol=1e-12, atol=1e-12)
+
+
+def test_record_at_course_paths_agree_on_awkward_records():
+    record = pd.Series(
+        ["ST=5/1;HV=3/0", "HV=2/2", "", None, "ST=x/1", "STX=4/4;ST=1/1", "ST=2/0", "ST=7/3"],
+        dtype="string",
+    )
+    course = pd.Series(["HV", "ST", "ST", "ST", "ST", "ST", None, " ST "], dtype="string")
+    small = transform._record_at_course_small(record, course)
+    big_record = pd.concat([record] * 20, ignore_index=True)
+    big_course = pd.concat([course] * 20, ignore_index=True)
+    bulk = transform._record_at_course(big_record, big_course)
+    expected_runs = [3, 0, 0, np.nan, 0, 1, 0, 7]
+    expected_wins = [0, 0, 0, np.nan, 0, 1, 0, 3]
+    np.testing.assert_array_equal(small[0], expected_runs)
+    np.testing.assert_array_equal(small[1], expected_wins)
+    np.testing.assert_array_equal(bulk[0], np.tile(expected_runs, 20))
+    np.testing.assert_array_equal(bulk[1], np.tile(expected_wins, 20))
