@@ -168,6 +168,7 @@ def test_stacker_and_blend(split):
 
     blend, stacked_oof = nodes.fit_blend(train, params, **oof)
     assert np.isfinite(blend.coef_).all() and np.isfinite(blend.log_likelihood_)
+    assert isinstance(blend.fallback_to_market_, bool) and "fallback" in blend.validation_
     assert blend.inner_fit_until_ < pd.Timestamp(hold["off_time"].min()).date().isoformat()
     # the stacked OOF reference covers only races after the inner stacker's training days
     assert len(stacked_oof) and stacked_oof["p"].notna().all()
@@ -211,3 +212,52 @@ def test_tuning_on_searches_inside_training(split):
         nodes._spec_with_tuning("logistic", CHEAP_MODELS["logistic"], out)
         == CHEAP_MODELS["logistic"]
     )
+
+
+def _blend_rows(informative: bool, seed: int = 0) -> pd.DataFrame:
+    """Races where the winner is drawn from p_true; the market is p_true blurred.
+
+    The fundamental is informative on the first 70% of the days; when ``informative`` is
+    False it is pure noise afterwards (it stopped working: the blend learnt to trust it).
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    for r in range(600):
+        n = 10
+        strength = rng.normal(0, 1, n)
+        p_true = np.exp(strength) / np.exp(strength).sum()
+        winner = rng.choice(n, p=p_true)
+        market = np.exp(strength + rng.normal(0, 0.8, n))
+        late = r >= 420
+        fund = (
+            np.exp(strength + rng.normal(0, 0.5, n))
+            if informative or not late
+            else np.exp(rng.normal(0, 1.5, n))
+        )
+        for i in range(n):
+            rows.append(
+                {
+                    "race_id": f"r{r}",
+                    "off_time": start + pd.Timedelta(days=r // 6),
+                    "won": int(i == winner),
+                    "p_fund": fund[i] / fund.sum(),
+                    "p_market": market[i] / market.sum(),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_blend_falls_back_to_the_market_only_when_the_fundamental_does_not_help():
+    columns = ["race_id", "won", "p_fund", "p_market"]
+    params = {"validation_fraction": 0.3}
+    noise = nodes._validate_blend(_blend_rows(informative=False), columns, params)
+    useful = nodes._validate_blend(_blend_rows(informative=True), columns, params)
+    # 600 races at 6 a day: the last 30% of the 100 days are 30 days = 180 races
+    assert noise["n_races"] == useful["n_races"] == 180
+    assert noise["fallback"] and noise["blend_log_loss"] > noise["market_log_loss"]
+    assert not useful["fallback"]
+    assert useful["blend_log_loss"] < useful["market_log_loss"] - 0.02
+    assert nodes._validate_blend(_blend_rows(False), columns, {"validation_fraction": None}) == {
+        "fallback": False
+    }

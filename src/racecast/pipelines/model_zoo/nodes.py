@@ -480,9 +480,22 @@ def fit_blend(
     stacked_oof = _prediction_frame(late, late["p_fund"])
     late = _with_market(late, train_set)
     late = late[late["p_market"].notna()]
+    columns_blend = ["race_id", "won", "p_fund", "p_market"]
     blend = BenterBlend(fund_col="p_fund", market_col="p_market")
-    blend.fit(late[["race_id", "won", "p_fund", "p_market"]])
+    blend.fit(late[columns_blend])
     blend.inner_fit_until_ = pd.Timestamp(cut).date().isoformat()
+    blend.validation_ = _validate_blend(late, columns_blend, blend_params)
+    blend.fallback_to_market_ = bool(blend.validation_.get("fallback", False))
+    if blend.fallback_to_market_:
+        # the fundamental model did not help on the later training races: combined = market
+        logger.warning(
+            "blend: on the last %d training races the blend (LL %.5f) does not beat the market "
+            "(LL %.5f); the combined track falls back to the market (a=0, b=1)",
+            blend.validation_["n_races"],
+            blend.validation_["blend_log_loss"],
+            blend.validation_["market_log_loss"],
+        )
+        blend.coef_ = np.array([0.0, 1.0])
     logger.info(
         "blend: inner stacker fitted on %d races before %s, blend on %d later races: a=%.4f b=%.4f",
         early["race_id"].nunique(),
@@ -491,6 +504,53 @@ def fit_blend(
         *blend.coef_,
     )
     return blend, stacked_oof
+
+
+def _validate_blend(
+    late: pd.DataFrame, columns: list[str], blend_params: dict[str, Any]
+) -> dict[str, Any]:
+    """Does the blend beat the market on the last training races it was not fitted on?
+
+    A blend is fitted on the earlier ``1 - validation_fraction`` of the race days of
+    ``late`` and scored on the rest (single-winner races). When its log loss there is not
+    below the market's, ``fallback`` is True: the combined track then uses the market
+    alone, so it is never knowingly worse than the market. Training races only.
+
+    Args:
+        late: Rows with out-of-sample ``p_fund``, ``p_market``, ``won``, ``off_time``.
+        columns: The blend's input columns.
+        blend_params: ``model_zoo.blend`` (``validation_fraction``; 0 or null = no check).
+
+    Returns:
+        ``{"n_races", "blend_log_loss", "market_log_loss", "fallback"}`` (empty
+        ``{"fallback": False}`` when the check is off or there are too few race days).
+    """
+    fraction = blend_params.get("validation_fraction")
+    if not fraction:
+        return {"fallback": False}
+    if not 0.0 < float(fraction) < 1.0:
+        raise ValueError(
+            f"parameter model_zoo.blend.validation_fraction must be in (0, 1), got {fraction}"
+        )
+    days = compute_race_days(late)
+    unique_days = np.sort(days.unique())
+    cut_index = math.floor((1.0 - float(fraction)) * len(unique_days))
+    if cut_index < 1 or cut_index >= len(unique_days):
+        return {"fallback": False}
+    fit_rows = late[days < unique_days[cut_index]]
+    check = late[days >= unique_days[cut_index]]
+    check = check[check.groupby("race_id")["won"].transform("sum") == 1]
+    trial = BenterBlend(fund_col="p_fund", market_col="p_market").fit(fit_rows[columns])
+    p_blend = np.asarray(trial.predict_proba(check[columns]), dtype=float)
+    won = check["won"].to_numpy(dtype=float) == 1
+    blend_ll = float(-np.log(p_blend[won]).mean())
+    market_ll = float(-np.log(check["p_market"].to_numpy(dtype=float)[won]).mean())
+    return {
+        "n_races": int(check["race_id"].nunique()),
+        "blend_log_loss": blend_ll,
+        "market_log_loss": market_ll,
+        "fallback": not blend_ll < market_ll,
+    }
 
 
 def predict_blend_holdout(
