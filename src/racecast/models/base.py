@@ -428,13 +428,14 @@ class RaceModel(BaseEstimator, ABC):
     def _extract(self, X: pd.DataFrame, columns: list[str]) -> np.ndarray:
         """Turn the selected columns into the array handed to the hooks (float64)."""
         frame = X[columns]
-        bad = [
-            c
-            for c in columns
-            if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
-        ]
-        if bad:
-            dtypes = {c: str(frame[c].dtype) for c in bad}
+        # one dtypes lookup, not one Series per column (this runs per request when serving)
+        dtypes = {
+            str(c): dtype
+            for c, dtype in frame.dtypes.items()
+            if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype))
+        }
+        if dtypes:
+            dtypes = {c: str(dtype) for c, dtype in dtypes.items()}
             raise ValueError(f"X has non-numeric feature columns {dtypes}")
         array = frame.to_numpy(dtype=np.float64, na_value=np.nan)
         infinite = np.isinf(array).any(axis=0)
