@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -247,9 +249,13 @@ class OnlineReader:
 
     ``FeatureStore.get_online_features`` re-resolves the service, validates the request
     and builds protobuf responses on every call (~70 ms for six views in Feast 0.49).
-    This reader resolves the service once and then calls the provider's
-    ``online_read`` (the same call ``get_online_features`` makes underneath) per view,
-    so it returns exactly the stored values, ~100x faster. On-demand views are not
+    This reader resolves the service once and then reads each view's rows for the
+    distinct entities in one query: on the SQLite online store the query of Feast's own
+    ``SqliteOnlineStore.online_read`` over a read-only connection, on any other store
+    the provider's ``online_read`` (what ``get_online_features`` calls underneath). It
+    returns exactly the stored values (tested against ``get_online_features``), ~5x
+    faster. A reader lives as long as its FeatureStore: after a teardown (a rewinding
+    materialization) open a new store and reader. On-demand views are not
     evaluated: their inputs are request data, and ``build_features`` computes the
     market features with the same function the on-demand view calls.
 
@@ -284,6 +290,45 @@ class OnlineReader:
         self._strings = [c for c in self.columns if c in strings]
         self._numeric = [c for c in self.columns if c not in strings]
         self._numeric_slot = {name: i for i, name in enumerate(self._numeric)}
+        self._sqlite_path = _sqlite_online_path(store.config)
+        self._sqlite: sqlite3.Connection | None = None
+        self._sqlite_lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        """A read-only connection to the SQLite online store, without type detection."""
+        with self._sqlite_lock:
+            if self._sqlite is None:
+                uri = f"{Path(self._sqlite_path).resolve().as_uri()}?mode=ro"
+                self._sqlite = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            return self._sqlite
+
+    def _read_view(self, view: Any, names: list[str], protos: list[Any]) -> list[dict | None]:
+        """Stored values per entity key (None when the entity has no row).
+
+        For the SQLite online store this is ``SqliteOnlineStore.online_read``'s query on
+        Feast's table (``<project>_<view>``, serialized entity keys) without its
+        timestamp conversion; any other online store goes through the provider.
+        """
+        if self._sqlite_path is None or not Path(self._sqlite_path).is_file():
+            found = self._provider.online_read(self._config, view, protos, names)
+            return [values for _, values in found]
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        version = self._config.entity_key_serialization_version
+        keys = [serialize_entity_key(p, entity_key_serialization_version=version) for p in protos]
+        wanted = set(names)
+        table = f"{self._config.project}_{view.name}"
+        cursor = self._connection().execute(
+            f'SELECT entity_key, feature_name, value FROM "{table}" '  # noqa: S608 (names from the registry)
+            f"WHERE entity_key IN ({','.join('?' * len(keys))})",
+            keys,
+        )
+        by_key: dict[bytes, dict[str, Any]] = {}
+        for key, name, blob in cursor.fetchall():
+            if name in wanted:
+                by_key.setdefault(key, {})[name] = Value.FromString(blob)
+        return [by_key.get(key) for key in keys]
 
     def read(self, entity_rows: pd.DataFrame) -> pd.DataFrame:
         """Stored features of the runners' entities (NaN/None where there is no row).
@@ -308,7 +353,9 @@ class OnlineReader:
             missing = [k for k in keys if k not in entity_rows.columns]
             if missing:
                 raise KeyError(f"entity rows lack join key(s) {missing} of view {view.name}")
-            key_values = list(zip(*(entity_rows[k].to_numpy(dtype=object) for k in keys)))
+            key_values = list(
+                zip(*(entity_rows[k].to_numpy(dtype=object) for k in keys), strict=True)
+            )
             # one lookup per distinct entity (a race's runners share the track key)
             rows_of: dict[tuple[str, ...], list[int]] = {}
             for i in range(n):
@@ -320,8 +367,8 @@ class OnlineReader:
                 EntityKey(join_keys=keys, entity_values=[Value(string_val=v) for v in key])
                 for key in rows_of
             ]
-            found = self._provider.online_read(self._config, view, protos, names)
-            for rows, (_, values) in zip(rows_of.values(), found, strict=True):
+            found = self._read_view(view, names, protos)
+            for rows, values in zip(rows_of.values(), found, strict=True):
                 for name, value in (values or {}).items():
                     kind = value.WhichOneof("val")
                     if kind is None:
@@ -335,6 +382,17 @@ class OnlineReader:
         for name, values in texts.items():
             frame[name] = pd.array(values, dtype="string")
         return frame[self.columns]
+
+
+def _sqlite_online_path(config: Any) -> str | None:
+    """The SQLite online store's file (as Feast resolves it), None for other stores."""
+    online = config.online_store
+    if getattr(online, "type", None) != "sqlite":
+        return None
+    path = Path(online.path)
+    if config.repo_path and not path.is_absolute():
+        path = Path(config.repo_path) / path
+    return str(path)
 
 
 def online_state(
