@@ -223,7 +223,18 @@ class InferenceService:
             ``{"model_version", "feature_service", "races": [...]}`` (see
             :func:`racecast.serving.scoring.score_races`).
         """
-        features = self.features(entity_rows)
+        return self.score_features(entity_rows, self.features(entity_rows))
+
+    def score_features(self, entity_rows: pd.DataFrame, features: pd.DataFrame) -> dict[str, Any]:
+        """Score runners whose feature rows are already read (:meth:`features`).
+
+        Args:
+            entity_rows: :func:`parse_racecard` output.
+            features: :meth:`features` of those rows.
+
+        Returns:
+            As :meth:`score_rows`.
+        """
         predictions = self.bundle.predict(features)
         races = score_races(
             predictions,

@@ -56,7 +56,6 @@ def feast(monkeypatch):
     state = {"until": pd.Timestamp("2025-02-05T12:00", tz="UTC")}
     monkeypatch.setattr(nodes.feature_store, "get_store", lambda repo_path: FakeStore())
     monkeypatch.setattr(nodes.feature_store, "materialized_until", lambda fs: state["until"])
-    monkeypatch.setattr(nodes, "online_features", fake_online_features)
     monkeypatch.setattr(app_module, "online_features", fake_online_features)
     return state
 

@@ -2,8 +2,8 @@
 
 The racecards are parsed by the ingestion parser
 (:func:`racecast.features.online.racecard_entity_rows`), their features read from the
-Feast online store by :func:`racecast.features.online.online_features`, and the runners
-scored with the inference bundle and :func:`racecast.serving.scoring.score_races` under
+Feast online store and scored with the inference bundle by the service's own code
+(:class:`racecast.serving.app.InferenceService`: ``features`` and ``score_features``) under
 the ``serving`` parameters, so a published signal is what ``POST /api/v1/predict`` would
 answer for the same racecard. Publishing (:func:`racecast.signals.publish_signals`,
 :func:`racecast.signals.place_bets`) is keyed by ``as_of``, the scoring snapshot taken
@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from racecast.features import store as feature_store
-from racecast.features.online import online_features, racecard_entity_rows
-from racecast.serving.scoring import ScoringConfig, score_races
+from racecast.features.online import racecard_entity_rows
+from racecast.serving.app import InferenceService
 from racecast.serving.settings import ServingSettings
 from racecast.signals import (
     DEFAULT_URL,
@@ -45,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 #: Partition ids of ``raw_upcoming_racecards`` start with the race day.
 _DAY_PREFIX = re.compile(r"^(\d{4}-\d{2}-\d{2})")
-_KEYS = ["race_id", "horse_id"]
 
 #: Columns of :func:`signals_frame` (the frame handed to ``publish_signals``).
 SIGNAL_COLUMNS = [
@@ -210,14 +209,16 @@ def scoring_cutoff(entity_rows: pd.DataFrame, params: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------- scoring
-def _serving_settings(serving_params: Mapping[str, Any] | None) -> ServingSettings:
-    """The ``serving`` parameters validated as the service validates them."""
-    return ServingSettings.build(dict(serving_params or {}))
-
-
-def _feature_service(bundle: Any, settings: ServingSettings) -> str:
-    """``serving.feature_service``, else the bundle's (as the service chooses)."""
-    return settings.feature_service or bundle.feature_service
+def _serving_settings(
+    serving_params: Mapping[str, Any] | None, features_params: Mapping[str, Any] | None = None
+) -> ServingSettings:
+    """The ``serving`` parameters validated as the service validates them, with the
+    feature repo and ``features.compute`` of the ``features`` parameters."""
+    values = dict(serving_params or {})
+    if features_params is not None:
+        values["feature_repo"] = features_params.get("repo_path", "feature_repo")
+        values["feature_params"] = dict(features_params.get("compute") or {})
+    return ServingSettings.build(values)
 
 
 def online_feature_rows(
@@ -246,9 +247,8 @@ def online_feature_rows(
         ValueError: If the online store was never materialized or holds state from
             after ``as_of`` (features would see results the snapshot cannot know).
     """
-    settings = _serving_settings(serving_params)
-    service = _feature_service(bundle, settings)
-    repo_path = features_params.get("repo_path", "feature_repo")
+    settings = _serving_settings(serving_params, features_params)
+    repo_path = str(settings.feature_repo)
     fs = feature_store.get_store(repo_path)
     until = feature_store.materialized_until(fs)
     cutoff = to_utc(as_of, "as_of")
@@ -269,28 +269,12 @@ def online_feature_rows(
         _utc(until).isoformat(),
         feast_materialization.get("end"),
     )
-    features = online_features(
-        entity_rows,
-        service,
-        repo_path=repo_path,
-        params=dict(features_params.get("compute") or {}),
-        feature_store=fs,
+    service = InferenceService(settings, bundle, fs)
+    features = service.features(entity_rows)
+    logger.info(
+        "online features (%s): %d runners, %d columns", service.feature_service, *features.shape
     )
-    if "odds_final" not in features.columns and "odds_final" in entity_rows.columns:
-        features = features.merge(
-            entity_rows[[*_KEYS, "odds_final"]], on=_KEYS, how="left", validate="one_to_one"
-        )
-    logger.info("online features (%s): %d runners, %d columns", service, *features.shape)
     return features
-
-
-def _explanations(bundle: Any, features: pd.DataFrame, top_k: int) -> dict:
-    """``bundle.explain`` or, for a bundle without a LightGBM ranker, none."""
-    try:
-        return bundle.explain(features, top_k=top_k)
-    except ValueError as exc:
-        logger.warning("explanations unavailable: %s", exc)
-        return {}
 
 
 def score_runners(
@@ -327,23 +311,10 @@ def score_runners(
             f"the scoring snapshot as_of {cutoff.isoformat()}; score this day with an older "
             "bundle (parameter scoring.bundle_uri)"
         )
-    settings = _serving_settings(serving_params)
-    config = ScoringConfig(
-        kelly_fraction=settings.kelly_fraction,
-        bankroll_units=settings.bankroll_units,
-        max_stake_fraction=settings.max_stake_fraction,
-        staleness_threshold_days=settings.staleness_threshold_days,
-        staking_track=settings.staking_track,
+    scored = InferenceService(_serving_settings(serving_params), bundle, None).score_features(
+        entity_rows, features
     )
-    predictions = bundle.predict(features)
-    races = score_races(
-        predictions,
-        entity_rows,
-        features,
-        _explanations(bundle, features, settings.explain_top_k),
-        model_version=str(bundle.model_version),
-        config=config,
-    )
+    races = scored["races"]
     staked = [r for race in races for r in race["runners"] if r["stake_units"] > 0]
     logger.info(
         "scored %d races, %d runners with %s; %d stakes",
@@ -354,8 +325,8 @@ def score_runners(
     )
     return {
         "as_of": cutoff.isoformat(),
-        "model_version": str(bundle.model_version),
-        "feature_service": _feature_service(bundle, settings),
+        "model_version": scored["model_version"],
+        "feature_service": scored["feature_service"],
         "races": races,
     }
 
