@@ -473,6 +473,96 @@ def test_best_last_and_mean3_figures(tables):
     assert horse.iloc[2]["h_last_fig"] == pytest.approx(figs[1])
 
 
+def _pr_race(
+    race_id: str,
+    positions: list[int | None],
+    lengths: list[float | None],
+    ratings: list[float],
+    weights: list[float],
+) -> list[dict]:
+    """Runners H (first) and fillers with positions, lengths behind, ratings and weights."""
+    rows = []
+    columns = zip(positions, lengths, ratings, weights, strict=True)
+    for i, (pos, lb, rating, weight) in enumerate(columns):
+        rows.append(
+            {
+                "race_id": race_id,
+                "horse_id": "H" if i == 0 else f"F{race_id}_{i}",
+                "jockey_id": f"J{i}",
+                "post_position": pos,
+                "post_lengths_behind": lb,
+                "rating": rating,
+                "weight_carried_kg": weight,
+            }
+        )
+    return rows
+
+
+def test_performance_ratings_by_hand(tables):
+    p = DEFAULT_PARAMS
+    unit_1200 = min(max(p["pr_units_per_length_1600m"] * 1600 / 1200, p["pr_unit_min"]), 4.0)
+    unit_2400 = max(p["pr_units_per_length_1600m"] * 1600 / 2400, p["pr_unit_min"])
+    races = [
+        {"race_id": "R1", "day": 0, "distance_m": 1200},
+        {"race_id": "R2", "day": 7, "distance_m": 2400},
+        {"race_id": "R3", "day": 14, "distance_m": 1200},
+        {"race_id": "R4", "day": 21, "distance_m": 1200},
+        {"race_id": "R5", "day": 28, "status": "pending"},
+    ]
+    # R1: H wins (0 lengths) at 60, field 60/70/50, weights 57/55/53
+    # R2: H 2nd, 1.5 lengths; a non-finisher counts as max_lengths; HK's 999 too
+    # R3: H 3rd, 4 lengths; R4: H is a non-finisher (max_lengths)
+    runners = (
+        _pr_race("R1", [1, 2, 3], [0.0, 1.0, 2.0], [60.0, 70.0, 50.0], [57.0, 55.0, 53.0])
+        + _pr_race("R2", [None, 1, 2], [None, 0.0, 999.0], [60.0] * 3, [55.0] * 3)
+        + _pr_race("R3", [3, 1, 2], [4.0, 0.0, 2.0], [62.0, 58.0, 60.0], [55.0, 56.0, 54.0])
+        + _pr_race("R4", [None, 1], [None, 0.0], [61.0, 61.0], [55.0, 55.0])
+        + [
+            {"race_id": "R5", "horse_id": "H", "rating": 64.0, "weight_carried_kg": 58.0},
+            {"race_id": "R5", "horse_id": "G", "rating": 60.0, "weight_carried_kg": 54.0},
+        ]
+    )
+    races, runners = tables(races, runners)
+    mx = p["max_lengths"]
+    pr1 = 60.0 + (1.0 - 0.0) * unit_1200 + p["pr_units_per_kg"] * (57.0 - 55.0)
+    # R2: H did not finish -> max_lengths; the winner 0; 999 -> max_lengths
+    pr2 = 60.0 + ((mx + 0.0 + mx) / 3 - mx) * unit_2400
+    pr3 = 60.0 + (2.0 - 4.0) * unit_1200 + p["pr_units_per_kg"] * (55.0 - 55.0)
+    pr4 = 61.0 + ((mx + 0.0) / 2 - mx) * unit_1200
+    horse = _state_row(build_state_tables(races, runners)["horse_form"], horse_id="H")
+    assert horse["h_last_pr"].tolist() == pytest.approx([pr1, pr2, pr3, pr4])
+    assert horse["h_mean3_pr"].tolist() == pytest.approx(
+        [pr1, (pr1 + pr2) / 2, (pr1 + pr2 + pr3) / 3, (pr2 + pr3 + pr4) / 3]
+    )
+    assert horse["h_best5_pr"].tolist() == pytest.approx(
+        np.maximum.accumulate([pr1, pr2, pr3, pr4]).tolist()
+    )
+    feats = compute_row(races, runners, "R5", "H")
+    mean3 = (pr2 + pr3 + pr4) / 3
+    assert feats["h_mean3_pr"] == pytest.approx(mean3)
+    assert feats["pr_vs_rating"] == pytest.approx(mean3 - 64.0)
+    assert feats["pr_weight_adv"] == pytest.approx(
+        mean3 - 64.0 - p["pr_units_per_kg"] * (58.0 - 56.0)
+    )
+
+
+def test_performance_rating_needs_a_race_rating(tables):
+    races, runners = tables(
+        [{"race_id": "R1", "day": 0}],
+        _pr_race("R1", [1, 2], [0.0, 1.0], [60.0, 60.0], [55.0, 55.0]),
+    )
+    runners["rating"] = np.nan
+    horse = _state_row(build_state_tables(races, runners)["horse_form"], horse_id="H")
+    assert horse["h_last_pr"].isna().all() and horse["h_best5_pr"].isna().all()
+
+
+def compute_row(races: pd.DataFrame, runners: pd.DataFrame, race_id: str, horse_id: str):
+    """Model features of one runner (state joined point-in-time)."""
+    ctx = entity_frame(races, runners)
+    feats = build_features(ctx, point_in_time_join(ctx, build_state_tables(races, runners)))
+    return feats.set_index(["race_id", "horse_id"]).loc[(race_id, horse_id)]
+
+
 # --- connections ------------------------------------------------------------------------
 
 
@@ -509,6 +599,36 @@ def test_jockey_windows_drop_old_rides(tables):
     assert r5["j_rate_30d"] == pytest.approx((1 + CK * PRIOR) / (2 + CK))
     assert r5["j_runs_365d"] == 4
     assert r5["j_win_rate"] == pytest.approx((2 + CK * PRIOR) / (4 + CK))
+
+
+def test_recent_rel_pos_is_a_trailing_mean_of_the_latest_rides(tables):
+    # jockey JX rides 5 races finishing 1st, 2nd, 3rd, 1st, 3rd of 3 (rel_pos 0, .5, 1, 0, 1)
+    positions = [1, 2, 3, 1, 3]
+    races = [{"race_id": f"R{i}", "day": i} for i in range(5)] + [
+        {"race_id": "R5", "day": 5, "status": "pending"}
+    ]
+    runners = []
+    for i, pos in enumerate(positions):
+        others = [q for q in (1, 2, 3) if q != pos]
+        runners.append(
+            {"race_id": f"R{i}", "horse_id": f"H{i}", "jockey_id": "JX", "post_position": pos}
+        )
+        runners += [
+            {"race_id": f"R{i}", "horse_id": f"O{i}_{q}", "jockey_id": f"JO{q}", "post_position": q}
+            for q in others
+        ]
+    runners.append({"race_id": "R5", "horse_id": "H9", "jockey_id": "JX"})
+    races, runners = tables(races, runners)
+    rel = np.array([0.0, 0.5, 1.0, 0.0, 1.0])
+    params = {"jockey_recent_rides": 3, "recent_min_rides": 2}
+    jockey = _state_row(build_state_tables(races, runners, params)["jockey_form"], jockey_id="JX")
+    expected = [np.nan] + [rel[max(0, k - 2) : k + 1].mean() for k in range(1, 5)]
+    np.testing.assert_allclose(jockey["j_recent_rel_pos"].to_numpy(float), expected)
+    ctx = entity_frame(races, runners)
+    state = build_state_tables(races, runners, params)
+    feats = build_features(ctx, point_in_time_join(ctx, state), params)
+    r5 = feats.set_index(["race_id", "horse_id"]).loc[("R5", "H9")]
+    assert r5["j_recent_rel_pos"] == pytest.approx(rel[2:].mean())
 
 
 def test_trainer_with_two_runners_in_a_race_gets_one_row(tables):

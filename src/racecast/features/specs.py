@@ -86,6 +86,9 @@ def _horse_features() -> dict[str, str]:
         "h_mean3_fig": FLOAT,
         "h_early_pos": FLOAT,
         "h_class_perf": FLOAT,
+        "h_last_pr": FLOAT,
+        "h_mean3_pr": FLOAT,
+        "h_best5_pr": FLOAT,
     }
     for kind in SUITABILITY:
         runs, wins = suitability_columns(kind)
@@ -110,6 +113,7 @@ def _connection_features(prefix: str) -> dict[str, str]:
         f"{prefix}_runs": INT,
         f"{prefix}_wins": INT,
         f"{prefix}_win_rate": FLOAT,
+        f"{prefix}_recent_rel_pos": FLOAT,
     }
     for days in WINDOWS_DAYS:
         feats[f"{prefix}_runs_{days}d"] = INT
@@ -190,6 +194,10 @@ RELATIVE_COLUMNS: list[str] = [
     "j_rate_365d",
     "t_rate_365d",
     "draw_bias",
+    "h_last_pr",
+    "h_mean3_pr",
+    "h_best5_pr",
+    "j_recent_rel_pos",
 ]
 
 _BASE_FUNDAMENTAL: list[str] = [
@@ -224,6 +232,12 @@ _BASE_FUNDAMENTAL: list[str] = [
     "h_mean3_fig",
     "h_early_pos",
     "h_class_perf",
+    # performance ratings (rating units) and how the horse is handicapped today
+    "h_last_pr",
+    "h_mean3_pr",
+    "h_best5_pr",
+    "pr_vs_rating",
+    "pr_weight_adv",
     # suitability for this race
     "dist_runs",
     "dist_win_rate",
@@ -254,6 +268,8 @@ _BASE_FUNDAMENTAL: list[str] = [
     "t_rate_90d",
     "t_rate_365d",
     "t_runs_365d",
+    "j_recent_rel_pos",
+    "t_recent_rel_pos",
     "jt_runs",
     "jt_win_rate",
     "hj_runs",
@@ -295,6 +311,17 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "class_max": 6.0,
     # draw bias shrinkage (in expected-win units)
     "draw_bias_k": 5.0,
+    # performance rating: rating units per length at 1600 m (scaled by 1600 / distance,
+    # clipped to [pr_unit_min, pr_unit_max]) and per kg carried above the field's mean
+    "pr_units_per_length_1600m": 2.4,
+    "pr_unit_min": 1.0,
+    "pr_unit_max": 4.0,
+    "pr_units_per_kg": 2.2046,
+    "pr_best_runs": 5,
+    # trailing mean rel_pos of a jockey's / trainer's latest rides (NaN below min_rides)
+    "jockey_recent_rides": 100,
+    "trainer_recent_rides": 200,
+    "recent_min_rides": 10,
 }
 
 

@@ -508,7 +508,44 @@ def _official_runs(races: pd.DataFrame, runners: pd.DataFrame, p: dict[str, Any]
         off_ts=epoch_seconds(df["off_time"]),
     )
     out["figure"] = _speed_figures(out, p)
+    out["perf_rating"] = _performance_ratings(out, p)
     return out
+
+
+def _performance_ratings(runs: pd.DataFrame, p: dict[str, Any]) -> pd.Series:
+    """Performance rating of each run: the rating the horse ran to, in rating units.
+
+    ``PR = field mean rating + (field mean lengths - own lengths) * units_per_length
+    + pr_units_per_kg * (own weight - field mean weight)``, where lengths behind are
+    clipped to ``[0, max_lengths]`` (winners 0; non-finishers and unusable values count
+    as ``max_lengths``) and ``units_per_length = clip(pr_units_per_length_1600m * 1600 /
+    distance, pr_unit_min, pr_unit_max)`` (a length is worth more over a shorter trip).
+    NaN when the race has no rating, the run no weight, or the race no distance.
+
+    Args:
+        runs: Official active runs with ``won``, ``finished`` and the racecard columns.
+        p: Resolved parameters.
+
+    Returns:
+        Float Series aligned with ``runs``.
+    """
+    race = runs["race_id"]
+    lengths = as_float(runs["post_lengths_behind"]).clip(lower=0.0)
+    lengths = lengths.where(lengths <= p["max_lengths"], p["max_lengths"])
+    lengths = lengths.where(runs["finished"], p["max_lengths"]).fillna(p["max_lengths"])
+    lengths = lengths.where(runs["won"] == 0, 0.0)
+    distance = as_float(runs["distance_m"]).where(lambda s: s > 0)
+    unit = (p["pr_units_per_length_1600m"] * 1600.0 / distance).clip(
+        p["pr_unit_min"], p["pr_unit_max"]
+    )
+    weight = as_float(runs["weight_carried_kg"])
+    rating_mean = as_float(runs["rating"]).groupby(race).transform("mean")
+    pr = (
+        rating_mean
+        + (lengths.groupby(race).transform("mean") - lengths) * unit
+        + p["pr_units_per_kg"] * (weight - weight.groupby(race).transform("mean"))
+    )
+    return pr.astype("float64")
 
 
 # --------------------------------------------------------------------------------------
@@ -555,6 +592,31 @@ def _figure_history(hist: pd.DataFrame) -> pd.DataFrame:
     figs = figs.groupby(hist["horse_id"], sort=False).ffill()
     figs["h_fig_runs"] = has.astype("int64").groupby(hist["horse_id"], sort=False).cumsum()
     return figs
+
+
+def _performance_history(hist: pd.DataFrame, best_runs: int) -> pd.DataFrame:
+    """Last, mean-of-last-3 and best-of-last-``best_runs`` performance ratings.
+
+    Runs without a performance rating carry the previous values.
+    """
+    sub = hist.loc[hist["perf_rating"].notna(), ["horse_id", "perf_rating"]]
+    by = sub["horse_id"]
+    best = (
+        sub["perf_rating"]
+        .groupby(by, sort=False)
+        .rolling(best_runs, min_periods=1)
+        .max()
+        .reset_index(level=0, drop=True)
+    )
+    prs = pd.DataFrame(
+        {
+            "h_last_pr": sub["perf_rating"],
+            "h_mean3_pr": _trailing_mean(sub["perf_rating"], by, 3),
+            "h_best5_pr": best.reindex(sub.index),
+        },
+        index=sub.index,
+    ).reindex(hist.index)
+    return prs.groupby(hist["horse_id"], sort=False).ffill()
 
 
 def _suitability_history(hist: pd.DataFrame, by: pd.Series) -> pd.DataFrame:
@@ -640,7 +702,15 @@ def _horse_state(runs: pd.DataFrame, p: dict[str, Any]) -> pd.DataFrame:
         },
         index=hist.index,
     )
-    state = pd.concat([state, _figure_history(hist), _suitability_history(hist, by)], axis=1)
+    state = pd.concat(
+        [
+            state,
+            _figure_history(hist),
+            _performance_history(hist, int(p["pr_best_runs"])),
+            _suitability_history(hist, by),
+        ],
+        axis=1,
+    )
     return _last_per_event(state, ["horse_id"])
 
 
@@ -673,8 +743,11 @@ def _trailing_window_sums(
     return csum[np.arange(1, len(codes) + 1)] - csum[start]
 
 
-def _connection_state(runs: pd.DataFrame, key: str, prefix: str, p: dict[str, Any]) -> pd.DataFrame:
-    """Jockey or trainer career and trailing 30/90/365-day strike rates after each ride."""
+def _connection_state(
+    runs: pd.DataFrame, key: str, prefix: str, recent: int, p: dict[str, Any]
+) -> pd.DataFrame:
+    """Jockey or trainer career, trailing 30/90/365-day strike rates and the mean
+    ``rel_pos`` of the latest ``recent`` rides, after each ride."""
     hist = _sorted_history(runs, [key])
     by = hist[key]
     g = hist.groupby(by, sort=False)
@@ -686,6 +759,9 @@ def _connection_state(runs: pd.DataFrame, key: str, prefix: str, p: dict[str, An
         f"{prefix}_runs": n,
         f"{prefix}_wins": wins,
         f"{prefix}_win_rate": shrunk_rate(wins, n, p["connection_k"], p["win_prior"]),
+        f"{prefix}_recent_rel_pos": _trailing_mean(hist["rel_pos"], by, recent).where(
+            n >= p["recent_min_rides"]
+        ),
     }
     codes = g.ngroup().to_numpy(np.int64)
     seconds = np.floor(hist["off_ts"].to_numpy()).astype(np.int64)
@@ -789,8 +865,12 @@ def build_state_tables(
     runs = _official_runs(races, runners, p)
     frames = {
         "horse_form": _horse_state(runs, p),
-        "jockey_form": _connection_state(runs, "jockey_id", "j", p),
-        "trainer_form": _connection_state(runs, "trainer_id", "t", p),
+        "jockey_form": _connection_state(
+            runs, "jockey_id", "j", int(p["jockey_recent_rides"]), p
+        ),
+        "trainer_form": _connection_state(
+            runs, "trainer_id", "t", int(p["trainer_recent_rides"]), p
+        ),
         "jockey_trainer_form": _pair_state(runs, ["jockey_id", "trainer_id"], "jt", p),
         "horse_jockey_form": _pair_state(runs, ["horse_id", "jockey_id"], "hj", p),
         "track_profile": _track_state(runs, p),

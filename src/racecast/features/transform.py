@@ -419,6 +419,24 @@ def _draw_bias(draw: np.ndarray, st: dict[str, np.ndarray]) -> np.ndarray:
     return _pick(st, draw_bias_columns(), slot)
 
 
+def _handicap_features(
+    feats: dict[str, np.ndarray], codes: np.ndarray, n_races: int, p: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """How the horse is handicapped today, from its recent performance ratings.
+
+    ``pr_vs_rating = h_mean3_pr - rating`` (ran above its mark when positive) and
+    ``pr_weight_adv = pr_vs_rating - pr_units_per_kg * (weight - race mean weight)``
+    (the same after today's weight relative to the field).
+    """
+    vs_rating = feats["h_mean3_pr"] - feats["rating"]
+    weight = feats["weight_carried_kg"]
+    extra = weight - _group_mean(weight, codes, n_races)
+    return {
+        "pr_vs_rating": vs_rating,
+        "pr_weight_adv": vs_rating - p["pr_units_per_kg"] * extra,
+    }
+
+
 # --------------------------------------------------------------------------------------
 # Public transform
 # --------------------------------------------------------------------------------------
@@ -438,11 +456,14 @@ _HORSE_PASSTHROUGH = [
     "h_mean3_fig",
     "h_early_pos",
     "h_class_perf",
+    "h_last_pr",
+    "h_mean3_pr",
+    "h_best5_pr",
 ]
 _CONNECTION_PASSTHROUGH = [
     f"{prefix}_{name}"
     for prefix in ("j", "t")
-    for name in ["win_rate", *[f"rate_{d}d" for d in WINDOWS_DAYS], "runs_365d"]
+    for name in ["win_rate", *[f"rate_{d}d" for d in WINDOWS_DAYS], "runs_365d", "recent_rel_pos"]
 ] + ["trk_races"]
 _CONTEXT_NUMERIC = [
     "draw",
@@ -522,6 +543,7 @@ def build_features(
     feats.update(_pair_features(context, st, p))
     feats["draw_bias"] = _draw_bias(ctx["draw"], st)
     codes, n_races = _race_codes(context["race_id"])
+    feats.update(_handicap_features(feats, codes, n_races, p))
     feats.update(_relative_arrays(feats, RELATIVE_COLUMNS, codes, n_races))
     feats.update(_market_arrays(ctx["odds_final"], codes, n_races))
 
