@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
 
 from racecast.evaluation.split import compute_race_days, holdout_split
 from racecast.features.specs import FUNDAMENTAL_FEATURES
@@ -250,14 +251,33 @@ def _blend_rows(informative: bool, seed: int = 0) -> pd.DataFrame:
 
 def test_blend_falls_back_to_the_market_only_when_the_fundamental_does_not_help():
     columns = ["race_id", "won", "p_fund", "p_market"]
-    params = {"validation_fraction": 0.3}
+    params = {"validation_fraction": 0.3, "validation_alpha": 0.05}
     noise = nodes._validate_blend(_blend_rows(informative=False), columns, params)
     useful = nodes._validate_blend(_blend_rows(informative=True), columns, params)
     # 600 races at 6 a day: the last 30% of the 100 days are 30 days = 180 races
     assert noise["n_races"] == useful["n_races"] == 180
     assert noise["fallback"] and noise["blend_log_loss"] > noise["market_log_loss"]
-    assert not useful["fallback"]
+    assert noise["gain_p_value"] > 0.5
+    assert not useful["fallback"] and useful["gain_p_value"] < 0.05
     assert useful["blend_log_loss"] < useful["market_log_loss"] - 0.02
     assert nodes._validate_blend(_blend_rows(False), columns, {"validation_fraction": None}) == {
         "fallback": False
     }
+
+
+def test_blend_gain_without_evidence_falls_back_unless_alpha_is_off():
+    """A mean gain that is positive but not significant: fallback at alpha, none without."""
+    rng = np.random.default_rng(7)
+    z = rng.normal(0.0, 1.0, 400)
+    gain = 0.002 + 0.1 * (z - z.mean()) / z.std(ddof=1)  # mean 0.002, sd 0.1: t = 0.4
+    assert nodes._one_sided_p(gain) == pytest.approx(stats.t.sf(0.4, df=399))  # ~0.34
+    assert nodes._one_sided_p(np.full(10, 0.3)) == 1.0  # no spread: undefined -> no evidence
+    assert nodes._one_sided_p(rng.normal(0.05, 0.1, 400)) < 1e-6
+    rows = _blend_rows(informative=True)
+    columns = ["race_id", "won", "p_fund", "p_market"]
+    strict = nodes._validate_blend(rows, columns, {"validation_fraction": 0.3, "validation_alpha": 1e-12})
+    lax = nodes._validate_blend(rows, columns, {"validation_fraction": 0.3, "validation_alpha": None})
+    assert strict["gain_p_value"] == lax["gain_p_value"] >= 1e-12
+    assert strict["fallback"] and not lax["fallback"]
+    with pytest.raises(ValueError, match="validation_alpha"):
+        nodes._validate_blend(rows, columns, {"validation_fraction": 0.3, "validation_alpha": 2})

@@ -490,10 +490,12 @@ def fit_blend(
         # the fundamental model did not help on the later training races: combined = market
         logger.warning(
             "blend: on the last %d training races the blend (LL %.5f) does not beat the market "
-            "(LL %.5f); the combined track falls back to the market (a=0, b=1)",
+            "(LL %.5f) convincingly (one-sided p %.3g); the combined track falls back to the "
+            "market (a=0, b=1)",
             blend.validation_["n_races"],
             blend.validation_["blend_log_loss"],
             blend.validation_["market_log_loss"],
+            blend.validation_["gain_p_value"],
         )
         blend.coef_ = np.array([0.0, 1.0])
     logger.info(
@@ -509,29 +511,35 @@ def fit_blend(
 def _validate_blend(
     late: pd.DataFrame, columns: list[str], blend_params: dict[str, Any]
 ) -> dict[str, Any]:
-    """Does the blend beat the market on the last training races it was not fitted on?
+    """Does the blend beat the market, convincingly, on later training races?
 
     A blend is fitted on the earlier ``1 - validation_fraction`` of the race days of
-    ``late`` and scored on the rest (single-winner races). When its log loss there is not
-    below the market's, ``fallback`` is True: the combined track then uses the market
-    alone, so it is never knowingly worse than the market. Training races only.
+    ``late`` and scored on the rest (single-winner races). The per-race gain
+    ``log p_blend(winner) - log p_market(winner)`` is tested one-sided (paired t-test,
+    H0: mean gain <= 0). Unless the mean gain is positive and its p-value is below
+    ``validation_alpha``, ``fallback`` is True: the combined track then uses the market
+    alone, so it departs from the market only on evidence. Training races only.
 
     Args:
         late: Rows with out-of-sample ``p_fund``, ``p_market``, ``won``, ``off_time``.
         columns: The blend's input columns.
-        blend_params: ``model_zoo.blend`` (``validation_fraction``; 0 or null = no check).
+        blend_params: ``model_zoo.blend``: ``validation_fraction`` (0 or null = no
+            check) and ``validation_alpha`` (null = any positive mean gain is enough).
 
     Returns:
-        ``{"n_races", "blend_log_loss", "market_log_loss", "fallback"}`` (empty
-        ``{"fallback": False}`` when the check is off or there are too few race days).
+        ``{"n_races", "blend_log_loss", "market_log_loss", "gain_p_value", "fallback"}``
+        (just ``{"fallback": False}`` when the check is off or there are too few days).
+
+    Raises:
+        ValueError: If ``validation_fraction`` or ``validation_alpha`` is out of (0, 1).
     """
     fraction = blend_params.get("validation_fraction")
     if not fraction:
         return {"fallback": False}
-    if not 0.0 < float(fraction) < 1.0:
-        raise ValueError(
-            f"parameter model_zoo.blend.validation_fraction must be in (0, 1), got {fraction}"
-        )
+    alpha = blend_params.get("validation_alpha")
+    for name, value in (("validation_fraction", fraction), ("validation_alpha", alpha)):
+        if value is not None and not 0.0 < float(value) < 1.0:
+            raise ValueError(f"parameter model_zoo.blend.{name} must be in (0, 1), got {value}")
     days = compute_race_days(late)
     unique_days = np.sort(days.unique())
     cut_index = math.floor((1.0 - float(fraction)) * len(unique_days))
@@ -543,14 +551,25 @@ def _validate_blend(
     trial = BenterBlend(fund_col="p_fund", market_col="p_market").fit(fit_rows[columns])
     p_blend = np.asarray(trial.predict_proba(check[columns]), dtype=float)
     won = check["won"].to_numpy(dtype=float) == 1
-    blend_ll = float(-np.log(p_blend[won]).mean())
-    market_ll = float(-np.log(check["p_market"].to_numpy(dtype=float)[won]).mean())
+    gain = np.log(p_blend[won]) - np.log(check["p_market"].to_numpy(dtype=float)[won])
+    p_value = _one_sided_p(gain)
+    beats = gain.mean() > 0 and (alpha is None or p_value < float(alpha))
     return {
         "n_races": int(check["race_id"].nunique()),
-        "blend_log_loss": blend_ll,
-        "market_log_loss": market_ll,
-        "fallback": not blend_ll < market_ll,
+        "blend_log_loss": float(-np.log(p_blend[won]).mean()),
+        "market_log_loss": float(-np.log(check["p_market"].to_numpy(dtype=float)[won]).mean()),
+        "gain_p_value": p_value,
+        "fallback": not beats,
     }
+
+
+def _one_sided_p(gain: np.ndarray) -> float:
+    """One-sided paired t-test p-value of H0: mean(gain) <= 0 (1.0 when undefined)."""
+    from scipy import stats
+
+    if len(gain) < 2 or not np.ptp(gain) > 0:
+        return 1.0
+    return float(stats.ttest_1samp(gain, 0.0, alternative="greater").pvalue)
 
 
 def predict_blend_holdout(
