@@ -11,6 +11,8 @@ from typing import Any
 
 from kedro.config import OmegaConfigLoader
 
+from racecast.settings import CONFIG_LOADER_ARGS
+
 
 def project_root(start: Path | None = None) -> Path:
     """Return the project root (the folder with ``pyproject.toml`` and ``conf/``).
@@ -51,5 +53,7 @@ def load_parameters(env: str | None = None, root: Path | None = None) -> dict[st
     if env and not (root / "conf" / env).is_dir():
         envs = sorted(p.name for p in (root / "conf").iterdir() if p.is_dir() and p.name != "base")
         raise ValueError(f"--env {env}: no folder conf/{env} (available: {', '.join(envs)})")
-    loader = OmegaConfigLoader(conf_source=str(root / "conf"), base_env="base", default_run_env=run_env)
+    loader = OmegaConfigLoader(
+        conf_source=str(root / "conf"), **{**CONFIG_LOADER_ARGS, "default_run_env": run_env}
+    )
     return dict(loader["parameters"])

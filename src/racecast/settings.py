@@ -8,4 +8,7 @@ CONTEXT_CLASS = RacecastContext
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # An env (hkjc, racecards, local) overrides only the parameter keys it names; the
+    # rest of each block (e.g. ingestion.strict) keeps its base value.
+    "merge_strategy": {"parameters": "soft"},
 }

@@ -89,3 +89,22 @@ def test_register_bundle_registers_and_promotes():
     assert second["holdout_log_loss"] == 2.3 and second["champion_log_loss"] == 2.0
     assert second["fingerprint"] == bundle.fingerprint
     json.dumps(second)  # the registry_result dataset is JSON
+
+
+@pytest.mark.parametrize("env", ["hkjc", "racecards"])
+def test_each_data_env_registers_and_serves_its_own_model(env):
+    """A holdout log loss only compares with one on the same data: one name per data env.
+
+    The env overrides only those keys (soft merge): the rest of each block stays base.
+    """
+    from racecast.project import load_parameters
+
+    base, other = load_parameters(None), load_parameters(env)
+    assert base["registry"]["model_name"] == "racecast-win"
+    assert other["registry"]["model_name"] == f"racecast-win-{env}"
+    assert other["serving"]["bundle_uri"] == f"models:/racecast-win-{env}@champion"
+    assert base["serving"]["bundle_uri"] == "models:/racecast-win@champion"
+    for block in ("registry", "serving", "ingestion"):
+        kept = set(base[block]) - {"model_name", "bundle_uri", "source"}
+        assert {k: other[block][k] for k in kept} == {k: base[block][k] for k in kept}
+    assert other["ingestion"]["source"] == env
