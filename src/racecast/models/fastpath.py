@@ -1,0 +1,180 @@
+"""Lean prediction helpers for fitted scikit-learn and LightGBM pieces of the zoo.
+
+Scoring one race (a dozen rows) through scikit-learn's public ``transform`` /
+``predict_proba`` costs far more in input validation and dispatch (and, for a random
+forest, in joblib's per-tree scheduling) than in arithmetic. These helpers do the same
+arithmetic as the library, in the same order, on float64 numpy arrays the models have
+already validated, so their output is identical to the library's (tested in
+``tests/models/test_fastpath.py``). Anything they do not recognise goes through the
+library's own method, so a new preprocessing step is never silently mis-handled.
+
+Every model uses them for every prediction (training's out-of-fold and holdout
+predictions as well as serving), so both paths run the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from scipy import special
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "booster_predict",
+    "decision_function",
+    "forest_proba",
+    "logistic_positive_proba",
+    "transform",
+]
+
+
+def _impute(imputer: SimpleImputer, X: np.ndarray) -> np.ndarray:
+    """``SimpleImputer.transform`` of a dense float array (NaN missing values)."""
+    statistics = imputer.statistics_
+    if X.shape[1] != statistics.shape[0]:
+        raise ValueError(f"X has {X.shape[1]} features per sample, expected {statistics.shape[0]}")
+    mask = np.isnan(X)
+    out = np.array(X, dtype=np.float64, copy=True)
+    if mask.any():
+        out[mask] = np.broadcast_to(statistics.astype(np.float64), X.shape)[mask]
+    indicator = getattr(imputer, "indicator_", None)
+    if not imputer.add_indicator or indicator is None:
+        return out
+    flags = mask if indicator.features_.size == X.shape[1] else mask[:, indicator.features_]
+    return np.hstack((out, flags))
+
+
+def _is_plain_imputer(step: Any) -> bool:
+    """A fitted ``SimpleImputer`` this module reproduces exactly (NaN, keep empty features)."""
+    return (
+        type(step) is SimpleImputer
+        and isinstance(step.missing_values, float)
+        and np.isnan(step.missing_values)
+        and step.keep_empty_features
+        and (not step.add_indicator or step.indicator_.features == "missing-only")
+    )
+
+
+def _scale(scaler: StandardScaler, X: np.ndarray) -> np.ndarray:
+    """``StandardScaler.transform`` of a dense float64 array."""
+    out = np.array(X, dtype=np.float64, copy=True)
+    if scaler.with_mean:
+        out -= scaler.mean_.astype(np.float64)
+    if scaler.with_std:
+        out /= scaler.scale_.astype(np.float64)
+    return out
+
+
+def transform(step: Any, X: np.ndarray) -> np.ndarray:
+    """``step.transform(X)`` for a fitted imputer, scaler or a pipeline of them.
+
+    Median/mean ``SimpleImputer`` (NaN missing values, ``keep_empty_features``, missing
+    indicators) and ``StandardScaler`` are computed with numpy exactly as scikit-learn
+    does; a ``Pipeline`` is transformed step by step; any other transformer uses its
+    own ``transform``.
+
+    Args:
+        step: A fitted transformer or ``Pipeline`` of transformers.
+        X: Dense float64 rows.
+
+    Returns:
+        The transformed rows (a new array).
+    """
+    if isinstance(step, Pipeline):
+        for _, inner in step.steps:
+            if inner is not None and inner != "passthrough":
+                X = transform(inner, X)
+        return X
+    if _is_plain_imputer(step):
+        return _impute(step, X)
+    if type(step) is StandardScaler:
+        return _scale(step, X)
+    return step.transform(X)
+
+
+def decision_function(model: Any, X: np.ndarray) -> np.ndarray:
+    """``model.decision_function(X)`` of a fitted (pipeline ending in a) binary logistic regression.
+
+    Args:
+        model: A ``LogisticRegression`` or a ``Pipeline`` whose last step is one.
+        X: Dense float64 rows.
+
+    Returns:
+        One score per row: ``X @ coef_.T + intercept_``, as scikit-learn computes it.
+    """
+    if isinstance(model, Pipeline):
+        return decision_function(model[-1], transform(model[:-1], X))
+    if type(model) is not LogisticRegression or model.coef_.shape[0] != 1:
+        return model.decision_function(X)
+    scores = np.dot(np.asarray(X, dtype=np.float64), model.coef_.T) + model.intercept_
+    return scores.reshape(-1)
+
+
+def logistic_positive_proba(model: Any, X: np.ndarray) -> np.ndarray:
+    """``P(class 1)`` of a fitted binary logistic regression (or a pipeline ending in one).
+
+    Args:
+        model: A ``LogisticRegression`` or a ``Pipeline`` whose last step is one.
+        X: Dense float64 rows.
+
+    Returns:
+        ``expit(decision_function(X))``, scikit-learn's ``predict_proba(X)[:, 1]``.
+    """
+    final = model[-1] if isinstance(model, Pipeline) else model
+    if type(final) is not LogisticRegression or len(final.classes_) != 2:
+        return model.predict_proba(X)[:, 1]
+    return special.expit(decision_function(model, X))
+
+
+def forest_proba(forest: RandomForestClassifier, X: np.ndarray) -> np.ndarray:
+    """``RandomForestClassifier.predict_proba`` without joblib, for a sequential forest.
+
+    The same sum as scikit-learn's single-job path: each tree's leaf class fractions
+    (``tree_.predict`` on float32 rows) added in estimator order, then divided by the
+    number of trees. Forests with ``n_jobs`` other than None/1 or several outputs use
+    scikit-learn's own method.
+
+    Args:
+        forest: A fitted forest.
+        X: Dense rows (already imputed).
+
+    Returns:
+        Class probabilities, shape ``(rows, n_classes)``.
+    """
+    if forest.n_jobs not in (None, 1) or forest.n_outputs_ != 1:
+        return forest.predict_proba(X)
+    rows = np.ascontiguousarray(X, dtype=np.float32)
+    n_classes = int(forest.n_classes_)
+    total = np.zeros((rows.shape[0], n_classes), dtype=np.float64)
+    for tree in forest.estimators_:
+        total += tree.tree_.predict(rows)[:, :n_classes]
+    total /= len(forest.estimators_)
+    return total
+
+
+def booster_predict(model: Any, X: np.ndarray, **kwargs: Any) -> np.ndarray:
+    """A fitted LightGBM scikit-learn model's ``predict`` straight through its Booster.
+
+    ``LGBMModel.predict`` validates ``X`` and forwards to ``Booster.predict``; the
+    training parameters it forwards do not change a prediction, and the number of
+    threads does not either (rows are scored independently), so one thread is used.
+
+    Args:
+        model: A fitted ``LGBMRanker`` / ``LGBMClassifier`` / ``LGBMRegressor``.
+        X: Dense float64 rows.
+        **kwargs: More ``Booster.predict`` arguments (``pred_contrib=True`` ...).
+
+    Returns:
+        ``Booster.predict`` output (raw score of a ranker, ``P(class 1)`` of a binary
+        classifier).
+    """
+    data = np.ascontiguousarray(X, dtype=np.float64)
+    return model.booster_.predict(data, num_threads=1, **kwargs)
