@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Security
 from fastapi.concurrency import run_in_threadpool
@@ -50,7 +51,7 @@ from racecast.features.online import RacecardError, online_features, racecard_en
 from racecast.features.specs import VIEWS
 from racecast.serving.auth import ApiKeyVerifier, RateLimiter, load_api_key_hashes
 from racecast.serving.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
-from racecast.serving.scoring import ScoringConfig, score_races
+from racecast.serving.scoring import ScoringConfig, runner_positions, score_races
 from racecast.serving.settings import ServingSettings, SettingsError
 
 logger = logging.getLogger(__name__)
@@ -196,12 +197,11 @@ class InferenceService:
                 feature_store=self.feature_store,
             )
         if "odds_final" not in frame.columns and "odds_final" in entity_rows.columns:
-            frame = frame.merge(
-                entity_rows[["race_id", "horse_id", "odds_final"]],
-                on=["race_id", "horse_id"],
-                how="left",
-                validate="one_to_one",
-            )
+            # the racecard's final odds of each feature row (a one-to-one lookup by runner)
+            keys = list(zip(frame["race_id"].tolist(), frame["horse_id"].tolist(), strict=True))
+            at = runner_positions(entity_rows, keys, "racecard")
+            odds = entity_rows["odds_final"].to_numpy()
+            frame = frame.assign(odds_final=np.where(at >= 0, odds[np.maximum(at, 0)], np.nan))
         return frame
 
     def _explain(self, features: pd.DataFrame) -> dict[tuple[str, str], list[dict[str, Any]]]:
