@@ -248,3 +248,11 @@ def test_a_draw_shared_with_a_non_runner_is_rejected_by_both_paths() -> None:
     races[0]["n_runners"] -= 1
     assert not _batch_quarantines(races, runners)
     assert _light_accepts(races, runners)
+
+
+def test_race_numbers_when_asked_for_are_the_parsers() -> None:
+    text = json.dumps(_full_card())
+    races, _ = request.clean_racecard_frames(text, FILE, ["race_id", "race_no"], ["race_id"])
+    parsed = parse_racecards({FILE.removesuffix(".json"): lambda: text}, {"source": "racecards"})
+    expected = parsed[0].set_index("race_id")["race_no"]
+    assert races.set_index("race_id")["race_no"].sort_index().equals(expected.sort_index())

@@ -254,7 +254,9 @@ def clean_racecard_frames(
     races = _read(text, file)
     if races is None:
         return None
-    _number_races(races)
+    race_columns, runner_columns = list(race_columns), list(runner_columns)
+    if "race_no" in race_columns:  # a pandas sort: only when asked for
+        _number_races(races)
     race_rows: list[dict[str, Any]] = []
     runner_rows: list[dict[str, Any]] = []
     for race in races:
