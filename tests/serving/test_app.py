@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -276,3 +277,19 @@ def test_openapi_documents_the_routes(client):
     spec = client.get("/openapi.json").json()
     assert {"/api/v1/predict", "/api/v1/races/{race_id}", "/api/v1/horses/{horse_id}", "/health"} <= set(spec["paths"])
     assert "APIKeyHeader" in json.dumps(spec["components"]["securitySchemes"])
+
+
+def test_explanations_are_computed_alongside_the_predictions_and_workers_stop():
+    class _ThreadRecordingBundle(FakeBundle):
+        def explain(self, features, top_k=5):
+            self.explained_on = threading.current_thread().name
+            return super().explain(features, top_k)
+
+    bundle = _ThreadRecordingBundle()
+    app = create_app(settings(), bundle=bundle, feature_store=FakeStore(HORSES), clock=_Clock())
+    with TestClient(app) as c:
+        service = app.state.service
+        body = _predict(c).json()
+        assert bundle.explained_on.startswith("racecast-explain")
+        assert _race(body, "R-PRICED")["runners"][0]["explanation"]
+    assert service._explainers._shutdown

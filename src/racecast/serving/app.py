@@ -33,6 +33,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -70,6 +71,8 @@ _FIELD_PATH = re.compile(r"((?:meetings|results)(?:\[\d+\]|\.[A-Za-z_]\w*)*)")
 _PATH_PART = re.compile(r"\[(\d+)\]|([A-Za-z_]\w*)")
 _FIELD_NAME = re.compile(r"\bfield (\w+):")
 _HEALTH_HORSE = "__racecast_health__"
+#: Threads computing explanations alongside the predictions.
+_EXPLAIN_WORKERS = 2
 
 
 # ---------------------------------------------------------------------------- errors
@@ -185,6 +188,15 @@ class InferenceService:
         # One FeatureStore (one SQLite connection, one registry cache) for every thread.
         self._store_lock = threading.Lock()
         self._explain_warned = False
+        # Explanations (LightGBM TreeSHAP, native code that releases the GIL) are computed
+        # while the models predict; a few workers, shared by every request.
+        self._explainers = ThreadPoolExecutor(
+            max_workers=_EXPLAIN_WORKERS, thread_name_prefix="racecast-explain"
+        )
+
+    def close(self) -> None:
+        """Stop the explanation workers (queued explanations still finish)."""
+        self._explainers.shutdown(wait=False)
 
     def features(self, entity_rows: pd.DataFrame) -> pd.DataFrame:
         """The bundle's input for parsed racecard rows: online features + final odds."""
@@ -235,12 +247,14 @@ class InferenceService:
         Returns:
             As :meth:`score_rows`.
         """
+        explained = self._explainers.submit(self._explain, features)
         predictions = self.bundle.predict(features)
+        explanations = explained.result()
         races = score_races(
             predictions,
             entity_rows,
             features,
-            self._explain(features),
+            explanations,
             model_version=str(self.bundle.model_version),
             config=self.scoring,
         )
@@ -555,6 +569,8 @@ def create_app(
             )
         app.state.bundle_loaded = loaded_bundle is not None
         yield
+        if app.state.service is not None:
+            app.state.service.close()
         app.state.service = None
 
     app = FastAPI(
