@@ -167,3 +167,15 @@ def test_forest_with_several_jobs_uses_scikit_learn(fitted, test_frame) -> None:
         )
     finally:
         parallel.set_params(n_jobs=1)
+
+
+def test_forest_walk_follows_scikit_learn_for_missing_values_and_deep_trees() -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    fit, later = _missing_data(5)
+    fit[:, 2] = np.random.default_rng(6).normal(size=len(fit))  # no empty column here
+    y = (np.nan_to_num(fit[:, 0]) + fit[:, 1] > 0).astype(int)
+    forest = RandomForestClassifier(n_estimators=25, min_samples_leaf=1, random_state=0)
+    forest.fit(fit, y)  # scikit-learn trees learn where missing values go
+    np.testing.assert_array_equal(forest_proba(forest, later), forest.predict_proba(later))
+    np.testing.assert_array_equal(forest_proba(forest, fit), forest.predict_proba(fit))

@@ -15,6 +15,7 @@ predictions as well as serving), so both paths run the same code.
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any
 
 import numpy as np
@@ -134,12 +135,59 @@ def logistic_positive_proba(model: Any, X: np.ndarray) -> np.ndarray:
     return special.expit(decision_function(model, X))
 
 
+class _FlatForest:
+    """Every tree of a fitted forest in one set of node arrays (node ids offset per tree).
+
+    Walking all trees at once, level by level, replaces one ``tree_.predict`` call per
+    tree; each step is the comparison scikit-learn's ``Tree.apply`` makes (float32
+    feature value against the float64 threshold; a NaN follows ``missing_go_to_left``).
+    """
+
+    def __init__(self, forest: RandomForestClassifier) -> None:
+        trees = [estimator.tree_ for estimator in forest.estimators_]
+        starts = np.cumsum([0] + [tree.node_count for tree in trees[:-1]]).astype(np.intp)
+        shift = np.repeat(starts, [tree.node_count for tree in trees])
+        left = np.concatenate([tree.children_left for tree in trees]).astype(np.intp)
+        right = np.concatenate([tree.children_right for tree in trees]).astype(np.intp)
+        self.leaf = left < 0
+        self.left = np.where(self.leaf, -1, left + shift)
+        self.right = np.where(self.leaf, -1, right + shift)
+        self.feature = np.where(self.leaf, 0, np.concatenate([t.feature for t in trees]))
+        self.threshold = np.concatenate([tree.threshold for tree in trees])
+        self.missing_left = np.concatenate([tree.missing_go_to_left for tree in trees]) != 0
+        n_classes = int(forest.n_classes_)
+        self.value = np.concatenate([tree.value[:, 0, :n_classes] for tree in trees])
+        self.roots = starts
+        self.depth = max(int(tree.max_depth) for tree in trees)
+
+    def leaves(self, rows: np.ndarray) -> np.ndarray:
+        """Leaf node of every (row, tree), shape ``(rows, trees)``."""
+        node = np.broadcast_to(self.roots, (rows.shape[0], self.roots.shape[0])).copy()
+        row = np.arange(rows.shape[0])[:, None]
+        for _ in range(self.depth):
+            inner = ~self.leaf[node]
+            if not inner.any():
+                break
+            value = rows[row, self.feature[node]]
+            go_left = np.where(
+                np.isnan(value), self.missing_left[node], value <= self.threshold[node]
+            )
+            node = np.where(inner, np.where(go_left, self.left[node], self.right[node]), node)
+        return node
+
+
+_FLAT_FORESTS: weakref.WeakKeyDictionary[RandomForestClassifier, _FlatForest] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def forest_proba(forest: RandomForestClassifier, X: np.ndarray) -> np.ndarray:
     """``RandomForestClassifier.predict_proba`` without joblib, for a sequential forest.
 
     The same sum as scikit-learn's single-job path: each tree's leaf class fractions
-    (``tree_.predict`` on float32 rows) added in estimator order, then divided by the
-    number of trees. Forests with ``n_jobs`` other than None/1 or several outputs use
+    (the leaves of the float32 rows) added in estimator order, then divided by the
+    number of trees. The trees are walked together (:class:`_FlatForest`, built once
+    per fitted forest). Forests with ``n_jobs`` other than None/1 or several outputs use
     scikit-learn's own method.
 
     Args:
@@ -151,13 +199,14 @@ def forest_proba(forest: RandomForestClassifier, X: np.ndarray) -> np.ndarray:
     """
     if forest.n_jobs not in (None, 1) or forest.n_outputs_ != 1:
         return forest.predict_proba(X)
+    flat = _FLAT_FORESTS.get(forest)
+    if flat is None:
+        flat = _FLAT_FORESTS[forest] = _FlatForest(forest)
     rows = np.ascontiguousarray(X, dtype=np.float32)
-    n_classes = int(forest.n_classes_)
-    total = np.zeros((rows.shape[0], n_classes), dtype=np.float64)
-    for tree in forest.estimators_:
-        total += tree.tree_.predict(rows)[:, :n_classes]
-    total /= len(forest.estimators_)
-    return total
+    per_tree = flat.value[flat.leaves(rows)]  # (rows, trees, classes)
+    # scikit-learn adds the trees one after another into zeros: a running sum, not pairwise
+    total = np.cumsum(per_tree, axis=1)[:, -1, :]
+    return total / len(forest.estimators_)
 
 
 def booster_predict(model: Any, X: np.ndarray, **kwargs: Any) -> np.ndarray:
