@@ -141,20 +141,26 @@ class _FlatForest:
     Walking all trees at once, level by level, replaces one ``tree_.predict`` call per
     tree; each step is the comparison scikit-learn's ``Tree.apply`` makes (float32
     feature value against the float64 threshold; a NaN follows ``missing_go_to_left``).
+    A leaf points to itself, so rows that reached theirs stay put.
     """
 
     def __init__(self, forest: RandomForestClassifier) -> None:
         trees = [estimator.tree_ for estimator in forest.estimators_]
-        starts = np.cumsum([0] + [tree.node_count for tree in trees[:-1]]).astype(np.intp)
-        shift = np.repeat(starts, [tree.node_count for tree in trees])
+        sizes = [tree.node_count for tree in trees]
+        starts = np.cumsum([0, *sizes[:-1]]).astype(np.intp)
+        shift = np.repeat(starts, sizes)
         left = np.concatenate([tree.children_left for tree in trees]).astype(np.intp)
         right = np.concatenate([tree.children_right for tree in trees]).astype(np.intp)
-        self.leaf = left < 0
-        self.left = np.where(self.leaf, -1, left + shift)
-        self.right = np.where(self.leaf, -1, right + shift)
-        self.feature = np.where(self.leaf, 0, np.concatenate([t.feature for t in trees]))
-        self.threshold = np.concatenate([tree.threshold for tree in trees])
-        self.missing_left = np.concatenate([tree.missing_go_to_left for tree in trees]) != 0
+        leaf = left < 0
+        own = np.arange(left.shape[0], dtype=np.intp)
+        #: children[node] = (left, right); a leaf's children are itself
+        self.children = np.column_stack(
+            [np.where(leaf, own, left + shift), np.where(leaf, own, right + shift)]
+        )
+        self.feature = np.where(leaf, 0, np.concatenate([t.feature for t in trees]))
+        self.threshold = np.where(leaf, np.inf, np.concatenate([t.threshold for t in trees]))
+        self.missing_left = np.concatenate([t.missing_go_to_left for t in trees]) != 0
+        self.missing_left[leaf] = True
         n_classes = int(forest.n_classes_)
         self.value = np.concatenate([tree.value[:, 0, :n_classes] for tree in trees])
         self.roots = starts
@@ -164,15 +170,13 @@ class _FlatForest:
         """Leaf node of every (row, tree), shape ``(rows, trees)``."""
         node = np.broadcast_to(self.roots, (rows.shape[0], self.roots.shape[0])).copy()
         row = np.arange(rows.shape[0])[:, None]
+        missing = bool(np.isnan(rows).any())
         for _ in range(self.depth):
-            inner = ~self.leaf[node]
-            if not inner.any():
-                break
             value = rows[row, self.feature[node]]
-            go_left = np.where(
-                np.isnan(value), self.missing_left[node], value <= self.threshold[node]
-            )
-            node = np.where(inner, np.where(go_left, self.left[node], self.right[node]), node)
+            go_left = value <= self.threshold[node]
+            if missing:
+                go_left = np.where(np.isnan(value), self.missing_left[node], go_left)
+            node = self.children[node, (~go_left).astype(np.intp)]
         return node
 
 

@@ -30,7 +30,7 @@ from racecast.features.specs import FUNDAMENTAL_FEATURES
 from racecast.models.base import GroupLayout, RaceModel, group_layout
 from racecast.models.fastpath import booster_predict
 from racecast.models.trees import LGBMRankerModel
-from racecast.pipelines.model_zoo.nodes import PREDICTION_KEYS, TIME_ORDER
+from racecast.pipelines.model_zoo.nodes import TIME_ORDER
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +70,11 @@ class _TimeOrdered:
         self.position = {name: j for j, name in enumerate(names)}
 
     @classmethod
-    def of(cls, frame: pd.DataFrame, names: list[str]) -> _TimeOrdered:
-        """The time order of ``_input_frame`` rows (the sort of ``model_zoo.nodes._sorted``)."""
-        order = _time_order(frame)
-        values = frame[names].to_numpy(dtype=np.float64, na_value=np.nan)[order]
-        return cls(order, frame["race_id"].to_numpy(dtype=object)[order], values, names)
+    def of(cls, features: pd.DataFrame, values: np.ndarray, names: list[str]) -> _TimeOrdered:
+        """Feature rows and their matrix ``values`` in time order (as ``model_zoo.nodes._sorted``)."""
+        order = _time_order(features)
+        race_ids = features["race_id"].to_numpy(dtype=object)[order]
+        return cls(order, race_ids, values[order], names)
 
     def columns(self, model: RaceModel) -> np.ndarray:
         """The model's input matrix: its ``feature_names_in_`` columns of ``values``."""
@@ -151,11 +151,16 @@ def _time_order(frame: pd.DataFrame) -> np.ndarray:
     The order of ``frame.sort_values(TIME_ORDER, kind="mergesort")``, by a Python sort
     of the few rows of a request (falls back to pandas for a non-datetime off_time).
     """
-    off = frame["off_time"]
-    if off.dtype.kind != "M" and not isinstance(off.dtype, pd.DatetimeTZDtype):
-        return frame.sort_values(TIME_ORDER, kind="mergesort").index.to_numpy()
-    ticks = off.array.asi8.tolist()
     nat = int(np.iinfo(np.int64).min)
+    if "off_time" not in frame.columns:
+        ticks = [nat] * len(frame)
+    elif frame["off_time"].dtype.kind == "M" or isinstance(
+        frame["off_time"].dtype, pd.DatetimeTZDtype
+    ):
+        ticks = frame["off_time"].array.asi8.tolist()
+    else:
+        positional = frame[TIME_ORDER].reset_index(drop=True)
+        return positional.sort_values(TIME_ORDER, kind="mergesort").index.to_numpy()
     races = frame["race_id"].tolist()
     horses = frame["horse_id"].tolist()
     keys = [(t == nat, t, races[i], horses[i]) for i, t in enumerate(ticks)]
@@ -295,8 +300,8 @@ class InferenceBundle:
             ValueError: If a runner appears twice, a feature is not numeric or odds are
                 below 1.
         """
-        frame = self._input_frame(features)
-        rows = _TimeOrdered.of(frame, self.fundamental_features)
+        values, odds = self._input_arrays(features)
+        rows = _TimeOrdered.of(features, values, self.fundamental_features)
         base = {
             f"p_{name}": rows.normalised(
                 model.predict_proba_array(rows.columns(model), rows.layout)
@@ -310,15 +315,12 @@ class InferenceBundle:
             ]
         )
         p_fund = rows.normalised(self.stacker.predict_proba_array(stacked_input, rows.layout))
-        p_market = market_probabilities(
-            frame["odds_final"].to_numpy(dtype=np.float64), frame["race_id"].to_numpy(dtype=object)
-        )
+        p_market = market_probabilities(odds, features["race_id"].to_numpy(dtype=object))
         p_comb = self._blend(p_fund, p_market[rows.order], rows.race_ids)
-        out = frame[_RUNNER_KEYS].copy()
+        out = features[_RUNNER_KEYS].copy()
         out["p_market"] = p_market
         out["p_fundamental"] = rows.to_input_order(p_fund)
         out["p_combined"] = np.where(np.isnan(p_market), np.nan, rows.to_input_order(p_comb))
-        out.index = features.index
         return out[OUTPUT_COLUMNS]
 
     def _blend(self, p_fund: np.ndarray, p_market: np.ndarray, race_ids: np.ndarray) -> np.ndarray:
@@ -368,11 +370,10 @@ class InferenceBundle:
             One row per input row, in input order: ``race_id``, ``horse_id``, one column
             per ranker feature and ``bias``; in raw-score (utility) units.
         """
-        frame = self._input_frame(features)
-        columns, _, contrib = self._ranker_contributions(frame)
+        columns, _, contrib = self._ranker_contributions(features)
         out = pd.DataFrame(contrib[:, :-1], columns=columns, index=features.index)
-        out.insert(0, "horse_id", frame["horse_id"].to_numpy())
-        out.insert(0, "race_id", frame["race_id"].to_numpy())
+        out.insert(0, "horse_id", features["horse_id"].to_numpy())
+        out.insert(0, "race_id", features["race_id"].to_numpy())
         out[BIAS_COLUMN] = contrib[:, -1]
         return out
 
@@ -396,12 +397,11 @@ class InferenceBundle:
         """
         if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-        frame = self._input_frame(features)
-        columns, values, contrib = self._ranker_contributions(frame)
+        columns, values, contrib = self._ranker_contributions(features)
         matrix = contrib[:, :-1]
         k = min(int(top_k), len(columns))
         order = np.argsort(-np.abs(matrix), axis=1, kind="stable")[:, :k]
-        keys = zip(frame["race_id"].astype(str), frame["horse_id"].astype(str), strict=True)
+        keys = zip(features["race_id"].astype(str), features["horse_id"].astype(str), strict=True)
         result: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for row, key in enumerate(keys):
             result[key] = [
@@ -415,22 +415,27 @@ class InferenceBundle:
         return result
 
     def _ranker_contributions(
-        self, frame: pd.DataFrame
+        self, features: pd.DataFrame
     ) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(ranker columns, their values, ``pred_contrib`` matrix with the bias last)."""
         _, ranker = self.explainer()
+        self._check_input(features)
         columns = _fitted_columns(ranker, "the explaining ranker")
-        values = frame[columns].to_numpy(dtype=np.float64, na_value=np.nan)
+        values = _numeric_matrix(features, columns)
         contrib = np.asarray(booster_predict(ranker.booster_model_, values, pred_contrib=True))
         return columns, values, contrib
 
     # ------------------------------------------------------------------ internals
-    def _input_frame(self, features: pd.DataFrame) -> pd.DataFrame:
-        """A validated copy with numeric features, ``odds_final`` and ``off_time`` columns.
+    def _input_arrays(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Validated fundamental feature matrix and ``odds_final`` (NaN when absent), input order."""
+        self._check_input(features)
+        values = _numeric_matrix(features, self.fundamental_features)
+        if "odds_final" not in features.columns:
+            return values, np.full(len(features), np.nan)
+        return values, _numeric_matrix(features, ["odds_final"])[:, 0]
 
-        ``off_time`` only orders rows inside the model_zoo helpers; it is NaT when absent
-        (e.g. dropped by an MLflow signature).
-        """
+    def _check_input(self, features: pd.DataFrame) -> None:
+        """Raise unless ``features`` has rows, every needed column and unique runners."""
         if not isinstance(features, pd.DataFrame):
             raise TypeError(f"features must be a pandas DataFrame, got {type(features).__name__}")
         if features.empty:
@@ -443,22 +448,25 @@ class InferenceBundle:
                 "racecast.features.transform.build_features)"
             )
         _check_runner_keys(features)
-        keep = list(dict.fromkeys([*PREDICTION_KEYS, *self.fundamental_features, "odds_final"]))
-        frame = features.reindex(columns=keep).reset_index(drop=True)
-        if "off_time" not in features.columns:
-            frame["off_time"] = pd.NaT
-        dtypes = frame.dtypes  # one lookup, not one Series per column (this runs per request)
-        for column in [*self.fundamental_features, "odds_final"]:
-            if not pd.api.types.is_numeric_dtype(dtypes[column]):
-                try:
-                    frame[column] = pd.to_numeric(frame[column], errors="raise")
-                except (TypeError, ValueError) as error:
-                    raise ValueError(
-                        f"features: column {column!r} is not numeric ({error})"
-                    ) from error
-        if frame["odds_final"].dtype != np.float64:
-            frame["odds_final"] = frame["odds_final"].astype("float64")
-        return frame
+
+
+def _numeric_matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """``frame[columns]`` as float64 (NaN missing); text columns of numbers are converted.
+
+    Raises:
+        ValueError: If a column holds values that are not numbers.
+    """
+    selected = frame[columns]
+    dtypes = selected.dtypes  # one lookup, not one Series per column (this runs per request)
+    text = [c for c in columns if not pd.api.types.is_numeric_dtype(dtypes[c])]
+    if text:
+        selected = selected.copy()
+        for column in text:
+            try:
+                selected[column] = pd.to_numeric(selected[column], errors="raise")
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"features: column {column!r} is not numeric ({error})") from error
+    return selected.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _check_runner_keys(features: pd.DataFrame) -> None:
