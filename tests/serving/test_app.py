@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -293,3 +295,35 @@ def test_explanations_are_computed_alongside_the_predictions_and_workers_stop():
         assert bundle.explained_on.startswith("racecast-explain")
         assert _race(body, "R-PRICED")["runners"][0]["explanation"]
     assert service._explainers._shutdown
+
+
+def test_concurrent_requests_are_scored_one_at_a_time_and_all_answered():
+    class _CountingBundle(FakeBundle):
+        active = peak = 0
+        lock = threading.Lock()
+
+        def predict(self, features):
+            with self.lock:
+                type(self).active += 1
+                type(self).peak = max(self.peak, self.active)
+            try:
+                threading.Event().wait(0.01)
+                return super().predict(features)
+            finally:
+                with self.lock:
+                    type(self).active -= 1
+
+    app = create_app(settings(), bundle=_CountingBundle(), feature_store=FakeStore(HORSES))
+
+    async def run() -> list[int]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                posts = [
+                    c.post("/api/v1/predict", content=racecard_text(), headers=HEADERS)
+                    for _ in range(8)
+                ]
+                return [r.status_code for r in await asyncio.gather(*posts)]
+
+    assert asyncio.run(run()) == [200] * 8
+    assert _CountingBundle.peak == 1
