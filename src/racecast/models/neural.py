@@ -149,7 +149,8 @@ def tabnet_proba(network: Any, Z: np.ndarray) -> np.ndarray:
         Class probabilities, shape ``(rows, n_classes)``.
     """
     module = network.network
-    module.eval()
+    if any(part.training for part in module.modules()):
+        module.eval()
     size = int(network.batch_size)
     batches = []
     with torch.inference_mode():
@@ -425,7 +426,8 @@ class RaceSetAttention(RaceModel):
         Z = transform(self.preprocessor_, X).astype(np.float32)
         scores = np.empty(Z.shape[0], dtype=np.float64)
         chunk = 1024
-        self.network_.eval()
+        if any(part.training for part in self.network_.modules()):
+            self.network_.eval()
         with torch_threads(self.n_threads), torch.inference_mode():
             for first in range(0, layout.n_groups, chunk):
                 races = np.arange(first, min(first + chunk, layout.n_groups))
