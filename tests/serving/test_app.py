@@ -327,3 +327,14 @@ def test_concurrent_requests_are_scored_one_at_a_time_and_all_answered():
 
     assert asyncio.run(run()) == [200] * 8
     assert _CountingBundle.peak == 1
+
+
+@pytest.mark.parametrize("freeze_gc, frozen", [(None, False), (True, True), (False, False)])
+def test_gc_freeze_once_ready(monkeypatch, freeze_gc, frozen):
+    calls = []
+    monkeypatch.setattr(app_module.gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(app_module.gc, "collect", lambda: calls.append("collect") or 0)
+    app = create_app(settings(), bundle=FakeBundle(), feature_store=FakeStore(HORSES), freeze_gc=freeze_gc)
+    with TestClient(app) as c:
+        assert c.get("/health").status_code == 200
+    assert calls == (["collect", "freeze"] if frozen else [])
