@@ -73,8 +73,10 @@ _FIELD_PATH = re.compile(r"((?:meetings|results)(?:\[\d+\]|\.[A-Za-z_]\w*)*)")
 _PATH_PART = re.compile(r"\[(\d+)\]|([A-Za-z_]\w*)")
 _FIELD_NAME = re.compile(r"\bfield (\w+):")
 _HEALTH_HORSE = "__racecast_health__"
-#: Threads computing explanations alongside the predictions.
+#: Threads computing explanations alongside the predictions (shared by every service).
 _EXPLAIN_WORKERS = 2
+_EXPLAINERS: ThreadPoolExecutor | None = None
+_EXPLAINERS_LOCK = threading.Lock()
 #: Requests scored at the same time (the others queue in the event loop).
 _SCORING_SLOTS = 1
 
@@ -168,6 +170,22 @@ def _json_value(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- service
+def _explainers() -> ThreadPoolExecutor:
+    """The process's explanation workers, started on first use.
+
+    Explanations (LightGBM TreeSHAP: native code that releases the GIL) are computed
+    while the models predict. One small pool for the whole process, so that every
+    service (the app's, the CLI's, the scoring pipeline's) shares the same few threads.
+    """
+    global _EXPLAINERS
+    with _EXPLAINERS_LOCK:
+        if _EXPLAINERS is None:
+            _EXPLAINERS = ThreadPoolExecutor(
+                max_workers=_EXPLAIN_WORKERS, thread_name_prefix="racecast-explain"
+            )
+        return _EXPLAINERS
+
+
 class InferenceService:
     """Scores racecards with a bundle and the Feast online store (shared by app and CLI).
 
@@ -192,15 +210,6 @@ class InferenceService:
         # One FeatureStore (one SQLite connection, one registry cache) for every thread.
         self._store_lock = threading.Lock()
         self._explain_warned = False
-        # Explanations (LightGBM TreeSHAP, native code that releases the GIL) are computed
-        # while the models predict; a few workers, shared by every request.
-        self._explainers = ThreadPoolExecutor(
-            max_workers=_EXPLAIN_WORKERS, thread_name_prefix="racecast-explain"
-        )
-
-    def close(self) -> None:
-        """Stop the explanation workers (queued explanations still finish)."""
-        self._explainers.shutdown(wait=False)
 
     def features(self, entity_rows: pd.DataFrame) -> pd.DataFrame:
         """The bundle's input for parsed racecard rows: online features + final odds."""
@@ -251,7 +260,7 @@ class InferenceService:
         Returns:
             As :meth:`score_rows`.
         """
-        explained = self._explainers.submit(self._explain, features)
+        explained = _explainers().submit(self._explain, features)
         predictions = self.bundle.predict(features)
         explanations = explained.result()
         races = score_races(
@@ -592,8 +601,6 @@ def create_app(
         if freeze_gc or (freeze_gc is None and bundle is None):
             _freeze_gc()
         yield
-        if app.state.service is not None:
-            app.state.service.close()
         app.state.service = None
 
     app = FastAPI(
