@@ -149,7 +149,7 @@ def tabnet_proba(network: Any, Z: np.ndarray) -> np.ndarray:
         Class probabilities, shape ``(rows, n_classes)``.
     """
     module = network.network
-    if any(part.training for part in module.modules()):
+    if module.training:  # eval() is recursive: one check of the root is enough
         module.eval()
     size = int(network.batch_size)
     batches = []
@@ -426,7 +426,7 @@ class RaceSetAttention(RaceModel):
         Z = transform(self.preprocessor_, X).astype(np.float32)
         scores = np.empty(Z.shape[0], dtype=np.float64)
         chunk = 1024
-        if any(part.training for part in self.network_.modules()):
+        if self.network_.training:
             self.network_.eval()
         with torch_threads(self.n_threads), torch.inference_mode():
             for first in range(0, layout.n_groups, chunk):
