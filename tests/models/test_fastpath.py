@@ -179,3 +179,41 @@ def test_forest_walk_follows_scikit_learn_for_missing_values_and_deep_trees() ->
     forest.fit(fit, y)  # scikit-learn trees learn where missing values go
     np.testing.assert_array_equal(forest_proba(forest, later), forest.predict_proba(later))
     np.testing.assert_array_equal(forest_proba(forest, fit), forest.predict_proba(fit))
+
+
+def test_forest_goes_tree_by_tree_for_many_rows(monkeypatch, fitted, test_frame) -> None:  # noqa: F811
+    from racecast.models import fastpath
+
+    X, _ = _rows(test_frame)
+    forest = fitted("RandomForestModel").pipeline_
+    imputed = transform(forest.named_steps["impute"], X)
+    walked = forest_proba(forest.named_steps["forest"], imputed)
+    monkeypatch.setattr(fastpath, "FLAT_WALK_MAX_CELLS", 0)
+    by_tree = forest_proba(forest.named_steps["forest"], imputed)
+    np.testing.assert_array_equal(by_tree, walked)
+    np.testing.assert_array_equal(by_tree, forest.predict_proba(X))
+
+
+def test_large_batches_keep_the_libraries_threading(monkeypatch, fitted, test_frame) -> None:  # noqa: F811
+    from racecast.models import fastpath
+
+    X, layout = _rows(test_frame)
+    ranker = fitted("LGBMRankerModel").booster_model_
+    classifier = fitted("LGBMClassifierModel").booster_model_
+    catboost = fitted("CatBoostRankerModel")
+    small = (
+        booster_predict(ranker, X),
+        booster_predict(ranker, X, pred_contrib=True),
+        booster_predict(classifier, X),
+        catboost.predict_proba_array(X, layout),
+    )
+    monkeypatch.setattr(fastpath, "SMALL_BATCH_ROWS", 0)
+    large = (
+        booster_predict(ranker, X),
+        booster_predict(ranker, X, pred_contrib=True),
+        booster_predict(classifier, X),
+        catboost.predict_proba_array(X, layout),
+    )
+    for got, expected in zip(large, small, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(large[2], classifier.predict_proba(X)[:, 1])

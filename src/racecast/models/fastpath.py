@@ -33,6 +33,7 @@ __all__ = [
     "decision_function",
     "forest_proba",
     "logistic_positive_proba",
+    "small_batch",
     "transform",
 ]
 
@@ -180,6 +181,14 @@ class _FlatForest:
         return node
 
 
+#: Rows up to which the helpers predict on one thread (a request scores a race or a day's
+#: racecards; training's out-of-fold predictions keep the libraries' threading).
+SMALL_BATCH_ROWS = 1024
+
+#: Largest rows x trees walked together by :class:`_FlatForest` (a request's race is
+#: ~3,000 cells; a training fold's tens of thousands of rows go tree by tree).
+FLAT_WALK_MAX_CELLS = 200_000
+
 _FLAT_FORESTS: weakref.WeakKeyDictionary[RandomForestClassifier, _FlatForest] = (
     weakref.WeakKeyDictionary()
 )
@@ -190,8 +199,8 @@ def forest_proba(forest: RandomForestClassifier, X: np.ndarray) -> np.ndarray:
 
     The same sum as scikit-learn's single-job path: each tree's leaf class fractions
     (the leaves of the float32 rows) added in estimator order, then divided by the
-    number of trees. The trees are walked together (:class:`_FlatForest`, built once
-    per fitted forest). Forests with ``n_jobs`` other than None/1 or several outputs use
+    number of trees. A few rows walk every tree together (:class:`_FlatForest`, built
+    once per fitted forest), many rows go tree by tree. Forests with ``n_jobs`` other than None/1 or several outputs use
     scikit-learn's own method.
 
     Args:
@@ -203,10 +212,18 @@ def forest_proba(forest: RandomForestClassifier, X: np.ndarray) -> np.ndarray:
     """
     if forest.n_jobs not in (None, 1) or forest.n_outputs_ != 1:
         return forest.predict_proba(X)
+    rows = np.ascontiguousarray(X, dtype=np.float32)
+    n_classes = int(forest.n_classes_)
+    if rows.shape[0] * len(forest.estimators_) > FLAT_WALK_MAX_CELLS:
+        # many rows (training's out-of-fold predictions): one tree at a time, as
+        # scikit-learn does, instead of (rows x trees) arrays per level
+        total = np.zeros((rows.shape[0], n_classes), dtype=np.float64)
+        for estimator in forest.estimators_:
+            total += estimator.tree_.predict(rows)[:, :n_classes]
+        return total / len(forest.estimators_)
     flat = _FLAT_FORESTS.get(forest)
     if flat is None:
         flat = _FLAT_FORESTS[forest] = _FlatForest(forest)
-    rows = np.ascontiguousarray(X, dtype=np.float32)
     per_tree = flat.value[flat.leaves(rows)]  # (rows, trees, classes)
     # scikit-learn adds the trees one after another into zeros: a running sum, not pairwise
     total = np.cumsum(per_tree, axis=1)[:, -1, :]
@@ -218,7 +235,10 @@ def booster_predict(model: Any, X: np.ndarray, **kwargs: Any) -> np.ndarray:
 
     ``LGBMModel.predict`` validates ``X`` and forwards to ``Booster.predict``; the
     training parameters it forwards do not change a prediction, and the number of
-    threads does not either (rows are scored independently), so one thread is used.
+    threads does not either (rows are scored independently). Up to
+    :data:`SMALL_BATCH_ROWS` rows go to the Booster on one thread (a second, busy core
+    only makes a race wait); more rows take ``LGBMModel.predict`` with the model's own
+    ``n_jobs``.
 
     Args:
         model: A fitted ``LGBMRanker`` / ``LGBMClassifier`` / ``LGBMRegressor``.
@@ -230,4 +250,13 @@ def booster_predict(model: Any, X: np.ndarray, **kwargs: Any) -> np.ndarray:
         classifier).
     """
     data = np.ascontiguousarray(X, dtype=np.float64)
+    if data.shape[0] > SMALL_BATCH_ROWS:
+        from lightgbm import LGBMModel
+
+        return LGBMModel.predict(model, data, **kwargs)
     return model.booster_.predict(data, num_threads=1, **kwargs)
+
+
+def small_batch(X: np.ndarray) -> bool:
+    """Whether ``X`` is a request-sized batch (see :data:`SMALL_BATCH_ROWS`)."""
+    return X.shape[0] <= SMALL_BATCH_ROWS

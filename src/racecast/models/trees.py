@@ -26,7 +26,7 @@ from racecast.models.base import (
     make_imputer,
     merge_params,
 )
-from racecast.models.fastpath import booster_predict, forest_proba, transform
+from racecast.models.fastpath import booster_predict, forest_proba, small_batch, transform
 
 logger = logging.getLogger(__name__)
 
@@ -248,8 +248,9 @@ class CatBoostRankerModel(RaceModel):
         self.booster_model_ = CatBoostRanker(**params).fit(pool)
 
     def _score_sorted(self, X: np.ndarray, layout: GroupLayout) -> np.ndarray:
-        # one thread: rows are scored independently, and a busy second core would stall
-        return self.booster_model_.predict(X, thread_count=1)
+        # a race on one thread (a busy second core would stall it); rows are scored
+        # independently, so the thread count never changes a score
+        return self.booster_model_.predict(X, thread_count=1 if small_batch(X) else -1)
 
     def _importance_values(self) -> Mapping[str, float]:
         values = self.booster_model_.get_feature_importance(type="PredictionValuesChange")
