@@ -8,8 +8,14 @@ the repository root::
         [--bundle models:/racecast-win@champion | path/to/bundle.pkl] [--env local]
 
 The largest race of the racecard (14 runners in Hong Kong) is posted as a one-race
-racecard. Measured, with the bundle and the FeatureStore loaded once:
+racecard. Measured, with the bundle and the FeatureStore loaded once and the GC frozen
+afterwards (as ``racecast serve`` does):
 
+* stages: the service's steps called in process, p50 / p95 of each over ``--requests``
+  races: parse (racecard -> entity rows: the request fast path and ``entity_frame``),
+  features (Feast online read + ``build_features``), predict (every model, stacker,
+  blend), explain (LightGBM contributions; the service computes them on a worker thread
+  while the models predict) and score (probabilities -> answer);
 * in-process: ``POST /api/v1/predict`` through FastAPI's ``TestClient`` (no network),
   p50 / p95 / p99 over ``--requests`` sequential requests;
 * over HTTP: the same app under uvicorn on a free loopback port, sequential requests
@@ -42,14 +48,16 @@ from rich.console import Console
 from rich.table import Table
 
 from racecast.features.store import get_store
-from racecast.serving.app import create_app
+from racecast.serving.app import InferenceService, create_app, parse_racecard
 from racecast.serving.registry import load_bundle
+from racecast.serving.scoring import score_races
 from racecast.serving.settings import ServingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "data" / "08_reporting" / "benchmark_serving.json"
 BENCH_KEY = "benchmark-key-not-a-secret"
 MAX_THROUGHPUT_REQUESTS = 2000
+STAGES = ("parse", "features", "predict", "explain", "score")
 
 
 def one_race_racecard(path: Path, race_id: str | None) -> tuple[str, str, int]:
@@ -85,6 +93,29 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
         "p99_ms": float(np.percentile(ms, 99)),
         "mean_ms": float(ms.mean()),
     }
+
+
+def stage_latencies(
+    service: InferenceService, body: str, n: int
+) -> dict[str, dict[str, float]]:
+    """p50 / p95 of each step of the service over ``n`` runs of the same racecard."""
+    seconds: dict[str, list[float]] = {name: [] for name in STAGES}
+    for _ in range(n):
+        start = time.perf_counter()
+        rows = parse_racecard(body)
+        parsed = time.perf_counter()
+        features = service.features(rows)
+        featured = time.perf_counter()
+        predictions = service.bundle.predict(features)
+        predicted = time.perf_counter()
+        explanations = service.bundle.explain(features, top_k=service.settings.explain_top_k)
+        explained = time.perf_counter()
+        score_races(predictions, rows, features, explanations, "benchmark", service.scoring)
+        scored = time.perf_counter()
+        marks = [start, parsed, featured, predicted, explained, scored]
+        for name, begin, end in zip(STAGES, marks[:-1], marks[1:], strict=True):
+            seconds[name].append(end - begin)
+    return {name: percentiles(values) for name, values in seconds.items()}
 
 
 def timed(call, n: int) -> list[float]:
@@ -169,15 +200,17 @@ def main() -> None:
     store = get_store(settings.feature_repo)
     headers = {"X-API-Key": BENCH_KEY, "Content-Type": "application/json"}
 
-    with TestClient(create_app(settings, bundle=bundle, feature_store=store)) as client:
+    app = create_app(settings, bundle=bundle, feature_store=store, freeze_gc=True)
+    with TestClient(app) as client:
         post = lambda: client.post("/api/v1/predict", content=body, headers=headers)  # noqa: E731
         timed(post, 5)
+        stages = stage_latencies(app.state.service, body, args.requests)
         in_process = percentiles(timed(post, args.requests))
 
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, bundle=bundle, feature_store=store),
+            create_app(settings, bundle=bundle, feature_store=store, freeze_gc=True),
             host="127.0.0.1",
             port=port,
             log_level="warning",
@@ -207,6 +240,7 @@ def main() -> None:
         "runners": runners,
         "model_version": str(bundle.model_version),
         "bundle_load_s": load_s,
+        "stages": stages,
         "in_process": in_process,
         "http_loopback": over_http,
         "throughput": concurrent,
@@ -224,7 +258,13 @@ def main() -> None:
         (f"HTTP loopback, concurrency {args.concurrency}", concurrent["latency"]),
     ):
         table.add_row(name, str(stats["n"]), *(f"{stats[k]:.1f}" for k in ("p50_ms", "p95_ms", "p99_ms")))
+    steps = Table(title="in-process steps (explain overlaps predict in the service)")
+    for column in ("step", "p50 ms", "p95 ms"):
+        steps.add_column(column, justify="right" if column != "step" else "left")
+    for name, stats in stages.items():
+        steps.add_row(name, f"{stats['p50_ms']:.1f}", f"{stats['p95_ms']:.1f}")
     console = Console()
+    console.print(steps)
     console.print(table)
     console.print(
         f"throughput: {concurrent['requests_per_s']:.1f} requests/s over {total} requests, "

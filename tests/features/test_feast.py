@@ -156,3 +156,33 @@ def test_lean_online_reader_returns_exactly_what_get_online_features_returns(fea
 def feast_single(fs, row):
     """``h_runs`` of one runner through Feast's own online read."""
     return float(store.online_state(fs, row, "combined_v1")["h_runs"].iloc[0])
+
+
+def test_stored_values_decode_like_protobuf():
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from racecast.features.store import proto_value, stored_value
+
+    values = [
+        *(Value(double_val=x) for x in (0.0, -0.0, 1.5, -2.25e-300, 1e308, float("inf"))),
+        *(Value(int64_val=x) for x in (0, 1, 127, 128, 300, -1, -300, 2**63 - 1, -(2**63))),
+        Value(string_val="ST|turf|1200"),
+        Value(string_val=""),
+        Value(int32_val=-7),
+        Value(bool_val=True),
+        Value(),
+    ]
+    blobs = [v.SerializeToString() for v in values]
+    # two fields in one message (the last one wins) and a varint with a redundant byte
+    blobs += [blobs[7] + blobs[2], bytes([0x20, 0x85, 0x00]), bytes([0x20, 0x80])]
+    for blob in blobs:
+        try:
+            expected = proto_value(Value.FromString(blob))
+        except Exception:  # noqa: BLE001 - a truncated message must fail the same way
+            with pytest.raises(Exception):  # noqa: B017
+                stored_value(blob)
+            continue
+        got = stored_value(blob)
+        assert type(got) is type(expected) and (got == expected or got != got), blob.hex()
+    nan = stored_value(Value(double_val=float("nan")).SerializeToString())
+    assert nan != nan

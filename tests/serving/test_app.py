@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -276,3 +279,60 @@ def test_openapi_documents_the_routes(client):
     spec = client.get("/openapi.json").json()
     assert {"/api/v1/predict", "/api/v1/races/{race_id}", "/api/v1/horses/{horse_id}", "/health"} <= set(spec["paths"])
     assert "APIKeyHeader" in json.dumps(spec["components"]["securitySchemes"])
+
+
+def test_explanations_are_computed_alongside_the_predictions():
+    class _ThreadRecordingBundle(FakeBundle):
+        def explain(self, features, top_k=5):
+            self.explained_on = threading.current_thread().name
+            return super().explain(features, top_k)
+
+    bundle = _ThreadRecordingBundle()
+    app = create_app(settings(), bundle=bundle, feature_store=FakeStore(HORSES), clock=_Clock())
+    with TestClient(app) as c:
+        body = _predict(c).json()
+        assert bundle.explained_on.startswith("racecast-explain")
+        assert _race(body, "R-PRICED")["runners"][0]["explanation"]
+
+
+def test_concurrent_requests_are_scored_one_at_a_time_and_all_answered():
+    class _CountingBundle(FakeBundle):
+        active = peak = 0
+        lock = threading.Lock()
+
+        def predict(self, features):
+            with self.lock:
+                type(self).active += 1
+                type(self).peak = max(self.peak, self.active)
+            try:
+                threading.Event().wait(0.01)
+                return super().predict(features)
+            finally:
+                with self.lock:
+                    type(self).active -= 1
+
+    app = create_app(settings(), bundle=_CountingBundle(), feature_store=FakeStore(HORSES))
+
+    async def run() -> list[int]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                posts = [
+                    c.post("/api/v1/predict", content=racecard_text(), headers=HEADERS)
+                    for _ in range(8)
+                ]
+                return [r.status_code for r in await asyncio.gather(*posts)]
+
+    assert asyncio.run(run()) == [200] * 8
+    assert _CountingBundle.peak == 1
+
+
+@pytest.mark.parametrize("freeze_gc, frozen", [(None, False), (True, True), (False, False)])
+def test_gc_freeze_once_ready(monkeypatch, freeze_gc, frozen):
+    calls = []
+    monkeypatch.setattr(app_module.gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(app_module.gc, "collect", lambda: calls.append("collect") or 0)
+    app = create_app(settings(), bundle=FakeBundle(), feature_store=FakeStore(HORSES), freeze_gc=freeze_gc)
+    with TestClient(app) as c:
+        assert c.get("/health").status_code == 200
+    assert calls == (["collect", "freeze"] if frozen else [])

@@ -16,13 +16,20 @@ from typing import Any
 
 import pandas as pd
 
-from racecast.features import state, store, transform
+from racecast.features import specs, state, store, transform
 
 logger = logging.getLogger(__name__)
 
 
 class RacecardError(ValueError):
     """A racecard that cannot be scored; the message names the file and field."""
+
+
+#: Canonical columns ``state.entity_frame`` reads from races and from runners.
+_ENTITY_INPUT_COLUMNS = (
+    [*state.RACE_FIELDS, *state.RACE_RESULT_FIELDS],
+    [*state.RUNNER_FIELDS, specs.CARD_ORDER, *state.RUNNER_RESULT_FIELDS],
+)
 
 
 def racecard_entity_rows(text: str, source_file: str = "<request>") -> pd.DataFrame:
@@ -39,11 +46,15 @@ def racecard_entity_rows(text: str, source_file: str = "<request>") -> pd.DataFr
         RacecardError: If the file is not a valid racecard or any record was rejected.
     """
     from racecast.ingestion.racecards import parse_racecards
+    from racecast.ingestion.request import clean_racecard_frames
     from racecast.ingestion.validate import validate_and_split
 
     stem = Path(source_file).name.removesuffix(".json")
     if not stem.endswith(".racecard"):
         stem = f"{stem}.racecard"
+    clean = clean_racecard_frames(text, f"{stem}.json", *_ENTITY_INPUT_COLUMNS)
+    if clean is not None:  # every record valid: the batch path would keep them all
+        return state.entity_frame(*clean)
     parsed = parse_racecards({stem: lambda: text}, {"source": "racecards"})
     summary = parsed[3]
     if summary["files_rejected"]:

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import struct
 import sys
 import threading
 from collections.abc import Iterator
@@ -303,7 +304,7 @@ class OnlineReader:
             return self._sqlite
 
     def _read_view(self, view: Any, names: list[str], protos: list[Any]) -> list[dict | None]:
-        """Stored values per entity key (None when the entity has no row).
+        """Stored values per entity key, as Python values (None when the entity has no row).
 
         For the SQLite online store this is ``SqliteOnlineStore.online_read``'s query on
         Feast's table (``<project>_<view>``, serialized entity keys) without its
@@ -311,9 +312,11 @@ class OnlineReader:
         """
         if self._sqlite_path is None or not Path(self._sqlite_path).is_file():
             found = self._provider.online_read(self._config, view, protos, names)
-            return [values for _, values in found]
+            return [
+                None if values is None else {n: proto_value(v) for n, v in values.items()}
+                for _, values in found
+            ]
         from feast.infra.key_encoding_utils import serialize_entity_key
-        from feast.protos.feast.types.Value_pb2 import Value
 
         version = self._config.entity_key_serialization_version
         keys = [serialize_entity_key(p, entity_key_serialization_version=version) for p in protos]
@@ -327,8 +330,28 @@ class OnlineReader:
         by_key: dict[bytes, dict[str, Any]] = {}
         for key, name, blob in cursor.fetchall():
             if name in wanted:
-                by_key.setdefault(key, {})[name] = Value.FromString(blob)
+                by_key.setdefault(key, {})[name] = stored_value(blob)
         return [by_key.get(key) for key in keys]
+
+    def _fill(
+        self,
+        rows: list[int],
+        values: dict[str, Any],
+        numbers: list[list[float]],
+        texts: dict[str, list[Any]],
+    ) -> None:
+        """Put one entity's stored values (Python values, None: unset) into its runners' rows."""
+        for name, python in values.items():
+            if python is None:
+                continue
+            if name in texts:
+                column = texts[name]
+                for i in rows:
+                    column[i] = python
+            elif name in self._numeric_slot:
+                slot = self._numeric_slot[name]
+                for i in rows:
+                    numbers[i][slot] = python
 
     def read(self, entity_rows: pd.DataFrame) -> pd.DataFrame:
         """Stored features of the runners' entities (NaN/None where there is no row).
@@ -347,8 +370,9 @@ class OnlineReader:
         from feast.protos.feast.types.Value_pb2 import Value
 
         n = len(entity_rows)
-        numbers = np.full((n, len(self._numeric)), np.nan)
-        texts = {name: np.full(n, None, dtype=object) for name in self._strings}
+        # plain lists while filling (a numpy item assignment per value costs ~1 us)
+        numbers = [[np.nan] * len(self._numeric) for _ in range(n)]
+        texts: dict[str, list[Any]] = {name: [None] * n for name in self._strings}
         for view, names, keys in self._plan:
             missing = [k for k in keys if k not in entity_rows.columns]
             if missing:
@@ -369,19 +393,60 @@ class OnlineReader:
             ]
             found = self._read_view(view, names, protos)
             for rows, values in zip(rows_of.values(), found, strict=True):
-                for name, value in (values or {}).items():
-                    kind = value.WhichOneof("val")
-                    if kind is None:
-                        continue
-                    python = getattr(value, kind)
-                    if name in texts:
-                        texts[name][rows] = python
-                    elif name in self._numeric_slot:
-                        numbers[rows, self._numeric_slot[name]] = python
-        frame = pd.DataFrame(numbers, index=entity_rows.index, columns=self._numeric)
+                self._fill(rows, values or {}, numbers, texts)
+        matrix = np.array(numbers, dtype=np.float64).reshape(n, len(self._numeric))
+        frame = pd.DataFrame(matrix, index=entity_rows.index, columns=self._numeric)
         for name, values in texts.items():
             frame[name] = pd.array(values, dtype="string")
         return frame[self.columns]
+
+
+_DOUBLE = struct.Struct("<d")
+_DOUBLE_TAG = 0x29  # Value.double_val: field 5, 64-bit
+_INT64_TAG = 0x20  # Value.int64_val: field 4, varint
+
+
+def proto_value(value: Any) -> Any:
+    """The Python value of a Feast ``Value`` proto (None when no field is set)."""
+    kind = value.WhichOneof("val")
+    return None if kind is None else getattr(value, kind)
+
+
+def _varint_to_end(blob: bytes, start: int) -> int | None:
+    """The varint starting at ``start`` when it ends exactly at the end of ``blob``."""
+    result = shift = 0
+    last = len(blob) - 1
+    for i in range(start, len(blob)):
+        byte = blob[i]
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return result if i == last else None
+    return None
+
+
+def stored_value(blob: bytes) -> Any:
+    """The Python value of a serialized Feast ``Value``, as ``Value.FromString`` gives it.
+
+    The two encodings the state tables store (one ``double_val`` or one ``int64_val``
+    field) are read directly, ~3x faster than building the message; anything else goes
+    through protobuf. ``tests/features/test_feast.py`` compares both on edge cases.
+
+    Args:
+        blob: A serialized ``feast.types.Value``.
+
+    Returns:
+        The set field's value, or None when no field is set.
+    """
+    if len(blob) == 9 and blob[0] == _DOUBLE_TAG:
+        return _DOUBLE.unpack_from(blob, 1)[0]
+    if len(blob) >= 2 and blob[0] == _INT64_TAG:
+        number = _varint_to_end(blob, 1)
+        if number is not None and number < 1 << 64:
+            return number - (1 << 64) if number >= 1 << 63 else number
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return proto_value(Value.FromString(blob))
 
 
 def _sqlite_online_path(config: Any) -> str | None:

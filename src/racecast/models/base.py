@@ -271,6 +271,9 @@ def torch_threads(n_threads: int | None) -> Iterator[None]:
     if n_threads < 1:
         raise ValueError(f"n_threads must be at least 1 or None, got {n_threads}")
     previous = torch.get_num_threads()
+    if previous == n_threads:  # nothing to change (the serving process runs one thread)
+        yield
+        return
     torch.set_num_threads(int(n_threads))
     try:
         yield
@@ -290,6 +293,13 @@ def _as_aligned_series(values: Any, X: pd.DataFrame, name: str) -> pd.Series:
     if array.ndim != 1 or array.shape[0] != len(X):
         raise ValueError(f"{name} must be 1-D with {len(X)} entries, got shape {array.shape}")
     return pd.Series(array, index=X.index, name=name)
+
+
+def _check_finite_or_missing(array: np.ndarray, columns: list[str]) -> None:
+    """Raise if a feature matrix holds infinite values (NaN means missing and is fine)."""
+    infinite = np.isinf(array).any(axis=0)
+    if infinite.any():
+        raise ValueError(f"X has infinite values in columns {list(np.asarray(columns)[infinite])}")
 
 
 class RaceModel(BaseEstimator, ABC):
@@ -384,6 +394,36 @@ class RaceModel(BaseEstimator, ABC):
         scores, layout = self._sorted_scores(X, groups)
         return segment_softmax(scores, layout)[layout.inverse]
 
+    def predict_proba_array(self, X: np.ndarray, layout: GroupLayout) -> np.ndarray:
+        """:meth:`predict_proba` of a float64 feature matrix whose races are already laid out.
+
+        The array form of :meth:`predict_proba` for callers that score several models on
+        the same rows (the inference bundle): the frame checks, the column selection and
+        :func:`group_layout` are done once by the caller instead of once per model. The
+        scores and the softmax are the same code as :meth:`predict_proba`.
+
+        Args:
+            X: One row per runner, columns in ``feature_names_in_`` order, float64 (NaN
+                missing), in the caller's row order.
+            layout: :func:`group_layout` of the rows' race ids.
+
+        Returns:
+            One probability per row of ``X`` (input order), summing to one per race.
+
+        Raises:
+            ValueError: If ``X`` has the wrong shape or infinite values.
+        """
+        check_is_fitted(self)
+        features = np.asarray(X, dtype=np.float64)
+        if features.ndim != 2 or features.shape != (layout.order.shape[0], self.n_features_in_):
+            raise ValueError(
+                f"X must have shape ({layout.order.shape[0]}, {self.n_features_in_}), "
+                f"got {features.shape}"
+            )
+        _check_finite_or_missing(features, list(self.feature_names_in_))
+        scores = self._scores_of_sorted(features[layout.order], layout)
+        return segment_softmax(scores, layout)[layout.inverse]
+
     def importance(self) -> pd.Series:
         """Feature importance as reported by the underlying library.
 
@@ -438,11 +478,7 @@ class RaceModel(BaseEstimator, ABC):
             dtypes = {c: str(dtype) for c, dtype in dtypes.items()}
             raise ValueError(f"X has non-numeric feature columns {dtypes}")
         array = frame.to_numpy(dtype=np.float64, na_value=np.nan)
-        infinite = np.isinf(array).any(axis=0)
-        if infinite.any():
-            raise ValueError(
-                f"X has infinite values in columns {list(np.asarray(columns)[infinite])}"
-            )
+        _check_finite_or_missing(array, columns)
         return array
 
     # ------------------------------------------------------------------- internals
@@ -493,10 +529,14 @@ class RaceModel(BaseEstimator, ABC):
         group_series = _as_aligned_series(groups, X, "groups")
         layout = group_layout(group_series)
         features = self._extract(X, columns)[layout.order]
+        return self._scores_of_sorted(features, layout), layout
+
+    def _scores_of_sorted(self, features: np.ndarray, layout: GroupLayout) -> np.ndarray:
+        """:meth:`_score_sorted`, checked: one finite float64 score per sorted row."""
         scores = np.asarray(self._score_sorted(features, layout), dtype=np.float64)
-        if scores.shape != (len(X),) or not np.isfinite(scores).all():
+        if scores.shape != (features.shape[0],) or not np.isfinite(scores).all():
             raise RuntimeError(f"{type(self).__name__} produced invalid scores")
-        return scores, layout
+        return scores
 
 
 class ClassifierRaceModel(RaceModel):

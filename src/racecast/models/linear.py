@@ -23,6 +23,7 @@ from racecast.models.base import (
     segment_log_softmax,
     winner_weights,
 )
+from racecast.models.fastpath import logistic_positive_proba, transform
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class ConditionalLogit(RaceModel):
         self.train_loss_ = float(result.fun)
 
     def _score_sorted(self, X: np.ndarray, layout: GroupLayout) -> np.ndarray:
-        return self.preprocessor_.transform(X) @ self.coef_standardised_.to_numpy()
+        return transform(self.preprocessor_, X) @ self.coef_standardised_.to_numpy()
 
     def _importance_values(self) -> Mapping[str, float]:
         coef = self.coef_standardised_
@@ -171,7 +172,7 @@ class LogisticModel(ClassifierRaceModel):
         self.pipeline_ = pipe.fit(X, y)
 
     def _positive_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.pipeline_.predict_proba(X)[:, 1]
+        return logistic_positive_proba(self.pipeline_, X)
 
     def _importance_values(self) -> Mapping[str, float]:
         imputer = self.pipeline_.named_steps["prep"].named_steps["impute"]

@@ -23,6 +23,7 @@ from racecast.models.base import (
     torch_threads,
     winner_weights,
 )
+from racecast.models.fastpath import transform
 
 logger = logging.getLogger(__name__)
 
@@ -122,15 +123,42 @@ class TabNetModel(ClassifierRaceModel):
         self.network_ = network
 
     def _positive_proba(self, X: np.ndarray) -> np.ndarray:
-        Z = self.preprocessor_.transform(X).astype(np.float32)
+        Z = transform(self.preprocessor_, X).astype(np.float32)
         with torch_threads(self.n_threads):
-            return self.network_.predict_proba(Z)[:, 1]
+            return tabnet_proba(self.network_, Z)[:, 1]
 
     def _importance_values(self) -> Mapping[str, float]:
         names = imputed_feature_names(
             self.preprocessor_.named_steps["impute"], self.feature_names_in_
         )
         return fold_indicator_importance(self.network_.feature_importances_, names)
+
+
+def tabnet_proba(network: Any, Z: np.ndarray) -> np.ndarray:
+    """``TabNetClassifier.predict_proba`` without its DataLoader and autograd.
+
+    The same batches (``network.batch_size`` rows, in order) through the same eval-mode
+    module and softmax, under ``torch.inference_mode``: the library's loader only stacks
+    the rows of each batch, and its forward pass records a graph nobody uses.
+
+    Args:
+        network: A fitted ``pytorch_tabnet`` classifier.
+        Z: Float32 input rows.
+
+    Returns:
+        Class probabilities, shape ``(rows, n_classes)``.
+    """
+    module = network.network
+    if module.training:  # eval() is recursive: one check of the root is enough
+        module.eval()
+    size = int(network.batch_size)
+    batches = []
+    with torch.inference_mode():
+        for first in range(0, Z.shape[0], size):
+            rows = torch.from_numpy(np.ascontiguousarray(Z[first : first + size]))
+            logits, _ = module(rows.to(network.device).float())
+            batches.append(torch.softmax(logits, dim=1).cpu().numpy())
+    return np.vstack(batches)
 
 
 class SetAttentionBlock(nn.Module):
@@ -395,11 +423,12 @@ class RaceSetAttention(RaceModel):
         self.history_ = history
 
     def _score_sorted(self, X: np.ndarray, layout: GroupLayout) -> np.ndarray:
-        Z = self.preprocessor_.transform(X).astype(np.float32)
+        Z = transform(self.preprocessor_, X).astype(np.float32)
         scores = np.empty(Z.shape[0], dtype=np.float64)
         chunk = 1024
-        self.network_.eval()
-        with torch_threads(self.n_threads), torch.no_grad():
+        if self.network_.training:
+            self.network_.eval()
+        with torch_threads(self.n_threads), torch.inference_mode():
             for first in range(0, layout.n_groups, chunk):
                 races = np.arange(first, min(first + chunk, layout.n_groups))
                 x_pad, mask = pad_races(Z, layout, races)

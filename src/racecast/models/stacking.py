@@ -73,6 +73,7 @@ from racecast.models.base import (
     segment_log_softmax,
     winner_weights,
 )
+from racecast.models.fastpath import booster_predict, decision_function
 from racecast.models.linear import conditional_logit_loss
 
 logger = logging.getLogger(__name__)
@@ -278,7 +279,7 @@ class StackedMetaLearner(RaceModel):
             return log_pa
         check_is_fitted(self, "ranker_")
         features = self._stage_b_features(log_pa, self._log_base(X), X)
-        return self.coef_[0] * log_pa + self.coef_[1] * self.ranker_.predict(features)
+        return self.coef_[0] * log_pa + self.coef_[1] * booster_predict(self.ranker_, features)
 
     def _importance_values(self) -> dict[str, float]:
         """Stage B gain per input column when fitted with it, else ``|stage A coef|``."""
@@ -378,7 +379,7 @@ class StackedMetaLearner(RaceModel):
         return segment_log_softmax(np.log(calibrated), layout)
 
     def _stage_a_log_proba(self, X: np.ndarray, layout: GroupLayout) -> np.ndarray:
-        score = self.stage_a_.decision_function(self._log_base(X))
+        score = decision_function(self.stage_a_, self._log_base(X))
         return self._calibrated_log_proba(score, layout)
 
     def _stage_b_features(

@@ -26,6 +26,7 @@ from racecast.models.base import (
     make_imputer,
     merge_params,
 )
+from racecast.models.fastpath import booster_predict, forest_proba, small_batch, transform
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class LGBMRankerModel(_LightGBMParams, RaceModel):
         self.booster_model_ = model.fit(X, labels, group=layout.sizes)
 
     def _score_sorted(self, X: np.ndarray, layout: GroupLayout) -> np.ndarray:
-        return self.booster_model_.predict(X)
+        return booster_predict(self.booster_model_, X)
 
     def _importance_values(self) -> Mapping[str, float]:
         gain = self.booster_model_.booster_.feature_importance(importance_type="gain")
@@ -170,7 +171,7 @@ class LGBMClassifierModel(_LightGBMParams, ClassifierRaceModel):
         self.booster_model_ = lgb.LGBMClassifier(**params).fit(X, y)
 
     def _positive_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.booster_model_.predict_proba(X)[:, 1]
+        return booster_predict(self.booster_model_, X)
 
     def _importance_values(self) -> Mapping[str, float]:
         gain = self.booster_model_.booster_.feature_importance(importance_type="gain")
@@ -247,7 +248,9 @@ class CatBoostRankerModel(RaceModel):
         self.booster_model_ = CatBoostRanker(**params).fit(pool)
 
     def _score_sorted(self, X: np.ndarray, layout: GroupLayout) -> np.ndarray:
-        return self.booster_model_.predict(X)
+        # a race on one thread (a busy second core would stall it); rows are scored
+        # independently, so the thread count never changes a score
+        return self.booster_model_.predict(X, thread_count=1 if small_batch(X) else -1)
 
     def _importance_values(self) -> Mapping[str, float]:
         values = self.booster_model_.get_feature_importance(type="PredictionValuesChange")
@@ -394,7 +397,8 @@ class RandomForestModel(ClassifierRaceModel):
         self.pipeline_ = pipe.fit(X, y)
 
     def _positive_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.pipeline_.predict_proba(X)[:, 1]
+        imputed = transform(self.pipeline_.named_steps["impute"], X)
+        return forest_proba(self.pipeline_.named_steps["forest"], imputed)[:, 1]
 
     def _importance_values(self) -> Mapping[str, float]:
         names = imputed_feature_names(self.pipeline_.named_steps["impute"], self.feature_names_in_)

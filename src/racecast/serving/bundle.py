@@ -26,17 +26,11 @@ import numpy as np
 import pandas as pd
 
 from racecast.evaluation.blend import BenterBlend
-from racecast.evaluation.metrics import market_probability
 from racecast.features.specs import FUNDAMENTAL_FEATURES
-from racecast.models.base import RaceModel
+from racecast.models.base import GroupLayout, RaceModel, group_layout
+from racecast.models.fastpath import booster_predict
 from racecast.models.trees import LGBMRankerModel
-from racecast.pipelines.model_zoo.nodes import (
-    LABELS,
-    PREDICTION_KEYS,
-    predict_blend_holdout,
-    predict_holdout,
-    predict_stacked_holdout,
-)
+from racecast.pipelines.model_zoo.nodes import TIME_ORDER
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +47,124 @@ OUTPUT_COLUMNS = ["race_id", "horse_id", "p_fundamental", "p_market", "p_combine
 BIAS_COLUMN = "bias"
 
 _RUNNER_KEYS = ["race_id", "horse_id"]
+
+
+class _TimeOrdered:
+    """Input rows in the model_zoo helpers' order (``off_time``, ``race_id``, ``horse_id``).
+
+    Attributes:
+        order: Positions of the input rows in time order.
+        race_ids: Race id per ordered row.
+        layout: :func:`~racecast.models.base.group_layout` of the ordered rows.
+        values: Fundamental feature matrix of the ordered rows (float64, NaN missing).
+        position: Fundamental feature name -> column of ``values``.
+    """
+
+    def __init__(
+        self, order: np.ndarray, race_ids: np.ndarray, values: np.ndarray, names: list[str]
+    ) -> None:
+        self.order = order
+        self.race_ids = race_ids
+        self.layout: GroupLayout = group_layout(race_ids)
+        self.values = values
+        self.position = {name: j for j, name in enumerate(names)}
+
+    @classmethod
+    def of(cls, features: pd.DataFrame, values: np.ndarray, names: list[str]) -> _TimeOrdered:
+        """Feature rows and their matrix ``values`` in time order (as ``model_zoo.nodes._sorted``)."""
+        order = _time_order(features)
+        race_ids = features["race_id"].to_numpy(dtype=object)[order]
+        return cls(order, race_ids, values[order], names)
+
+    def columns(self, model: RaceModel) -> np.ndarray:
+        """The model's input matrix: its ``feature_names_in_`` columns of ``values``."""
+        return self.values[:, [self.position[str(c)] for c in model.feature_names_in_]]
+
+    def normalised(self, p: np.ndarray) -> np.ndarray:
+        """``p`` divided by its per-race sum, as ``predict_holdout`` normalises."""
+        codes = self.layout.codes[self.layout.inverse]
+        return p / race_sums(p, codes, self.layout.n_groups)[codes]
+
+    def to_input_order(self, values: np.ndarray) -> np.ndarray:
+        """Values of the ordered rows, back in input order."""
+        out = np.empty_like(values)
+        out[self.order] = values
+        return out
+
+
+def race_sums(values: np.ndarray, codes: np.ndarray, n_races: int) -> np.ndarray:
+    """Per-race sums of ``values`` (NaN skipped), bit for bit as pandas' groupby sum.
+
+    pandas adds a group's values in row order with Kahan compensation; this does the same
+    (a plain ``np.bincount`` can differ in the last bit), so a per-race normalisation here
+    equals the model_zoo helpers' ``p / p.groupby(race).transform("sum")`` exactly.
+
+    Args:
+        values: One float per row.
+        codes: Race code (0 .. n_races - 1) per row.
+        n_races: Number of races.
+
+    Returns:
+        One sum per race code.
+    """
+    sums = [0.0] * n_races
+    carry = [0.0] * n_races
+    for value, code in zip(values.tolist(), codes.tolist(), strict=True):
+        if value != value:  # NaN
+            continue
+        step = value - carry[code]
+        total = sums[code] + step
+        carry[code] = total - sums[code] - step
+        if carry[code] != carry[code]:  # inf - inf: pandas resets the compensation
+            carry[code] = 0.0
+        sums[code] = total
+    return np.asarray(sums, dtype=np.float64)
+
+
+def market_probabilities(odds: np.ndarray, race_ids: np.ndarray) -> np.ndarray:
+    """:func:`racecast.evaluation.metrics.market_probability` on arrays (same numbers).
+
+    Args:
+        odds: Final decimal odds per runner (NaN: not priced).
+        race_ids: Race id per runner.
+
+    Returns:
+        ``(1/odds)`` normalised per race; NaN for every runner of a race where any
+        runner lacks odds.
+
+    Raises:
+        ValueError: If an odds value is below 1.
+    """
+    if (odds < 1).any():
+        raise ValueError("column 'odds_final' has decimal odds below 1 (odds include the stake)")
+    codes, uniques = pd.factorize(race_ids)
+    inverse = 1.0 / odds
+    no_market = np.bincount(codes, weights=np.isnan(odds), minlength=len(uniques)) > 0
+    p = inverse / race_sums(inverse, codes, len(uniques))[codes]
+    p[no_market[codes]] = np.nan
+    return p
+
+
+def _time_order(frame: pd.DataFrame) -> np.ndarray:
+    """Positions of the rows sorted stably by (off_time, race_id, horse_id), NaT last.
+
+    The order of ``frame.sort_values(TIME_ORDER, kind="mergesort")``, by a Python sort
+    of the few rows of a request (falls back to pandas for a non-datetime off_time).
+    """
+    nat = int(np.iinfo(np.int64).min)
+    if "off_time" not in frame.columns:
+        ticks = [nat] * len(frame)
+    elif frame["off_time"].dtype.kind == "M" or isinstance(
+        frame["off_time"].dtype, pd.DatetimeTZDtype
+    ):
+        ticks = frame["off_time"].array.asi8.tolist()
+    else:
+        positional = frame[TIME_ORDER].reset_index(drop=True)
+        return positional.sort_values(TIME_ORDER, kind="mergesort").index.to_numpy()
+    races = frame["race_id"].tolist()
+    horses = frame["horse_id"].tolist()
+    keys = [(t == nat, t, races[i], horses[i]) for i, t in enumerate(ticks)]
+    return np.asarray(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
 
 
 def _fitted_columns(model: Any, what: str) -> list[str]:
@@ -163,6 +275,14 @@ class InferenceBundle:
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """Win probabilities of every runner.
 
+        The model_zoo pipeline's holdout steps (:func:`predict_holdout` of each base
+        model, :func:`predict_stacked_holdout`, :func:`predict_blend_holdout`) on numpy
+        arrays: the rows are put in those helpers' time order once, every model scores
+        the same float64 matrix through
+        :meth:`~racecast.models.base.RaceModel.predict_proba_array` (the code of
+        ``predict_proba``) and each output is normalised per race as the helpers do.
+        ``tests/serving/test_bundle.py`` checks the result against the helpers.
+
         Args:
             features: ``build_features`` rows (``race_id``, ``horse_id``, every
                 fundamental feature; ``off_time`` optional) and optionally
@@ -180,27 +300,39 @@ class InferenceBundle:
             ValueError: If a runner appears twice, a feature is not numeric or odds are
                 below 1.
         """
-        frame = self._input_frame(features)
-        base = {name: predict_holdout(model, frame) for name, model in self.base_models.items()}
-        with_labels = frame.assign(**{c: np.nan for c in LABELS if c not in frame.columns})
-        stacked = predict_stacked_holdout(self.stacker, with_labels, **base)
-        combined = predict_blend_holdout(self.blend, stacked, frame)
-        out = frame[_RUNNER_KEYS].copy()
-        out["p_market"] = market_probability(frame).to_numpy()
-        out = out.merge(
-            stacked[_RUNNER_KEYS + ["p"]].rename(columns={"p": "p_fundamental"}),
-            on=_RUNNER_KEYS,
-            how="left",
-            validate="one_to_one",
-        ).merge(
-            combined[_RUNNER_KEYS + ["p"]].rename(columns={"p": "p_combined"}),
-            on=_RUNNER_KEYS,
-            how="left",
-            validate="one_to_one",
+        values, odds = self._input_arrays(features)
+        rows = _TimeOrdered.of(features, values, self.fundamental_features)
+        base = {
+            f"p_{name}": rows.normalised(
+                model.predict_proba_array(rows.columns(model), rows.layout)
+            )
+            for name, model in self.base_models.items()
+        }
+        stacked_input = np.column_stack(
+            [
+                base[name] if name in base else rows.values[:, rows.position[name]]
+                for name in (str(c) for c in self.stacker.feature_names_in_)
+            ]
         )
-        out["p_combined"] = out["p_combined"].where(out["p_market"].notna())
-        out.index = features.index
+        p_fund = rows.normalised(self.stacker.predict_proba_array(stacked_input, rows.layout))
+        p_market = market_probabilities(odds, features["race_id"].to_numpy(dtype=object))
+        p_comb = self._blend(p_fund, p_market[rows.order], rows.race_ids)
+        out = features[_RUNNER_KEYS].copy()
+        out["p_market"] = p_market
+        out["p_fundamental"] = rows.to_input_order(p_fund)
+        out["p_combined"] = np.where(np.isnan(p_market), np.nan, rows.to_input_order(p_comb))
         return out[OUTPUT_COLUMNS]
+
+    def _blend(self, p_fund: np.ndarray, p_market: np.ndarray, race_ids: np.ndarray) -> np.ndarray:
+        """:func:`predict_blend_holdout`: the blend where the race has a market, else ``p_fund``."""
+        combined = p_fund.copy()
+        has_market = ~np.isnan(p_market)
+        if has_market.any():
+            pairs = np.column_stack([p_fund[has_market], p_market[has_market]])
+            combined[has_market] = np.asarray(
+                self.blend.predict_proba(pairs, groups=race_ids[has_market]), dtype=np.float64
+            )
+        return combined
 
     # ------------------------------------------------------------------ explanations
     def explainer(self) -> tuple[str, LGBMRankerModel]:
@@ -238,11 +370,10 @@ class InferenceBundle:
             One row per input row, in input order: ``race_id``, ``horse_id``, one column
             per ranker feature and ``bias``; in raw-score (utility) units.
         """
-        frame = self._input_frame(features)
-        columns, _, contrib = self._ranker_contributions(frame)
+        columns, _, contrib = self._ranker_contributions(features)
         out = pd.DataFrame(contrib[:, :-1], columns=columns, index=features.index)
-        out.insert(0, "horse_id", frame["horse_id"].to_numpy())
-        out.insert(0, "race_id", frame["race_id"].to_numpy())
+        out.insert(0, "horse_id", features["horse_id"].to_numpy())
+        out.insert(0, "race_id", features["race_id"].to_numpy())
         out[BIAS_COLUMN] = contrib[:, -1]
         return out
 
@@ -266,12 +397,11 @@ class InferenceBundle:
         """
         if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-        frame = self._input_frame(features)
-        columns, values, contrib = self._ranker_contributions(frame)
+        columns, values, contrib = self._ranker_contributions(features)
         matrix = contrib[:, :-1]
         k = min(int(top_k), len(columns))
         order = np.argsort(-np.abs(matrix), axis=1, kind="stable")[:, :k]
-        keys = zip(frame["race_id"].astype(str), frame["horse_id"].astype(str), strict=True)
+        keys = zip(features["race_id"].astype(str), features["horse_id"].astype(str), strict=True)
         result: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for row, key in enumerate(keys):
             result[key] = [
@@ -285,22 +415,30 @@ class InferenceBundle:
         return result
 
     def _ranker_contributions(
-        self, frame: pd.DataFrame
+        self, features: pd.DataFrame
     ) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(ranker columns, their values, ``pred_contrib`` matrix with the bias last)."""
         _, ranker = self.explainer()
+        self._check_input(features)
         columns = _fitted_columns(ranker, "the explaining ranker")
-        values = frame[columns].to_numpy(dtype=np.float64, na_value=np.nan)
-        contrib = np.asarray(ranker.booster_model_.predict(values, pred_contrib=True))
+        values = _numeric_matrix(features, columns)
+        contrib = np.asarray(booster_predict(ranker.booster_model_, values, pred_contrib=True))
         return columns, values, contrib
 
     # ------------------------------------------------------------------ internals
-    def _input_frame(self, features: pd.DataFrame) -> pd.DataFrame:
-        """A validated copy with numeric features, ``odds_final`` and ``off_time`` columns.
+    def _input_arrays(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Validated fundamental feature matrix and ``odds_final`` (NaN when absent), input order."""
+        self._check_input(features)
+        values = _numeric_matrix(features, self.fundamental_features)
+        if "odds_final" not in features.columns:
+            return values, np.full(len(features), np.nan)
+        odds = features["odds_final"]
+        if pd.api.types.is_numeric_dtype(odds.dtype):
+            return values, odds.to_numpy(dtype=np.float64, na_value=np.nan)
+        return values, _numeric_matrix(features, ["odds_final"])[:, 0]
 
-        ``off_time`` only orders rows inside the model_zoo helpers; it is NaT when absent
-        (e.g. dropped by an MLflow signature).
-        """
+    def _check_input(self, features: pd.DataFrame) -> None:
+        """Raise unless ``features`` has rows, every needed column and unique runners."""
         if not isinstance(features, pd.DataFrame):
             raise TypeError(f"features must be a pandas DataFrame, got {type(features).__name__}")
         if features.empty:
@@ -312,29 +450,43 @@ class InferenceBundle:
                 f"features lack columns {missing[:10]} (expected the output of "
                 "racecast.features.transform.build_features)"
             )
-        if features[_RUNNER_KEYS].isna().any().any():
-            raise ValueError("features: race_id and horse_id must not be missing")
-        duplicated = features.duplicated(_RUNNER_KEYS)
-        if duplicated.any():
-            first = features.loc[duplicated, _RUNNER_KEYS].iloc[0].tolist()
-            raise ValueError(
-                f"features: runner {first} appears more than once ({int(duplicated.sum())} "
-                "duplicated rows)"
-            )
-        keep = list(dict.fromkeys([*PREDICTION_KEYS, *self.fundamental_features, "odds_final"]))
-        frame = features.reindex(columns=keep).reset_index(drop=True)
-        if "off_time" not in features.columns:
-            frame["off_time"] = pd.NaT
-        for column in [*self.fundamental_features, "odds_final"]:
-            if not pd.api.types.is_numeric_dtype(frame[column]):
-                try:
-                    frame[column] = pd.to_numeric(frame[column], errors="raise")
-                except (TypeError, ValueError) as error:
-                    raise ValueError(
-                        f"features: column {column!r} is not numeric ({error})"
-                    ) from error
-        frame["odds_final"] = frame["odds_final"].astype("float64")
-        return frame
+        _check_runner_keys(features)
+
+
+def _numeric_matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """``frame[columns]`` as float64 (NaN missing); text columns of numbers are converted.
+
+    Raises:
+        ValueError: If a column holds values that are not numbers.
+    """
+    selected = frame[columns]
+    # select_dtypes is the cheap screen (~30 us, the dtypes Series costs ~150 us); it also
+    # lists bool and nullable columns, which is_numeric_dtype then accepts
+    screened = selected.select_dtypes(exclude="number").columns
+    text = [c for c in screened if not pd.api.types.is_numeric_dtype(selected[c].dtype)]
+    if text:
+        selected = selected.copy()
+        for column in text:
+            try:
+                selected[column] = pd.to_numeric(selected[column], errors="raise")
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"features: column {column!r} is not numeric ({error})") from error
+    return selected.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _check_runner_keys(features: pd.DataFrame) -> None:
+    """Raise if a runner key is missing or a runner appears twice."""
+    race_ids = features["race_id"].to_numpy(dtype=object)
+    horse_ids = features["horse_id"].to_numpy(dtype=object)
+    if pd.isna(race_ids).any() or pd.isna(horse_ids).any():
+        raise ValueError("features: race_id and horse_id must not be missing")
+    if len(set(zip(race_ids, horse_ids, strict=True))) == len(features):
+        return
+    duplicated = features.duplicated(_RUNNER_KEYS)
+    first = features.loc[duplicated, _RUNNER_KEYS].iloc[0].tolist()
+    raise ValueError(
+        f"features: runner {first} appears more than once ({int(duplicated.sum())} duplicated rows)"
+    )
 
 
 def bundle_fingerprint(

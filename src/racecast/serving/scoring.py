@@ -31,9 +31,10 @@ import pandas as pd
 
 from racecast.signals.staking import edge, fair_odds, kelly_fraction, stake_units
 
-__all__ = ["ScoringConfig", "feature_staleness_days", "score_races"]
+__all__ = ["ScoringConfig", "feature_staleness_days", "runner_positions", "score_races"]
 
 _KEYS = ["race_id", "horse_id"]
+_CONTEXT = ["off_time", "course", "n_runners", "odds_final"]
 _SECONDS_PER_DAY = 86_400.0
 
 
@@ -57,9 +58,13 @@ class ScoringConfig:
         staking_track: str = "fundamental",
     ) -> None:
         if staking_track not in ("fundamental", "combined"):
-            raise ValueError(f"staking_track must be 'fundamental' or 'combined', got {staking_track!r}")
+            raise ValueError(
+                f"staking_track must be 'fundamental' or 'combined', got {staking_track!r}"
+            )
         if not staleness_threshold_days > 0:
-            raise ValueError(f"staleness_threshold_days must be > 0, got {staleness_threshold_days}")
+            raise ValueError(
+                f"staleness_threshold_days must be > 0, got {staleness_threshold_days}"
+            )
         self.kelly_fraction = float(kelly_fraction)
         self.bankroll_units = float(bankroll_units)
         self.max_stake_fraction = float(max_stake_fraction)
@@ -106,14 +111,58 @@ def feature_staleness_days(features: pd.DataFrame) -> pd.Series:
 
 
 def _check_predictions(predictions: pd.DataFrame) -> None:
-    missing = [c for c in [*_KEYS, "p_fundamental", "p_market", "p_combined"] if c not in predictions]
+    missing = [
+        c for c in [*_KEYS, "p_fundamental", "p_market", "p_combined"] if c not in predictions
+    ]
     if missing:
         raise KeyError(f"predictions lack columns {missing}")
     p = predictions["p_fundamental"].to_numpy(dtype=float)
     bad = ~((p > 0) & (p <= 1))
     if bad.any():
         first = predictions.loc[bad, _KEYS].iloc[0].tolist()
-        raise ValueError(f"predictions: p_fundamental of runner {first} is {p[bad][0]!r}, not in (0, 1]")
+        raise ValueError(
+            f"predictions: p_fundamental of runner {first} is {p[bad][0]!r}, not in (0, 1]"
+        )
+
+
+def runner_positions(frame: pd.DataFrame, keys: list[tuple[Any, Any]], what: str) -> np.ndarray:
+    """Row position in ``frame`` of each ``(race_id, horse_id)`` (-1 when absent).
+
+    Args:
+        frame: Rows with ``race_id`` and ``horse_id``.
+        keys: The runners to find.
+        what: Name of ``frame`` in the error message.
+
+    Returns:
+        One position per key.
+
+    Raises:
+        pandas.errors.MergeError: If a runner appears twice in ``frame`` or in ``keys``
+            (as the one-to-one merge this replaces).
+    """
+    rows = list(zip(frame["race_id"].tolist(), frame["horse_id"].tolist(), strict=True))
+    index = {key: i for i, key in enumerate(rows)}
+    if len(index) != len(rows) or len(set(keys)) != len(keys):
+        raise pd.errors.MergeError(f"runners are not unique in the predictions or the {what}")
+    return np.asarray([index.get(key, -1) for key in keys], dtype=np.int64)
+
+
+def _staleness_of(features: pd.DataFrame, keys: list[tuple[Any, Any]]) -> np.ndarray:
+    """:func:`feature_staleness_days` of each runner of ``keys`` (NaN when not in features)."""
+    at = runner_positions(features, keys, "feature rows")
+    days = feature_staleness_days(features).to_numpy(dtype=float)
+    return np.where(at >= 0, days[np.maximum(at, 0)], np.nan)
+
+
+def _ranks(race_ids: list[Any], p: np.ndarray) -> list[int]:
+    """1 + the number of runners of the same race with a higher ``p`` (ties share the best)."""
+    by_race: dict[Any, list[float]] = {}
+    for race_id, value in zip(race_ids, p.tolist(), strict=True):
+        by_race.setdefault(race_id, []).append(value)
+    return [
+        1 + sum(other > value for other in by_race[race_id])
+        for race_id, value in zip(race_ids, p.tolist(), strict=True)
+    ]
 
 
 def _staking(p: np.ndarray, odds: np.ndarray, config: ScoringConfig) -> dict[str, np.ndarray]:
@@ -159,59 +208,65 @@ def score_races(
     """
     config = config or ScoringConfig()
     _check_predictions(predictions)
-    context_cols = [c for c in ["off_time", "course", "n_runners", "odds_final"] if c in entity_rows]
-    frame = predictions[[*_KEYS, "p_fundamental", "p_market", "p_combined"]].merge(
-        entity_rows[[*_KEYS, *context_cols]], on=_KEYS, how="left", validate="one_to_one", indicator=True
-    )
-    if (frame["_merge"] != "both").any():
-        first = frame.loc[frame["_merge"] != "both", _KEYS].iloc[0].tolist()
-        raise KeyError(f"predicted runner {first} is not on the racecard")
-    staleness = features[_KEYS].assign(staleness_days=feature_staleness_days(features).to_numpy())
-    frame = frame.drop(columns="_merge").merge(staleness, on=_KEYS, how="left", validate="one_to_one")
+    race_ids = predictions["race_id"].tolist()
+    horse_ids = predictions["horse_id"].tolist()
+    at = runner_positions(entity_rows, list(zip(race_ids, horse_ids, strict=True)), "racecard")
+    missing = [i for i, j in enumerate(at) if j < 0]
+    if missing:
+        raise KeyError(
+            f"predicted runner {[race_ids[missing[0]], horse_ids[missing[0]]]} is not on the racecard"
+        )
+    context = {c: entity_rows[c].to_numpy(dtype=object)[at] for c in _CONTEXT if c in entity_rows}
+    staleness = _staleness_of(features, list(zip(race_ids, horse_ids, strict=True)))
     odds = (
-        pd.to_numeric(frame["odds_final"], errors="coerce").to_numpy(dtype=float)
-        if "odds_final" in frame
-        else np.full(len(frame), np.nan)
+        pd.to_numeric(pd.Series(context["odds_final"]), errors="coerce").to_numpy(dtype=float)
+        if "odds_final" in context
+        else np.full(len(race_ids), np.nan)
     )
-    p_fund = frame["p_fundamental"].to_numpy(dtype=float)
-    p_comb = frame["p_combined"].to_numpy(dtype=float)
-    p_stake = p_fund if config.staking_track == "fundamental" else np.where(np.isnan(p_comb), p_fund, p_comb)
+    p_fund = predictions["p_fundamental"].to_numpy(dtype=float)
+    p_market = predictions["p_market"].to_numpy(dtype=float)
+    p_comb = predictions["p_combined"].to_numpy(dtype=float)
+    p_stake = (
+        p_fund
+        if config.staking_track == "fundamental"
+        else np.where(np.isnan(p_comb), p_fund, p_comb)
+    )
     staked = _staking(p_stake, odds, config)
     fair = np.atleast_1d(fair_odds(p_fund))
-    rank = frame.groupby("race_id", sort=False)["p_fundamental"].rank(ascending=False, method="min")
+    rank = _ranks(race_ids, p_fund)
     explanations = explanations or {}
 
     races: dict[str, dict[str, Any]] = {}
-    for i, row in enumerate(frame.itertuples(index=False)):
-        race = races.get(row.race_id)
+    for i, (race_id, horse_id) in enumerate(zip(race_ids, horse_ids, strict=True)):
+        race = races.get(race_id)
         if race is None:
-            off = getattr(row, "off_time", None)
-            race = races[row.race_id] = {
-                "race_id": str(row.race_id),
-                "off_time": _iso_utc(off),
-                "course": None if pd.isna(getattr(row, "course", None)) else str(row.course),
+            course = context["course"][i] if "course" in context else None
+            race = races[race_id] = {
+                "race_id": str(race_id),
+                "off_time": _iso_utc(context["off_time"][i] if "off_time" in context else None),
+                "course": None if pd.isna(course) else str(course),
                 "n_runners": 0,
                 "model_version": model_version,
                 "market": True,
                 "staking_track": config.staking_track,
                 "runners": [],
             }
-        stale_days = _json_float(row.staleness_days)
+        stale_days = _json_float(staleness[i])
         race["runners"].append(
             {
-                "horse_id": str(row.horse_id),
-                "rank": int(rank.iloc[i]),
+                "horse_id": str(horse_id),
+                "rank": rank[i],
                 "p_win": float(p_fund[i]),
                 "fair_odds": float(fair[i]),
                 "market_odds": _json_float(odds[i]),
-                "p_market": _json_float(row.p_market),
+                "p_market": _json_float(p_market[i]),
                 "p_win_combined": _json_float(p_comb[i]),
                 "edge": _json_float(staked["edge"][i]),
                 "kelly_fraction": float(staked["kelly_fraction"][i]),
                 "stake_units": float(staked["stake_units"][i]),
                 "feature_staleness_days": stale_days,
                 "stale": stale_days is not None and stale_days > config.staleness_threshold_days,
-                "explanation": list(explanations.get((str(row.race_id), str(row.horse_id)), [])),
+                "explanation": list(explanations.get((str(race_id), str(horse_id)), [])),
             }
         )
         race["market"] = race["market"] and not math.isnan(odds[i])

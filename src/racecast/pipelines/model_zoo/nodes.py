@@ -47,15 +47,16 @@ PREDICTION_KEYS = ["race_id", "horse_id", "off_time"]
 
 LABELS = ["won", "position"]
 
+TIME_ORDER = ["off_time", "race_id", "horse_id"]
+"""Row order of every prediction helper (stable sort; ties keep their input order)."""
+
 
 # --------------------------------------------------------------------------- helpers
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows in time order (off time, race id, horse id) with a fresh index."""
-    return frame.sort_values(["off_time", "race_id", "horse_id"], kind="mergesort").reset_index(
-        drop=True
-    )
+    return frame.sort_values(TIME_ORDER, kind="mergesort").reset_index(drop=True)
 
 
 def _xyg(frame: pd.DataFrame, features: list[str]) -> tuple[pd.DataFrame, pd.Series, pd.Series]:

@@ -1,0 +1,219 @@
+"""The lean prediction helpers equal the libraries' own methods, bit for bit.
+
+``racecast.models.fastpath`` re-does scikit-learn's / LightGBM's / pytorch-tabnet's
+prediction arithmetic without their per-call overheads, and every model predicts through
+it (training and serving alike). These tests pin each helper to the library method it
+replaces with exact equality, and ``RaceModel.predict_proba_array`` (the bundle's array
+entry point) to ``predict_proba``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from racecast.models import base
+from racecast.models.base import group_layout, make_impute_scale, make_imputer
+from racecast.models.fastpath import (
+    booster_predict,
+    decision_function,
+    forest_proba,
+    logistic_positive_proba,
+    transform,
+)
+from racecast.models.neural import pad_races, tabnet_proba
+
+from .conftest import split
+from .test_models import NAMES, fitted  # noqa: F401 (the session fixture of fitted models)
+
+
+def _rows(frame) -> tuple[np.ndarray, base.GroupLayout]:
+    X, _, groups = split(frame)
+    return X.to_numpy(dtype=np.float64), group_layout(groups)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "SemanticScorer"])
+def test_predict_proba_array_equals_predict_proba(name, fitted, test_frame) -> None:  # noqa: F811
+    model = fitted(name)
+    X, y, groups = split(test_frame)
+    shuffled = np.random.default_rng(1).permutation(len(X))
+    X, groups = X.iloc[shuffled], groups.iloc[shuffled]
+    expected = model.predict_proba(X, groups)
+    got = model.predict_proba_array(X.to_numpy(dtype=np.float64), group_layout(groups))
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_predict_proba_array_checks_shape_and_infinity(fitted, test_frame) -> None:  # noqa: F811
+    model = fitted("LogisticModel")
+    X, layout = _rows(test_frame)
+    with pytest.raises(ValueError, match="shape"):
+        model.predict_proba_array(X[:, :2], layout)
+    X[3, 1] = np.inf
+    with pytest.raises(ValueError, match="infinite values in columns \\['x1'\\]"):
+        model.predict_proba_array(X, layout)
+
+
+def _missing_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(fit rows, transform rows): column 2 is empty in fit, column 1 only misses later."""
+    rng = np.random.default_rng(seed)
+    fit = rng.normal(size=(60, 4))
+    fit[rng.random(60) < 0.2, 0] = np.nan
+    fit[:, 2] = np.nan
+    later = rng.normal(size=(15, 4))
+    later[[0, 3, 7], 0] = np.nan
+    later[[1, 3], 1] = np.nan
+    later[[2, 5], 2] = np.nan
+    return fit, later
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        make_imputer,
+        make_impute_scale,
+        lambda: SimpleImputer(strategy="mean", add_indicator=True, keep_empty_features=True),
+    ],
+)
+def test_transform_equals_scikit_learn(make) -> None:
+    fit, later = _missing_data()
+    step = make().fit(fit)
+    np.testing.assert_array_equal(transform(step, later), step.transform(later))
+    np.testing.assert_array_equal(transform(step, fit), step.transform(fit))
+
+
+def test_transform_leaves_unknown_steps_to_their_library() -> None:
+    fit, later = _missing_data()
+    imputer = SimpleImputer(strategy="median", keep_empty_features=False).fit(fit)
+    with pytest.warns(UserWarning, match="Skipping features"):
+        expected = imputer.transform(later)
+    with pytest.warns(UserWarning, match="Skipping features"):
+        np.testing.assert_array_equal(transform(imputer, later), expected)
+
+
+def test_logistic_helpers_equal_scikit_learn() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 5))
+    y = (X @ [1.0, -0.5, 0.2, 0.0, 0.7] + rng.normal(size=200) > 0).astype(int)
+    centred = Pipeline(
+        [
+            ("center", StandardScaler(with_std=False)),
+            ("logistic", LogisticRegression(C=0.1, l1_ratio=1.0, solver="liblinear")),
+        ]
+    ).fit(X, y)
+    later = rng.normal(size=(14, 5))
+    np.testing.assert_array_equal(
+        decision_function(centred, later), centred.decision_function(later)
+    )
+    np.testing.assert_array_equal(
+        logistic_positive_proba(centred, later), centred.predict_proba(later)[:, 1]
+    )
+
+
+def test_model_helpers_equal_their_libraries(fitted, test_frame) -> None:  # noqa: F811
+    X, _ = _rows(test_frame)
+    logistic = fitted("LogisticModel").pipeline_
+    np.testing.assert_array_equal(
+        logistic_positive_proba(logistic, X), logistic.predict_proba(X)[:, 1]
+    )
+    clogit = fitted("ConditionalLogit").preprocessor_
+    np.testing.assert_array_equal(transform(clogit, X), clogit.transform(X))
+    forest = fitted("RandomForestModel").pipeline_
+    imputed = transform(forest.named_steps["impute"], X)
+    np.testing.assert_array_equal(imputed, forest.named_steps["impute"].transform(X))
+    np.testing.assert_array_equal(
+        forest_proba(forest.named_steps["forest"], imputed), forest.predict_proba(X)
+    )
+    ranker = fitted("LGBMRankerModel").booster_model_
+    np.testing.assert_array_equal(booster_predict(ranker, X), ranker.predict(X))
+    np.testing.assert_array_equal(
+        booster_predict(ranker, X, pred_contrib=True), ranker.predict(X, pred_contrib=True)
+    )
+    classifier = fitted("LGBMClassifierModel").booster_model_
+    np.testing.assert_array_equal(booster_predict(classifier, X), classifier.predict_proba(X)[:, 1])
+
+
+def test_tabnet_and_attention_equal_the_library_forward_pass(fitted, test_frame) -> None:  # noqa: F811
+    X, layout = _rows(test_frame)
+    tabnet = fitted("TabNetModel")
+    Z = tabnet.preprocessor_.transform(X).astype(np.float32)
+    with base.torch_threads(1):
+        np.testing.assert_array_equal(
+            tabnet_proba(tabnet.network_, Z), tabnet.network_.predict_proba(Z)
+        )
+    attention = fitted("RaceSetAttention")
+    Z = attention.preprocessor_.transform(X[layout.order]).astype(np.float32)
+    x_pad, mask = pad_races(Z, layout)
+    with base.torch_threads(1), torch.no_grad():
+        logits = attention.network_(torch.from_numpy(x_pad), torch.from_numpy(mask)).numpy()
+    np.testing.assert_array_equal(
+        attention._score_sorted(X[layout.order], layout), logits[~mask].astype(np.float64)
+    )
+
+
+def test_forest_with_several_jobs_uses_scikit_learn(fitted, test_frame) -> None:  # noqa: F811
+    X, _ = _rows(test_frame)
+    forest = fitted("RandomForestModel").pipeline_
+    imputed = transform(forest.named_steps["impute"], X)
+    parallel = forest.named_steps["forest"].set_params(n_jobs=2)
+    try:
+        # scikit-learn's threads add the trees in any order: equal up to rounding
+        np.testing.assert_allclose(
+            forest_proba(parallel, imputed), parallel.predict_proba(imputed), rtol=1e-12
+        )
+    finally:
+        parallel.set_params(n_jobs=1)
+
+
+def test_forest_walk_follows_scikit_learn_for_missing_values_and_deep_trees() -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    fit, later = _missing_data(5)
+    fit[:, 2] = np.random.default_rng(6).normal(size=len(fit))  # no empty column here
+    y = (np.nan_to_num(fit[:, 0]) + fit[:, 1] > 0).astype(int)
+    forest = RandomForestClassifier(n_estimators=25, min_samples_leaf=1, random_state=0)
+    forest.fit(fit, y)  # scikit-learn trees learn where missing values go
+    np.testing.assert_array_equal(forest_proba(forest, later), forest.predict_proba(later))
+    np.testing.assert_array_equal(forest_proba(forest, fit), forest.predict_proba(fit))
+
+
+def test_forest_goes_tree_by_tree_for_many_rows(monkeypatch, fitted, test_frame) -> None:  # noqa: F811
+    from racecast.models import fastpath
+
+    X, _ = _rows(test_frame)
+    forest = fitted("RandomForestModel").pipeline_
+    imputed = transform(forest.named_steps["impute"], X)
+    walked = forest_proba(forest.named_steps["forest"], imputed)
+    monkeypatch.setattr(fastpath, "FLAT_WALK_MAX_CELLS", 0)
+    by_tree = forest_proba(forest.named_steps["forest"], imputed)
+    np.testing.assert_array_equal(by_tree, walked)
+    np.testing.assert_array_equal(by_tree, forest.predict_proba(X))
+
+
+def test_large_batches_keep_the_libraries_threading(monkeypatch, fitted, test_frame) -> None:  # noqa: F811
+    from racecast.models import fastpath
+
+    X, layout = _rows(test_frame)
+    ranker = fitted("LGBMRankerModel").booster_model_
+    classifier = fitted("LGBMClassifierModel").booster_model_
+    catboost = fitted("CatBoostRankerModel")
+    small = (
+        booster_predict(ranker, X),
+        booster_predict(ranker, X, pred_contrib=True),
+        booster_predict(classifier, X),
+        catboost.predict_proba_array(X, layout),
+    )
+    monkeypatch.setattr(fastpath, "SMALL_BATCH_ROWS", 0)
+    large = (
+        booster_predict(ranker, X),
+        booster_predict(ranker, X, pred_contrib=True),
+        booster_predict(classifier, X),
+        catboost.predict_proba_array(X, layout),
+    )
+    for got, expected in zip(large, small, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(large[2], classifier.predict_proba(X)[:, 1])
