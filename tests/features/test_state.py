@@ -783,3 +783,70 @@ def test_duplicate_state_rows_are_rejected():
     )
     with pytest.raises(AssertionError, match="jockey_trainer_form.*duplicate"):
         _finalise(frame, spec, pd.Timedelta(seconds=1))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_small_entity_frame_equals_the_batch_path(seed, monkeypatch):
+    """A request-sized racecard takes the small path; it must give the batch frame exactly.
+
+    Random slices of a world with non-runners, non-finishers, a dead heat, a void and a
+    pending race, official results and missing cloth numbers.
+    """
+    from racecast.features import state as state_module
+    from tests.features.conftest import make_world
+
+    races, runners = make_world(seed=seed, n_races=40, n_days=8)
+    rng = np.random.default_rng(seed)
+    for _ in range(8):
+        chosen = rng.choice(races["race_id"].to_numpy(), size=rng.integers(1, 7), replace=False)
+        sub_races = races[races["race_id"].isin(chosen)].sample(frac=1.0, random_state=seed)
+        sub_runners = runners[runners["race_id"].isin(chosen)]
+        sub_runners = sub_runners.sample(frac=1.0, random_state=seed).head(64)
+        if seed % 2:
+            sub_runners = sub_runners.drop(columns=["cloth_number"], errors="ignore")
+        small = state_module._entity_frame_small(sub_races, sub_runners)
+        assert small is not None
+        monkeypatch.setattr(state_module, "_SMALL_RUNNERS", -1)
+        batch = state_module.entity_frame(sub_races, sub_runners)
+        monkeypatch.setattr(state_module, "_SMALL_RUNNERS", 64)
+        pd.testing.assert_frame_equal(small, batch, check_exact=True)
+        pd.testing.assert_frame_equal(state_module.entity_frame(sub_races, sub_runners), batch)
+
+
+def test_small_entity_frame_defers_anything_unclean(tables):
+    from racecast.features import state as state_module
+
+    races, runners = tables(
+        [{"race_id": "R1", "day": 0}, {"race_id": "R2", "day": 1}],
+        [
+            {"race_id": "R1", "horse_id": "A", "post_position": 1},
+            {"race_id": "R2", "horse_id": "B", "post_position": 1},
+        ],
+    )
+    orphan = runners.assign(race_id=["R1", "R9"])
+    assert state_module._entity_frame_small(races, orphan) is None
+    duplicated = pd.concat([races, races.iloc[[0]]], ignore_index=True)
+    assert state_module._entity_frame_small(duplicated, runners) is None
+    no_time = races.assign(off_time=[races["off_time"].iloc[0], pd.NaT])
+    assert state_module._entity_frame_small(no_time, runners) is None
+    # ... and the batch path answers them as before
+    with pytest.raises(ValueError, match="duplicated race_id 'R1'"):
+        entity_frame(duplicated, runners)
+    assert entity_frame(races, orphan)["horse_id"].tolist() == ["A"]
+
+
+def test_small_entity_frame_breaks_off_time_ties_by_race_id(tables, monkeypatch):
+    from racecast.features import state as state_module
+
+    races, runners = tables(
+        [{"race_id": "R2", "day": 0}, {"race_id": "R1", "day": 0}, {"race_id": "R0", "day": 1}],
+        [
+            {"race_id": "R0", "horse_id": "C", "post_position": 1},
+            {"race_id": "R2", "horse_id": "A", "post_position": 1},
+            {"race_id": "R1", "horse_id": "B", "post_position": 1},
+        ],
+    )
+    small = state_module.entity_frame(races, runners)
+    monkeypatch.setattr(state_module, "_SMALL_RUNNERS", -1)
+    pd.testing.assert_frame_equal(small, state_module.entity_frame(races, runners))
+    assert small["race_id"].tolist() == ["R1", "R2", "R0"]
