@@ -9,6 +9,8 @@ entry point) to ``predict_proba``.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -20,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from racecast.models import base
 from racecast.models.base import group_layout, make_impute_scale, make_imputer
 from racecast.models.fastpath import (
+    booster_contributions,
     booster_predict,
     decision_function,
     forest_proba,
@@ -217,3 +220,28 @@ def test_large_batches_keep_the_libraries_threading(monkeypatch, fitted, test_fr
     for got, expected in zip(large, small, strict=True):
         np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(large[2], classifier.predict_proba(X)[:, 1])
+
+
+def test_contributions_run_beside_predictions_on_a_private_booster(fitted, test_frame) -> None:  # noqa: F811
+    """pred_contrib concurrent with predict on one Booster corrupts LightGBM's heap
+    (lightgbm-org/LightGBM#5482); the service does both at once, so contributions come
+    from a private copy: the same numbers, hammered from threads without a crash."""
+    X, _ = _rows(test_frame)
+    ranker = fitted("LGBMRankerModel").booster_model_
+    expected = ranker.predict(X, pred_contrib=True)
+    np.testing.assert_array_equal(booster_contributions(ranker, X), expected)
+    scores = ranker.predict(X)
+
+    def explain(_: int) -> np.ndarray:
+        return booster_contributions(ranker, X[:14])
+
+    def predict(_: int) -> np.ndarray:
+        return booster_predict(ranker, X[:14])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        explained = [pool.submit(explain, i) for i in range(200)]
+        predicted = [pool.submit(predict, i) for i in range(200)]
+        for future in explained:
+            np.testing.assert_array_equal(future.result(), expected[:14])
+        for future in predicted:
+            np.testing.assert_array_equal(future.result(), scores[:14])

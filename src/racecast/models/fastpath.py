@@ -15,6 +15,7 @@ predictions as well as serving), so both paths run the same code.
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from typing import Any
 
@@ -29,6 +30,7 @@ from sklearn.preprocessing import StandardScaler
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "booster_contributions",
     "booster_predict",
     "decision_function",
     "forest_proba",
@@ -260,3 +262,47 @@ def booster_predict(model: Any, X: np.ndarray, **kwargs: Any) -> np.ndarray:
 def small_batch(X: np.ndarray) -> bool:
     """Whether ``X`` is a request-sized batch (see :data:`SMALL_BATCH_ROWS`)."""
     return X.shape[0] <= SMALL_BATCH_ROWS
+
+
+#: Per LightGBM model: a private copy of its Booster for ``pred_contrib`` and its lock.
+_EXPLAIN_BOOSTERS: weakref.WeakKeyDictionary[Any, tuple[Any, threading.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+_EXPLAIN_BOOSTERS_LOCK = threading.Lock()
+
+
+def _explain_booster(model: Any) -> tuple[Any, threading.Lock]:
+    """The model's private explanation Booster (same trees, from its model string)."""
+    with _EXPLAIN_BOOSTERS_LOCK:
+        found = _EXPLAIN_BOOSTERS.get(model)
+        if found is None:
+            import lightgbm as lgb
+
+            copy = lgb.Booster(model_str=model.booster_.model_to_string())
+            found = (copy, threading.Lock())
+            _EXPLAIN_BOOSTERS[model] = found
+        return found
+
+
+def booster_contributions(model: Any, X: np.ndarray) -> np.ndarray:
+    """``pred_contrib`` (TreeSHAP) of a fitted LightGBM model, safe beside its predictions.
+
+    LightGBM does not support a ``pred_contrib`` call concurrent with another prediction
+    on the same Booster (lightgbm-org/LightGBM#5482: heap corruption; #6142: a data race
+    while a predictor is set up). The service explains on a worker thread while the
+    request's thread predicts with the same model, so contributions come from a private
+    copy of the Booster, built once per model from its model string (the same trees),
+    and calls on that copy are serialized by its own lock.
+
+    Args:
+        model: A fitted ``LGBMRanker`` / ``LGBMClassifier``.
+        X: Dense float64 rows.
+
+    Returns:
+        ``(n_rows, n_features + 1)`` contributions, the bias last.
+    """
+    data = np.ascontiguousarray(X, dtype=np.float64)
+    booster, lock = _explain_booster(model)
+    threads = 1 if data.shape[0] <= SMALL_BATCH_ROWS else 0
+    with lock:
+        return np.asarray(booster.predict(data, pred_contrib=True, num_threads=threads))

@@ -28,7 +28,7 @@ import pandas as pd
 from racecast.evaluation.blend import BenterBlend
 from racecast.features.specs import FUNDAMENTAL_FEATURES
 from racecast.models.base import GroupLayout, RaceModel, group_layout
-from racecast.models.fastpath import booster_predict
+from racecast.models.fastpath import booster_contributions
 from racecast.models.trees import LGBMRankerModel
 from racecast.pipelines.model_zoo.nodes import TIME_ORDER
 
@@ -422,7 +422,7 @@ class InferenceBundle:
         self._check_input(features)
         columns = _fitted_columns(ranker, "the explaining ranker")
         values = _numeric_matrix(features, columns)
-        contrib = np.asarray(booster_predict(ranker.booster_model_, values, pred_contrib=True))
+        contrib = booster_contributions(ranker.booster_model_, values)
         return columns, values, contrib
 
     # ------------------------------------------------------------------ internals
