@@ -381,36 +381,12 @@ def _entity_frame_small(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFr
             columns[col] = runners[col].astype("string").array.take(take)
         else:
             columns[col] = runners[col].array.take(take)
-    official = status.eq("official").to_numpy(bool)[rows]
-    picked = runners.iloc[take]
-    won = (
-        picked["post_won"] if "post_won" in runners.columns else pd.Series(pd.NA, index=picked.index)
-    )
-    place = (
-        picked["post_position"]
-        if "post_position" in runners.columns
-        else pd.Series(pd.NA, index=picked.index)
-    )
-    by_position = as_float(place).eq(1)
-    won_flag = won.astype("boolean").fillna(by_position).astype(bool).to_numpy()
     index = pd.RangeIndex(len(keep))
-    columns["won"] = pd.Series(won_flag.astype(np.int64), dtype="Int64", index=index).where(official)
-    columns["position"] = (
-        pd.to_numeric(place.reset_index(drop=True), errors="coerce")
-        .astype("Int64")
-        .where(official)
-    )
-    columns["field_size"] = pd.Series(columns["n_runners"], index=index).astype("Int64").where(
-        official
-    )
+    results = [c for c in ("post_won", "post_position", CARD_ORDER) if c in runners.columns]
+    runs = runners[results].iloc[take].reset_index(drop=True)
+    runs["n_runners"] = columns["n_runners"]
+    columns.update(_label_columns(runs, status.eq("official").to_numpy(bool)[rows]))
     columns["event_timestamp"] = columns["off_time"]
-    card = runners[CARD_ORDER].iloc[take] if CARD_ORDER in runners.columns else None
-    card_values = (
-        pd.to_numeric(card.reset_index(drop=True), errors="coerce").astype("Int64")
-        if card is not None
-        else pd.Series(pd.NA, index=index, dtype="Int64")
-    )
-    columns[CARD_ORDER] = card_values
     out = pd.DataFrame(columns, index=index)
     return out[CONTEXT_COLUMNS + [CARD_ORDER] + LABEL_COLUMNS + ["event_timestamp"]]
 
@@ -441,17 +417,31 @@ def entity_frame(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
     if small is not None:
         return small
     df = _active_runs(races, runners)
-    official = df["status"].eq("official").to_numpy(bool)
     out = df[CONTEXT_COLUMNS].copy()
-    out["won"] = pd.Series(_won(df).astype("int64"), dtype="Int64").where(official)
-    out["position"] = (
-        pd.to_numeric(df["post_position"], errors="coerce").astype("Int64").where(official)
-    )
-    out["field_size"] = df["n_runners"].astype("Int64").where(official)
+    for col, values in _label_columns(df, df["status"].eq("official").to_numpy(bool)).items():
+        out[col] = values
     out["event_timestamp"] = out["off_time"]
-    card = df[CARD_ORDER] if CARD_ORDER in df.columns else pd.Series(pd.NA, index=df.index)
-    out[CARD_ORDER] = pd.to_numeric(card, errors="coerce").astype("Int64")
     return out[CONTEXT_COLUMNS + [CARD_ORDER] + LABEL_COLUMNS + ["event_timestamp"]]
+
+
+def _label_columns(runs: pd.DataFrame, official: np.ndarray) -> dict[str, pd.Series]:
+    """Labels of ``entity_frame`` (null unless the race is official) and the card order.
+
+    Args:
+        runs: Active runs with ``n_runners`` and whichever of ``post_won``,
+            ``post_position`` and ``CARD_ORDER`` the input had.
+        official: Per row, whether its race is official.
+    """
+    missing = pd.Series(pd.NA, index=runs.index)
+    position = runs["post_position"] if "post_position" in runs.columns else missing
+    won = runs.assign(post_won=runs.get("post_won", missing), post_position=position)
+    card = runs[CARD_ORDER] if CARD_ORDER in runs.columns else missing
+    return {
+        "won": pd.Series(_won(won).astype("int64"), dtype="Int64").where(official),
+        "position": pd.to_numeric(position, errors="coerce").astype("Int64").where(official),
+        "field_size": pd.Series(runs["n_runners"]).astype("Int64").where(official),
+        CARD_ORDER: pd.to_numeric(card, errors="coerce").astype("Int64"),
+    }
 
 
 # --------------------------------------------------------------------------------------
