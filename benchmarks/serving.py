@@ -18,7 +18,8 @@ afterwards (as ``racecast serve`` does):
   while the models predict) and score (probabilities -> answer);
 * in-process: ``POST /api/v1/predict`` through FastAPI's ``TestClient`` (no network),
   p50 / p95 / p99 over ``--requests`` sequential requests;
-* over HTTP: the same app under uvicorn on a free loopback port, sequential requests
+* over HTTP: ``racecast serve`` started in its own process (as deployed, so the client
+  does not share its interpreter) on a free loopback port, sequential requests
   (p50 / p95 / p99), then ``--throughput-requests`` (at most 2,000) requests from an
   ``httpx.AsyncClient`` with ``--concurrency`` (16) in flight: requests per second and
   errors (any status other than 200, or a transport failure).
@@ -30,19 +31,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import platform
 import socket
-import threading
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import uvicorn
 from fastapi.testclient import TestClient
 from rich.console import Console
 from rich.table import Table
@@ -135,6 +139,52 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextlib.contextmanager
+def served(
+    settings: ServingSettings, env: str | None, bundle: str | None, port: int
+) -> Iterator[subprocess.Popen]:
+    """``racecast serve`` in its own process on ``port``, as it is deployed.
+
+    The client then does not share the server's interpreter (and GIL). The server loads
+    the same bundle (``settings.bundle_uri``) and gets the benchmark key and an
+    unreachable rate limit through ``RACECAST_*`` variables. Stopped on exit.
+    """
+    command = [sys.executable, "-m", "racecast.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--bundle", str(bundle or settings.bundle_uri)]
+    if env:
+        command += ["--env", env]
+    environ = {
+        **os.environ,
+        "RACECAST_API_KEYS": BENCH_KEY,
+        "RACECAST_RATE_LIMIT_PER_MINUTE": str(10**9),
+    }
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                tail = log.read().decode("utf-8", "replace")[-2000:]
+                raise SystemExit(f"racecast serve exited with {process.returncode}:\n{tail}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("racecast serve was not ready within 120 s")
+            time.sleep(0.2)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
 async def throughput(url: str, body: str, total: int, concurrency: int) -> dict[str, Any]:
     """``total`` POSTs with ``concurrency`` in flight: wall time, rate, errors."""
     headers = {"X-API-Key": BENCH_KEY, "Content-Type": "application/json"}
@@ -208,32 +258,13 @@ def main() -> None:
         in_process = percentiles(timed(post, args.requests))
 
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, bundle=bundle, feature_store=store, freeze_gc=True),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            access_log=False,
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     url = f"http://127.0.0.1:{port}/api/v1/predict"
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise SystemExit("uvicorn did not start within 60 s")
-            time.sleep(0.05)
+    with served(settings, args.env, args.bundle, port):
         with httpx.Client(timeout=120.0) as http:
             post = lambda: http.post(url, content=body, headers=headers)  # noqa: E731
             timed(post, 5)
             over_http = percentiles(timed(post, args.requests))
         concurrent = asyncio.run(throughput(url, body, total, args.concurrency))
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
     result = {
         "race_id": race_id,

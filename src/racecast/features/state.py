@@ -387,8 +387,8 @@ def _entity_frame_small(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFr
     runs["n_runners"] = columns["n_runners"]
     columns.update(_label_columns(runs, status.eq("official").to_numpy(bool)[rows]))
     columns["event_timestamp"] = columns["off_time"]
-    out = pd.DataFrame(columns, index=index)
-    return out[CONTEXT_COLUMNS + [CARD_ORDER] + LABEL_COLUMNS + ["event_timestamp"]]
+    order = CONTEXT_COLUMNS + [CARD_ORDER] + LABEL_COLUMNS + ["event_timestamp"]
+    return pd.DataFrame({name: columns[name] for name in order}, index=index)
 
 
 def _won(df: pd.DataFrame) -> pd.Series:
@@ -433,14 +433,20 @@ def _label_columns(runs: pd.DataFrame, official: np.ndarray) -> dict[str, pd.Ser
         official: Per row, whether its race is official.
     """
     missing = pd.Series(pd.NA, index=runs.index)
+    card = runs[CARD_ORDER] if CARD_ORDER in runs.columns else missing
+    card_order = pd.to_numeric(card, errors="coerce").astype("Int64")
+    if not official.any():  # a racecard: every label is null whatever the result columns say
+        return {
+            name: pd.Series(pd.array([pd.NA] * len(runs), dtype="Int64"), index=runs.index)
+            for name in ("won", "position", "field_size")
+        } | {CARD_ORDER: card_order}
     position = runs["post_position"] if "post_position" in runs.columns else missing
     won = runs.assign(post_won=runs.get("post_won", missing), post_position=position)
-    card = runs[CARD_ORDER] if CARD_ORDER in runs.columns else missing
     return {
         "won": pd.Series(_won(won).astype("int64"), dtype="Int64").where(official),
         "position": pd.to_numeric(position, errors="coerce").astype("Int64").where(official),
         "field_size": pd.Series(runs["n_runners"]).astype("Int64").where(official),
-        CARD_ORDER: pd.to_numeric(card, errors="coerce").astype("Int64"),
+        CARD_ORDER: card_order,
     }
 
 
