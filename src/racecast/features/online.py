@@ -46,15 +46,15 @@ def racecard_entity_rows(text: str, source_file: str = "<request>") -> pd.DataFr
         RacecardError: If the file is not a valid racecard or any record was rejected.
     """
     from racecast.ingestion.racecards import parse_racecards
-    from racecast.ingestion.request import clean_racecard_frames
+    from racecast.ingestion.request import clean_racecard_columns
     from racecast.ingestion.validate import validate_and_split
 
     stem = Path(source_file).name.removesuffix(".json")
     if not stem.endswith(".racecard"):
         stem = f"{stem}.racecard"
-    clean = clean_racecard_frames(text, f"{stem}.json", *_ENTITY_INPUT_COLUMNS)
+    clean = clean_racecard_columns(text, f"{stem}.json", *_ENTITY_INPUT_COLUMNS)
     if clean is not None:  # every record valid: the batch path would keep them all
-        return state.entity_frame(*clean)
+        return state.entity_frame_from_columns(*clean)
     parsed = parse_racecards({stem: lambda: text}, {"source": "racecards"})
     summary = parsed[3]
     if summary["files_rejected"]:

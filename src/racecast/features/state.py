@@ -12,6 +12,7 @@ histories), so a state row depends on its own race and earlier races only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -339,35 +340,71 @@ def _entity_frame_small(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFr
     """``entity_frame`` of a few runners (a request's racecard), or None to defer to it.
 
     The same frame as the batch path (tested column by column and dtype by dtype), built
-    with per-column takes instead of a merge, a sort and a dozen pandas steps. Only the
-    clean case is handled: unique non-null race ids, every runner in a race, every race
-    with an off_time. Anything else returns None, so the batch path warns about or
-    rejects it with its own messages.
+    by :func:`entity_frame_from_columns`' small path on the frames' columns.
     """
     require_columns(races, RACE_FIELDS, "races")
     require_columns(runners, RUNNER_FIELDS, "runners")
-    race_ids = races["race_id"].astype("string").tolist()
+    return _entity_columns_small(
+        {c: races[c].array for c in races.columns}, {c: runners[c].array for c in runners.columns}
+    )
+
+
+def entity_frame_from_columns(races: Mapping[str, Any], runners: Mapping[str, Any]) -> pd.DataFrame:
+    """:func:`entity_frame` of tables given as columns (name -> typed array).
+
+    The request path (``racecast.ingestion.request.clean_racecard_columns``) has its
+    records as typed columns already: a request-sized racecard goes straight to the small
+    path without building two DataFrames first; anything else becomes frames and takes
+    :func:`entity_frame`.
+
+    Args:
+        races: Race columns (numpy or pandas extension arrays of equal length).
+        runners: Runner columns, likewise.
+
+    Returns:
+        As :func:`entity_frame`.
+    """
+    n_runners = len(next(iter(runners.values()), ()))
+    if n_runners <= _SMALL_RUNNERS and all(c in races for c in RACE_FIELDS):
+        if all(c in runners for c in RUNNER_FIELDS):
+            small = _entity_columns_small(races, runners)
+            if small is not None:
+                return small
+    return entity_frame(pd.DataFrame(dict(races)), pd.DataFrame(dict(runners)))
+
+
+def _entity_columns_small(
+    races: Mapping[str, Any], runners: Mapping[str, Any]
+) -> pd.DataFrame | None:
+    """The small path of ``entity_frame`` on columns that hold every needed field.
+
+    Plain Python over the few rows and per-column takes instead of a merge, a sort and a
+    dozen pandas steps. Only the clean case is handled: unique non-null race ids, every
+    runner in a race, every race with an off_time. Anything else returns None, so the
+    batch path warns about or rejects it with its own messages.
+    """
+    race_ids = pd.array(races["race_id"], dtype="string").tolist()
     if any(r is pd.NA for r in race_ids) or len(set(race_ids)) != len(race_ids):
         return None
-    if races["off_time"].isna().any():
+    if pd.isna(races["off_time"]).any():
         return None
     position = {r: i for i, r in enumerate(race_ids)}
-    race_of = [position.get(r, -1) for r in runners["race_id"].astype("string").tolist()]
+    runner_races = pd.array(runners["race_id"], dtype="string").tolist()
+    race_of = [position.get(r, -1) for r in runner_races]
     if min(race_of, default=0) < 0:
         return None
-    off_ns = utc_ns(races["off_time"], "races.off_time")
-    status = races["status"].astype("string").str.lower().fillna("pending")
-    non_runner = runners["non_runner"].astype("boolean").fillna(False).tolist()
-    voids = status.eq("void").tolist()
-    keep = [i for i, r in enumerate(race_of) if not non_runner[i] and not voids[r]]
-    stamps = off_ns.to_numpy(dtype="datetime64[ns]").astype(np.int64).tolist()
+    off_ns = _utc_ns_array(races["off_time"])
+    status = ["pending" if s is pd.NA else s.lower() for s in _strings(races["status"])]
+    non_runner = pd.array(runners["non_runner"]).astype("boolean").fillna(False).tolist()
+    keep = [i for i, r in enumerate(race_of) if not non_runner[i] and status[r] != "void"]
+    stamps = np.asarray(off_ns, dtype="datetime64[ns]").astype(np.int64).tolist()
     keep.sort(key=lambda i: (stamps[race_of[i]], race_ids[race_of[i]]))
     rows = np.asarray([race_of[i] for i in keep], dtype=np.int64)
     take = np.asarray(keep, dtype=np.int64)
     race_level = {
-        "race_id": races["race_id"].astype("string"),
+        "race_id": pd.array(race_ids, dtype="string"),
         "off_time": off_ns,
-        "track_key": track_key(races["course"], races["surface"], races["distance_m"]),
+        "track_key": _track_keys(races["course"], races["surface"], races["distance_m"]),
         **{c: races[c] for c in RACE_FIELDS if c not in ("race_id", "off_time", "status")},
     }
     columns: dict[str, Any] = {}
@@ -376,19 +413,71 @@ def _entity_frame_small(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFr
             counts = np.bincount(rows, minlength=len(race_ids)).astype(np.int64)
             columns[col] = counts[rows]
         elif col in race_level:
-            columns[col] = race_level[col].array.take(rows)
+            columns[col] = race_level[col].take(rows)
         elif col in ("horse_id", "jockey_id", "trainer_id"):
-            columns[col] = runners[col].astype("string").array.take(take)
+            columns[col] = pd.array(runners[col], dtype="string").take(take)
         else:
-            columns[col] = runners[col].array.take(take)
+            columns[col] = runners[col].take(take)
     index = pd.RangeIndex(len(keep))
-    results = [c for c in ("post_won", "post_position", CARD_ORDER) if c in runners.columns]
-    runs = runners[results].iloc[take].reset_index(drop=True)
-    runs["n_runners"] = columns["n_runners"]
-    columns.update(_label_columns(runs, status.eq("official").to_numpy(bool)[rows]))
+    official = np.asarray([status[r] == "official" for r in rows.tolist()], dtype=bool)
+    if official.any():
+        results = [c for c in ("post_won", "post_position", CARD_ORDER) if c in runners]
+        runs = pd.DataFrame({c: runners[c].take(take) for c in results}, index=index)
+        runs["n_runners"] = columns["n_runners"]
+        columns.update(_label_columns(runs, official))
+    else:
+        card = runners[CARD_ORDER].take(take) if CARD_ORDER in runners else None
+        columns.update(_null_labels(index, card))
     columns["event_timestamp"] = columns["off_time"]
     order = CONTEXT_COLUMNS + [CARD_ORDER] + LABEL_COLUMNS + ["event_timestamp"]
     return pd.DataFrame({name: columns[name] for name in order}, index=index)
+
+
+def _strings(values: Any) -> list[Any]:
+    """``values`` as the ``string`` dtype gives them: str or ``pd.NA``."""
+    return pd.array(values, dtype="string").tolist()
+
+
+def _utc_ns_array(values: Any) -> Any:
+    """:func:`utc_ns` of an array (as is when it is already UTC nanoseconds)."""
+    if str(getattr(values, "dtype", "")) == "datetime64[ns, UTC]":
+        return values
+    return utc_ns(pd.Series(values), "races.off_time").array
+
+
+def _track_keys(course: Any, surface: Any, distance_m: Any) -> Any:
+    """:func:`track_key` of a few races as a ``string`` array (plain Python; tested equal).
+
+    Only for string course and surface columns and a numeric distance; other dtypes go
+    through :func:`track_key` itself.
+    """
+    text = (pd.api.types.is_string_dtype(course), pd.api.types.is_string_dtype(surface))
+    dtype = getattr(distance_m, "dtype", None)
+    if not (all(text) and dtype is not None and pd.api.types.is_numeric_dtype(dtype)):
+        series = (pd.Series(course), pd.Series(surface), pd.Series(distance_m))
+        return track_key(*series).array
+    keys: list[Any] = []
+    for c, s, d in zip(_strings(course), _strings(surface), list(distance_m), strict=True):
+        if c is pd.NA or s is pd.NA or pd.isna(d):
+            keys.append(pd.NA)
+        else:  # np.round: half to even, as Series.round
+            keys.append(f"{c.strip()}|{s.strip().lower()}|{int(np.round(d))}")
+    return pd.array(keys, dtype="string")
+
+
+def _null_labels(index: pd.Index, card: Any) -> dict[str, pd.Series]:
+    """``_label_columns`` when no race is official: null labels and the card order."""
+    labels = {
+        name: pd.Series(pd.array([pd.NA] * len(index), dtype="Int64"), index=index)
+        for name in LABEL_COLUMNS
+    }
+    if card is None:
+        order = pd.Series(pd.array([pd.NA] * len(index), dtype="Int64"), index=index)
+    elif isinstance(card.dtype, pd.Int64Dtype):
+        order = pd.Series(card, index=index)
+    else:
+        order = pd.to_numeric(pd.Series(card, index=index), errors="coerce").astype("Int64")
+    return labels | {CARD_ORDER: order}
 
 
 def _won(df: pd.DataFrame) -> pd.Series:
@@ -432,14 +521,11 @@ def _label_columns(runs: pd.DataFrame, official: np.ndarray) -> dict[str, pd.Ser
             ``post_position`` and ``CARD_ORDER`` the input had.
         official: Per row, whether its race is official.
     """
+    if not official.any():  # a racecard: every label is null whatever the result columns say
+        return _null_labels(runs.index, runs[CARD_ORDER] if CARD_ORDER in runs.columns else None)
     missing = pd.Series(pd.NA, index=runs.index)
     card = runs[CARD_ORDER] if CARD_ORDER in runs.columns else missing
     card_order = pd.to_numeric(card, errors="coerce").astype("Int64")
-    if not official.any():  # a racecard: every label is null whatever the result columns say
-        return {
-            name: pd.Series(pd.array([pd.NA] * len(runs), dtype="Int64"), index=runs.index)
-            for name in ("won", "position", "field_size")
-        } | {CARD_ORDER: card_order}
     position = runs["post_position"] if "post_position" in runs.columns else missing
     won = runs.assign(post_won=runs.get("post_won", missing), post_position=position)
     return {

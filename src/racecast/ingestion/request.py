@@ -50,7 +50,7 @@ from racecast.ingestion.validate import _RACES, _RUNNERS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["clean_racecard_frames", "schema_rules_known"]
+__all__ = ["clean_racecard_columns", "clean_racecard_frames", "schema_rules_known"]
 
 Row = Mapping[str, Any]
 
@@ -195,18 +195,19 @@ def _no_results(races: list[Row], runners: list[Row]) -> bool:
 def _column(values: list[Any], dtype: str) -> Any:
     """A canonical column from Python values, as ``racecast.data.schema.conform`` types it."""
     if dtype.startswith("datetime64"):
-        return pd.to_datetime(pd.Series(values, dtype=object), utc=True)
+        return pd.to_datetime(pd.Series(values, dtype=object), utc=True).array
     if dtype == "float64":
         return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
     return pd.array(values, dtype=dtype)
 
 
-def _frame(records: list[Row], columns: Mapping[str, str], names: Iterable[str]) -> pd.DataFrame:
-    """A frame of the canonical ``names`` columns (``columns`` gives their dtypes)."""
-    data = {
+def _columns(
+    records: list[Row], columns: Mapping[str, str], names: Iterable[str]
+) -> dict[str, Any]:
+    """The canonical ``names`` columns of ``records`` (``columns`` gives their dtypes)."""
+    return {
         name: _column([record.get(name) for record in records], columns[name]) for name in names
     }
-    return pd.DataFrame(data, index=pd.RangeIndex(len(records)))
 
 
 def _read(text: str, file: str) -> list[_Race] | None:
@@ -228,13 +229,13 @@ def _read(text: str, file: str) -> list[_Race] | None:
     return races
 
 
-def clean_racecard_frames(
+def clean_racecard_columns(
     text: str,
     file: str,
     race_columns: Iterable[str],
     runner_columns: Iterable[str],
     source: str = "racecards",
-) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """Races and runners of a racecard that ingestion would take whole, or None.
 
     Args:
@@ -245,7 +246,7 @@ def clean_racecard_frames(
         source: ``ingestion.source`` of the request path.
 
     Returns:
-        ``(races, runners)`` with the requested canonical columns and dtypes, rows in
+        ``(races, runners)`` as columns (name -> array with the canonical dtype), rows in
         racecard order: exactly the records ``validate_and_split`` would keep as primary,
         when it would keep every record. None when the racecard is anything else (not
         a racecard, a bad record, a rule that fails): the caller then runs the batch
@@ -271,6 +272,29 @@ def clean_racecard_frames(
     ):
         return None
     return (
-        _frame(race_rows, RACE_COLUMNS, race_columns),
-        _frame(runner_rows, RUNNER_COLUMNS, runner_columns),
+        _columns(race_rows, RACE_COLUMNS, race_columns),
+        _columns(runner_rows, RUNNER_COLUMNS, runner_columns),
     )
+
+
+def clean_racecard_frames(
+    text: str,
+    file: str,
+    race_columns: Iterable[str],
+    runner_columns: Iterable[str],
+    source: str = "racecards",
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """:func:`clean_racecard_columns` as two DataFrames (same arguments), or None."""
+    columns = clean_racecard_columns(text, file, race_columns, runner_columns, source)
+    if columns is None:
+        return None
+    races, runners = columns
+    return (
+        pd.DataFrame(races, index=pd.RangeIndex(_length(races))),
+        pd.DataFrame(runners, index=pd.RangeIndex(_length(runners))),
+    )
+
+
+def _length(columns: Mapping[str, Any]) -> int:
+    """Rows of a table given as columns."""
+    return len(next(iter(columns.values()), ()))
