@@ -226,7 +226,8 @@ class InferenceService:
             keys = list(zip(frame["race_id"].tolist(), frame["horse_id"].tolist(), strict=True))
             at = runner_positions(entity_rows, keys, "racecard")
             odds = entity_rows["odds_final"].to_numpy()
-            frame = frame.assign(odds_final=np.where(at >= 0, odds[np.maximum(at, 0)], np.nan))
+            # the frame is build_features' new output, ours to extend (assign would copy it)
+            frame["odds_final"] = np.where(at >= 0, odds[np.maximum(at, 0)], np.nan)
         return frame
 
     def _explain(self, features: pd.DataFrame) -> dict[tuple[str, str], list[dict[str, Any]]]:

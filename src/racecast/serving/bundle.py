@@ -317,11 +317,14 @@ class InferenceBundle:
         p_fund = rows.normalised(self.stacker.predict_proba_array(stacked_input, rows.layout))
         p_market = market_probabilities(odds, features["race_id"].to_numpy(dtype=object))
         p_comb = self._blend(p_fund, p_market[rows.order], rows.race_ids)
-        out = features[_RUNNER_KEYS].copy()
-        out["p_market"] = p_market
-        out["p_fundamental"] = rows.to_input_order(p_fund)
-        out["p_combined"] = np.where(np.isnan(p_market), np.nan, rows.to_input_order(p_comb))
-        return out[OUTPUT_COLUMNS]
+        columns = {
+            "race_id": features["race_id"].array.copy(),
+            "horse_id": features["horse_id"].array.copy(),
+            "p_fundamental": rows.to_input_order(p_fund),
+            "p_market": p_market,
+            "p_combined": np.where(np.isnan(p_market), np.nan, rows.to_input_order(p_comb)),
+        }
+        return pd.DataFrame({name: columns[name] for name in OUTPUT_COLUMNS}, index=features.index)
 
     def _blend(self, p_fund: np.ndarray, p_market: np.ndarray, race_ids: np.ndarray) -> np.ndarray:
         """:func:`predict_blend_holdout`: the blend where the race has a market, else ``p_fund``."""
