@@ -4,7 +4,8 @@ Batch ingestion (:func:`racecast.ingestion.racecards.parse_racecards` then
 :func:`racecast.ingestion.validate.validate_and_split`) builds canonical frames of every
 column and validates them with pandera and vectorised pandas checks: right for thousands
 of races, but ~40 ms for one racecard, where the per-call overhead of pandas and
-pandera is all the cost. :func:`clean_racecard_frames` runs the *same* record-level
+pandera is all the cost. :func:`clean_racecard_columns` (and
+:func:`clean_racecard_frames`, the same as DataFrames) runs the *same* record-level
 contract validation (the parser's own functions and pydantic models) and then the
 table-level rules of ``validate_and_split`` as plain Python over the few rows:
 
@@ -18,9 +19,10 @@ table-level rules of ``validate_and_split`` as plain Python over the few rows:
 It never produces an error of its own. Whenever anything is not provably clean (the
 text is not a racecard, a record has a problem, a rule fails, a race has a result, a
 check is of an unknown kind) it returns None and the caller takes the batch path, which
-then reports exactly the errors it always did. For a clean racecard the frames it
-returns give the same ``entity_frame`` as the batch path's primary tables (tested in
-``tests/ingestion/test_request.py`` against mutated racecards).
+then reports exactly the errors it always did. For a clean racecard the columns it
+returns give the same ``entity_frame`` as the batch path's primary tables
+(``state.entity_frame_from_columns``; tested in ``tests/ingestion/test_request.py``
+against mutated racecards).
 """
 
 from __future__ import annotations
