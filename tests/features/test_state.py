@@ -852,23 +852,6 @@ def test_small_entity_frame_breaks_off_time_ties_by_race_id(tables, monkeypatch)
     assert small["race_id"].tolist() == ["R1", "R2", "R0"]
 
 
-def test_small_path_track_keys_equal_track_key():
-    from racecast.features import state as state_module
-
-    course = pd.array([" ST", "HV ", "st", None, "ST", "ST", "ST"], dtype="string")
-    surface = pd.array(["Turf", " AWT", "turf", "turf", None, "turf", "turf"], dtype="string")
-    for distance in (
-        pd.array([1200, 1650, 1000, 1200, 1200, None, 2400], dtype="Int64"),
-        np.array([1200.5, 1201.5, 999.4, 1200.0, 1200.0, np.nan, 2399.6]),
-    ):
-        expected = state_module.track_key(pd.Series(course), pd.Series(surface), pd.Series(distance))
-        fast = state_module._track_keys(course, surface, distance)
-        pd.testing.assert_extension_array_equal(fast, expected.array)
-    # other dtypes go through track_key itself
-    mixed = state_module._track_keys(np.array(["ST", 5], dtype=object), surface[:2], ["1200", "x"])
-    assert mixed.tolist() == ["ST|turf|1200", pd.NA]
-
-
 def test_entity_frame_from_columns_equals_entity_frame(tables):
     from racecast.features import state as state_module
 

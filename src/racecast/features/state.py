@@ -364,12 +364,13 @@ def entity_frame_from_columns(races: Mapping[str, Any], runners: Mapping[str, An
     Returns:
         As :func:`entity_frame`.
     """
+    small = None
     n_runners = len(next(iter(runners.values()), ()))
-    if n_runners <= _SMALL_RUNNERS and all(c in races for c in RACE_FIELDS):
-        if all(c in runners for c in RUNNER_FIELDS):
-            small = _entity_columns_small(races, runners)
-            if small is not None:
-                return small
+    complete = all(c in races for c in RACE_FIELDS) and all(c in runners for c in RUNNER_FIELDS)
+    if n_runners <= _SMALL_RUNNERS and complete:
+        small = _entity_columns_small(races, runners)
+    if small is not None:
+        return small
     return entity_frame(pd.DataFrame(dict(races)), pd.DataFrame(dict(runners)))
 
 
@@ -379,7 +380,7 @@ def _entity_columns_small(
     """The small path of ``entity_frame`` on columns that hold every needed field.
 
     Plain Python over the few rows and per-column takes instead of a merge, a sort and a
-    dozen pandas steps. Only the clean case is handled: unique non-null race ids, every
+    dozen pandas steps (the track key is :func:`track_key` itself, as in training). Only the clean case is handled: unique non-null race ids, every
     runner in a race, every race with an off_time. Anything else returns None, so the
     batch path warns about or rejects it with its own messages.
     """
@@ -404,7 +405,9 @@ def _entity_columns_small(
     race_level = {
         "race_id": pd.array(race_ids, dtype="string"),
         "off_time": off_ns,
-        "track_key": _track_keys(races["course"], races["surface"], races["distance_m"]),
+        "track_key": track_key(
+            pd.Series(races["course"]), pd.Series(races["surface"]), pd.Series(races["distance_m"])
+        ).array,
         **{c: races[c] for c in RACE_FIELDS if c not in ("race_id", "off_time", "status")},
     }
     columns: dict[str, Any] = {}
@@ -443,26 +446,6 @@ def _utc_ns_array(values: Any) -> Any:
     if str(getattr(values, "dtype", "")) == "datetime64[ns, UTC]":
         return values
     return utc_ns(pd.Series(values), "races.off_time").array
-
-
-def _track_keys(course: Any, surface: Any, distance_m: Any) -> Any:
-    """:func:`track_key` of a few races as a ``string`` array (plain Python; tested equal).
-
-    Only for string course and surface columns and a numeric distance; other dtypes go
-    through :func:`track_key` itself.
-    """
-    text = (pd.api.types.is_string_dtype(course), pd.api.types.is_string_dtype(surface))
-    dtype = getattr(distance_m, "dtype", None)
-    if not (all(text) and dtype is not None and pd.api.types.is_numeric_dtype(dtype)):
-        series = (pd.Series(course), pd.Series(surface), pd.Series(distance_m))
-        return track_key(*series).array
-    keys: list[Any] = []
-    for c, s, d in zip(_strings(course), _strings(surface), list(distance_m), strict=True):
-        if c is pd.NA or s is pd.NA or pd.isna(d):
-            keys.append(pd.NA)
-        else:  # np.round: half to even, as Series.round
-            keys.append(f"{c.strip()}|{s.strip().lower()}|{int(np.round(d))}")
-    return pd.array(keys, dtype="string")
 
 
 def _null_labels(index: pd.Index, card: Any) -> dict[str, pd.Series]:
