@@ -29,6 +29,13 @@ logger = logging.getLogger(__name__)
 __all__ = ["Split", "holdout_split", "compute_race_days", "time_folds"]
 
 
+def _race_mask(frame: pd.DataFrame, race_col: str, race_ids: pd.Index) -> pd.Series:
+    """Boolean mask of the rows of ``frame`` whose ``race_col`` is in ``race_ids``."""
+    if race_col not in frame.columns:
+        raise KeyError(f"column '{race_col}' (race id) is missing from the frame")
+    return frame[race_col].isin(race_ids)
+
+
 @dataclass(frozen=True)
 class Split:
     """Race ids of the training and holdout sets.
@@ -56,9 +63,7 @@ class Split:
         Raises:
             KeyError: If ``race_col`` is not a column of ``frame``.
         """
-        if race_col not in frame.columns:
-            raise KeyError(f"column '{race_col}' (race id) is missing from the frame")
-        return frame[race_col].isin(self.holdout_race_ids)
+        return _race_mask(frame, race_col, self.holdout_race_ids)
 
     def train_mask(self, frame: pd.DataFrame, race_col: str = "race_id") -> pd.Series:
         """Boolean mask of the rows of ``frame`` that belong to training races.
@@ -73,9 +78,7 @@ class Split:
         Raises:
             KeyError: If ``race_col`` is not a column of ``frame``.
         """
-        if race_col not in frame.columns:
-            raise KeyError(f"column '{race_col}' (race id) is missing from the frame")
-        return frame[race_col].isin(self.train_race_ids)
+        return _race_mask(frame, race_col, self.train_race_ids)
 
 
 def _as_utc(times: pd.Series, time_col: str) -> pd.Series:

@@ -281,7 +281,7 @@ def torch_threads(n_threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _as_aligned_series(values: Any, X: pd.DataFrame, name: str) -> pd.Series:
+def aligned_series(values: Any, X: pd.DataFrame, name: str) -> pd.Series:
     """Return ``values`` as a Series on ``X``'s index, checking length and index."""
     if isinstance(values, pd.Series):
         if len(values) != len(X):
@@ -340,14 +340,14 @@ class RaceModel(BaseEstimator, ABC):
             ValueError: If an input is malformed (see the messages).
         """
         columns = self._check_frame(X, fitting=True)
-        y_series = _as_aligned_series(y, X, "y")
+        y_series = aligned_series(y, X, "y")
         target = self._check_binary(y_series, "y")
         if target.sum() == 0:
             raise ValueError("y contains no winner (all 0): there is nothing to learn")
-        group_series = _as_aligned_series(groups, X, "groups")
+        group_series = aligned_series(groups, X, "groups")
         rel = None
         if relevance is not None:
-            rel = self._check_relevance(_as_aligned_series(relevance, X, "relevance"))
+            rel = self._check_relevance(aligned_series(relevance, X, "relevance"))
         layout = group_layout(group_series)
         features = self._extract(X, columns)
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
@@ -526,7 +526,7 @@ class RaceModel(BaseEstimator, ABC):
 
     def _sorted_scores(self, X: pd.DataFrame, groups: pd.Series) -> tuple[np.ndarray, GroupLayout]:
         columns = self._check_frame(X, fitting=False)
-        group_series = _as_aligned_series(groups, X, "groups")
+        group_series = aligned_series(groups, X, "groups")
         layout = group_layout(group_series)
         features = self._extract(X, columns)[layout.order]
         return self._scores_of_sorted(features, layout), layout

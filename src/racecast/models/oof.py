@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from racecast.evaluation.split import time_folds
+from racecast.models.base import aligned_series
 
 logger = logging.getLogger(__name__)
 
@@ -34,20 +35,6 @@ __all__ = ["assert_no_lookahead", "fit_and_predict_holdout", "out_of_fold_predic
 
 #: Tolerance on ``|sum of a race's probabilities - 1|`` before re-normalisation is logged.
 _SUM_TOL = 1e-6
-
-
-def _aligned(values: Any, X: pd.DataFrame, name: str) -> pd.Series:
-    """``values`` as a Series on ``X``'s index (length and, for a Series, index checked)."""
-    if isinstance(values, pd.Series):
-        if len(values) != len(X):
-            raise ValueError(f"{name} has {len(values)} rows but X has {len(X)}")
-        if not values.index.equals(X.index):
-            raise ValueError(f"{name} must have the same index as X (same labels, same order)")
-        return values
-    array = np.asarray(values)
-    if array.ndim != 1 or array.shape[0] != len(X):
-        raise ValueError(f"{name} must be 1-D with {len(X)} entries, got shape {array.shape}")
-    return pd.Series(array, index=X.index, name=name)
 
 
 def _check_frame(X: Any, name: str) -> None:
@@ -171,11 +158,11 @@ def out_of_fold_predictions(
         AssertionError: If a fold would look ahead (see :func:`assert_no_lookahead`).
     """
     _check_frame(X, "X")
-    y = _aligned(y, X, "y")
-    groups = _aligned(groups, X, "groups")
-    race_days = _aligned(race_days, X, "race_days")
+    y = aligned_series(y, X, "y")
+    groups = aligned_series(groups, X, "groups")
+    race_days = aligned_series(race_days, X, "race_days")
     if relevance is not None:
-        relevance = _aligned(relevance, X, "relevance")
+        relevance = aligned_series(relevance, X, "relevance")
     if groups.isna().any():
         raise ValueError(f"groups has {int(groups.isna().sum())} missing race ids")
     if race_days.isna().any():
@@ -265,11 +252,11 @@ def fit_and_predict_holdout(
     """
     _check_frame(X_train, "X_train")
     _check_frame(X_hold, "X_hold")
-    y_train = _aligned(y_train, X_train, "y_train")
-    groups_train = _aligned(groups_train, X_train, "groups_train")
-    groups_hold = _aligned(groups_hold, X_hold, "groups_hold")
+    y_train = aligned_series(y_train, X_train, "y_train")
+    groups_train = aligned_series(groups_train, X_train, "groups_train")
+    groups_hold = aligned_series(groups_hold, X_hold, "groups_hold")
     if relevance is not None:
-        relevance = _aligned(relevance, X_train, "relevance")
+        relevance = aligned_series(relevance, X_train, "relevance")
     shared = np.intersect1d(groups_train.unique(), groups_hold.unique())
     if shared.size:
         raise ValueError(

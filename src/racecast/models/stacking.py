@@ -67,7 +67,7 @@ from sklearn.utils.validation import check_is_fitted
 from racecast.models.base import (
     GroupLayout,
     RaceModel,
-    _as_aligned_series,
+    aligned_series,
     group_layout,
     merge_params,
     segment_log_softmax,
@@ -183,7 +183,7 @@ class StackedMetaLearner(RaceModel):
         """
         check_is_fitted(self, "isotonic_")
         columns = self._check_frame(X, fitting=False)
-        layout = group_layout(_as_aligned_series(groups, X, "groups"))
+        layout = group_layout(aligned_series(groups, X, "groups"))
         features = self._extract(X, columns)[layout.order]
         return np.exp(self._stage_a_log_proba(features, layout))[layout.inverse]
 
