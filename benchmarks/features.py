@@ -63,34 +63,50 @@ def main(argv: list[str] | None = None) -> dict:
         The results written to ``--output``.
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hkjc-dir", type=Path, default=None, help="folder with races.csv and runs.csv")
+    parser.add_argument(
+        "--hkjc-dir", type=Path, default=None, help="folder with races.csv and runs.csv"
+    )
     parser.add_argument("--calls", type=int, default=1000, help="online calls to time")
-    parser.add_argument("--output", type=Path, default=ROOT / "data" / "08_reporting" / "benchmark_features.json")
+    parser.add_argument(
+        "--output", type=Path, default=ROOT / "data" / "08_reporting" / "benchmark_features.json"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     hk_dir = args.hkjc_dir or next((d for d in HK_DIRS if (d / "runs.csv").is_file()), None)
     if hk_dir is None or not (hk_dir / "runs.csv").is_file():
-        raise SystemExit(f"Hong Kong data not found ({', '.join(map(str, HK_DIRS))}): run `make hkjc-data`")
+        raise SystemExit(
+            f"Hong Kong data not found ({', '.join(map(str, HK_DIRS))}): run `make hkjc-data`"
+        )
 
     races, runners, _, _ = validate_and_split(
-        *adapt_hkjc(pd.read_csv(hk_dir / "races.csv"), pd.read_csv(hk_dir / "runs.csv"), {"source": "hkjc"}),
+        *adapt_hkjc(
+            pd.read_csv(hk_dir / "races.csv"), pd.read_csv(hk_dir / "runs.csv"), {"source": "hkjc"}
+        ),
         {"source": "hkjc", "months": None},
     )
     build: dict[str, float] = {}
     scratch = Path(tempfile.mkdtemp(prefix="racecast-bench-"))
     old_cwd = os.getcwd()
     try:
-        shutil.copytree(ROOT / "feature_repo", scratch / "feature_repo", ignore=shutil.ignore_patterns("data"))
+        shutil.copytree(
+            ROOT / "feature_repo", scratch / "feature_repo", ignore=shutil.ignore_patterns("data")
+        )
         out = scratch / "data" / "04_feature"
         out.mkdir(parents=True)
         os.chdir(scratch)
         entity_rows = _timed(build, "entity_rows", state.entity_frame, races, runners)
         tables = _timed(build, "state_tables", state.build_state_tables, races, runners)
-        _timed(build, "write_parquet", lambda: [t.to_parquet(out / f"{n}.parquet") for n, t in tables.items()])
+        _timed(
+            build,
+            "write_parquet",
+            lambda: [t.to_parquet(out / f"{n}.parquet") for n, t in tables.items()],
+        )
         _timed(build, "feast_apply", store.apply_repo, "feature_repo")
         fs = store.get_store("feature_repo")
         labelled = entity_rows[entity_rows["won"].notna()].reset_index(drop=True)
-        served = _timed(build, "historical_join", store.historical_state, fs, labelled, "combined_v1")
+        served = _timed(
+            build, "historical_join", store.historical_state, fs, labelled, "combined_v1"
+        )
         features = _timed(build, "build_features", transform.build_features, labelled, served)
         build_total = sum(build.values())
         start = time.perf_counter()
@@ -125,7 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
         "runners": int(len(labelled)),
         "races": int(labelled["race_id"].nunique()),
         "features": int(features.shape[1]),
-        "build_seconds": {k: round(v, 3) for k, v in build.items()} | {"total": round(build_total, 3)},
+        "build_seconds": {k: round(v, 3) for k, v in build.items()}
+        | {"total": round(build_total, 3)},
         "materialize_seconds": round(materialize_s, 3),
         "online": {
             "race_id": str(race_id),
@@ -140,7 +157,9 @@ def main(argv: list[str] | None = None) -> dict:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2), encoding="utf-8")
 
-    table = Table(title=f"features benchmark ({result['runners']} runners, {result['races']} races)")
+    table = Table(
+        title=f"features benchmark ({result['runners']} runners, {result['races']} races)"
+    )
     table.add_column("measure")
     table.add_column("value", justify="right")
     for name, value in result["build_seconds"].items():

@@ -99,9 +99,7 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def stage_latencies(
-    service: InferenceService, body: str, n: int
-) -> dict[str, dict[str, float]]:
+def stage_latencies(service: InferenceService, body: str, n: int) -> dict[str, dict[str, float]]:
     """p50 / p95 of each step of the service over ``n`` runs of the same racecard."""
     seconds: dict[str, list[float]] = {name: [] for name in STAGES}
     for _ in range(n):
@@ -129,7 +127,9 @@ def timed(call, n: int) -> list[float]:
         response = call()
         out.append(time.perf_counter() - start)
         if response.status_code != 200:
-            raise SystemExit(f"benchmark request failed: {response.status_code} {response.text[:500]}")
+            raise SystemExit(
+                f"benchmark request failed: {response.status_code} {response.text[:500]}"
+            )
     return out
 
 
@@ -149,7 +149,16 @@ def served(
     the same bundle (``settings.bundle_uri``) and gets the benchmark key and an
     unreachable rate limit through ``RACECAST_*`` variables. Stopped on exit.
     """
-    command = [sys.executable, "-m", "racecast.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "racecast.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     command += ["--bundle", str(bundle or settings.bundle_uri)]
     if env:
         command += ["--env", env]
@@ -224,10 +233,16 @@ async def throughput(url: str, body: str, total: int, concurrency: int) -> dict[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--racecard", type=Path, required=True, help="A *.racecard.json file.")
-    parser.add_argument("--bundle", default=None, help="Bundle URI or pickle (default: the champion).")
+    parser.add_argument(
+        "--bundle", default=None, help="Bundle URI or pickle (default: the champion)."
+    )
     parser.add_argument("--env", default=None, help="Kedro env (feature store, parameters).")
-    parser.add_argument("--race-id", default=None, help="Race to post (default: the largest field).")
-    parser.add_argument("--requests", type=int, default=200, help="Sequential requests per latency run.")
+    parser.add_argument(
+        "--race-id", default=None, help="Race to post (default: the largest field)."
+    )
+    parser.add_argument(
+        "--requests", type=int, default=200, help="Sequential requests per latency run."
+    )
     parser.add_argument("--throughput-requests", type=int, default=MAX_THROUGHPUT_REQUESTS)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -275,12 +290,18 @@ def main() -> None:
         "in_process": in_process,
         "http_loopback": over_http,
         "throughput": concurrent,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
-    table = Table(title=f"racecast serving: race {race_id} ({runners} runners), {bundle.model_version}")
+    table = Table(
+        title=f"racecast serving: race {race_id} ({runners} runners), {bundle.model_version}"
+    )
     for column in ("path", "n", "p50 ms", "p95 ms", "p99 ms"):
         table.add_column(column, justify="right" if column != "path" else "left")
     for name, stats in (
@@ -288,7 +309,9 @@ def main() -> None:
         ("HTTP loopback, sequential", over_http),
         (f"HTTP loopback, concurrency {args.concurrency}", concurrent["latency"]),
     ):
-        table.add_row(name, str(stats["n"]), *(f"{stats[k]:.1f}" for k in ("p50_ms", "p95_ms", "p99_ms")))
+        table.add_row(
+            name, str(stats["n"]), *(f"{stats[k]:.1f}" for k in ("p50_ms", "p95_ms", "p99_ms"))
+        )
     steps = Table(title="in-process steps (explain overlaps predict in the service)")
     for column in ("step", "p50 ms", "p95 ms"):
         steps.add_column(column, justify="right" if column != "step" else "left")

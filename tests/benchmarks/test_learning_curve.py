@@ -1,0 +1,82 @@
+"""benchmarks/learning_curve.py stays inside the training period and fits what it says."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from racecast.evaluation.split import holdout_split
+from racecast.features.specs import FUNDAMENTAL_FEATURES
+from tests.pipelines.model_zoo.test_nodes import small_params, small_training_set
+
+MODELS = ["conditional_logit", "logistic"]
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "learning_curve.py"
+
+
+def _load_script():
+    # By path: an installed third-party package is also called ``benchmarks``.
+    spec = importlib.util.spec_from_file_location("racecast_bench_learning_curve", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+lc = _load_script()
+
+
+def _report(frame):
+    return lc.learning_curve(frame, small_params(), MODELS, [0.5, 1.0], inner_fraction=0.25)
+
+
+def test_the_protocol_holdout_never_reaches_a_fit_or_a_score():
+    frame = small_training_set()
+    report = _report(frame)
+    holdout = holdout_split(frame, 0.2).holdout_mask(frame).to_numpy(bool)
+    # Garbage in every fundamental feature and the labels of the holdout: unseen, no change.
+    spoiled = frame.copy()
+    spoiled.loc[holdout, FUNDAMENTAL_FEATURES] = 1e6
+    spoiled.loc[holdout, "position"] = np.nan
+    spoiled_report = _report(spoiled)
+    for row, again in zip(report["curve"], spoiled_report["curve"], strict=True):
+        for name in MODELS:
+            assert row[name]["pseudo_r2"] == pytest.approx(again[name]["pseudo_r2"], abs=1e-12)
+    # The holdout enters only the market yardstick.
+    assert report["market_pseudo_r2"]["protocol_holdout"] == pytest.approx(
+        lc.market_pseudo_r2(frame[holdout])
+    )
+    assert report["n_inner_fit_races"] + report["n_inner_validation_races"] == (
+        frame.loc[~holdout, "race_id"].nunique()
+    )
+
+
+def test_fractions_fit_on_the_latest_days_and_the_counts_add_up():
+    frame = small_training_set()
+    report = _report(frame)
+    fit_races = [row["n_fit_races"] for row in report["curve"]]
+    assert fit_races[0] < fit_races[1] == report["n_inner_fit_races"]
+    n_train = report["protocol_split"]["n_train_races"]
+    assert report["n_inner_fit_races"] + report["n_inner_validation_races"] == n_train
+    for row in report["curve"]:
+        for name in MODELS:
+            value = row[name]["pseudo_r2"]
+            assert np.isfinite(value)
+            share = value / report["market_pseudo_r2"]["inner_validation"]
+            assert row[name]["share_of_market"] == pytest.approx(share)
+
+
+@pytest.mark.parametrize("text", ["0", "1.5", "a,b", ""])
+def test_bad_fractions_name_the_option(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="--fractions"):
+        lc._fractions(text)
+
+
+def test_a_missing_training_set_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        lc.parse_args(["--training-set", str(tmp_path / "nope.parquet")])
+    assert "nope.parquet: no such file" in capsys.readouterr().err
