@@ -157,7 +157,8 @@ def learning_curve(
     relevance_top = zoo.get("cv", {}).get("relevance_top")
     rows = []
     for fraction in fractions:
-        first_day = unique_days[int(round((1.0 - fraction) * len(unique_days)))]
+        start = min(int(round((1.0 - fraction) * len(unique_days))), len(unique_days) - 1)
+        first_day = unique_days[start]  # at least the last race day
         subset = fit_all[(days >= first_day).to_numpy(bool)]
         row: dict[str, Any] = {
             "fraction": fraction,
