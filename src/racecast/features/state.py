@@ -380,9 +380,10 @@ def _entity_columns_small(
     """The small path of ``entity_frame`` on columns that hold every needed field.
 
     Plain Python over the few rows and per-column takes instead of a merge, a sort and a
-    dozen pandas steps (the track key is :func:`track_key` itself, as in training). Only the clean case is handled: unique non-null race ids, every
-    runner in a race, every race with an off_time. Anything else returns None, so the
-    batch path warns about or rejects it with its own messages.
+    dozen pandas steps (the track key is :func:`track_key` itself, as in training). Only
+    the clean case is handled: unique non-null race ids, every runner in a race, every
+    race with an off_time. Anything else returns None, so the batch path warns about or
+    rejects it with its own messages.
     """
     race_ids = pd.array(races["race_id"], dtype="string").tolist()
     if any(r is pd.NA for r in race_ids) or len(set(race_ids)) != len(race_ids):
