@@ -52,7 +52,8 @@ from rich.console import Console
 from rich.table import Table
 
 from racecast.features.store import get_store
-from racecast.serving.app import InferenceService, create_app, parse_racecard
+from racecast.inference.service import InferenceService, parse_racecard
+from racecast.serving.app import create_app
 from racecast.serving.registry import load_bundle
 from racecast.serving.scoring import score_races
 from racecast.serving.settings import ServingSettings

@@ -106,7 +106,7 @@ def serve(host: str, port: int, env: str | None, bundle: str | None, insecure: b
 def predict(racecard: Path, env: str | None, bundle: str | None) -> None:
     """Score RACECARD (JSON contract) and print the API's JSON answer, without a server."""
     from racecast.features.store import get_store
-    from racecast.serving.app import InferenceService, RacecardRequestError
+    from racecast.inference.service import InferenceService, RacecardRequestError
     from racecast.serving.registry import load_bundle
     from racecast.serving.settings import SettingsError
 

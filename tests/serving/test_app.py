@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from racecast.inference import service as service_module
 from racecast.serving import app as app_module
 from racecast.serving.app import create_app
 from racecast.serving.auth import API_KEYS_ENV, hash_api_key
@@ -41,7 +42,7 @@ class _Clock:
 @pytest.fixture(autouse=True)
 def _no_env_keys(monkeypatch):
     monkeypatch.delenv(API_KEYS_ENV, raising=False)
-    monkeypatch.setattr(app_module, "online_features", fake_online_features)
+    monkeypatch.setattr(service_module, "online_features", fake_online_features)
 
 
 def _client(store=None, clock=None, **overrides) -> TestClient:
@@ -265,7 +266,7 @@ def test_unexpected_error_is_500_without_traceback(client, monkeypatch, caplog):
     def explode(*args, **kwargs):
         raise RuntimeError("secret internal detail at /srv/racecast")
 
-    monkeypatch.setattr(app_module, "online_features", explode)
+    monkeypatch.setattr(service_module, "online_features", explode)
     response = _predict(client, headers={**HEADERS, "X-Request-ID": "req-42"})
 
     assert response.status_code == 500

@@ -20,8 +20,8 @@ import yaml
 
 from racecast.features.online import RacecardError, racecard_entity_rows
 from racecast.pipelines.scoring import nodes
-from racecast.serving import app as app_module
-from racecast.serving.app import InferenceService
+from racecast.inference import service as service_module
+from racecast.inference.service import InferenceService
 from racecast.signals import SchemaNotCurrentError, load_bets, load_signals
 from tests.pipelines.ingestion.builders import files, finisher, ingest, result, results
 from tests.serving.serving_fakes import (
@@ -56,7 +56,7 @@ def feast(monkeypatch):
     state = {"until": pd.Timestamp("2025-02-05T12:00", tz="UTC")}
     monkeypatch.setattr(nodes.feature_store, "get_store", lambda repo_path: FakeStore())
     monkeypatch.setattr(nodes.feature_store, "materialized_until", lambda fs: state["until"])
-    monkeypatch.setattr(app_module, "online_features", fake_online_features)
+    monkeypatch.setattr(service_module, "online_features", fake_online_features)
     return state
 
 

@@ -29,7 +29,7 @@ from racecast.pipelines.features import create_pipeline as create_features
 from racecast.pipelines.ingestion import create_pipeline as create_ingestion
 from racecast.pipelines.scoring import create_pipeline
 from racecast.pipelines.simulation.nodes import simulate_world
-from racecast.serving.app import InferenceService
+from racecast.inference.service import InferenceService
 from racecast.serving.settings import ServingSettings
 from racecast.signals import DEFAULT_URL, load_bets, load_signals
 from racecast.sources import active_source, set_active_source

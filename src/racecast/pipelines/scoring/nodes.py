@@ -3,7 +3,7 @@
 The racecards are parsed by the ingestion parser
 (:func:`racecast.features.online.racecard_entity_rows`), their features read from the
 Feast online store and scored with the inference bundle by the service's own code
-(:class:`racecast.serving.app.InferenceService`: ``features`` and ``score_features``) under
+(:class:`racecast.inference.service.InferenceService`: ``features`` and ``score_features``) under
 the ``serving`` parameters, so a published signal is what ``POST /api/v1/predict`` would
 answer for the same racecard. Publishing (:func:`racecast.signals.publish_signals`,
 :func:`racecast.signals.place_bets`) is keyed by ``as_of``, the scoring snapshot taken
@@ -24,7 +24,7 @@ import pandas as pd
 
 from racecast.features import store as feature_store
 from racecast.features.online import racecard_entity_rows
-from racecast.serving.app import InferenceService
+from racecast.inference.service import InferenceService
 from racecast.serving.settings import ServingSettings
 from racecast.signals import (
     DEFAULT_URL,

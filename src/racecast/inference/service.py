@@ -1,0 +1,275 @@
+"""The inference service object: racecard text in, scored races out.
+
+:class:`InferenceService` is what ``POST /api/v1/predict`` (:mod:`racecast.serving.app`),
+``racecast predict`` and the ``scoring`` pipeline call: it parses a racecard with the
+ingestion parser, reads the runners' features from the Feast online store through the
+shared ``build_features`` (:func:`racecast.features.online.online_features`), checks them
+with the point-in-time guard (:mod:`racecast.inference.guard`) and scores them with an
+inference bundle (:func:`racecast.serving.scoring.score_races`). It knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from racecast.features.online import RacecardError, online_features, racecard_entity_rows
+from racecast.features.specs import VIEWS
+from racecast.serving.scoring import ScoringConfig, runner_positions, score_races
+from racecast.serving.settings import ServingSettings
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "InferenceService",
+    "RacecardRequestError",
+    "parse_racecard",
+    "racecard_error_details",
+]
+
+_FIELD_PATH = re.compile(r"((?:meetings|results)(?:\[\d+\]|\.[A-Za-z_]\w*)*)")
+_PATH_PART = re.compile(r"\[(\d+)\]|([A-Za-z_]\w*)")
+_FIELD_NAME = re.compile(r"\bfield (\w+):")
+_HEALTH_HORSE = "__racecast_health__"
+#: Threads computing explanations alongside the predictions (shared by every service).
+_EXPLAIN_WORKERS = 2
+_EXPLAINERS: ThreadPoolExecutor | None = None
+_EXPLAINERS_LOCK = threading.Lock()
+
+
+# ---------------------------------------------------------------------------- errors
+class RacecardRequestError(ValueError):
+    """A request body that is not a valid racecard; ``details`` are FastAPI-style errors."""
+
+    def __init__(self, details: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(d["msg"] for d in details))
+        self.details = details
+
+
+def _field_loc(message: str) -> list[str | int]:
+    """``["body", "meetings", 0, "races", 1, "off_time"]`` from a parser message."""
+    paths = _FIELD_PATH.findall(message)
+    if paths:
+        path = max(paths, key=len)
+        return ["body", *(int(i) if i else name for i, name in _PATH_PART.findall(path))]
+    named = _FIELD_NAME.search(message)
+    return ["body", named.group(1)] if named else ["body"]
+
+
+def racecard_error_details(text: str, source: str = "request") -> list[dict[str, Any]] | None:
+    """FastAPI-style error details of a body that is not JSON (None when it parses).
+
+    Args:
+        text: The body text.
+        source: Name used in messages.
+
+    Returns:
+        ``[{"loc": ["body", position], "msg": ..., "type": "json_invalid"}]`` or None.
+    """
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return [
+            {
+                "loc": ["body", exc.pos],
+                "msg": f"{source}: JSON decode error: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                "type": "json_invalid",
+            }
+        ]
+    return None
+
+
+def parse_racecard(text: str, source: str = "request") -> pd.DataFrame:
+    """Entity rows of a racecard text, or a :class:`RacecardRequestError` naming the field.
+
+    Args:
+        text: Racecard JSON text.
+        source: Name used in messages (a file name for the CLI).
+
+    Returns:
+        ``racecard_entity_rows`` output.
+
+    Raises:
+        RacecardRequestError: If the text is not JSON or not a valid racecard.
+    """
+    broken = racecard_error_details(text, source)
+    if broken:
+        raise RacecardRequestError(broken)
+    try:
+        return racecard_entity_rows(text, source)
+    except RacecardError as exc:
+        message = str(exc)
+        return_msg = message.removeprefix(f"{source}: ")
+        raise RacecardRequestError(
+            [{"loc": _field_loc(message), "msg": return_msg, "type": "racecard_invalid"}]
+        ) from exc
+
+
+def _json_value(value: Any) -> Any:
+    """A JSON-safe scalar (NaN/NA -> None, numpy -> Python)."""
+    if value is None:
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        return value
+    return value.item() if hasattr(value, "item") else value
+
+
+# ---------------------------------------------------------------------------- service
+def _explainers() -> ThreadPoolExecutor:
+    """The process's explanation workers, started on first use.
+
+    Explanations (LightGBM TreeSHAP: native code that releases the GIL) are computed
+    while the models predict. One small pool for the whole process, so that every
+    service (the app's, the CLI's, the scoring pipeline's) shares the same few threads.
+    """
+    global _EXPLAINERS
+    with _EXPLAINERS_LOCK:
+        if _EXPLAINERS is None:
+            _EXPLAINERS = ThreadPoolExecutor(
+                max_workers=_EXPLAIN_WORKERS, thread_name_prefix="racecast-explain"
+            )
+        return _EXPLAINERS
+
+
+class InferenceService:
+    """Scores racecards with a bundle and the Feast online store (shared by app and CLI).
+
+    Args:
+        settings: Service settings.
+        bundle: An ``InferenceBundle`` (or an object with the same interface).
+        feature_store: An open Feast ``FeatureStore``.
+    """
+
+    def __init__(self, settings: ServingSettings, bundle: Any, feature_store: Any) -> None:
+        self.settings = settings
+        self.bundle = bundle
+        self.feature_store = feature_store
+        self.feature_service = settings.feature_service or bundle.feature_service
+        self.scoring = ScoringConfig(
+            kelly_fraction=settings.kelly_fraction,
+            bankroll_units=settings.bankroll_units,
+            max_stake_fraction=settings.max_stake_fraction,
+            staleness_threshold_days=settings.staleness_threshold_days,
+            staking_track=settings.staking_track,
+        )
+        # One FeatureStore (one SQLite connection, one registry cache) for every thread.
+        self._store_lock = threading.Lock()
+        self._explain_warned = False
+
+    def features(self, entity_rows: pd.DataFrame) -> pd.DataFrame:
+        """The bundle's input for parsed racecard rows: online features + final odds."""
+        with self._store_lock:
+            frame = online_features(
+                entity_rows,
+                self.feature_service,
+                repo_path=self.settings.feature_repo,
+                params=self.settings.feature_params,
+                feature_store=self.feature_store,
+            )
+        if "odds_final" not in frame.columns and "odds_final" in entity_rows.columns:
+            # the racecard's final odds of each feature row (a one-to-one lookup by runner)
+            keys = list(zip(frame["race_id"].tolist(), frame["horse_id"].tolist(), strict=True))
+            at = runner_positions(entity_rows, keys, "racecard")
+            odds = entity_rows["odds_final"].to_numpy()
+            # the frame is build_features' new output, ours to extend (assign would copy it)
+            frame["odds_final"] = np.where(at >= 0, odds[np.maximum(at, 0)], np.nan)
+        return frame
+
+    def _explain(self, features: pd.DataFrame) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        try:
+            return self.bundle.explain(features, top_k=self.settings.explain_top_k)
+        except ValueError as exc:  # a bundle without a LightGBM ranker cannot explain
+            if not self._explain_warned:
+                logger.warning("explanations unavailable: %s", exc)
+                self._explain_warned = True
+            return {}
+
+    def score_rows(self, entity_rows: pd.DataFrame) -> dict[str, Any]:
+        """Score parsed racecard rows.
+
+        Args:
+            entity_rows: :func:`parse_racecard` output.
+
+        Returns:
+            ``{"model_version", "feature_service", "races": [...]}`` (see
+            :func:`racecast.serving.scoring.score_races`).
+        """
+        return self.score_features(entity_rows, self.features(entity_rows))
+
+    def score_features(self, entity_rows: pd.DataFrame, features: pd.DataFrame) -> dict[str, Any]:
+        """Score runners whose feature rows are already read (:meth:`features`).
+
+        Args:
+            entity_rows: :func:`parse_racecard` output.
+            features: :meth:`features` of those rows.
+
+        Returns:
+            As :meth:`score_rows`.
+        """
+        explained = _explainers().submit(self._explain, features)
+        predictions = self.bundle.predict(features)
+        explanations = explained.result()
+        races = score_races(
+            predictions,
+            entity_rows,
+            features,
+            explanations,
+            model_version=str(self.bundle.model_version),
+            config=self.scoring,
+        )
+        return {
+            "model_version": str(self.bundle.model_version),
+            "feature_service": self.feature_service,
+            "races": races,
+        }
+
+    def score_text(self, text: str, source: str = "request") -> dict[str, Any]:
+        """Parse and score a racecard text (:func:`parse_racecard` then :meth:`score_rows`)."""
+        return self.score_rows(parse_racecard(text, source))
+
+    def horse_state(self, horse_id: str) -> dict[str, Any] | None:
+        """The horse's current ``horse_form`` features from the online store.
+
+        Args:
+            horse_id: Horse entity key.
+
+        Returns:
+            ``{"horse_id", "last_run", "features": {...}}``, None when the online store
+            has no state for the horse.
+        """
+        names = list(VIEWS["horse_form"].features)
+        with self._store_lock:
+            response = self.feature_store.get_online_features(
+                features=[f"horse_form:{n}" for n in names], entity_rows=[{"horse_id": horse_id}]
+            ).to_dict()
+        values = {n: _json_value((response.get(n) or [None])[0]) for n in names}
+        if all(v is None for v in values.values()):
+            return None
+        last = values.get("h_last_off_ts")
+        return {
+            "horse_id": horse_id,
+            "last_run": None if last is None else pd.Timestamp(last, unit="s", tz="UTC").isoformat(),
+            "features": values,
+        }
+
+    def store_reachable(self) -> bool:
+        """True when the online store answers a lookup."""
+        try:
+            with self._store_lock:
+                self.feature_store.get_online_features(
+                    features=["horse_form:h_runs"], entity_rows=[{"horse_id": _HEALTH_HORSE}]
+                ).to_dict()
+        except Exception:  # any failure means not ready; the reason goes to the log
+            logger.exception("health: online store lookup failed")
+            return False
+        return True
