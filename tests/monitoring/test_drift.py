@@ -195,11 +195,43 @@ def test_nan_in_a_categorical_feature_is_a_category():
     assert entry["p_value"] < 1e-10  # a third of the rows in a new category
 
 
-def test_numeric_feature_without_reference_values_raises():
+def test_features_without_reference_values_are_skipped_and_reported():
     reference, current = split_same_distribution()
-    reference = reference.assign(rating=np.nan)
-    with pytest.raises(ValueError, match="feature 'rating' has no value in the reference"):
-        run_feature_drift(reference, current)
+    # rating and age as an optional racecard field the feed never gives; sex_female
+    # (categorical) and going_code (race level) likewise
+    blank = {"rating": np.nan, "age": np.nan, "sex_female": np.nan, "going_code": np.nan}
+    result = run_feature_drift(reference.assign(**blank), current.assign(**blank))
+    skipped = ["rating", "age", "sex_female", "going_code"]
+    assert set(result["skipped"]) == set(skipped)
+    assert set(result["skipped"].values()) == {drift.NO_REFERENCE_VALUE}
+    assert list(result["features"]) == [f for f in FEATURES if f not in skipped]
+    tested = run_feature_drift(reference, current)
+    assert tested["skipped"] == {}
+    # the other features are tested exactly as before; Bonferroni counts their tests only
+    for name, entry in result["features"].items():
+        assert {**entry, "is_drift": None} == {**tested["features"][name], "is_drift": None}
+    assert result["n_tests"] == tested["n_tests"] - len(skipped)
+    assert result["threshold"] == pytest.approx(0.05 / result["n_tests"])
+    json.dumps(result, allow_nan=False)
+
+
+def test_a_feature_missing_only_in_the_window_is_still_tested():
+    reference, current = split_same_distribution()
+    result = run_feature_drift(reference, current.assign(rating=np.nan))
+    assert result["skipped"] == {}
+    assert result["features"]["rating"]["missing_p_value"] < 1e-10
+    assert "rating" in result["drifted"]
+
+
+def test_nothing_to_test_is_no_drift():
+    reference, current = split_same_distribution()
+    result = drift.feature_drift(
+        reference.assign(rating=np.nan), current, ["rating"], seed=0, race_level=[]
+    )
+    assert result["features"] == {} and result["n_tests"] == 0
+    assert result["skipped"] == {"rating": drift.NO_REFERENCE_VALUE}
+    assert result["is_drift"] is False and result["drifted"] == []
+    assert result["threshold"] == 0.05
 
 
 @pytest.mark.parametrize(

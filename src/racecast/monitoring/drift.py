@@ -22,6 +22,9 @@ Feature drift
       read the test as a trigger for a look, not as an exact error rate.
     * The reference is sub-sampled by whole races to at most ``max_reference`` runners
       (seeded), which bounds the cost and the power of the tests.
+    * A feature without any value in the reference rows (e.g. built from an optional
+      racecard field the feed never gives) has nothing to compare with: it is skipped
+      and listed in ``skipped`` with the reason, not tested.
 
 Prediction drift
     :func:`prediction_drift` applies alibi-detect's ``KSDrift`` to ``log(p * N)``, the
@@ -79,6 +82,9 @@ ACTIONS: tuple[str, ...] = ("none", "alert", "retrain")
 
 MIN_PROBABILITY = 1e-12
 """Probabilities are clipped to at least this before taking logs."""
+
+NO_REFERENCE_VALUE = "no value in the reference rows"
+"""Why :func:`feature_drift` skips a feature (e.g. an optional field the feed omits)."""
 
 DEFAULT_ACTION_PARAMS: dict[str, Any] = {
     "min_races": 50,
@@ -144,6 +150,12 @@ def sample_races(
     return frame[frame[race_col].isin(keep)]
 
 
+def _has_value(frame: pd.DataFrame, feature: str) -> bool:
+    """Whether ``feature`` has a finite value in some row of ``frame``."""
+    values = pd.to_numeric(frame[feature], errors="coerce").to_numpy(dtype=float)
+    return bool(np.isfinite(values).any())
+
+
 def _race_rows(frame: pd.DataFrame, race_col: str) -> pd.DataFrame:
     """The first row of every race."""
     return frame.drop_duplicates(subset=[race_col], keep="first")
@@ -201,11 +213,6 @@ def _encode(
             cur_cols.append(codes[len(ref) :].astype(float))
             roles.append((feat, "value"))
             continue
-        if ref_missing.all():
-            raise ValueError(
-                f"feature '{feat}' has no value in the reference rows; "
-                "remove it from the monitored features (parameter monitoring.features)"
-            )
         median = float(np.median(ref[~ref_missing]))
         ref_cols.append(np.where(ref_missing, median, ref))
         cur_cols.append(np.where(cur_missing, median, cur))
@@ -254,17 +261,19 @@ def feature_drift(
         ``{"p_val", "n_tests", "threshold", "is_drift", "n_reference", "n_current",
         "n_reference_races", "n_current_races", "drifted", "features"}``:
         ``threshold = p_val / n_tests`` (Bonferroni over the value tests and the
-        missing-rate tests), ``drifted`` the features with a test below it, sorted by
-        p-value, and ``features[name]`` = ``{"test": "ks" | "chi2", "level": "runner" |
-        "race", "p_value", "distance", "missing_rate_reference",
-        "missing_rate_current", "missing_p_value", "missing_distance", "is_drift"}``
-        (``missing_*`` is None when the feature is categorical or never missing).
+        missing-rate tests; ``p_val`` when nothing is tested), ``drifted`` the features
+        with a test below it, sorted by p-value, ``features[name]`` = ``{"test": "ks" |
+        "chi2", "level": "runner" | "race", "p_value", "distance",
+        "missing_rate_reference", "missing_rate_current", "missing_p_value",
+        "missing_distance", "is_drift"}`` for every tested feature (``missing_*`` is
+        None when the feature is categorical or never missing), and ``skipped`` =
+        ``{name: reason}`` for the features without a value in the reference rows.
 
     Raises:
         KeyError: If a feature or ``race_col`` is missing from a frame.
         ValueError: If there are no features, an empty frame, ``categorical`` or
-            ``race_level`` name a feature that is not monitored, a numeric feature has
-            no value in the reference, or ``p_val`` is not in (0, 1).
+            ``race_level`` name a feature that is not monitored, or ``p_val`` is not in
+            (0, 1).
     """
     features = list(dict.fromkeys(features))
     if not features:
@@ -289,11 +298,14 @@ def feature_drift(
     }
 
     results: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
     for level, feats in levels.items():
-        if not feats:
-            continue
         ref = reference if level == "runner" else _race_rows(reference, race_col)
         cur = current if level == "runner" else _race_rows(current, race_col)
+        skipped.update({f: NO_REFERENCE_VALUE for f in feats if not _has_value(ref, f)})
+        feats = [f for f in feats if f not in skipped]
+        if not feats:
+            continue
         x_ref, x_cur, cat_idx, roles = _encode(ref, cur, feats, cat)
         p_values, distances = _tabular_test(x_ref, x_cur, cat_idx)
         for (feat, role), p, d in zip(roles, p_values, distances, strict=True):
@@ -315,11 +327,11 @@ def feature_drift(
             entry[f"{prefix}distance"] = float(d)
 
     n_tests = sum(1 + (r["missing_p_value"] is not None) for r in results.values())
-    threshold = p_val / n_tests
+    threshold = p_val / n_tests if n_tests else p_val
     for entry in results.values():
         tests = [entry["p_value"], entry["missing_p_value"]]
         entry["is_drift"] = any(p is not None and p < threshold for p in tests)
-    ordered = {f: results[f] for f in features}
+    ordered = {f: results[f] for f in features if f in results}
     drifted = sorted(
         (f for f, r in ordered.items() if r["is_drift"]),
         key=lambda f: min(
@@ -333,6 +345,13 @@ def feature_drift(
         threshold,
         drifted or "none",
     )
+    if skipped:
+        logger.warning(
+            "feature drift: %d features not tested (%s): %s",
+            len(skipped),
+            NO_REFERENCE_VALUE,
+            ", ".join(skipped),
+        )
     return {
         "p_val": float(p_val),
         "n_tests": int(n_tests),
@@ -344,6 +363,7 @@ def feature_drift(
         "n_current_races": int(current[race_col].nunique()),
         "drifted": drifted,
         "features": ordered,
+        "skipped": {f: skipped[f] for f in features if f in skipped},
     }
 
 
