@@ -27,11 +27,7 @@ from __future__ import annotations
 
 import gc
 import logging
-import re
-import threading
 import time
-import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -42,9 +38,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, Field
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from racecast.inference.service import (
     InferenceService,
@@ -52,6 +45,9 @@ from racecast.inference.service import (
 )
 from racecast.serving.auth import ApiKeyVerifier, RateLimiter, load_api_key_hashes
 from racecast.serving.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from racecast.serving.middleware import ServiceMiddleware
+from racecast.serving.race_cache import RaceCache
+from racecast.serving.schemas import PREDICT_BODY, HorseState, PredictResponse, RacePrediction
 from racecast.serving.settings import ServingSettings, SettingsError
 
 logger = logging.getLogger(__name__)
@@ -59,7 +55,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["API_PREFIX", "create_app"]
 
 API_PREFIX = "/api/v1"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 #: Requests scored at the same time (the others queue in the event loop).
 _SCORING_SLOTS = 1
 
@@ -67,185 +62,6 @@ _SCORING_SLOTS = 1
 # ---------------------------------------------------------------------------- errors
 class ServiceNotReady(RuntimeError):
     """The bundle or the feature store is not loaded."""
-
-
-class _BodyTooLarge(Exception):
-    """Raised by the body-size guard while the body streams in."""
-
-
-class _RaceCache:
-    """Thread-safe LRU of the last predictions per race."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, race: dict[str, Any]) -> None:
-        with self._lock:
-            self._items[race["race_id"]] = race
-            self._items.move_to_end(race["race_id"])
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-    def get(self, race_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            race = self._items.get(race_id)
-            if race is not None:
-                self._items.move_to_end(race_id)
-            return race
-
-
-# ---------------------------------------------------------------------------- schemas
-class Explanation(BaseModel):
-    feature: str
-    value: float | None = Field(description="Input value of the feature (null: missing).")
-    contribution: float = Field(description="Contribution to the ranker's score (utility units).")
-
-
-class RunnerPrediction(BaseModel):
-    horse_id: str
-    rank: int = Field(description="1 = highest fundamental win probability in the race.")
-    p_win: float = Field(description="Fundamental win probability (sums to 1 per race).")
-    fair_odds: float = Field(description="1 / p_win, decimal odds.")
-    market_odds: float | None = Field(description="Final decimal odds of the racecard.")
-    p_market: float | None = Field(description="Normalised 1/odds (null unless every runner is priced).")
-    p_win_combined: float | None = Field(description="Benter blend of fundamental and market.")
-    edge: float | None = Field(description="p * market_odds - 1 (null without a price).")
-    kelly_fraction: float = Field(description="Fractional Kelly share of the bankroll (0: no bet).")
-    stake_units: float = Field(description="Stake in bankroll units.")
-    feature_staleness_days: float | None = Field(description="Days since the horse's last run (null: debut).")
-    stale: bool
-    explanation: list[Explanation]
-
-
-class RacePrediction(BaseModel):
-    race_id: str
-    off_time: str | None
-    course: str | None
-    n_runners: int
-    model_version: str
-    market: bool = Field(description="Every runner has final odds (both tracks available).")
-    staking_track: str
-    runners: list[RunnerPrediction]
-
-
-class PredictResponse(BaseModel):
-    model_version: str
-    feature_service: str
-    races: list[RacePrediction]
-
-
-class HorseState(BaseModel):
-    horse_id: str
-    last_run: str | None
-    features: dict[str, Any]
-
-
-_RACECARD_EXAMPLE = {
-    "format": "racecast.racecard/1",
-    "meetings": [
-        {
-            "date": "2025-02-06",
-            "course": "ST",
-            "country": "HK",
-            "races": [
-                {
-                    "race_id": "HK-2025-02-06-ST-01",
-                    "off_time": "2025-02-06T14:30:00+08:00",
-                    "race_type": "flat",
-                    "surface": "turf",
-                    "going": "good",
-                    "distance_m": 1200,
-                    "race_class": 4,
-                    "runners": [
-                        {"horse_id": "3917", "draw": 7, "rating": 60, "jockey_id": "2",
-                         "trainer_id": "118", "weight_carried_kg": 60.3, "odds": {"final": 9.7}},
-                        {"horse_id": "4012", "draw": 2, "rating": 58, "jockey_id": "5",
-                         "trainer_id": "97", "weight_carried_kg": 57.1, "odds": {"final": 3.2}},
-                    ],
-                }
-            ],
-        }
-    ],
-}
-
-_PREDICT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "description": (
-                        "A racecard, JSON contract racecast.racecard/1 (docs/racecard_format.md; "
-                        "JSON Schema docs/racecard.schema.json): one or many meetings and races."
-                    ),
-                },
-                "example": _RACECARD_EXAMPLE,
-            }
-        },
-    }
-}
-
-
-# ---------------------------------------------------------------------------- middleware
-class _ServiceMiddleware:
-    """Request id, body-size limit, catch-all 500 and request metrics (pure ASGI)."""
-
-    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: ServiceMetrics) -> None:
-        self.app = app
-        self.max_body_bytes = max_body_bytes
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        headers = dict(scope.get("headers") or [])
-        given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        status = 500
-        started = False
-        received = 0
-
-        async def guarded_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise _BodyTooLarge
-            return message
-
-        async def tagged_send(message: Message) -> None:
-            nonlocal status, started
-            if message["type"] == "http.response.start":
-                started, status = True, message["status"]
-                MutableHeaders(scope=message).append("X-Request-ID", request_id)
-            await send(message)
-
-        try:
-            declared = headers.get(b"content-length", b"")
-            if declared.isdigit() and int(declared) > self.max_body_bytes:
-                raise _BodyTooLarge
-            await self.app(scope, guarded_receive, tagged_send)
-        except _BodyTooLarge:
-            if not started:
-                detail = f"request body larger than {self.max_body_bytes} bytes"
-                await JSONResponse({"detail": detail}, status_code=413)(scope, receive, tagged_send)
-        except Exception:
-            logger.exception(
-                "request %s %s failed (request_id=%s)", scope.get("method"), scope.get("path"), request_id
-            )
-            if not started:
-                body = {"detail": "internal error", "request_id": request_id}
-                await JSONResponse(body, status_code=500)(scope, receive, tagged_send)
-        finally:
-            route = getattr(scope.get("route"), "path", "<unmatched>")
-            self.metrics.observe_request(route, scope.get("method", ""), status, time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------- app
@@ -317,7 +133,7 @@ def create_app(
     verifier = ApiKeyVerifier(hashes)
     limiter = RateLimiter(settings.rate_limit_per_minute, 60.0, clock=clock)
     metrics = ServiceMetrics()
-    races = _RaceCache(settings.race_cache_size)
+    races = RaceCache(settings.race_cache_size)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -368,7 +184,7 @@ def create_app(
     )
     app.state.service = None
     app.state.bundle_loaded = False
-    app.add_middleware(_ServiceMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
 
     async def authorize(request: Request, api_key: str | None = Security(api_key_header)) -> str:
@@ -397,12 +213,12 @@ def create_app(
     @router.post(
         "/predict",
         response_model=PredictResponse,
-        openapi_extra=_PREDICT_BODY,
+        openapi_extra=PREDICT_BODY,
         summary="Score a racecard",
         responses={401: {}, 413: {}, 422: {}, 429: {}, 503: {}},
     )
     async def predict(
-        request: Request, service: ReadyService
+        request: Request, service: ReadyService, identity: str = Depends(authorize)
     ) -> dict[str, Any]:
         raw = await request.body()
         try:
@@ -418,7 +234,7 @@ def create_app(
         except RacecardRequestError as exc:
             raise RequestValidationError(exc.details) from exc
         for race in result["races"]:
-            races.put(race)
+            races.put(identity, race)
         runners = [r for race in result["races"] for r in race["runners"]]
         metrics.observe_predictions(
             fundamental=len(runners),
@@ -428,8 +244,8 @@ def create_app(
         return result
 
     @router.get("/races/{race_id}", response_model=RacePrediction, summary="Last predictions of a race")
-    async def get_race(race_id: str = Path(max_length=200)) -> dict[str, Any]:
-        race = races.get(race_id)
+    async def get_race(race_id: str = Path(max_length=200), identity: str = Depends(authorize)) -> dict[str, Any]:
+        race = races.get(identity, race_id)
         if race is None:
             raise HTTPException(status_code=404, detail=f"race {race_id!r} has not been scored by this service")
         return race

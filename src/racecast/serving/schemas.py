@@ -1,0 +1,109 @@
+"""Pydantic models and OpenAPI fragments of the inference service's HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "PREDICT_BODY",
+    "RACECARD_EXAMPLE",
+    "Explanation",
+    "HorseState",
+    "PredictResponse",
+    "RacePrediction",
+    "RunnerPrediction",
+]
+
+
+class Explanation(BaseModel):
+    feature: str
+    value: float | None = Field(description="Input value of the feature (null: missing).")
+    contribution: float = Field(description="Contribution to the ranker's score (utility units).")
+
+
+class RunnerPrediction(BaseModel):
+    horse_id: str
+    rank: int = Field(description="1 = highest fundamental win probability in the race.")
+    p_win: float = Field(description="Fundamental win probability (sums to 1 per race).")
+    fair_odds: float = Field(description="1 / p_win, decimal odds.")
+    market_odds: float | None = Field(description="Final decimal odds of the racecard.")
+    p_market: float | None = Field(description="Normalised 1/odds (null unless every runner is priced).")
+    p_win_combined: float | None = Field(description="Benter blend of fundamental and market.")
+    edge: float | None = Field(description="p * market_odds - 1 (null without a price).")
+    kelly_fraction: float = Field(description="Fractional Kelly share of the bankroll (0: no bet).")
+    stake_units: float = Field(description="Stake in bankroll units.")
+    feature_staleness_days: float | None = Field(description="Days since the horse's last run (null: debut).")
+    stale: bool
+    explanation: list[Explanation]
+
+
+class RacePrediction(BaseModel):
+    race_id: str
+    off_time: str | None
+    course: str | None
+    n_runners: int
+    model_version: str
+    market: bool = Field(description="Every runner has final odds (both tracks available).")
+    staking_track: str
+    runners: list[RunnerPrediction]
+
+
+class PredictResponse(BaseModel):
+    model_version: str
+    feature_service: str
+    races: list[RacePrediction]
+
+
+class HorseState(BaseModel):
+    horse_id: str
+    last_run: str | None
+    features: dict[str, Any]
+
+
+RACECARD_EXAMPLE = {
+    "format": "racecast.racecard/1",
+    "meetings": [
+        {
+            "date": "2025-02-06",
+            "course": "ST",
+            "country": "HK",
+            "races": [
+                {
+                    "race_id": "HK-2025-02-06-ST-01",
+                    "off_time": "2025-02-06T14:30:00+08:00",
+                    "race_type": "flat",
+                    "surface": "turf",
+                    "going": "good",
+                    "distance_m": 1200,
+                    "race_class": 4,
+                    "runners": [
+                        {"horse_id": "3917", "draw": 7, "rating": 60, "jockey_id": "2",
+                         "trainer_id": "118", "weight_carried_kg": 60.3, "odds": {"final": 9.7}},
+                        {"horse_id": "4012", "draw": 2, "rating": 58, "jockey_id": "5",
+                         "trainer_id": "97", "weight_carried_kg": 57.1, "odds": {"final": 3.2}},
+                    ],
+                }
+            ],
+        }
+    ],
+}
+
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "description": (
+                        "A racecard, JSON contract racecast.racecard/1 (docs/racecard_format.md; "
+                        "JSON Schema docs/racecard.schema.json): one or many meetings and races."
+                    ),
+                },
+                "example": RACECARD_EXAMPLE,
+            }
+        },
+    }
+}
