@@ -34,7 +34,7 @@ connections only place them in a class) and the form drift since the last run. C
 runs in a row drop one; fields mix a race's class with its neighbours.
 
 The module is plain Python (no Kedro); :func:`simulate` returns the documents of the
-racecard/results JSON contract (``docs/racecard-format.md``), the oracle table and the
+racecard/results JSON contract (``docs/racecard_format.md``), the oracle table and the
 components of ``eta`` (diagnostics).
 """
 

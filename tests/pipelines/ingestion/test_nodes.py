@@ -39,7 +39,7 @@ from .builders import (
     runner,
 )
 
-# The example of racecard-format.md, with every field.
+# The v1 contract example (docs/racecard_format.md), with every field.
 DOC_RACECARD = {
     "format": "racecast.racecard/1",
     "meetings": [

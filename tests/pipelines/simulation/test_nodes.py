@@ -121,7 +121,7 @@ def market_table(world) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- contract
 def check_racecard(doc: dict) -> None:
-    """Assert that a racecard document follows racecard-format.md (v1)."""
+    """Assert that a racecard document follows docs/racecard_format.md (v1)."""
     assert set(doc) == RACECARD_KEYS
     assert doc["format"] == "racecast.racecard/1"
     assert doc["meetings"]
