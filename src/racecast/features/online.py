@@ -22,9 +22,19 @@ logger = logging.getLogger(__name__)
 
 
 class RacecardError(ValueError):
-    """A racecard that cannot be scored; the message names the file and field."""
+    """A racecard that cannot be scored; the message names the file and field.
+
+    ``problems`` lists every problem found (dicts with ``race_id``, ``horse_id``,
+    ``field``, ``reason``, ``detail``; records quarantined only because of another
+    record's problem are left out); empty when the text is not a racecard at all.
+    """
+
+    def __init__(self, message: str, problems: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
 
 
+_PROBLEM_KEYS = ("race_id", "horse_id", "field", "reason", "detail")
 #: Canonical columns ``state.entity_frame`` reads from races and from runners.
 _ENTITY_INPUT_COLUMNS = (
     [*state.RACE_FIELDS, *state.RACE_RESULT_FIELDS],
@@ -32,12 +42,20 @@ _ENTITY_INPUT_COLUMNS = (
 )
 
 
-def racecard_entity_rows(text: str, source_file: str = "<request>") -> pd.DataFrame:
+def racecard_entity_rows(
+    text: str,
+    source_file: str = "<request>",
+    plausibility: Any = None,
+    as_of: Any = None,
+) -> pd.DataFrame:
     """Parse a racecard (JSON contract) into entity rows, as ingestion would.
 
     Args:
         text: The racecard JSON text.
         source_file: Name used in error messages.
+        plausibility: Plausible ranges
+            (:class:`racecast.ingestion.plausibility.Plausibility`; defaults when None).
+        as_of: Reference time of the plausible off-time window (None: now).
 
     Returns:
         One entity row per active runner (labels empty: the races are not run yet).
@@ -52,7 +70,9 @@ def racecard_entity_rows(text: str, source_file: str = "<request>") -> pd.DataFr
     stem = Path(source_file).name.removesuffix(".json")
     if not stem.endswith(".racecard"):
         stem = f"{stem}.racecard"
-    clean = clean_racecard_columns(text, f"{stem}.json", *_ENTITY_INPUT_COLUMNS)
+    clean = clean_racecard_columns(
+        text, f"{stem}.json", *_ENTITY_INPUT_COLUMNS, plausibility=plausibility, as_of=as_of
+    )
     if clean is not None:  # every record valid: the batch path would keep them all
         return state.entity_frame_from_columns(*clean)
     parsed = parse_racecards({stem: lambda: text}, {"source": "racecards"})
@@ -60,15 +80,20 @@ def racecard_entity_rows(text: str, source_file: str = "<request>") -> pd.DataFr
     if summary["files_rejected"]:
         raise RacecardError(f"{source_file}: {summary['files_rejected'][0]['error']}")
     # the same checks as batch ingestion (ranges, duplicates, field consistency)
-    races, runners, quarantine, _ = validate_and_split(
-        *parsed, {"source": "racecards", "months": None}
-    )
+    params = {"source": "racecards", "months": None, "plausibility": plausibility, "as_of": as_of}
+    races, runners, quarantine, _ = validate_and_split(*parsed, params)
     if len(quarantine):
-        first = quarantine.iloc[0]
+        own = quarantine[quarantine["reason"] != "race_quarantined"]
+        first = (own if len(own) else quarantine).iloc[0]
+        problems = [
+            {k: (None if pd.isna(row[k]) else str(row[k])) for k in _PROBLEM_KEYS}
+            for row in (own if len(own) else quarantine).to_dict("records")
+        ]
         raise RacecardError(
             f"{source_file}: race {first['race_id']} runner {first['horse_id']} field "
             f"{first['field']}: {first['detail'] or first['reason']}"
-            + (f" (and {len(quarantine) - 1} more problems)" if len(quarantine) > 1 else "")
+            + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""),
+            problems,
         )
     if races.empty:
         raise RacecardError(f"{source_file}: no races in racecard")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -22,6 +21,7 @@ import pandas as pd
 
 from racecast.features.online import RacecardError, online_features, racecard_entity_rows
 from racecast.features.specs import VIEWS
+from racecast.inference.problems import field_loc, problem_details
 from racecast.serving.scoring import ScoringConfig, runner_positions, score_races
 from racecast.serving.settings import ServingSettings
 
@@ -34,9 +34,6 @@ __all__ = [
     "racecard_error_details",
 ]
 
-_FIELD_PATH = re.compile(r"((?:meetings|results)(?:\[\d+\]|\.[A-Za-z_]\w*)*)")
-_PATH_PART = re.compile(r"\[(\d+)\]|([A-Za-z_]\w*)")
-_FIELD_NAME = re.compile(r"\bfield (\w+):")
 _HEALTH_HORSE = "__racecast_health__"
 #: Threads computing explanations alongside the predictions (shared by every service).
 _EXPLAIN_WORKERS = 2
@@ -51,16 +48,6 @@ class RacecardRequestError(ValueError):
     def __init__(self, details: list[dict[str, Any]]) -> None:
         super().__init__("; ".join(d["msg"] for d in details))
         self.details = details
-
-
-def _field_loc(message: str) -> list[str | int]:
-    """``["body", "meetings", 0, "races", 1, "off_time"]`` from a parser message."""
-    paths = _FIELD_PATH.findall(message)
-    if paths:
-        path = max(paths, key=len)
-        return ["body", *(int(i) if i else name for i, name in _PATH_PART.findall(path))]
-    named = _FIELD_NAME.search(message)
-    return ["body", named.group(1)] if named else ["body"]
 
 
 def racecard_error_details(text: str, source: str = "request") -> list[dict[str, Any]] | None:
@@ -83,15 +70,28 @@ def racecard_error_details(text: str, source: str = "request") -> list[dict[str,
                 "type": "json_invalid",
             }
         ]
+    except RecursionError:
+        return [
+            {"loc": ["body"], "msg": f"{source}: JSON nested too deeply", "type": "json_invalid"}
+        ]
     return None
 
 
-def parse_racecard(text: str, source: str = "request") -> pd.DataFrame:
+def parse_racecard(
+    text: str,
+    source: str = "request",
+    plausibility: Any = None,
+    as_of: Any = None,
+    max_details: int = 50,
+) -> pd.DataFrame:
     """Entity rows of a racecard text, or a :class:`RacecardRequestError` naming the field.
 
     Args:
         text: Racecard JSON text.
         source: Name used in messages (a file name for the CLI).
+        plausibility: Plausible ranges (``ServingSettings.plausibility``; None: defaults).
+        as_of: Reference time of the plausible off-time window (None: now).
+        max_details: Most problems listed (every problem with its JSON path).
 
     Returns:
         ``racecard_entity_rows`` output.
@@ -103,12 +103,15 @@ def parse_racecard(text: str, source: str = "request") -> pd.DataFrame:
     if broken:
         raise RacecardRequestError(broken)
     try:
-        return racecard_entity_rows(text, source)
+        return racecard_entity_rows(text, source, plausibility, as_of)
     except RacecardError as exc:
+        if exc.problems:
+            details = problem_details(text, exc.problems, source, max_details)
+            raise RacecardRequestError(details) from exc
         message = str(exc)
         return_msg = message.removeprefix(f"{source}: ")
         raise RacecardRequestError(
-            [{"loc": _field_loc(message), "msg": return_msg, "type": "racecard_invalid"}]
+            [{"loc": field_loc(message), "msg": return_msg, "type": "racecard_invalid"}]
         ) from exc
 
 
@@ -235,7 +238,13 @@ class InferenceService:
 
     def score_text(self, text: str, source: str = "request") -> dict[str, Any]:
         """Parse and score a racecard text (:func:`parse_racecard` then :meth:`score_rows`)."""
-        return self.score_rows(parse_racecard(text, source))
+        rows = parse_racecard(
+            text,
+            source,
+            self.settings.plausibility,
+            max_details=self.settings.max_error_details,
+        )
+        return self.score_rows(rows)
 
     def horse_state(self, horse_id: str) -> dict[str, Any] | None:
         """The horse's current ``horse_form`` features from the online store.

@@ -41,6 +41,7 @@ import pandera.pandas as pa
 
 from racecast.data.schema import RACE_COLUMNS, RUNNER_COLUMNS
 from racecast.ingestion.contract import RACECARD_FORMAT
+from racecast.ingestion.plausibility import Plausibility, implausible
 from racecast.ingestion.racecards import (
     _canonical_rows,
     _check_races,
@@ -184,6 +185,18 @@ def _passes_race_rules(races: list[Row], runners: list[Row], source: str) -> boo
     return True
 
 
+def _implausible(
+    races: list[Row], runners: list[Row], rules: Plausibility | None, as_of: Any
+) -> bool:
+    """Whether a value breaks a plausibility rule (the rules of ``validate_and_split``)."""
+    race_columns = {name: [row.get(name) for row in races] for name in ("off_time", "meeting_date")}
+    runner_columns = {
+        name: [row.get(name) for row in runners]
+        for name in ("odds_final", "odds_morning", "rating")
+    }
+    return bool(implausible(race_columns, runner_columns, rules, as_of))
+
+
 def _no_results(races: list[Row], runners: list[Row]) -> bool:
     """True when no race or runner carries a result column (a racecard never does)."""
     return not any(
@@ -237,6 +250,8 @@ def clean_racecard_columns(
     race_columns: Iterable[str],
     runner_columns: Iterable[str],
     source: str = "racecards",
+    plausibility: Plausibility | None = None,
+    as_of: Any = None,
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """Races and runners of a racecard that ingestion would take whole, or None.
 
@@ -246,6 +261,9 @@ def clean_racecard_columns(
         race_columns: Canonical race columns to return (e.g. ``entity_frame``'s fields).
         runner_columns: Canonical runner columns to return.
         source: ``ingestion.source`` of the request path.
+        plausibility: Plausible ranges (:func:`racecast.ingestion.plausibility.implausible`;
+            defaults when None).
+        as_of: Reference time of the off-time window (None: now).
 
     Returns:
         ``(races, runners)`` as columns (name -> array with the canonical dtype), rows in
@@ -271,6 +289,7 @@ def clean_racecard_columns(
     if not (
         _passes_schemas(race_rows, runner_rows)
         and _passes_race_rules(race_rows, runner_rows, source)
+        and not _implausible(race_rows, runner_rows, plausibility, as_of)
     ):
         return None
     return (

@@ -29,6 +29,11 @@ records behind an identity is the largest number of its rows sharing reason and 
 
 The report always satisfies ``races.in == races.primary + races.quarantined`` and the same
 for runners; ``validate_and_split`` raises ``IngestionInternalError`` otherwise.
+
+Warnings are about primary records that are kept as they are: a draw above the race's
+declared runners (a standby starter; the JSON parser quarantines draws above
+``contract.draw_limit``) is reported under ``warning_reasons`` (counts) and ``warnings``
+(the first ``MAX_REPORTED_WARNINGS`` rows, in ``QUARANTINE_COLUMNS``), never quarantined.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 _MAX_CAUSES = 3
 _KEYS = ["source_file", "race_id", "horse_id"]
 _PROBLEM_COLUMNS = ["row", "field", "reason", "detail"]
+MAX_REPORTED_WARNINGS = 100
 
 _RACES = RacesSchema.add_columns(
     {
@@ -236,6 +242,7 @@ def validate_and_split(
         runners[~runner_bad].sort_values(["off_time", "race_id"], kind="stable"), RUNNER_COLUMNS
     )
 
+    warnings = _draw_warnings(races_out, runners_out)
     q_adapter = count_quarantined(adapter_rows)
     q_validation = count_quarantined(validation_rows)
     report = {
@@ -260,8 +267,24 @@ def validate_and_split(
             str(k): int(v)
             for k, v in quarantine["reason"].value_counts(sort=False).sort_index().items()
         },
+        "warning_reasons": {
+            str(k): int(v)
+            for k, v in warnings["reason"].value_counts(sort=False).sort_index().items()
+        },
+        "warnings": [
+            {k: (None if pd.isna(v) else str(v)) for k, v in row.items()}
+            for row in warnings.head(MAX_REPORTED_WARNINGS).to_dict("records")
+        ],
     }
     _check_accounting(report)
+    if len(warnings):
+        logger.warning(
+            "ingestion %s: %d warnings (%s); see %s",
+            source,
+            len(warnings),
+            ", ".join(f"{k}: {v}" for k, v in report["warning_reasons"].items()),
+            REPORT_PATH,
+        )
     logger.info(
         "ingestion %s: races %d in = %d primary (%d void) + %d quarantined; runners %d in = %d primary "
         "(%d non-runners) + %d quarantined; %d files read, %d rejected",
@@ -449,6 +472,42 @@ def _schema_problems(frame: pd.DataFrame, schema: pa.DataFrameSchema, table: str
     return out.drop_duplicates(["row", "field", "reason"])
 
 
+def _draw_warnings(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
+    """Warn about primary runners drawn above their race's declared runners (standby starters).
+
+    Args:
+        races: Primary races.
+        runners: Primary runners.
+
+    Returns:
+        ``draw_above_field`` rows in ``QUARANTINE_COLUMNS``, in runner order.
+    """
+    declared = runners["race_id"].map(
+        races.drop_duplicates("race_id").set_index("race_id")["n_declared"]
+    )
+    above = (runners["draw"] > declared).fillna(False).astype(bool)
+    hit = runners[above]
+    detail = (
+        _where(hit, runners=True)
+        + ": draw "
+        + hit["draw"].astype(str)
+        + " is above the "
+        + declared[above].astype(str)
+        + " declared runners (a standby starter?); kept"
+    )
+    return pd.DataFrame(
+        {
+            "source_file": hit["source_file"].to_numpy(dtype=object),
+            "race_id": hit["race_id"].to_numpy(dtype=object),
+            "horse_id": hit["horse_id"].to_numpy(dtype=object),
+            "field": "draw",
+            "reason": "draw_above_field",
+            "detail": detail.map(safe_text).to_numpy(dtype=object),
+        },
+        columns=list(QUARANTINE_COLUMNS),
+    )
+
+
 def _race_facts(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
     """Count declared, active and winning runners per race.
 
@@ -576,7 +635,11 @@ def _runner_checks(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
     status = runners["race_id"].map(lookup["status"])
     # The field is the active runners present, or more when the result itself names more
     # starters than the source has rows for (post_starters; Hong Kong race 3676).
-    starters = pd.to_numeric(lookup.get("post_starters"), errors="coerce") if "post_starters" in lookup else None
+    starters = (
+        pd.to_numeric(lookup.get("post_starters"), errors="coerce")
+        if "post_starters" in lookup
+        else None
+    )
     field_size = runners["race_id"].map(facts["active"]).astype("float64")
     if starters is not None:
         field_size = field_size.combine(runners["race_id"].map(starters).astype("float64"), max)

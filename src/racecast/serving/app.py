@@ -43,9 +43,10 @@ from racecast.inference.service import (
     InferenceService,
     RacecardRequestError,
 )
-from racecast.serving.auth import ApiKeyVerifier, RateLimiter, load_api_key_hashes
+from racecast.serving.auth import ApiKeyVerifier, AuthBackoff, RateLimiter, load_api_key_hashes
+from racecast.serving.limits import RequestLimits, body_guard
 from racecast.serving.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
-from racecast.serving.middleware import ServiceMiddleware
+from racecast.serving.middleware import RejectionLog, ServiceMiddleware, client_address
 from racecast.serving.race_cache import RaceCache
 from racecast.serving.schemas import PREDICT_BODY, HorseState, PredictResponse, RacePrediction
 from racecast.serving.settings import ServingSettings, SettingsError
@@ -132,6 +133,9 @@ def create_app(
         )
     verifier = ApiKeyVerifier(hashes)
     limiter = RateLimiter(settings.rate_limit_per_minute, 60.0, clock=clock)
+    backoff = AuthBackoff(
+        settings.auth_free_failures, settings.auth_backoff_s, settings.auth_backoff_max_s, clock=clock
+    )
     metrics = ServiceMetrics()
     races = RaceCache(settings.race_cache_size)
 
@@ -184,13 +188,29 @@ def create_app(
     )
     app.state.service = None
     app.state.bundle_loaded = False
-    app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(
+        ServiceMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
+        rejections=RejectionLog(settings.rejection_log_interval_s, clock=clock),
+    )
     api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
 
     async def authorize(request: Request, api_key: str | None = Security(api_key_header)) -> str:
         if verifier:
+            address = client_address(request.scope)
+            wait = backoff.retry_after(address)
+            if wait:
+                request.state.rejection = "auth_backoff"
+                raise HTTPException(
+                    status_code=429,
+                    detail=f"too many failed API key attempts from {address}: retry in {wait} s",
+                    headers={"Retry-After": str(wait)},
+                )
             key_id = verifier.verify(api_key)
             if key_id is None:
+                backoff.fail(address)
+                metrics.auth_failures.inc()
                 raise HTTPException(
                     status_code=401,
                     detail="missing or invalid API key (header X-API-Key)",
@@ -208,7 +228,9 @@ def create_app(
             )
         return identity
 
-    router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize)])
+    # authentication first, then the request bounds of any body (before the route reads it)
+    guard = body_guard(RequestLimits.from_settings(settings))
+    router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize), Depends(guard)])
 
     @router.post(
         "/predict",

@@ -12,6 +12,11 @@ nothing and would cost latency on every request) and compared with
 The rate limiter is a sliding-window log per key: at most ``limit`` requests in any
 ``window_s`` seconds; a refused request learns from ``Retry-After`` when the oldest
 request of the window leaves it.
+
+Guessing keys is slowed by :class:`AuthBackoff`: per client address, after a few free
+failed attempts every further failure doubles the time the address is refused (up to a
+maximum); while refused, the address gets 429 whatever key it sends, so a guess that
+happens to be right is not told apart from a wrong one.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ __all__ = [
     "API_KEYS_ENV",
     "CREDENTIALS_KEY",
     "ApiKeyVerifier",
+    "AuthBackoff",
     "RateLimiter",
     "hash_api_key",
     "load_api_key_hashes",
@@ -217,3 +223,62 @@ class RateLimiter:
     def _forget_idle(self, horizon: float) -> None:
         for key in [k for k, log in self._log.items() if not log or log[-1] <= horizon]:
             del self._log[key]
+
+
+class AuthBackoff:
+    """Exponential back-off of failed API key attempts, per client address.
+
+    The first ``free_failures`` failures of an address cost nothing; failure ``n`` after
+    them refuses the address for ``base_s * 2 ** (n - 1)`` seconds, at most ``max_s``. An
+    address without a failure for ``max_s`` seconds starts again from zero. Success does
+    not reset the count (one valid key must not buy unlimited guesses of others).
+    Thread-safe; at most ``max_clients`` addresses are remembered (the oldest go first).
+
+    Args:
+        free_failures: Failures allowed before the first back-off.
+        base_s: First back-off, seconds.
+        max_s: Longest back-off and memory of a quiet address, seconds.
+        clock: Monotonic clock (injectable for tests).
+        max_clients: Addresses remembered.
+    """
+
+    def __init__(
+        self,
+        free_failures: int,
+        base_s: float,
+        max_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = 100_000,
+    ) -> None:
+        self.free_failures = int(free_failures)
+        self.base_s = float(base_s)
+        self.max_s = float(max_s)
+        self._clock = clock
+        self._max_clients = max_clients
+        # address -> (failures, time of the last failure, refused until)
+        self._state: dict[str, tuple[int, float, float]] = {}
+        self._lock = threading.Lock()
+
+    def retry_after(self, client: str) -> int:
+        """Whole seconds (>= 1) the address is still refused, 0 when it may try."""
+        now = self._clock()
+        with self._lock:
+            state = self._state.get(client)
+        if state is None or state[2] <= now:
+            return 0
+        return max(1, math.ceil(state[2] - now))
+
+    def fail(self, client: str) -> float:
+        """Count a failed attempt of ``client``; returns the back-off it now has (s)."""
+        now = self._clock()
+        with self._lock:
+            failures, last, _ = self._state.pop(client, (0, now, now))
+            if now - last > self.max_s:
+                failures = 0
+            failures += 1
+            over = failures - self.free_failures
+            wait = 0.0 if over <= 0 else min(self.max_s, self.base_s * 2.0 ** min(over - 1, 60))
+            self._state[client] = (failures, now, now + wait)  # re-inserted: newest last
+            while len(self._state) > self._max_clients:
+                del self._state[next(iter(self._state))]
+            return wait

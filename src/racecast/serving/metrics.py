@@ -8,7 +8,11 @@
   the race had a market);
 * ``racecast_feature_staleness_days``: days since the scored horse's last run (debutants
   are not observed);
-* ``racecast_model_info{model_version, feature_service}``: 1 for the loaded bundle.
+* ``racecast_model_info{model_version, feature_service}``: 1 for the loaded bundle;
+* ``racecast_rejected_requests_total{reason}``: 4xx answers by cause (``auth_failed``,
+  ``auth_backoff``, ``rate_limited``, ``body_too_large``, ``unsupported_media_type``,
+  ``limit_exceeded``, ``json_invalid``, ``invalid_request``, ``not_found``, ...);
+* ``racecast_auth_failures_total``: requests with a missing or unknown API key.
 """
 
 from __future__ import annotations
@@ -64,6 +68,18 @@ class ServiceMetrics:
             "racecast_model_info",
             "The loaded inference bundle (value 1).",
             ["model_version", "feature_service"],
+            registry=self.registry,
+        )
+
+        self.rejected = Counter(
+            "racecast_rejected_requests",
+            "Requests answered with a 4xx status, by cause.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "racecast_auth_failures",
+            "Requests with a missing or unknown API key.",
             registry=self.registry,
         )
 

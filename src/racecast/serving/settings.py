@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from racecast.ingestion.plausibility import Plausibility
+
 __all__ = ["DEFAULT_BUNDLE_URI", "ENV_PREFIX", "ServingSettings", "SettingsError"]
 
 #: The registry's champion: what ``racecast serve`` scores with unless told otherwise.
@@ -30,7 +32,7 @@ ENV_PREFIX = "RACECAST_"
 
 #: Fields that are never read from ``RACECAST_<FIELD>`` variables (``RACECAST_API_KEYS``
 #: is comma-separated and read by :mod:`racecast.serving.auth`).
-_NOT_FROM_ENV = frozenset({"api_keys", "feature_params"})
+_NOT_FROM_ENV = frozenset({"api_keys", "feature_params", "plausibility"})
 
 
 class SettingsError(ValueError):
@@ -53,6 +55,20 @@ class ServingSettings(BaseModel):
             it a service with no key configured refuses to start.
         rate_limit_per_minute: Requests per API key per sliding minute.
         max_body_bytes: Largest request body accepted (413 beyond).
+        max_json_depth: Deepest JSON nesting of a body (422 beyond, checked before parsing).
+        max_races_per_request: Races (or results) in one body (422 beyond).
+        max_runners_per_race: Runners (or finishers) of one race (422 beyond).
+        max_string_length: Longest string or object key of a body (422 beyond).
+        max_object_keys: Most keys of one JSON object (422 beyond).
+        max_error_details: Most problems listed in one 422 body.
+        plausibility: Plausible odds, ratings and off times
+            (:class:`racecast.ingestion.plausibility.Plausibility`, the ranges batch
+            ingestion uses); the off-time window is around the request's ``as_of`` or now.
+        auth_free_failures: Failed API key attempts per client address before back-off.
+        auth_backoff_s: First back-off after the free failures; doubles with each failure.
+        auth_backoff_max_s: Longest back-off (also how long a quiet address is remembered).
+        rejection_log_interval_s: A client's rejected requests are logged at most once
+            per interval, as a summary.
         staleness_threshold_days: A runner whose last run is older than this is flagged
             ``stale`` (its form features describe an old horse).
         kelly_fraction: Kelly multiplier of the stakes (quarter Kelly by default).
@@ -76,6 +92,17 @@ class ServingSettings(BaseModel):
     allow_anonymous: bool = False
     rate_limit_per_minute: int = Field(10_000, gt=0)
     max_body_bytes: int = Field(1_000_000, gt=0)
+    max_json_depth: int = Field(16, ge=2)
+    max_races_per_request: int = Field(100, ge=1)
+    max_runners_per_race: int = Field(48, ge=1)
+    max_string_length: int = Field(2000, ge=1)
+    max_object_keys: int = Field(200, ge=1)
+    max_error_details: int = Field(50, ge=1)
+    plausibility: Plausibility = Field(default_factory=Plausibility)
+    auth_free_failures: int = Field(5, ge=0)
+    auth_backoff_s: float = Field(1.0, gt=0)
+    auth_backoff_max_s: float = Field(900.0, gt=0)
+    rejection_log_interval_s: float = Field(60.0, gt=0)
     staleness_threshold_days: float = Field(180.0, gt=0)
     kelly_fraction: float = Field(0.25, gt=0, le=1)
     bankroll_units: float = Field(100.0, gt=0)

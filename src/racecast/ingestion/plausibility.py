@@ -1,0 +1,201 @@
+"""Plausibility rules: values the contract's types allow but no real race has.
+
+One definition for every path that takes racecards in: batch ingestion quarantines the
+records that break a rule (:func:`racecast.ingestion.validate.validate_and_split`), the
+request path (:mod:`racecast.ingestion.request`, :func:`racecast.features.online.racecard_entity_rows`)
+rejects them with the same message. The rules:
+
+* odds (``odds_final``, ``odds_morning``) within ``[odds_min, odds_max]``;
+* ``rating`` within ``[rating_min, rating_max]``;
+* ``off_time`` on the meeting's date, give or take ``off_time_meeting_days`` (the date is
+  local, the off time UTC: a day covers every time zone);
+* ``off_time`` at most ``off_time_ahead_days`` after the reference time and at most
+  ``off_time_behind_days`` before it. The reference is the request's ``as_of`` when
+  given, else the current time.
+
+Weights, ages and draws keep their ranges in the canonical schemas
+(:mod:`racecast.data.schema`), which both paths already enforce.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["Plausibility", "Violation", "implausible"]
+
+#: Reason code of a quarantine row or request error that breaks a plausibility rule.
+REASON = "implausible_value"
+
+
+class Plausibility(BaseModel):
+    """Plausible ranges (ingestion parameter ``ingestion.plausibility``, serving setting
+    ``plausibility``; both default to these values)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    odds_min: float = Field(1.01, gt=1.0, description="Lowest decimal odds.")
+    odds_max: float = Field(1000.0, gt=1.0, description="Highest decimal odds.")
+    rating_min: float = Field(0.0, description="Lowest official rating.")
+    rating_max: float = Field(200.0, description="Highest official rating.")
+    off_time_meeting_days: float = Field(
+        1.0, ge=0, description="Days an off time may lie from its meeting's date."
+    )
+    off_time_ahead_days: float = Field(
+        400.0, gt=0, description="Days an off time may lie after the reference time."
+    )
+    off_time_behind_days: float = Field(
+        36_525.0, gt=0, description="Days an off time may lie before the reference time."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Plausibility:
+        if self.odds_min > self.odds_max:
+            raise ValueError(f"odds_min {self.odds_min} is above odds_max {self.odds_max}")
+        if self.rating_min > self.rating_max:
+            raise ValueError(f"rating_min {self.rating_min} is above rating_max {self.rating_max}")
+        return self
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One record that breaks a rule: ``table`` (races/runners), its row, field and why."""
+
+    table: str
+    row: int
+    field: str
+    detail: str
+
+
+Columns = Mapping[str, Sequence[Any]] | pd.DataFrame
+
+
+def _floats(table: Columns, name: str) -> np.ndarray:
+    if name not in table:
+        return np.empty(0)
+    return pd.to_numeric(pd.Series(table[name], dtype=object), errors="coerce").to_numpy(
+        dtype=float, na_value=np.nan
+    )
+
+
+def _times(table: Columns, name: str, **options: Any) -> pd.DatetimeIndex:
+    if name not in table:
+        return pd.DatetimeIndex([], tz="UTC")
+    return pd.DatetimeIndex(
+        pd.to_datetime(pd.Series(table[name], dtype=object), utc=True, errors="coerce", **options)
+    )
+
+
+def _outside(
+    values: np.ndarray, low: float, high: float, table: str, field: str
+) -> list[Violation]:
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(~np.isnan(values) & ((values < low) | (values > high)))
+    return [
+        Violation(
+            table,
+            int(i),
+            field,
+            f"{field} = {values[i]:g} is outside the plausible range [{low:g}, {high:g}]",
+        )
+        for i in bad
+    ]
+
+
+def _off_time_violations(races: Columns, rules: Plausibility, now: pd.Timestamp) -> list[Violation]:
+    off = _times(races, "off_time")
+    if not len(off):
+        return []
+    dates = _times(races, "meeting_date", format="%Y-%m-%d")
+    out: list[Violation] = []
+    day = pd.Timedelta(days=1)
+    meeting = pd.Timedelta(days=rules.off_time_meeting_days)
+    earliest = now - pd.Timedelta(days=rules.off_time_behind_days)
+    latest = now + pd.Timedelta(days=rules.off_time_ahead_days)
+    for i, (at, date) in enumerate(
+        zip(off, dates if len(dates) else [pd.NaT] * len(off), strict=True)
+    ):
+        if pd.isna(at):
+            continue
+        if not pd.isna(date) and not date - meeting <= at < date + day + meeting:
+            out.append(
+                Violation(
+                    "races",
+                    i,
+                    "off_time",
+                    (
+                        f"off_time {at.isoformat()} is more than {rules.off_time_meeting_days:g} day(s) "
+                        f"from the meeting date {date.date().isoformat()}"
+                    ),
+                )
+            )
+        elif at > latest:
+            out.append(
+                Violation(
+                    "races",
+                    i,
+                    "off_time",
+                    (
+                        f"off_time {at.isoformat()} is more than {rules.off_time_ahead_days:g} days "
+                        f"after the reference time {now.isoformat()}"
+                    ),
+                )
+            )
+        elif at < earliest:
+            out.append(
+                Violation(
+                    "races",
+                    i,
+                    "off_time",
+                    (
+                        f"off_time {at.isoformat()} is more than {rules.off_time_behind_days:g} days "
+                        f"before the reference time {now.isoformat()}"
+                    ),
+                )
+            )
+    return out
+
+
+def reference_time(as_of: Any = None) -> pd.Timestamp:
+    """The rules' reference time: ``as_of`` (aware, as UTC) or the current time."""
+    if as_of is None:
+        return pd.Timestamp(dt.datetime.now(dt.UTC))
+    stamp = pd.Timestamp(as_of)
+    if stamp.tzinfo is None:
+        raise ValueError(f"as_of {as_of!r} has no UTC offset")
+    return stamp.tz_convert("UTC")
+
+
+def implausible(
+    races: Columns,
+    runners: Columns,
+    rules: Plausibility | None = None,
+    as_of: Any = None,
+) -> list[Violation]:
+    """Every race and runner value that breaks a plausibility rule.
+
+    Args:
+        races: Race columns (a DataFrame or name -> values) with ``off_time`` (aware) and
+            ``meeting_date`` (``YYYY-MM-DD``).
+        runners: Runner columns with ``odds_final``, ``odds_morning``, ``rating``.
+        rules: The ranges (defaults when None).
+        as_of: Reference time of the off-time window (None: now).
+
+    Returns:
+        The violations, races first; rows are positions (0-based) in ``races`` / ``runners``.
+    """
+    rules = rules or Plausibility()
+    now = reference_time(as_of)
+    out = _off_time_violations(races, rules, now)
+    for field in ("odds_final", "odds_morning"):
+        out += _outside(_floats(runners, field), rules.odds_min, rules.odds_max, "runners", field)
+    out += _outside(
+        _floats(runners, "rating"), rules.rating_min, rules.rating_max, "runners", "rating"
+    )
+    return out
