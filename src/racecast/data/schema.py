@@ -17,6 +17,7 @@ POST_RACE_PREFIX = "post_"
 RACE_TYPES = ("flat", "hurdle", "chase", "harness", "greyhound")
 SURFACES = ("turf", "dirt", "all-weather", "sand")
 RACE_STATUSES = ("official", "void", "pending")
+RACE_GRADES = ("G1", "G2", "G3", "listed")  # group and listed races
 OUTCOMES = (
     "finished",
     "pulled_up",
@@ -25,11 +26,16 @@ OUTCOMES = (
     "refused",
     "disqualified",
     "did_not_finish",
+    # withdrawn after the racecard (e.g. at the start): like a non-runner, no label and
+    # no state, but the racecard said it would run (non_runner stays false)
+    "took_no_part",
 )
+TOOK_NO_PART = "took_no_part"
 SOURCES = ("synthetic", "racecards", "hkjc")
 
 RACE_COLUMNS: dict[str, str] = {
     "race_id": "string",
+    "source_race_id": "string",  # the feed's own race id, when it gives one
     "source": "string",
     "source_file": "string",
     "meeting_date": "string",  # local calendar date of the meeting, YYYY-MM-DD
@@ -43,6 +49,7 @@ RACE_COLUMNS: dict[str, str] = {
     "going": "string",
     "distance_m": "Int64",
     "race_class": "Int64",
+    "race_grade": "string",  # G1 | G2 | G3 | listed (graded/listed races), else null
     "prize": "float64",
     "rail": "string",
     "rating_band": "string",
@@ -77,7 +84,8 @@ RUNNER_COLUMNS: dict[str, str] = {
     "trainer_id": "string",
     "odds_morning": "float64",
     "odds_final": "float64",
-    "odds_capped": "boolean",  # the source caps odds (HKJC: 99) and this price hit the cap
+    # odds_final is at the source's display cap (HKJC: 99): the price was at least that
+    "odds_capped": "boolean",
     "non_runner": "boolean",
     "comment": "string",  # pre-race text (tipster note, racecard comment)
     # --- post-race ---
@@ -159,6 +167,7 @@ RacesSchema = pa.DataFrameSchema(
         "race_type": pa.Column("string", pa.Check.isin(RACE_TYPES), nullable=True),
         "surface": pa.Column("string", pa.Check.isin(SURFACES), nullable=True),
         "distance_m": pa.Column("Int64", pa.Check.in_range(100, 8000), nullable=False),
+        "race_grade": pa.Column("string", pa.Check.isin(RACE_GRADES), nullable=True),
         "n_runners": pa.Column("Int64", pa.Check.ge(0)),
         "status": pa.Column("string", pa.Check.isin(RACE_STATUSES)),
     },

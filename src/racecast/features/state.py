@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from racecast.data.schema import TOOK_NO_PART
 from racecast.features.specs import (
     CARD_ORDER,
     CONTEXT_COLUMNS,
@@ -69,6 +70,7 @@ RUNNER_RESULT_FIELDS: list[str] = [
     "post_lengths_behind",
     "post_finish_time_s",
     "post_in_running_positions",
+    "post_outcome",
 ]
 RACE_RESULT_FIELDS: list[str] = ["post_winning_time_s"]
 
@@ -301,7 +303,11 @@ def shrunk_rate(successes: pd.Series, trials: pd.Series, k: float, prior: float)
 
 
 def _active_runs(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
-    """Join runners to races and keep the active runners of races that are not void."""
+    """Join runners to races and keep the active runners of races that are not void.
+
+    Active: not a non-runner and not ``took_no_part`` in the result (withdrawn after the
+    racecard: no state, no label, not counted in ``n_runners``).
+    """
     require_columns(races, RACE_FIELDS, "races")
     require_columns(runners, RUNNER_FIELDS, "runners")
     if races["race_id"].duplicated().any():
@@ -324,7 +330,8 @@ def _active_runs(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
     for col in ("race_id", "horse_id", "jockey_id", "trainer_id"):
         df[col] = df[col].astype("string")
     non_runner = df["non_runner"].astype("boolean").fillna(False).to_numpy(bool)
-    df = df.loc[~non_runner & (df["status"] != "void").to_numpy(bool)]
+    absent = df["post_outcome"].astype("string").eq(TOOK_NO_PART).fillna(False).to_numpy(bool)
+    df = df.loc[~non_runner & ~absent & (df["status"] != "void").to_numpy(bool)]
     df = df.sort_values(["off_time", "race_id"], kind="stable").reset_index(drop=True)
     df["n_runners"] = df.groupby("race_id")["horse_id"].transform("size").astype("int64")
     df["track_key"] = track_key(df["course"], df["surface"], df["distance_m"])
@@ -398,6 +405,12 @@ def _entity_columns_small(
     off_ns = _utc_ns_array(races["off_time"])
     status = ["pending" if s is pd.NA else s.lower() for s in _strings(races["status"])]
     non_runner = pd.array(runners["non_runner"]).astype("boolean").fillna(False).tolist()
+    if "post_outcome" in runners:  # took no part: out of the race like a non-runner
+        outcome = _strings(runners["post_outcome"])
+        non_runner = [
+            nr or (o is not pd.NA and o == TOOK_NO_PART)
+            for nr, o in zip(non_runner, outcome, strict=True)
+        ]
     keep = [i for i, r in enumerate(race_of) if not non_runner[i] and status[r] != "void"]
     stamps = np.asarray(off_ns, dtype="datetime64[ns]").astype(np.int64).tolist()
     keep.sort(key=lambda i: (stamps[race_of[i]], race_ids[race_of[i]]))
@@ -997,9 +1010,10 @@ def build_state_tables(
 ) -> dict[str, pd.DataFrame]:
     """Build one post-race state table per feature view.
 
-    Only active runners of official races contribute; void and pending races and
-    non-runners add no state. Each row is the entity's state INCLUDING that race's
-    result, stamped ``event_timestamp = off_time + post_race_delay_s``.
+    Only active runners of official races contribute; void and pending races,
+    non-runners and runners that took no part add no state. Each row is the entity's
+    state INCLUDING that race's result, stamped
+    ``event_timestamp = off_time + post_race_delay_s``.
 
     Args:
         races: Canonical races table.

@@ -1,4 +1,4 @@
-"""Machine-readable form of the v1 racecard and results JSON contract.
+"""Machine-readable form of the racecard and results JSON contract (version 1.1).
 
 The human-readable contract is ``racecard-format.md`` (racecast's public input format);
 these pydantic v2 models are its executable form, and ``write_json_schema`` exports them
@@ -12,6 +12,13 @@ meeting, race, runner and result on its own so that one bad record never rejects
 
 Additions to the v1 example, all optional: ``rail`` and ``rating_band`` on a race,
 ``horse_country`` on a runner, ``dead_heat`` on a finisher.
+
+Version 1.1 is backward compatible: every valid v1 file is a valid 1.1 file, both format
+strings are accepted (``RACECARD_FORMATS``, ``RESULTS_FORMATS``) and read by the same
+rules. It adds, all optional: ``odds.final_capped`` (the final price is the pool's
+display cap, so the price was at least that), ``race_grade`` and ``source_race_id`` on a
+race, the ``took_no_part`` outcome, and standby-starter draws above the field
+(:func:`draw_limit`).
 """
 
 from __future__ import annotations
@@ -21,13 +28,26 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, RootModel
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from racecast.data.schema import OUTCOMES, RACE_TYPES, SURFACES
+from racecast.data.schema import OUTCOMES, RACE_GRADES, RACE_TYPES, SURFACES
 
 RACECARD_FORMAT = "racecast.racecard/1"
 RESULTS_FORMAT = "racecast.results/1"
+RACECARD_FORMAT_1_1 = "racecast.racecard/1.1"
+RESULTS_FORMAT_1_1 = "racecast.results/1.1"
+#: Accepted ``format`` strings: v1 files stay valid, 1.1 is read by the same rules.
+RACECARD_FORMATS = (RACECARD_FORMAT, RACECARD_FORMAT_1_1)
+RESULTS_FORMATS = (RESULTS_FORMAT, RESULTS_FORMAT_1_1)
 RESULT_STATUSES = ("official", "void")
 
 #: Entity ids (race, horse, jockey, trainer): printable, no surrounding whitespace, and
@@ -69,6 +89,25 @@ def _off_time_in_range(value: dt.datetime) -> dt.datetime:
 
 OffTime = Annotated[AwareDatetime, AfterValidator(_off_time_in_range)]
 
+#: Standby starters (Hong Kong) are drawn after the field, so a draw may exceed the
+#: declared runners: up to ``max(declared, STANDBY_FIELD) + STANDBY_DRAWS`` it is kept with
+#: a ``draw_above_field`` warning in the ingestion report; above that it is quarantined.
+STANDBY_FIELD = 14
+STANDBY_DRAWS = 4
+
+
+def draw_limit(declared: int) -> int:
+    """The largest draw a race with ``declared`` runners may give (standby starters).
+
+    Args:
+        declared: Declared runners of the race, non-runners included.
+
+    Returns:
+        ``max(declared, STANDBY_FIELD) + STANDBY_DRAWS``.
+    """
+    return max(declared, STANDBY_FIELD) + STANDBY_DRAWS
+
+
 DEFAULT_SCHEMA_PATH = Path(__file__).resolve().parents[3] / "docs" / "racecard.schema.json"
 
 
@@ -79,10 +118,25 @@ class _Record(BaseModel):
 
 
 class RunnerOdds(_Record):
-    """Prices of one runner before the off; both optional."""
+    """Prices of one runner before the off; all optional."""
 
     morning: Odds | None = Field(default=None, description="Morning (early) price.")
     final: Odds | None = Field(default=None, description="Price at the off.")
+    final_capped: bool = Field(
+        default=False,
+        description=(
+            "The final price is the pool's display cap (e.g. 99 in Hong Kong): the price "
+            "was at least `final` (1.1). Needs `final`."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _capped_needs_final(self) -> RunnerOdds:
+        if self.final_capped and self.final is None:
+            raise PydanticCustomError(
+                "invalid_value", "final_capped is true but there is no final price"
+            )
+        return self
 
 
 class RunnerCard(_Record):
@@ -92,7 +146,14 @@ class RunnerCard(_Record):
     horse_name: str | None = Field(default=None, description="Display name.")
     cloth_number: int | None = Field(default=None, ge=1, le=999, description="Saddle-cloth number.")
     draw: int | None = Field(
-        default=None, ge=1, le=99, description="Stall; at most the number of declared runners."
+        default=None,
+        ge=1,
+        le=99,
+        description=(
+            "Stall; at most the number of declared runners, or up to "
+            f"max(declared, {STANDBY_FIELD}) + {STANDBY_DRAWS} for a standby starter (1.1, "
+            "with a warning)."
+        ),
     )
     age: int | None = Field(default=None, ge=1, le=99, description="Age in years.")
     sex: str | None = Field(default=None, description="e.g. gelding, mare, colt.")
@@ -118,6 +179,9 @@ class RaceHeader(_Record):
     """A race without its runners (what the parser validates per race)."""
 
     race_id: EntityId = Field(description="Unique across all files.")
+    source_race_id: EntityId | None = Field(
+        default=None, description="The feed's own id of the race, kept as given (1.1)."
+    )
     off_time: OffTime = Field(
         description="ISO 8601 with a UTC offset: the event time (years 1900-2199)."
     )
@@ -126,6 +190,12 @@ class RaceHeader(_Record):
     going: str | None = Field(default=None, description="Going description, e.g. good to firm.")
     distance_m: int = Field(ge=1, le=100_000, description="Race distance, metres.")
     race_class: int | None = Field(default=None, ge=0, le=99, description="Class, 1 is best.")
+    race_grade: Literal[RACE_GRADES] | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description=(
+            "Group or listed race (1.1): G1, G2, G3 or listed; such races often have no race_class."
+        ),
+    )
     prize: float | None = Field(
         default=None, ge=0, description="Total prize money, local currency."
     )
@@ -158,7 +228,7 @@ class Meeting(MeetingHeader):
 class RacecardFile(_Record):
     """A ``*.racecard.json`` file: what is known before the off."""
 
-    format: Literal["racecast.racecard/1"]
+    format: Literal[RACECARD_FORMATS]  # type: ignore[valid-type]
     meetings: list[Meeting]
 
 
@@ -169,7 +239,12 @@ class Finisher(_Record):
     position: int | None = Field(
         default=None, ge=1, le=99, description="1-based; null for non-finishers; ties share it."
     )
-    outcome: Literal[OUTCOMES] = Field(description="finished or how the runner failed to.")  # type: ignore[valid-type]
+    outcome: Literal[OUTCOMES] = Field(  # type: ignore[valid-type]
+        description=(
+            "finished or how the runner failed to; took_no_part (1.1): withdrawn after the "
+            "racecard, like a non-runner (no label, no form)."
+        )
+    )
     lengths_behind: float | None = Field(
         default=None, ge=0, le=10_000, description="Lengths behind the winner."
     )
@@ -203,16 +278,16 @@ class RaceResult(ResultHeader):
 class ResultsFile(_Record):
     """A ``*.results.json`` file: what is known after the race."""
 
-    format: Literal["racecast.results/1"]
+    format: Literal[RESULTS_FORMATS]  # type: ignore[valid-type]
     results: list[RaceResult]
 
 
 class RacecastFile(RootModel[Annotated[RacecardFile | ResultsFile, Field(discriminator="format")]]):
-    """Any v1 input file, told apart by its ``format``."""
+    """Any input file (v1 or 1.1), told apart by its ``format``."""
 
 
 def contract_json_schema() -> dict:
-    """Build the JSON Schema of the v1 racecard and results files.
+    """Build the JSON Schema of the racecard and results files (v1 and 1.1).
 
     Returns:
         A JSON Schema (draft 2020-12) accepting a racecard file or a results file.
@@ -220,11 +295,12 @@ def contract_json_schema() -> dict:
     schema = RacecastFile.model_json_schema()
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "racecast racecard and results files, version 1",
+        "title": "racecast racecard and results files, version 1.1 (accepts version 1)",
         "description": (
             "Generated by racecast.ingestion.contract.write_json_schema from the pydantic "
             "models; do not edit by hand. Rules that span records (unique race_id, results "
-            "consistent with the racecard) are enforced by the parser, see docs/data_model.md."
+            "consistent with the racecard, draws within the field or the standby limit) are "
+            "enforced by the parser, see docs/racecard_format.md and docs/data_model.md."
         ),
         **{k: v for k, v in schema.items() if k not in ("title", "description")},
     }

@@ -1,4 +1,4 @@
-"""Canonical tables back to the v1 racecard JSON contract (pre-race fields only).
+"""Canonical tables back to the racecard JSON contract 1.1 (pre-race fields only).
 
 Used to turn any ingested race (e.g. a Hong Kong race) into the racecard a client would
 post to the service, so the online path can be checked against the training set on real
@@ -13,9 +13,20 @@ from typing import Any
 
 import pandas as pd
 
-from racecast.ingestion.contract import RACECARD_FORMAT
+from racecast.ingestion.contract import RACECARD_FORMAT_1_1
 
-_RACE_FIELDS = ("race_type", "surface", "going", "distance_m", "race_class", "prize", "rail", "rating_band")
+_RACE_FIELDS = (
+    "source_race_id",
+    "race_grade",
+    "race_type",
+    "surface",
+    "going",
+    "distance_m",
+    "race_class",
+    "prize",
+    "rail",
+    "rating_band",
+)
 _RUNNER_FIELDS = (
     "horse_name",
     "cloth_number",
@@ -45,8 +56,16 @@ def _value(value: Any, name: str) -> Any:
     return value
 
 
+def _capped(value: Any) -> bool:
+    """``odds_capped`` as the contract's ``final_capped`` (null means not capped)."""
+    return bool(value) if _value(value, "odds_capped") is not None else False
+
+
 def racecard_document(races: pd.DataFrame, runners: pd.DataFrame) -> dict[str, Any]:
-    """Build a ``racecast.racecard/1`` document for the given races.
+    """Build a ``racecast.racecard/1.1`` document for the given races.
+
+    A price at the source's cap (``odds_capped``, e.g. Hong Kong's 99) is written with
+    ``odds.final_capped: true``; canonical tables without a 1.1 column give it as null.
 
     Args:
         races: Canonical races (one meeting per (meeting_date, course)).
@@ -75,21 +94,29 @@ def racecard_document(races: pd.DataFrame, runners: pd.DataFrame) -> dict[str, A
                 odds = {
                     "morning": _value(runner.odds_morning, "odds_morning"),
                     "final": _value(runner.odds_final, "odds_final"),
+                    "final_capped": _capped(getattr(runner, "odds_capped", None)),
                 }
-                doc["odds"] = {k: v for k, v in odds.items() if v is not None} or None
-                doc["non_runner"] = bool(runner.non_runner) if not pd.isna(runner.non_runner) else False
+                doc["odds"] = {k: v for k, v in odds.items() if v not in (None, False)} or None
+                doc["non_runner"] = (
+                    bool(runner.non_runner) if not pd.isna(runner.non_runner) else False
+                )
                 runner_docs.append(doc)
             race_doc = {
                 "race_id": str(race.race_id),
                 "off_time": pd.Timestamp(race.off_time).isoformat(),
-                **{name: _value(getattr(race, name), name) for name in _RACE_FIELDS},
+                **{name: _value(getattr(race, name, None), name) for name in _RACE_FIELDS},
                 "runners": runner_docs,
             }
             race_docs.append(race_doc)
         meetings.append(
-            {"date": str(date), "course": str(course), "country": _value(country, "country"), "races": race_docs}
+            {
+                "date": str(date),
+                "course": str(course),
+                "country": _value(country, "country"),
+                "races": race_docs,
+            }
         )
-    return {"format": RACECARD_FORMAT, "meetings": meetings}
+    return {"format": RACECARD_FORMAT_1_1, "meetings": meetings}
 
 
 def racecard_json(races: pd.DataFrame, runners: pd.DataFrame) -> str:

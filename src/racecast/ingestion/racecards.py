@@ -1,4 +1,4 @@
-"""Parse racecard and results JSON files (contract v1) into canonical frames.
+"""Parse racecard and results JSON files (contract v1 and 1.1) into canonical frames.
 
 ``parse_racecards`` is the adapter of the ``racecards`` and ``synthetic`` sources. It
 returns the four outputs described in ``racecast.ingestion``:
@@ -15,6 +15,10 @@ returns the four outputs described in ``racecast.ingestion``:
   ``race_quarantined`` row plus one row per problem of its own; a race record gets one
   row per problem of its own, or one ``race_quarantined`` row when only its runners or
   nothing of its own is wrong;
+* a draw above the declared runners is kept up to ``contract.draw_limit`` (standby
+  starters; ``validate_and_split`` reports it as a warning) and quarantined above it;
+* a ``took_no_part`` runner keeps ``non_runner`` false (the racecard said it would run)
+  and gets no label (``post_won`` null), like a non-runner;
 * a result that names a race no racecard file declares is quarantined as a
   result-level row (``result_unknown_race``; ``invalid_result`` when its race id is
   unreadable): it is not a race or runner record and is not counted in ``races_in``;
@@ -38,24 +42,33 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from racecast.data.schema import QUARANTINE_COLUMNS, RACE_COLUMNS, RUNNER_COLUMNS, conform
+from racecast.data.schema import (
+    QUARANTINE_COLUMNS,
+    RACE_COLUMNS,
+    RUNNER_COLUMNS,
+    TOOK_NO_PART,
+    conform,
+)
 from racecast.ingestion.contract import (
     ID_RULE,
-    RACECARD_FORMAT,
-    RESULTS_FORMAT,
+    RACECARD_FORMATS,
+    RESULTS_FORMATS,
+    STANDBY_DRAWS,
+    STANDBY_FIELD,
     EntityId,
     Finisher,
     MeetingHeader,
     RaceHeader,
     ResultHeader,
     RunnerCard,
+    draw_limit,
 )
 from racecast.ingestion.validate import parse_months, safe_text, show_value
 
 logger = logging.getLogger(__name__)
 
 RACECARD_SOURCES = ("racecards", "synthetic")
-FILE_KINDS = {"racecard": RACECARD_FORMAT, "results": RESULTS_FORMAT}
+FILE_KINDS = {"racecard": RACECARD_FORMATS, "results": RESULTS_FORMATS}
 _LISTS = {"racecard": "meetings", "results": "results"}
 _ID = TypeAdapter(EntityId)
 _DATE = TypeAdapter(dt.date)
@@ -246,7 +259,7 @@ def _read_document(
         )
     except RecursionError:
         return None, None, f"{file}: not usable JSON: nested too deeply"
-    expected = FILE_KINDS[kind]
+    expected = " or ".join(repr(f) for f in FILE_KINDS[kind])
     if not isinstance(document, dict):
         return (
             None,
@@ -254,13 +267,13 @@ def _read_document(
             f"{file}: top level is a JSON {_json_type(document)}, expected an object with 'format'",
         )
     if "format" not in document:
-        return None, None, f"{file}: field 'format' is missing, expected {expected!r}"
-    if document["format"] != expected:
+        return None, None, f"{file}: field 'format' is missing, expected {expected}"
+    if document["format"] not in FILE_KINDS[kind]:
         return (
             None,
             None,
             (
-                f"{file}: field 'format' is {show_value(document['format'])}, expected {expected!r} "
+                f"{file}: field 'format' is {show_value(document['format'])}, expected {expected} "
                 f"for a *.{kind}.json file"
             ),
         )
@@ -692,13 +705,15 @@ def _check_races(races: list[_Race]) -> None:
             if (
                 runner.card is not None
                 and runner.card.draw is not None
-                and runner.card.draw > declared
+                and runner.card.draw > draw_limit(declared)
             ):
                 runner.problems.append(
                     _Problem(
                         "draw",
                         "draw_beyond_field",
-                        f"{at}.draw: draw {runner.card.draw} is larger than the {declared} declared runners",
+                        f"{at}.draw: draw {runner.card.draw} is larger than {draw_limit(declared)}, "
+                        f"the limit for {declared} declared runners (max(declared, "
+                        f"{STANDBY_FIELD}) + {STANDBY_DRAWS} standby starters)",
                     )
                 )
 
@@ -861,6 +876,8 @@ def _result_problems(race: _Race) -> list[_Problem]:
             continue
         seen.add(f.horse_id)
         if runner.card is not None and runner.card.non_runner:
+            if f.outcome == TOOK_NO_PART and f.position is None:
+                continue  # a non-runner that the result lists as taking no part
             if f.position is not None:
                 problems.append(
                     _Problem(
@@ -1022,6 +1039,7 @@ def _canonical_rows(race: _Race, source: str) -> tuple[dict[str, Any], list[dict
     runners = race.runners or []
     race_row = {
         "race_id": race.race_id,
+        "source_race_id": header.source_race_id,
         "source": source,
         "source_file": race.source_file,
         "meeting_date": meeting_date,
@@ -1035,6 +1053,7 @@ def _canonical_rows(race: _Race, source: str) -> tuple[dict[str, Any], list[dict
         "going": header.going,
         "distance_m": header.distance_m,
         "race_class": header.race_class,
+        "race_grade": header.race_grade,
         "prize": header.prize,
         "rail": header.rail,
         "rating_band": header.rating_band,
@@ -1051,7 +1070,11 @@ def _canonical_rows(race: _Race, source: str) -> tuple[dict[str, Any], list[dict
         card = runner.card
         odds = card.odds
         f = finishers.get(card.horse_id)
-        ran = status == "official" and not card.non_runner
+        ran = (
+            status == "official"
+            and not card.non_runner
+            and not (f is not None and f.outcome == TOOK_NO_PART)
+        )
         position = f.position if f is not None else None
         runner_rows.append(
             {
@@ -1074,7 +1097,7 @@ def _canonical_rows(race: _Race, source: str) -> tuple[dict[str, Any], list[dict
                 "trainer_id": card.trainer_id,
                 "odds_morning": odds.morning if odds is not None else None,
                 "odds_final": odds.final if odds is not None else None,
-                "odds_capped": False,
+                "odds_capped": odds.final_capped if odds is not None else False,
                 "non_runner": card.non_runner,
                 "comment": card.comment,
                 "post_position": position,

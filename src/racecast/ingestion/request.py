@@ -40,7 +40,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from racecast.data.schema import RACE_COLUMNS, RUNNER_COLUMNS
-from racecast.ingestion.contract import RACECARD_FORMAT
+from racecast.ingestion.contract import RACECARD_FORMATS
 from racecast.ingestion.plausibility import Plausibility, implausible
 from racecast.ingestion.racecards import (
     _canonical_rows,
@@ -231,7 +231,7 @@ def _read(text: str, file: str) -> list[_Race] | None:
         document = json.loads(text)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(document, dict) or document.get("format") != RACECARD_FORMAT:
+    if not isinstance(document, dict) or document.get("format") not in RACECARD_FORMATS:
         return None
     if not isinstance(document.get("meetings"), list):
         return None
@@ -256,7 +256,7 @@ def clean_racecard_columns(
     """Races and runners of a racecard that ingestion would take whole, or None.
 
     Args:
-        text: Racecard JSON text (contract ``racecast.racecard/1``).
+        text: Racecard JSON text (contract ``racecast.racecard/1`` or ``/1.1``).
         file: File name shown by the parser (as ``parse_racecards`` names it).
         race_columns: Canonical race columns to return (e.g. ``entity_frame``'s fields).
         runner_columns: Canonical runner columns to return.
