@@ -57,3 +57,34 @@ def load_parameters(env: str | None = None, root: Path | None = None) -> dict[st
         conf_source=str(root / "conf"), **{**CONFIG_LOADER_ARGS, "default_run_env": run_env}
     )
     return dict(loader["parameters"])
+
+
+def load_catalog_config(env: str | None = None, root: Path | None = None) -> dict[str, Any]:
+    """The merged catalog configuration of ``conf/base`` and ``conf/<env>``."""
+    root = project_root(root)
+    load_parameters(env, root)  # validates the env folder
+    loader = OmegaConfigLoader(
+        conf_source=str(root / "conf"), **{**CONFIG_LOADER_ARGS, "default_run_env": env or "local"}
+    )
+    return dict(loader["catalog"])
+
+
+def dataset_path(
+    catalog: dict[str, Any], name: str, root: Path | None = None, **placeholders: str
+) -> Path:
+    """The file or folder of a catalog dataset (``filepath`` or ``path``), from the root.
+
+    Args:
+        catalog: :func:`load_catalog_config` output.
+        name: Dataset name, or a factory pattern such as ``"feature_state.{view}"``.
+        root: Project root the relative paths start from; the current directory by default.
+        **placeholders: Values of the pattern's placeholders (``view="horse_form"``).
+
+    Raises:
+        KeyError: If the catalog has no such dataset or it has no path.
+    """
+    entry = catalog.get(name)
+    location = (entry or {}).get("filepath") or (entry or {}).get("path")
+    if not location:
+        raise KeyError(f"catalog: no dataset {name!r} with a filepath or path")
+    return project_root(root) / str(location).format(**placeholders)

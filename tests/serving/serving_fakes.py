@@ -26,6 +26,31 @@ API_KEY = "test-key-0123456789abcdef"
 OTHER_KEY = "second-key-fedcba9876543210"
 
 
+#: Staking validation figures of a track that returned money on its validation races.
+STAKEABLE = {
+    "period_start": "2024-01-02T12:00:00+00:00",
+    "period_end": "2024-02-27T16:00:00+00:00",
+    "n_races": 120,
+    "n_bets": 96,
+    "roi": 0.041,
+    "roi_flat": 0.012,
+    "min_bets": 30,
+    "stakeable": True,
+    "reason": None,
+}
+
+#: ... and of one that lost (the figures of the issue's ruinous fundamental track).
+NOT_STAKEABLE = {
+    **STAKEABLE,
+    "roi": -0.187,
+    "roi_flat": -0.231,
+    "stakeable": False,
+    "reason": "validation ROI -0.1870 <= 0 on 96 bets (120 validation races "
+    "2024-01-02T12:00:00+00:00 .. 2024-02-27T16:00:00+00:00): no positive expected return "
+    "after the take",
+}
+
+
 def _per_race_normalised(values: pd.Series, races: pd.Series) -> pd.Series:
     return values / values.groupby(races).transform("sum")
 
@@ -36,6 +61,8 @@ class FakeBundle:
     feature_service = "combined_v1"
     fundamental_features = ["rating", "draw", "days_since_last_run"]
     model_version = "racecast-win/7"
+    #: Both tracks stakeable (``stakeability_tests`` swap in losing figures).
+    staking_validation = {track: dict(STAKEABLE) for track in ("fundamental", "combined")}
 
     def __init__(self) -> None:
         self.calls = 0
@@ -77,7 +104,7 @@ def _days_since(horse_id: str) -> float:
     return np.nan if horse_id.startswith("D") else float(horse_id.removeprefix("H"))
 
 
-def fake_online_features(entity_rows, service_name, repo_path="feature_repo", params=None, feature_store=None):
+def fake_online_features(entity_rows, service_name, repo_path="feature_repo", params=None, feature_store=None, guard=None):
     """Feature rows of the racecard's runners, like ``build_features`` (no ``odds_final``)."""
     if service_name != FakeBundle.feature_service:
         raise KeyError(f"feature service {service_name!r} is not registered")

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,7 @@ def online_features(
     params: dict[str, Any] | None = None,
     feature_store: Any = None,
     reader: store.OnlineReader | None = None,
+    guard: Callable[[pd.DataFrame, pd.DataFrame], None] | None = None,
 ) -> pd.DataFrame:
     """Feature rows for runners from the online store, with the training set's columns.
 
@@ -150,6 +152,9 @@ def online_features(
         feature_store: An open FeatureStore to reuse (its reader is cached, see
             :func:`online_reader`).
         reader: An ``OnlineReader`` of ``service_name`` to use instead.
+        guard: Called with the entity rows and the per-view event times of their online
+            rows before anything is transformed (the point-in-time guard,
+            :func:`racecast.inference.guard.check_point_in_time`); it raises to refuse.
 
     Returns:
         One row per runner: keys, off_time and every feature.
@@ -163,7 +168,11 @@ def online_features(
         raise ValueError(
             f"reader reads feature service {reader.service_name!r}, not {service_name!r}"
         )
-    served = reader.read(entity_rows)
+    if guard is None:
+        served = reader.read(entity_rows)
+    else:
+        served, times = reader.read_with_times(entity_rows)
+        guard(entity_rows, times)
     return transform.build_features(entity_rows, served, params or {})
 
 

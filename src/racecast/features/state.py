@@ -607,7 +607,40 @@ def _standard_times(race_level: pd.DataFrame, p: dict[str, Any]) -> pd.Series:
     return cell_mean.where(cell_n >= p["std_min_races"], fallback)
 
 
-def _speed_figures(runs: pd.DataFrame, p: dict[str, Any]) -> pd.Series:
+def race_times(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per race of ``runs``: ``track_key``, ``going_group``, ``surface_slot``,
+    ``off_time`` and ``win_tpm`` (the race's winning time per metre; NaN when unknown).
+
+    Args:
+        runs: Official active runs with ``won`` and the per-run columns of
+            :func:`official_runs`.
+
+    Returns:
+        The race-level frame, in the order of ``runs``.
+    """
+    distance = as_float(runs["distance_m"]).where(lambda s: s > 0)
+    return pd.DataFrame(
+        {
+            "race_id": runs["race_id"],
+            "track_key": runs["track_key"],
+            "going_group": runs["going_group"],
+            "surface_slot": runs["surface_slot"],
+            "off_time": runs["off_time"],
+            "win_tpm": _race_time(runs) / distance,
+        }
+    ).drop_duplicates("race_id")
+
+
+def _race_time(runs: pd.DataFrame) -> pd.Series:
+    """Winning time of each run's race: ``post_winning_time_s``, else the winner's time."""
+    finish = as_float(runs["post_finish_time_s"]).where(lambda s: s > 0)
+    winner_time = finish.where(runs["won"] == 1).groupby(runs["race_id"]).transform("min")
+    return as_float(runs["post_winning_time_s"]).where(lambda s: s > 0).fillna(winner_time)
+
+
+def _speed_figures(
+    runs: pd.DataFrame, p: dict[str, Any], earlier: pd.DataFrame | None = None
+) -> pd.Series:
     """Speed figure of each run: ``scale * (standard - own) / standard`` in time per metre.
 
     Own time is ``post_finish_time_s``; where missing, the winner's time plus
@@ -617,26 +650,25 @@ def _speed_figures(runs: pd.DataFrame, p: dict[str, Any]) -> pd.Series:
     Args:
         runs: Official active runs with per-run columns (``won``, ``finished``, ...).
         p: Resolved parameters.
+        earlier: :func:`race_times` of races run before every race of ``runs`` that
+            ``runs`` does not hold (standard times learn from them too); None when
+            ``runs`` is the whole history.
 
     Returns:
         Float Series aligned with ``runs``.
     """
     distance = as_float(runs["distance_m"]).where(lambda s: s > 0)
     finish = as_float(runs["post_finish_time_s"]).where(lambda s: s > 0)
-    winner_time = finish.where(runs["won"] == 1).groupby(runs["race_id"]).transform("min")
-    race_time = as_float(runs["post_winning_time_s"]).where(lambda s: s > 0).fillna(winner_time)
-    race_level = pd.DataFrame(
-        {
-            "race_id": runs["race_id"],
-            "track_key": runs["track_key"],
-            "going_group": runs["going_group"],
-            "surface_slot": runs["surface_slot"],
-            "off_time": runs["off_time"],
-            "win_tpm": race_time / distance,
-        }
-    ).drop_duplicates("race_id")
-    race_level = race_level.assign(std_tpm=_standard_times(race_level, p).to_numpy())
-    std = runs["race_id"].map(race_level.set_index("race_id")["std_tpm"])
+    race_time = _race_time(runs)
+    race_level = race_times(runs)
+    history = race_level
+    if earlier is not None and len(earlier):
+        history = pd.concat(
+            [earlier[~earlier["race_id"].isin(race_level["race_id"])], race_level],
+            ignore_index=True,
+        )
+    std_tpm = pd.Series(_standard_times(history, p).to_numpy(), index=history["race_id"].to_numpy())
+    std = runs["race_id"].map(std_tpm)
     lengths = as_float(runs["post_lengths_behind"]).clip(lower=0)
     lengths = lengths.where(lengths <= p["max_lengths"]).where(runs["won"] == 0, 0.0)
     own = finish.fillna(race_time + lengths * p["sec_per_length"]).where(runs["finished"])
@@ -644,8 +676,25 @@ def _speed_figures(runs: pd.DataFrame, p: dict[str, Any]) -> pd.Series:
     return figure.clip(-p["figure_clip"], p["figure_clip"]).astype("float64")
 
 
-def _official_runs(races: pd.DataFrame, runners: pd.DataFrame, p: dict[str, Any]) -> pd.DataFrame:
-    """Active runs of official races with every per-run quantity the state tables need."""
+def official_runs(
+    races: pd.DataFrame,
+    runners: pd.DataFrame,
+    p: dict[str, Any],
+    earlier: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Active runs of official races with every per-run quantity the state tables need.
+
+    Args:
+        races: Canonical races.
+        runners: Canonical runners.
+        p: Resolved parameters (:func:`racecast.features.specs.resolve_params`).
+        earlier: :func:`race_times` of earlier races not in ``races`` (the standard
+            times of a speed figure learn from every earlier race); None when ``races``
+            is the whole history.
+
+    Returns:
+        One row per run, sorted by ``off_time`` and ``race_id``.
+    """
     df = _active_runs(races, runners)
     df = df.loc[df["status"].eq("official").to_numpy(bool)].reset_index(drop=True)
     bad = df["course"].astype("string").str.contains(_RECORD_FORBIDDEN, regex=True).fillna(False)
@@ -674,7 +723,7 @@ def _official_runs(races: pd.DataFrame, runners: pd.DataFrame, p: dict[str, Any]
         surface_slot=surface_slot(df["surface"]),
         off_ts=epoch_seconds(df["off_time"]),
     )
-    out["figure"] = _speed_figures(out, p)
+    out["figure"] = _speed_figures(out, p, earlier)
     out["perf_rating"] = _performance_ratings(out, p)
     return out
 
@@ -1005,6 +1054,49 @@ def _finalise(frame: pd.DataFrame, spec: ViewSpec, delay: pd.Timedelta) -> pd.Da
     return out
 
 
+def post_race_delay(p: dict[str, Any]) -> pd.Timedelta:
+    """``post_race_delay_s`` as a Timedelta (a race's state is stamped this long after its off)."""
+    delay = pd.Timedelta(seconds=float(p["post_race_delay_s"]))
+    if delay <= pd.Timedelta(0):
+        raise ValueError(
+            f"post_race_delay_s: must be > 0 so a race never sees its own result, got {p['post_race_delay_s']}"
+        )
+    return delay
+
+
+def view_state(view: str, runs: pd.DataFrame, p: dict[str, Any]) -> pd.DataFrame:
+    """The state table of one feature view from official runs.
+
+    Each entity's rows depend only on the runs of that entity (and the per-run columns
+    :func:`official_runs` computed), so the rows of a few entities can be computed from
+    those entities' runs alone, equal to the whole table's rows for them.
+
+    Args:
+        view: Feature view name (a key of ``VIEWS``).
+        runs: :func:`official_runs` output (the whole history, or every run of the
+            entities wanted).
+        p: Resolved parameters.
+
+    Returns:
+        The view's entity keys, ``event_timestamp`` (UTC) and features, one row per
+        (entity keys, event_timestamp).
+    """
+    if view == "horse_form":
+        frame = _horse_state(runs, p)
+    elif view in ("jockey_form", "trainer_form"):
+        key, prefix = ("jockey_id", "j") if view == "jockey_form" else ("trainer_id", "t")
+        frame = _connection_state(runs, key, prefix, int(p[f"{view.split('_')[0]}_recent_rides"]), p)
+    elif view == "jockey_trainer_form":
+        frame = _pair_state(runs, ["jockey_id", "trainer_id"], "jt", p)
+    elif view == "horse_jockey_form":
+        frame = _pair_state(runs, ["horse_id", "jockey_id"], "hj", p)
+    elif view == "track_profile":
+        frame = _track_state(runs, p)
+    else:
+        raise KeyError(f"no state table for feature view {view!r} (have {sorted(VIEWS)})")
+    return _finalise(frame, VIEWS[view], post_race_delay(p))
+
+
 def build_state_tables(
     races: pd.DataFrame, runners: pd.DataFrame, params: dict[str, Any] | None = None
 ) -> dict[str, pd.DataFrame]:
@@ -1025,25 +1117,9 @@ def build_state_tables(
         features, one row per (entity keys, event_timestamp).
     """
     p = resolve_params(params)
-    delay = pd.Timedelta(seconds=float(p["post_race_delay_s"]))
-    if delay <= pd.Timedelta(0):
-        raise ValueError(
-            f"post_race_delay_s: must be > 0 so a race never sees its own result, got {p['post_race_delay_s']}"
-        )
-    runs = _official_runs(races, runners, p)
-    frames = {
-        "horse_form": _horse_state(runs, p),
-        "jockey_form": _connection_state(
-            runs, "jockey_id", "j", int(p["jockey_recent_rides"]), p
-        ),
-        "trainer_form": _connection_state(
-            runs, "trainer_id", "t", int(p["trainer_recent_rides"]), p
-        ),
-        "jockey_trainer_form": _pair_state(runs, ["jockey_id", "trainer_id"], "jt", p),
-        "horse_jockey_form": _pair_state(runs, ["horse_id", "jockey_id"], "hj", p),
-        "track_profile": _track_state(runs, p),
-    }
-    tables = {name: _finalise(frames[name], spec, delay) for name, spec in VIEWS.items()}
+    post_race_delay(p)
+    runs = official_runs(races, runners, p)
+    tables = {name: view_state(name, runs, p) for name in VIEWS}
     logger.info(
         "state tables from %d official runs: %s",
         len(runs),

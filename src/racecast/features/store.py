@@ -7,8 +7,10 @@ retrieval) and serving (online retrieval) ask the same FeatureService in the sam
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
+import re
 import sqlite3
 import struct
 import sys
@@ -28,6 +30,9 @@ from racecast.features.specs import ViewSpec
 logger = logging.getLogger(__name__)
 
 _FEAST_TYPES = {"float64": Float64, "int64": Int64, "string": String}
+
+#: ANSI colour codes (Feast colours what it prints).
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 REPO_MODULES = ("entities", "data_sources", "feature_views", "feature_services", "market")
 
 
@@ -161,6 +166,26 @@ def _utc(ts: Any) -> datetime:
     return stamp.to_pydatetime()
 
 
+@contextlib.contextmanager
+def _feast_console() -> Iterator[None]:
+    """What Feast prints inside the block: as is on a terminal, else logged as plain text.
+
+    Feast ``print``s colour-coded lines to stdout while it materializes; in a pipe or a
+    log file they become INFO records without the ANSI codes, in the log's format.
+    """
+    if sys.stdout.isatty():
+        yield
+        return
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            yield
+    finally:
+        for line in _ANSI.sub("", printed.getvalue()).splitlines():
+            if line.strip():
+                logger.info("feast: %s", line.strip())
+
+
 def materialized_until(store: FeatureStore) -> datetime | None:
     """Latest end of any materialization interval of the store's views (None if never)."""
     ends = [iv[1] for fv in store.list_feature_views() for iv in fv.materialization_intervals]
@@ -200,11 +225,13 @@ def materialize(
     seen = [fv.name for fv in views if fv.materialization_intervals]
     if fresh:
         mode = "initial" if mode == "incremental" and not seen else mode
-        store.materialize(
-            start_date=datetime(1970, 1, 1, tzinfo=UTC), end_date=end_dt, feature_views=fresh
-        )
-    if seen:
-        store.materialize_incremental(end_date=end_dt, feature_views=seen)
+    with _feast_console():
+        if fresh:
+            store.materialize(
+                start_date=datetime(1970, 1, 1, tzinfo=UTC), end_date=end_dt, feature_views=fresh
+            )
+        if seen:
+            store.materialize_incremental(end_date=end_dt, feature_views=seen)
     logger.info("feast materialize (%s) until %s", mode, end_dt.isoformat())
     return {"end": end_dt.isoformat(), "mode": mode, "views": sorted(fresh + seen)}
 
@@ -303,18 +330,23 @@ class OnlineReader:
                 self._sqlite = sqlite3.connect(uri, uri=True, check_same_thread=False)
             return self._sqlite
 
-    def _read_view(self, view: Any, names: list[str], protos: list[Any]) -> list[dict | None]:
-        """Stored values per entity key, as Python values (None when the entity has no row).
+    def _read_view(
+        self, view: Any, names: list[str], protos: list[Any]
+    ) -> list[tuple[dict | None, float | None]]:
+        """Stored values and event time per entity key (None, None when the entity has no row).
 
         For the SQLite online store this is ``SqliteOnlineStore.online_read``'s query on
         Feast's table (``<project>_<view>``, serialized entity keys) without its
-        timestamp conversion; any other online store goes through the provider.
+        timestamp conversion; any other online store goes through the provider. Event
+        times are epoch seconds (UTC).
         """
         if self._sqlite_path is None or not Path(self._sqlite_path).is_file():
-            found = self._provider.online_read(self._config, view, protos, names)
+            found = self._provider.online_read(self._config, view, protos, list(names))
             return [
-                None if values is None else {n: proto_value(v) for n, v in values.items()}
-                for _, values in found
+                (None, None)
+                if values is None
+                else ({n: proto_value(v) for n, v in values.items()}, _epoch_seconds(ts))
+                for ts, values in found
             ]
         from feast.infra.key_encoding_utils import serialize_entity_key
 
@@ -323,15 +355,19 @@ class OnlineReader:
         wanted = set(names)
         table = f"{self._config.project}_{view.name}"
         cursor = self._connection().execute(
-            f'SELECT entity_key, feature_name, value FROM "{table}" '  # noqa: S608 (names from the registry)
+            f'SELECT entity_key, feature_name, value, event_ts FROM "{table}" '  # noqa: S608 (names from the registry)
             f"WHERE entity_key IN ({','.join('?' * len(keys))})",
             keys,
         )
         by_key: dict[bytes, dict[str, Any]] = {}
-        for key, name, blob in cursor.fetchall():
+        times: dict[bytes, float | None] = {}
+        for key, name, blob, event_ts in cursor.fetchall():
             if name in wanted:
                 by_key.setdefault(key, {})[name] = stored_value(blob)
-        return [by_key.get(key) for key in keys]
+                stamp = _epoch_seconds(event_ts)
+                if stamp is not None and (times.get(key) is None or stamp > times[key]):
+                    times[key] = stamp
+        return [(by_key.get(key), times.get(key)) for key in keys]
 
     def _fill(
         self,
@@ -366,6 +402,22 @@ class OnlineReader:
         Raises:
             KeyError: If a join key column is missing.
         """
+        return self.read_with_times(entity_rows)[0]
+
+    def read_with_times(self, entity_rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """:meth:`read`, plus when each runner's state rows were stamped.
+
+        Args:
+            entity_rows: As for :meth:`read`.
+
+        Returns:
+            ``(features, times)``: ``features`` as :meth:`read`; ``times`` has one column
+            per view of the service (epoch seconds UTC of the entity's online row, NaN
+            where the entity has none), aligned to ``entity_rows``' index.
+
+        Raises:
+            KeyError: If a join key column is missing.
+        """
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
@@ -373,10 +425,12 @@ class OnlineReader:
         # plain lists while filling (a numpy item assignment per value costs ~1 us)
         numbers = [[np.nan] * len(self._numeric) for _ in range(n)]
         texts: dict[str, list[Any]] = {name: [None] * n for name in self._strings}
+        stamps: dict[str, np.ndarray] = {}
         for view, names, keys in self._plan:
             missing = [k for k in keys if k not in entity_rows.columns]
             if missing:
                 raise KeyError(f"entity rows lack join key(s) {missing} of view {view.name}")
+            stamped = stamps[view.name] = np.full(n, np.nan)
             key_values = list(
                 zip(*(entity_rows[k].to_numpy(dtype=object) for k in keys), strict=True)
             )
@@ -392,13 +446,27 @@ class OnlineReader:
                 for key in rows_of
             ]
             found = self._read_view(view, names, protos)
-            for rows, values in zip(rows_of.values(), found, strict=True):
+            for rows, (values, when) in zip(rows_of.values(), found, strict=True):
                 self._fill(rows, values or {}, numbers, texts)
+                if when is not None:
+                    stamped[rows] = when
         matrix = np.array(numbers, dtype=np.float64).reshape(n, len(self._numeric))
         frame = pd.DataFrame(matrix, index=entity_rows.index, columns=self._numeric)
         for name, values in texts.items():
             frame[name] = pd.array(values, dtype="string")
-        return frame[self.columns]
+        return frame[self.columns], pd.DataFrame(stamps, index=entity_rows.index)
+
+
+def _epoch_seconds(value: Any) -> float | None:
+    """Epoch seconds (UTC) of an online store event time: a datetime (naive = UTC), epoch
+    seconds as SQLite keeps them, or ISO text; None when missing."""
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.timestamp()
 
 
 _DOUBLE = struct.Struct("<d")

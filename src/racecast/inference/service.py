@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from racecast.features import store, transform
 from racecast.features.online import RacecardError, online_features, racecard_entity_rows
 from racecast.features.specs import VIEWS
+from racecast.inference.guard import check_point_in_time
 from racecast.inference.problems import field_loc, problem_details
 from racecast.serving.scoring import ScoringConfig, runner_positions, score_races
 from racecast.serving.settings import ServingSettings
@@ -29,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "InferenceService",
+    "features_as_of",
+    "parse_as_of",
     "RacecardRequestError",
     "parse_racecard",
     "racecard_error_details",
@@ -115,6 +119,53 @@ def parse_racecard(
         ) from exc
 
 
+def parse_as_of(value: Any) -> pd.Timestamp:
+    """An ``as_of`` request value as an aware UTC Timestamp.
+
+    Raises:
+        ValueError: If it is not a timestamp with a time zone (the message names ``as_of``).
+    """
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"as_of: {value!r} is not an ISO 8601 timestamp") from exc
+    if pd.isna(stamp):
+        raise ValueError(f"as_of: {value!r} is not an ISO 8601 timestamp")
+    if stamp.tzinfo is None:
+        raise ValueError(f"as_of: {value!r} has no UTC offset (e.g. {stamp.isoformat()}+00:00)")
+    return stamp.tz_convert("UTC")
+
+
+def features_as_of(
+    feature_store: Any,
+    service_name: str,
+    entity_rows: pd.DataFrame,
+    as_of: Any,
+    params: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Feature rows point in time from the offline store, as the training set reads them.
+
+    Each race reads the state known at ``as_of`` or at its off, whichever is earlier
+    (Feast's point-in-time join), then the shared ``build_features``: for a race run
+    before ``as_of`` these are its training-set rows.
+
+    Args:
+        feature_store: An open FeatureStore.
+        service_name: FeatureService to read.
+        entity_rows: :func:`parse_racecard` output.
+        as_of: Aware timestamp (ISO 8601 text, datetime or Timestamp).
+        params: ``features.compute`` parameters.
+
+    Returns:
+        One row per runner: keys, off_time and every feature.
+    """
+    cutoff = parse_as_of(as_of)
+    off = pd.to_datetime(entity_rows["off_time"], utc=True)
+    rows = entity_rows.assign(event_timestamp=off.where(off <= cutoff, cutoff))
+    served = store.historical_state(feature_store, rows, service_name)
+    return transform.build_features(entity_rows, served, params or {})
+
+
 def _json_value(value: Any) -> Any:
     """A JSON-safe scalar (NaN/NA -> None, numpy -> Python)."""
     if value is None:
@@ -169,8 +220,18 @@ class InferenceService:
         self._store_lock = threading.Lock()
         self._explain_warned = False
 
+    @property
+    def store_lock(self) -> threading.Lock:
+        """Held while the feature store is used (one FeatureStore for every thread)."""
+        return self._store_lock
+
     def features(self, entity_rows: pd.DataFrame) -> pd.DataFrame:
-        """The bundle's input for parsed racecard rows: online features + final odds."""
+        """The bundle's input for upcoming races: online features + final odds.
+
+        Raises:
+            racecast.inference.guard.LookAheadError: If the online store already holds
+                state from at or after a race's off (its result is known).
+        """
         with self._store_lock:
             frame = online_features(
                 entity_rows,
@@ -178,7 +239,33 @@ class InferenceService:
                 repo_path=self.settings.feature_repo,
                 params=self.settings.feature_params,
                 feature_store=self.feature_store,
+                guard=check_point_in_time,
             )
+        return self._with_odds(frame, entity_rows)
+
+    def features_as_of(self, entity_rows: pd.DataFrame, as_of: Any) -> pd.DataFrame:
+        """The bundle's input point in time from the offline store: what was known at
+        ``as_of`` (or at each race's off, when that is earlier), as the training set reads it.
+
+        Args:
+            entity_rows: :func:`parse_racecard` output.
+            as_of: Aware timestamp (ISO 8601 text, datetime or Timestamp).
+
+        Returns:
+            As :meth:`features`.
+        """
+        with self._store_lock:
+            frame = features_as_of(
+                self.feature_store,
+                self.feature_service,
+                entity_rows,
+                as_of,
+                self.settings.feature_params,
+            )
+        return self._with_odds(frame, entity_rows)
+
+    @staticmethod
+    def _with_odds(frame: pd.DataFrame, entity_rows: pd.DataFrame) -> pd.DataFrame:
         if "odds_final" not in frame.columns and "odds_final" in entity_rows.columns:
             # the racecard's final odds of each feature row (a one-to-one lookup by runner)
             keys = list(zip(frame["race_id"].tolist(), frame["horse_id"].tolist(), strict=True))
@@ -197,17 +284,24 @@ class InferenceService:
                 self._explain_warned = True
             return {}
 
-    def score_rows(self, entity_rows: pd.DataFrame) -> dict[str, Any]:
+    def score_rows(self, entity_rows: pd.DataFrame, as_of: Any = None) -> dict[str, Any]:
         """Score parsed racecard rows.
 
         Args:
             entity_rows: :func:`parse_racecard` output.
+            as_of: None: upcoming races, features from the online store (refused by the
+                point-in-time guard when a race's result is already known); else
+                point in time from the offline store (:meth:`features_as_of`).
 
         Returns:
             ``{"model_version", "feature_service", "races": [...]}`` (see
             :func:`racecast.serving.scoring.score_races`).
         """
-        return self.score_features(entity_rows, self.features(entity_rows))
+        if as_of is None:
+            features = self.features(entity_rows)
+        else:
+            features = self.features_as_of(entity_rows, as_of)
+        return self.score_features(entity_rows, features)
 
     def score_features(self, entity_rows: pd.DataFrame, features: pd.DataFrame) -> dict[str, Any]:
         """Score runners whose feature rows are already read (:meth:`features`).
@@ -229,6 +323,7 @@ class InferenceService:
             explanations,
             model_version=str(self.bundle.model_version),
             config=self.scoring,
+            staking_validation=getattr(self.bundle, "staking_validation", None),
         )
         return {
             "model_version": str(self.bundle.model_version),
@@ -236,15 +331,16 @@ class InferenceService:
             "races": races,
         }
 
-    def score_text(self, text: str, source: str = "request") -> dict[str, Any]:
+    def score_text(self, text: str, source: str = "request", as_of: Any = None) -> dict[str, Any]:
         """Parse and score a racecard text (:func:`parse_racecard` then :meth:`score_rows`)."""
         rows = parse_racecard(
             text,
             source,
             self.settings.plausibility,
-            max_details=self.settings.max_error_details,
+            as_of,
+            self.settings.max_error_details,
         )
-        return self.score_rows(rows)
+        return self.score_rows(rows, as_of=as_of)
 
     def horse_state(self, horse_id: str) -> dict[str, Any] | None:
         """The horse's current ``horse_form`` features from the online store.

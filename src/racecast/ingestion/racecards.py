@@ -1219,3 +1219,58 @@ def _frame(records: list[dict[str, Any]], columns: dict[str, str]) -> pd.DataFra
         A frame in exactly those columns and dtypes.
     """
     return conform(pd.DataFrame.from_records(records, columns=list(columns)), columns)
+
+
+def merge_raceday(
+    parsed_races: pd.DataFrame,
+    parsed_runners: pd.DataFrame,
+    parsed_quarantine: pd.DataFrame,
+    parse_summary: dict,
+    raceday_races: pd.DataFrame,
+    raceday_runners: pd.DataFrame,
+    raceday_quarantine: pd.DataFrame,
+    raceday_summary: dict,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """Put the races pushed on race day beside (or instead of) the source's races.
+
+    A race in both keeps the pushed version (a correction pushed after the feed); the
+    source's records of it leave the counts, so ``in == primary + quarantined`` still
+    holds after validation.
+
+    Args:
+        parsed_races, parsed_runners, parsed_quarantine, parse_summary: The source
+            adapter's outputs.
+        raceday_races, raceday_runners, raceday_quarantine, raceday_summary:
+            :func:`parse_racecards` of the race-day folder.
+
+    Returns:
+        The four adapter outputs, merged.
+    """
+    from racecast.ingestion.validate import count_quarantined
+
+    pushed = set(raceday_races["race_id"].dropna()) | set(
+        raceday_quarantine.loc[raceday_quarantine["horse_id"].isna(), "race_id"].dropna()
+    )
+    gone_races = parsed_races["race_id"].isin(pushed)
+    gone_runners = parsed_runners["race_id"].isin(pushed)
+    gone_rows = parsed_quarantine["race_id"].isin(pushed)
+    q_races, q_runners = count_quarantined(parsed_quarantine[gone_rows])
+    summary = {
+        "files_read": parse_summary["files_read"] + raceday_summary["files_read"],
+        "files_rejected": [*parse_summary["files_rejected"], *raceday_summary["files_rejected"]],
+        "races_in": parse_summary["races_in"] - int(gone_races.sum()) - q_races + raceday_summary["races_in"],
+        "runners_in": parse_summary["runners_in"] - int(gone_runners.sum()) - q_runners + raceday_summary["runners_in"],
+    }
+    if pushed & set(parsed_races["race_id"].dropna()):
+        logger.info("ingestion: %d race(s) replaced by race-day pushes", int(gone_races.sum()))
+
+    def merged(source: pd.DataFrame, gone: pd.Series, extra: pd.DataFrame) -> pd.DataFrame:
+        frames = [f for f in (source[~gone], extra) if len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else source.iloc[:0]
+
+    return (
+        merged(parsed_races, gone_races, raceday_races),
+        merged(parsed_runners, gone_runners, raceday_runners),
+        merged(parsed_quarantine, gone_rows, raceday_quarantine),
+        summary,
+    )

@@ -33,22 +33,32 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from anyio import CapacityLimiter, to_thread
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Security
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 
+from racecast.inference.guard import LookAheadError
 from racecast.inference.service import (
     InferenceService,
     RacecardRequestError,
+    parse_as_of,
 )
+from racecast.ingestion.contract import RacecardFile, ResultsFile
 from racecast.serving.auth import ApiKeyVerifier, AuthBackoff, RateLimiter, load_api_key_hashes
 from racecast.serving.limits import RequestLimits, body_guard
 from racecast.serving.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from racecast.serving.middleware import RejectionLog, ServiceMiddleware, client_address
+from racecast.serving.openapi import (
+    RACECARD_EXAMPLE,
+    RESULTS_EXAMPLE,
+    error_responses,
+    install_openapi,
+    json_body,
+)
 from racecast.serving.race_cache import RaceCache
-from racecast.serving.schemas import PREDICT_BODY, HorseState, PredictResponse, RacePrediction
+from racecast.serving.schemas import HorseState, PredictResponse, RacePrediction
 from racecast.serving.settings import ServingSettings, SettingsError
 
 logger = logging.getLogger(__name__)
@@ -95,6 +105,7 @@ def create_app(
     feature_store: Any = None,
     clock: Callable[[], float] = time.monotonic,
     freeze_gc: bool | None = None,
+    raceday_paths: Any = None,
 ) -> FastAPI:
     """Build the inference service app.
 
@@ -113,6 +124,8 @@ def create_app(
             MLflow are ~600k objects that a full collection would otherwise walk in the
             middle of a request. Default: when the app loads the bundle itself (a
             server process, not a test that hands it one).
+        raceday_paths: :class:`racecast.inference.results.RaceDayPaths` of the env;
+            enables ``POST /api/v1/results`` (503 without).
 
     Returns:
         The FastAPI app.
@@ -163,6 +176,12 @@ def create_app(
         if loaded_bundle is not None and store is not None:
             service = InferenceService(settings, loaded_bundle, store)
             app.state.service = service
+            if raceday_paths is not None:
+                from racecast.inference.results import RaceDay
+
+                app.state.raceday = RaceDay(
+                    raceday_paths, store, settings.feature_params, lock=service.store_lock
+                )
             metrics.model_info.labels(str(loaded_bundle.model_version), service.feature_service).set(1)
             logger.info(
                 "serving %s (feature service %s, %d API keys%s)",
@@ -187,6 +206,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = None
+    app.state.raceday = None
     app.state.bundle_loaded = False
     app.add_middleware(
         ServiceMiddleware,
@@ -235,12 +255,21 @@ def create_app(
     @router.post(
         "/predict",
         response_model=PredictResponse,
-        openapi_extra=PREDICT_BODY,
+        openapi_extra=json_body(RacecardFile, RACECARD_EXAMPLE, "A racecard (docs/racecard_format.md)."),
         summary="Score a racecard",
-        responses={401: {}, 413: {}, 422: {}, 429: {}, 503: {}},
+        responses=error_responses(401, 409, 413, 415, 422, 429, 503),
     )
     async def predict(
-        request: Request, service: ReadyService, identity: str = Depends(authorize)
+        request: Request,
+        service: ReadyService,
+        identity: str = Depends(authorize),
+        as_of: str | None = Query(
+            None,
+            max_length=64,
+            description="ISO 8601 time with offset: score point in time from the offline "
+            "store as known then (races already run). Without it, races are upcoming: one "
+            "whose result the online store holds is refused with 409.",
+        ),
     ) -> dict[str, Any]:
         raw = await request.body()
         try:
@@ -250,11 +279,20 @@ def create_app(
                 [{"loc": ["body", exc.start], "msg": "request body is not UTF-8 text", "type": "unicode_error"}]
             ) from exc
         try:
+            if as_of is not None:
+                parse_as_of(as_of)
+        except ValueError as exc:
+            raise RequestValidationError(
+                [{"loc": ["query", "as_of"], "msg": str(exc), "type": "value_error"}]
+            ) from exc
+        try:
             result = await to_thread.run_sync(
-                service.score_text, text, "request", limiter=request.app.state.scoring_slots
+                service.score_text, text, "request", as_of, limiter=request.app.state.scoring_slots
             )
         except RacecardRequestError as exc:
             raise RequestValidationError(exc.details) from exc
+        except LookAheadError as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
         for race in result["races"]:
             races.put(identity, race)
         runners = [r for race in result["races"] for r in race["runners"]]
@@ -265,14 +303,65 @@ def create_app(
         )
         return result
 
-    @router.get("/races/{race_id}", response_model=RacePrediction, summary="Last predictions of a race")
+    @router.post(
+        "/results",
+        summary="Push a race's results (race day)",
+        responses=error_responses(401, 404, 413, 415, 422, 429, 503),
+        openapi_extra=json_body(ResultsFile, RESULTS_EXAMPLE, "Results (docs/racecard_format.md)."),
+    )
+    async def push_results(request: Request, service: ReadyService) -> dict[str, Any]:
+        """Results of races whose racecard the server knows (JSON contract
+        racecast.results/1): validated as batch ingestion validates them, the state of
+        exactly the entities that ran written to the online store before the next race
+        is scored. The same results twice change nothing; a correction replaces them."""
+        from racecast.inference.results import ResultsRejected, UnknownRaceError
+
+        raceday = request.app.state.raceday
+        if raceday is None:
+            raise HTTPException(status_code=503, detail="race day is not configured on this server")
+        raw = await request.body()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestValidationError(
+                [{"loc": ["body", exc.start], "msg": "request body is not UTF-8 text", "type": "unicode_error"}]
+            ) from exc
+        try:
+            return await to_thread.run_sync(
+                raceday.push, text, "request", limiter=request.app.state.scoring_slots
+            )
+        except UnknownRaceError as exc:
+            raise HTTPException(status_code=404, detail=str(exc).strip("'\"")) from exc
+        except ResultsRejected as exc:
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ["body", *(str(p[k]) for k in ("race_id", "horse_id", "field") if p.get(k))],
+                        "msg": p.get("detail") or p.get("reason"),
+                        "type": p.get("reason") or "value_error",
+                    }
+                    for p in exc.problems[:50]
+                ]
+            ) from exc
+
+    @router.get(
+        "/races/{race_id}",
+        response_model=RacePrediction,
+        summary="Last predictions of a race (server-owned, or posted by this key)",
+        responses=error_responses(401, 404, 422, 429),
+    )
     async def get_race(race_id: str = Path(max_length=200), identity: str = Depends(authorize)) -> dict[str, Any]:
         race = races.get(identity, race_id)
         if race is None:
             raise HTTPException(status_code=404, detail=f"race {race_id!r} has not been scored by this service")
         return race
 
-    @router.get("/horses/{horse_id}", response_model=HorseState, summary="A horse's current online state")
+    @router.get(
+        "/horses/{horse_id}",
+        response_model=HorseState,
+        summary="A horse's current online state",
+        responses=error_responses(401, 404, 422, 429, 503),
+    )
     async def get_horse(
         service: ReadyService,
         horse_id: str = Path(max_length=200),
@@ -284,7 +373,7 @@ def create_app(
 
     app.include_router(router)
 
-    @app.get("/health", summary="Liveness and readiness")
+    @app.get("/health", summary="Liveness and readiness", responses=error_responses(503))
     async def health(request: Request) -> JSONResponse:
         service: InferenceService | None = request.app.state.service
         store_ok = service is not None and await run_in_threadpool(service.store_reachable)
@@ -303,6 +392,7 @@ def create_app(
     async def prometheus_metrics() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    install_openapi(app, settings)
     app.state.metrics = metrics
     app.state.races = races
     return app

@@ -45,10 +45,11 @@ def _batch() -> dict:
     )
 
 
-def _run(source: str, params: dict) -> DataCatalog:
+def _run(source: str, params: dict, raceday: dict | None = None) -> DataCatalog:
     catalog = DataCatalog(
         {
             "raw_racecards": MemoryDataset(_batch()),
+            "raw_raceday": MemoryDataset(raceday or {}),
             "params:ingestion": MemoryDataset(params),
             **{name: KeptDataset() for name in OUTPUTS},
         }
@@ -72,6 +73,23 @@ def test_racecards_pipeline_end_to_end():
     assert len(catalog.load("parsed_races")) == 2
 
 
+def test_a_race_day_push_replaces_the_feeds_version_of_a_race_and_counts_still_add_up():
+    """Race B's feed result names an unknown horse; a corrected push of B replaces it."""
+    fixed = files({
+        "B.racecard": racecard(
+            meeting("2004-03-15", [race("B", "2004-03-15T19:00:00+08:00")], course="HV")
+        ),
+        "B.results": results(result("B", [finisher("H1", 1), finisher("H2", 2), finisher("H3", 3)])),
+    })
+    catalog = _run("racecards", PARAMS, raceday=fixed)
+    races, report = catalog.load("races"), catalog.load("ingestion_report")
+    assert list(races["race_id"]) == ["G1", "G2", "B"]
+    assert "B" not in set(catalog.load("quarantine")["race_id"].dropna())
+    assert report["races"] == {"in": 3, "primary": 3, "quarantined": 0, "void": 0}
+    assert report["runners"]["in"] == report["runners"]["primary"] == 9
+    assert catalog.load("parse_summary")["files_read"] == 6
+
+
 def test_synthetic_source_writes_synthetic_in_races():
     catalog = _run("synthetic", {**PARAMS, "source": "synthetic"})
     assert set(catalog.load("races")["source"]) == {"synthetic"}
@@ -82,6 +100,7 @@ def test_strict_pipeline_fails_after_saving_quarantine_and_report():
     catalog = DataCatalog(
         {
             "raw_racecards": MemoryDataset(_batch()),
+            "raw_raceday": MemoryDataset({}),
             "params:ingestion": MemoryDataset({**PARAMS, "strict": True}),
             **{name: KeptDataset() for name in OUTPUTS},
         }
@@ -96,15 +115,17 @@ def test_strict_pipeline_fails_after_saving_quarantine_and_report():
 
 def test_hkjc_pipeline_structure():
     pipeline = create_pipeline(source="hkjc")
-    assert pipeline.inputs() == {"hkjc_races", "hkjc_runs", "params:ingestion"}
+    assert pipeline.inputs() == {"hkjc_races", "hkjc_runs", "raw_raceday", "params:ingestion"}
     assert pipeline.outputs() == {"races", "runners", "quarantine"}
     assert [n.name for n in pipeline.nodes] == [
         "adapt_hkjc_node",
+        "parse_raceday_node",
+        "merge_raceday_node",
         "validate_and_split_node",
         "enforce_strict_node",
     ]
-    [adapter] = [n for n in pipeline.nodes if n.name == "adapt_hkjc_node"]
-    assert adapter.outputs == [
+    [merge] = [n for n in pipeline.nodes if n.name == "merge_raceday_node"]
+    assert merge.outputs == [
         "parsed_races",
         "parsed_runners",
         "parsed_quarantine",
@@ -115,7 +136,7 @@ def test_hkjc_pipeline_structure():
 @pytest.mark.parametrize("source", ["synthetic", "racecards"])
 def test_json_sources_read_raw_racecards(source):
     pipeline = create_pipeline(source=source)
-    assert pipeline.inputs() == {"raw_racecards", "params:ingestion"}
+    assert pipeline.inputs() == {"raw_racecards", "raw_raceday", "params:ingestion"}
     [validate] = [n for n in pipeline.nodes if n.name == "validate_and_split_node"]
     assert validate.outputs == ["races", "runners", "quarantine", "ingestion_report"]
 

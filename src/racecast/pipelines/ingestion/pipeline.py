@@ -7,12 +7,16 @@ from kedro.pipeline import Pipeline, node
 from racecast.pipelines.ingestion.nodes import (
     adapt_hkjc,
     enforce_strict,
+    merge_raceday,
     parse_racecards,
+    parse_raceday,
     validate_and_split,
 )
 from racecast.sources import SOURCES, active_source
 
 PARSED = ["parsed_races", "parsed_runners", "parsed_quarantine", "parse_summary"]
+SOURCE_PARSED = [f"source_{name}" for name in PARSED]
+RACEDAY_PARSED = [f"raceday_{name}" for name in PARSED]
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -23,7 +27,9 @@ def create_pipeline(**kwargs) -> Pipeline:
             source of the running session (``racecast.sources.active_source``).
 
     Returns:
-        The adapter node of the source, ``validate_and_split`` and ``enforce_strict``.
+        The adapter node of the source, the race-day pushes parsed and merged in (they
+        replace the source's version of a race), ``validate_and_split`` and
+        ``enforce_strict``.
 
     Raises:
         ValueError: If the source is unknown.
@@ -33,14 +39,14 @@ def create_pipeline(**kwargs) -> Pipeline:
         adapter = node(
             adapt_hkjc,
             inputs=["hkjc_races", "hkjc_runs", "params:ingestion"],
-            outputs=PARSED,
+            outputs=SOURCE_PARSED,
             name="adapt_hkjc_node",
         )
     elif source in ("synthetic", "racecards"):
         adapter = node(
             parse_racecards,
             inputs=["raw_racecards", "params:ingestion"],
-            outputs=PARSED,
+            outputs=SOURCE_PARSED,
             name="parse_racecards_node",
         )
     else:
@@ -50,6 +56,18 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             adapter,
+            node(
+                parse_raceday,
+                inputs=["raw_raceday", "params:ingestion"],
+                outputs=RACEDAY_PARSED,
+                name="parse_raceday_node",
+            ),
+            node(
+                merge_raceday,
+                inputs=[*SOURCE_PARSED, *RACEDAY_PARSED],
+                outputs=PARSED,
+                name="merge_raceday_node",
+            ),
             node(
                 validate_and_split,
                 inputs=[*PARSED, "params:ingestion"],

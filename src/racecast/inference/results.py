@@ -1,0 +1,398 @@
+"""Race day: results in between races, through the same rules as batch ingestion.
+
+:class:`RaceDay` takes a results document (JSON contract ``racecast.results/1``) for
+races whose racecard it knows (the env's upcoming racecards, or races already in the
+canonical tables: a correction), and:
+
+1. validates it with the batch parser and validation (``parse_racecards`` +
+   ``validate_and_split``): any quarantined record refuses the whole document, nothing
+   is written (:class:`ResultsRejected`); a race it has no racecard for refuses it too
+   (:class:`UnknownRaceError`);
+2. computes the new state rows of exactly the entities that ran with the state tables'
+   own functions (:class:`racecast.features.incremental.StateHistory`: incremental for a
+   race after every known one, the whole tables again for a correction or a race pushed
+   out of order);
+3. writes them to the Feast online store (``write_to_online_store``), so the next race
+   of the day is scored with this one's result, as the training set's rows are;
+4. keeps the documents in the raw race-day folder (the next ``kedro run`` ingests them)
+   and replaces the race's rows of the canonical tables and the offline state sources
+   (so ``as_of`` reads and the next run agree).
+
+Pushing the same results again changes nothing (``status: unchanged``, no write); a
+corrected result replaces the earlier one (``status: amended``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from racecast.features.incremental import OutOfOrderRace, StateHistory, latest_rows
+from racecast.features.specs import VIEWS
+from racecast.ingestion.contract import RACECARD_FORMAT
+from racecast.ingestion.racecards import parse_racecards
+from racecast.ingestion.validate import validate_and_split
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RaceDay", "RaceDayPaths", "ResultsRejected", "UnknownRaceError"]
+
+#: Source recorded for pushed races (they arrive in the JSON contract, whatever the env).
+PUSH_SOURCE = "racecards"
+
+
+class UnknownRaceError(LookupError):
+    """Results for a race without a known racecard."""
+
+
+class ResultsRejected(ValueError):
+    """A results document that batch ingestion would quarantine (nothing is written).
+
+    Attributes:
+        problems: ``[{"race_id", "horse_id", "field", "reason", "detail"}]``.
+    """
+
+    def __init__(self, source: str, problems: list[dict[str, Any]]) -> None:
+        self.problems = problems
+        first = problems[0]
+        where = " ".join(
+            f"{k} {first[k]}" for k in ("race_id", "horse_id") if first.get(k) not in (None, "")
+        )
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        super().__init__(
+            f"{source}: {where + ' ' if where else ''}field {first.get('field')}: "
+            f"{first.get('detail') or first.get('reason')}{more}"
+        )
+
+
+@dataclass(frozen=True)
+class RaceDayPaths:
+    """Where race day reads racecards and writes what a push changes.
+
+    Attributes:
+        races: Canonical races parquet.
+        runners: Canonical runners parquet.
+        state: Feature view name -> its offline source parquet (the state tables).
+        raceday: Folder of pushed documents (``<race_id>.racecard.json`` /
+            ``<race_id>.results.json``), ingested by the next ``kedro run``.
+        upcoming: Folders of the day's ``*.racecard.json``.
+    """
+
+    races: Path
+    runners: Path
+    state: dict[str, Path]
+    raceday: Path
+    upcoming: tuple[Path, ...] = field(default_factory=tuple)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write through a temporary file and rename (readers never see a partial file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def _results_race_ids(document: Any) -> list[str]:
+    """Race ids a results document names (readable ones; the parser judges the rest)."""
+    if not isinstance(document, dict) or not isinstance(document.get("results"), list):
+        return []
+    return [
+        str(r["race_id"])
+        for r in document["results"]
+        if isinstance(r, dict) and isinstance(r.get("race_id"), str | int)
+    ]
+
+
+def _card_races(text: str) -> Iterable[tuple[dict[str, Any], dict[str, Any]]]:
+    """(meeting header, race) pairs of a racecard document (nothing when unreadable)."""
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        return []
+    meetings = document.get("meetings") if isinstance(document, dict) else None
+    pairs = []
+    for meeting in meetings if isinstance(meetings, list) else []:
+        if not isinstance(meeting, dict) or not isinstance(meeting.get("races"), list):
+            continue
+        header = {k: v for k, v in meeting.items() if k != "races"}
+        pairs.extend((header, race) for race in meeting["races"] if isinstance(race, dict))
+    return pairs
+
+
+def _single_card(header: dict[str, Any], race: dict[str, Any]) -> str:
+    """A racecard document holding one race."""
+    return json.dumps(
+        {"format": RACECARD_FORMAT, "meetings": [{**header, "races": [race]}]}, indent=2
+    )
+
+
+def _single_results(document: dict[str, Any], race_id: str) -> str:
+    """The results document restricted to one race."""
+    results = [r for r in document["results"] if str(r.get("race_id")) == race_id]
+    return json.dumps({**document, "results": results}, indent=2)
+
+
+def _rows_equal(old: pd.DataFrame, new: pd.DataFrame) -> bool:
+    """Same rows (order and dtypes aside), compared as JSON-able records."""
+    if len(old) != len(new) or set(old.columns) != set(new.columns):
+        return False
+    columns = sorted(new.columns)
+
+    def records(frame: pd.DataFrame) -> list[str]:
+        text = frame[columns].astype(object).where(frame[columns].notna(), None)
+        return sorted(json.dumps(r, default=str, sort_keys=True) for r in text.to_dict("records"))
+
+    return records(old) == records(new)
+
+
+class RaceDay:
+    """Takes race results in on race day (see the module docstring).
+
+    Args:
+        paths: Where to read and write.
+        feature_store: An open Feast ``FeatureStore`` (its online store is written).
+        compute_params: ``features.compute`` parameters (the state tables').
+        lock: Held while the online store is written (the service's store lock).
+    """
+
+    def __init__(
+        self,
+        paths: RaceDayPaths,
+        feature_store: Any,
+        compute_params: dict[str, Any] | None = None,
+        lock: Any = None,
+    ) -> None:
+        self.paths = paths
+        self.feature_store = feature_store
+        self.compute_params = dict(compute_params or {})
+        self._store_lock = lock or threading.Lock()
+        self._lock = threading.RLock()
+        self._races: pd.DataFrame | None = None
+        self._runners: pd.DataFrame | None = None
+        self._tables: dict[str, pd.DataFrame] | None = None
+        self._history: StateHistory | None = None
+
+    # ------------------------------------------------------------------ loading
+    def _load(self) -> None:
+        """Read the canonical tables, the offline state tables and the run history once."""
+        if self._races is not None:
+            return
+        for path in (self.paths.races, self.paths.runners, *self.paths.state.values()):
+            if not Path(path).is_file():
+                raise FileNotFoundError(
+                    f"{path} not found: run the ingestion and features pipelines first "
+                    "(kedro run --env <env>)"
+                )
+        races = pd.read_parquet(self.paths.races)
+        runners = pd.read_parquet(self.paths.runners)
+        self._tables = {view: pd.read_parquet(self.paths.state[view]) for view in VIEWS}
+        self._history = StateHistory(races, runners, self.compute_params)
+        self._races, self._runners = races, runners
+
+    def _racecard_of(self, race_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The race's (meeting header, race) from the race-day folder or the upcoming cards."""
+        pushed = self.paths.raceday / f"{race_id}.racecard.json"
+        folders = [(pushed.parent, [pushed] if pushed.is_file() else [])]
+        folders += [(d, sorted(d.glob("*.racecard.json"))) for d in self.paths.upcoming]
+        for _, files in folders:
+            for file in files:
+                for header, race in _card_races(file.read_text(encoding="utf-8")):
+                    if str(race.get("race_id")) == race_id:
+                        return header, race
+        return None
+
+    def _known_card(self, race_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        card = self._racecard_of(race_id)
+        if card is None and self._races is not None and race_id in set(self._races["race_id"]):
+            from racecast.ingestion.export import racecard_document
+
+            document = racecard_document(
+                self._races[self._races["race_id"] == race_id],
+                self._runners[self._runners["race_id"] == race_id],
+            )
+            card = next(iter(_card_races(json.dumps(document))), None)
+        if card is None:
+            folders = ", ".join(str(p) for p in (self.paths.raceday, *self.paths.upcoming))
+            raise UnknownRaceError(
+                f"race {race_id}: no racecard for it in {folders} or the canonical tables; "
+                "results are taken only for races whose racecard is known"
+            )
+        return card
+
+    # ------------------------------------------------------------------ push
+    def push(self, text: str, source: str = "request") -> dict[str, Any]:
+        """Validate a results document and bring its races' results into every store.
+
+        Args:
+            text: The results document (JSON text, ``racecast.results/1``).
+            source: Name used in messages (the file name for the CLI).
+
+        Returns:
+            ``{"status": "added" | "amended" | "unchanged", "races": [...],
+            "state_rows": {view: n}, "mode": "incremental" | "rebuild" | None}``.
+
+        Raises:
+            ResultsRejected: If the document or a record of it is invalid.
+            UnknownRaceError: If a race has no known racecard.
+            FileNotFoundError: If the canonical or state tables do not exist yet.
+        """
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ResultsRejected(
+                source, [{"field": "body", "reason": "json_invalid", "detail": f"not JSON: {exc}"}]
+            ) from exc
+        race_ids = list(dict.fromkeys(_results_race_ids(document)))
+        with self._lock:
+            self._load()
+            cards = {race_id: self._known_card(race_id) for race_id in race_ids}
+            races, runners = self._validate(text, cards, source)
+            return self._apply(document, cards, races, runners)
+
+    def _validate(
+        self, text: str, cards: dict[str, tuple[dict, dict]], source: str
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Canonical rows of the pushed races, or :class:`ResultsRejected`."""
+        files = {"push.results": text}
+        for race_id, (header, race) in cards.items():
+            files[f"{race_id}.racecard"] = _single_card(header, race)
+        parsed = parse_racecards({k: (lambda t=t: t) for k, t in files.items()}, {"source": PUSH_SOURCE})
+        if parsed[3]["files_rejected"]:
+            error = parsed[3]["files_rejected"][0]["error"]
+            raise ResultsRejected(source, [{"field": "body", "reason": "file_rejected", "detail": error}])
+        races, runners, quarantine, _ = validate_and_split(
+            *parsed, {"source": PUSH_SOURCE, "months": None}
+        )
+        if len(quarantine):
+            columns = ["race_id", "horse_id", "field", "reason", "detail"]
+            problems = quarantine[columns].astype(object).where(quarantine[columns].notna(), None)
+            raise ResultsRejected(source, problems.to_dict("records"))
+        if races.empty:
+            raise ResultsRejected(
+                source, [{"field": "results", "reason": "no_results", "detail": "no race results in the document"}]
+            )
+        return races, runners
+
+    def _apply(
+        self,
+        document: dict[str, Any],
+        cards: dict[str, tuple[dict, dict]],
+        races: pd.DataFrame,
+        runners: pd.DataFrame,
+    ) -> dict[str, Any]:
+        ids = list(races["race_id"])
+        known = self._races["race_id"].isin(ids)
+        old_races, old_runners = self._races[known], self._runners[self._runners["race_id"].isin(ids)]
+        summary: dict[str, Any] = {"races": ids, "state_rows": {}, "mode": None}
+        if len(old_races) == len(ids) and _rows_equal(old_races, races) and _rows_equal(old_runners, runners):
+            logger.info("results of %s: unchanged", ", ".join(ids))
+            return {**summary, "status": "unchanged"}
+        status = "amended" if len(old_races) else "added"
+        all_races = pd.concat([self._races[~known], races], ignore_index=True)
+        all_runners = pd.concat(
+            [self._runners[~self._runners["race_id"].isin(ids)], runners], ignore_index=True
+        )
+        all_races = all_races.sort_values(["off_time", "race_id"], kind="stable").reset_index(drop=True)
+        all_runners = all_runners.sort_values(["off_time", "race_id"], kind="stable").reset_index(drop=True)
+        try:
+            if status == "amended":
+                raise OutOfOrderRace("a correction")
+            new_rows = self._history.append(races, runners)
+            tables = {
+                view: self._tables[view] if new_rows[view].empty else _sorted_state(
+                    pd.concat([self._tables[view], new_rows[view]], ignore_index=True), view
+                )
+                for view in VIEWS
+            }
+            online = new_rows
+            summary["mode"] = "incremental"
+        except OutOfOrderRace as why:
+            logger.info("results of %s: rebuilding the state tables (%s)", ", ".join(ids), why)
+            tables = self._history.rebuild(all_races, all_runners)
+            touched = pd.concat([old_runners, runners], ignore_index=True)
+            touched = touched.assign(track_key=_track_keys(pd.concat([old_races, races]), touched))
+            online = {view: _rows_of(latest_rows(tables[view], view), touched, view) for view in VIEWS}
+            summary["mode"] = "rebuild"
+        with self._store_lock:
+            for view in VIEWS:
+                if len(online[view]):
+                    self.feature_store.write_to_online_store(view, online[view])
+        summary["state_rows"] = {view: len(online[view]) for view in VIEWS}
+        for race_id in ids:
+            header, race = cards[race_id]
+            _write_text(self.paths.raceday / f"{race_id}.racecard.json", _single_card(header, race))
+            _write_text(self.paths.raceday / f"{race_id}.results.json", _single_results(document, race_id))
+        _write_parquet(self.paths.races, all_races)
+        _write_parquet(self.paths.runners, all_runners)
+        for view in VIEWS:
+            if tables[view] is not self._tables[view]:
+                _write_parquet(self.paths.state[view], tables[view])
+        self._races, self._runners, self._tables = all_races, all_runners, tables
+        logger.info("results of %s: %s (%s)", ", ".join(ids), status, summary["mode"])
+        return {**summary, "status": status}
+
+
+def _sorted_state(table: pd.DataFrame, view: str) -> pd.DataFrame:
+    """A state table in the order the features pipeline writes it."""
+    keys = list(VIEWS[view].entities)
+    return table.sort_values(["event_timestamp", *keys], kind="stable").reset_index(drop=True)
+
+
+def _track_keys(races: pd.DataFrame, runners: pd.DataFrame) -> pd.Series:
+    """Track key of each runner's race."""
+    from racecast.features.state import track_key
+
+    by_race = races.drop_duplicates("race_id").set_index("race_id")
+    keyed = track_key(by_race["course"], by_race["surface"], by_race["distance_m"])
+    return runners["race_id"].map(keyed).astype("string")
+
+
+def _rows_of(table: pd.DataFrame, runners: pd.DataFrame, view: str) -> pd.DataFrame:
+    """Rows of a state table whose entity keys appear among ``runners``."""
+    keys = list(VIEWS[view].entities)
+    wanted = runners[keys].dropna().astype("string").drop_duplicates()
+    return table.merge(wanted, on=keys, how="inner")
+
+
+def raceday_paths(env: str | None = None, root: Path | None = None) -> RaceDayPaths:
+    """The race-day paths of a project env, from its catalog.
+
+    Args:
+        env: Kedro env (``local`` by default).
+        root: Project root; the current directory by default.
+
+    Returns:
+        ``races``, ``runners``, ``feature_state.{view}``, ``raw_raceday`` and
+        ``raw_upcoming_racecards`` of the env's catalog.
+    """
+    from racecast.project import dataset_path, load_catalog_config
+
+    catalog = load_catalog_config(env, root)
+    return RaceDayPaths(
+        races=dataset_path(catalog, "races", root),
+        runners=dataset_path(catalog, "runners", root),
+        state={v: dataset_path(catalog, "feature_state.{view}", root, view=v) for v in VIEWS},
+        raceday=dataset_path(catalog, "raw_raceday", root),
+        upcoming=(dataset_path(catalog, "raw_upcoming_racecards", root),),
+    )
