@@ -61,7 +61,7 @@ class FakeBundle:
     feature_service = "combined_v1"
     fundamental_features = ["rating", "draw", "days_since_last_run"]
     model_version = "racecast-win/7"
-    #: Both tracks stakeable (``stakeability_tests`` swap in losing figures).
+    #: Both tracks stakeable (test_stakeability.py swaps in losing figures).
     staking_validation = {track: dict(STAKEABLE) for track in ("fundamental", "combined")}
 
     def __init__(self) -> None:

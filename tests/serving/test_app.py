@@ -95,16 +95,19 @@ def test_predict_scores_every_runner_with_probabilities_odds_and_stakes(client):
     expected = np.exp(7.0) / np.exp([7.0, 6.0, 5.5, 5.0]).sum()
     assert top["p_win"] == pytest.approx(expected)
     assert top["market_odds"] == 2.5
-    assert top["edge"] == pytest.approx(expected * 2.5 - 1)
-    full_kelly = (expected * 2.5 - 1) / 1.5
+    # stakes are sized on the default track, the combined one (the blend)
+    assert priced["staking_track"] == "combined" and priced["stakeable"] is True
+    assert top["edge"] == pytest.approx(top["p_win_combined"] * 2.5 - 1)
+    full_kelly = (top["p_win_combined"] * 2.5 - 1) / 1.5
     assert top["kelly_fraction"] == pytest.approx(0.25 * full_kelly)
     assert top["stake_units"] == pytest.approx(100 * min(0.25 * full_kelly, 0.05))
     assert top["feature_staleness_days"] == 30.0 and top["stale"] is False
     by_horse = {r["horse_id"]: r for r in priced["runners"]}
     assert by_horse["H400"]["stale"] is True  # 400 days > 180
     assert by_horse["D1"]["feature_staleness_days"] is None and by_horse["D1"]["stale"] is False
-    negative = [r for r in priced["runners"] if r["edge"] is not None and r["edge"] <= 0]
-    assert negative and all(r["kelly_fraction"] == 0 and r["stake_units"] == 0 for r in negative)
+    for runner in priced["runners"]:
+        assert (runner["stake_units"] > 0) == (runner["edge"] > 0)
+        assert (runner["stake_reason"] is None) == (runner["stake_units"] > 0)
 
 
 def test_both_tracks_only_for_a_fully_priced_race(client):
@@ -127,12 +130,15 @@ def test_both_tracks_only_for_a_fully_priced_race(client):
     assert by_horse["H20"]["edge"] is None and by_horse["H20"]["stake_units"] == 0.0
 
 
-def test_combined_staking_track_sizes_bets_on_the_blend():
-    with _client(staking_track="combined") as c:
+def test_fundamental_staking_track_sizes_bets_on_p_win():
+    with _client(staking_track="fundamental") as c:
         race = _race(_predict(c).json(), "R-PRICED")
     top = race["runners"][0]
-    assert race["staking_track"] == "combined"
-    assert top["edge"] == pytest.approx(top["p_win_combined"] * top["market_odds"] - 1)
+    assert race["staking_track"] == "fundamental"
+    assert top["edge"] == pytest.approx(top["p_win"] * top["market_odds"] - 1)
+    negative = [r for r in race["runners"] if r["edge"] is not None and r["edge"] <= 0]
+    assert negative and all(r["kelly_fraction"] == 0 and r["stake_units"] == 0 for r in negative)
+    assert all(r["stake_reason"] == "edge <= 0" for r in negative)
 
 
 def test_missing_or_invalid_api_key_is_401_and_a_valid_one_200(client):

@@ -6,9 +6,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from racecast.serving.scoring import ScoringConfig, feature_staleness_days, score_races
+from racecast.serving.scoring import (
+    DEFAULT_STAKING_TRACK,
+    ScoringConfig,
+    feature_staleness_days,
+    score_races,
+)
+from racecast.serving.settings import ServingSettings
+from tests.serving.serving_fakes import NOT_STAKEABLE, STAKEABLE
 
 OFF = pd.Timestamp("2025-02-06 06:30", tz="UTC")
+#: A bundle's staking validation where both tracks returned money.
+BOTH = {"fundamental": STAKEABLE, "combined": STAKEABLE}
+FUNDAMENTAL = ScoringConfig(staking_track="fundamental")
 
 
 def _inputs():
@@ -37,7 +47,7 @@ def test_runners_get_probability_rank_fair_odds_edge_and_quarter_kelly_stakes():
     predictions, rows, features, explanations = _inputs()
     before = [f.copy() for f in (predictions, rows, features)]
 
-    races = score_races(predictions, rows, features, explanations, "m/1")
+    races = score_races(predictions, rows, features, explanations, "m/1", FUNDAMENTAL, BOTH)
 
     for frame, copy in zip((predictions, rows, features), before, strict=True):
         pd.testing.assert_frame_equal(frame, copy)
@@ -62,7 +72,7 @@ def test_runners_get_probability_rank_fair_odds_edge_and_quarter_kelly_stakes():
 def test_partly_priced_race_has_no_market_track_but_prices_its_priced_runner():
     predictions, rows, features, explanations = _inputs()
 
-    b = score_races(predictions, rows, features, explanations, "m/1")[1]
+    b = score_races(predictions, rows, features, explanations, "m/1", FUNDAMENTAL, BOTH)[1]
 
     assert b["market"] is False
     b1, b2 = b["runners"]
@@ -73,9 +83,11 @@ def test_partly_priced_race_has_no_market_track_but_prices_its_priced_runner():
 
 def test_stake_is_capped_and_configurable():
     predictions, rows, features, _ = _inputs()
-    config = ScoringConfig(kelly_fraction=1.0, bankroll_units=1000, max_stake_fraction=0.1)
+    config = ScoringConfig(
+        kelly_fraction=1.0, bankroll_units=1000, max_stake_fraction=0.1, staking_track="fundamental"
+    )
 
-    a1 = score_races(predictions, rows, features, None, "m/1", config)[0]["runners"][0]
+    a1 = score_races(predictions, rows, features, None, "m/1", config, BOTH)[0]["runners"][0]
 
     assert a1["kelly_fraction"] == pytest.approx(0.25 / 1.5)
     assert a1["stake_units"] == pytest.approx(100.0)  # 1000 * min(0.1667, 0.1)
@@ -83,10 +95,62 @@ def test_stake_is_capped_and_configurable():
 
 def test_combined_track_stakes_on_the_blend_and_falls_back_without_market():
     predictions, rows, features, _ = _inputs()
-    races = score_races(predictions, rows, features, None, "m/1", ScoringConfig(staking_track="combined"))
+    races = score_races(predictions, rows, features, None, "m/1", ScoringConfig(), BOTH)
 
-    assert races[0]["runners"][0]["edge"] == pytest.approx(0.45 * 2.5 - 1)
+    assert races[0]["staking_track"] == "combined" and races[0]["stakeable"] is True
+    a1 = races[0]["runners"][0]
+    assert a1["edge"] == pytest.approx(0.45 * 2.5 - 1)
+    assert a1["stake_units"] == pytest.approx(100 * 0.25 * (0.45 * 2.5 - 1) / 1.5)
+    assert a1["stake_reason"] is None
     assert races[1]["runners"][1]["edge"] == pytest.approx(0.1 * 1.5 - 1)
+
+
+def test_the_combined_track_is_the_one_default():
+    assert DEFAULT_STAKING_TRACK == "combined"
+    assert ScoringConfig().staking_track == DEFAULT_STAKING_TRACK
+    assert ServingSettings().staking_track == DEFAULT_STAKING_TRACK
+
+
+@pytest.mark.parametrize("track", ["fundamental", "combined"])
+def test_a_track_whose_validation_lost_money_stakes_nothing_and_says_why(track):
+    predictions, rows, features, _ = _inputs()
+    validation = {**BOTH, track: NOT_STAKEABLE}
+
+    races = score_races(
+        predictions, rows, features, None, "m/1", ScoringConfig(staking_track=track), validation
+    )
+
+    staked = score_races(
+        predictions, rows, features, None, "m/1", ScoringConfig(staking_track=track), BOTH
+    )
+    assert any(r["stake_units"] > 0 for race in staked for r in race["runners"])
+    for race in races:
+        assert race["stakeable"] is False
+        assert race["stake_reason"] == f"{track} track not stakeable: {NOT_STAKEABLE['reason']}"
+        for runner in race["runners"]:
+            assert runner["stake_units"] == 0 and runner["kelly_fraction"] == 0
+            assert runner["stake_reason"] == race["stake_reason"]
+    # the edge is still reported: the signal is published, only the stake is withheld
+    assert races[0]["runners"][0]["edge"] > 0
+
+
+def test_a_bundle_without_staking_validation_stakes_nothing():
+    predictions, rows, features, _ = _inputs()
+
+    for validation in (None, {}):
+        races = score_races(predictions, rows, features, None, "m/1", None, validation)
+        assert all(r["stake_units"] == 0 for race in races for r in race["runners"])
+        assert races[0]["stakeable"] is False and "no staking validation" in races[0]["stake_reason"]
+
+
+def test_runners_of_a_stakeable_track_say_why_they_get_no_stake():
+    predictions, rows, features, _ = _inputs()
+
+    a, b = score_races(predictions, rows, features, None, "m/1", FUNDAMENTAL, BOTH)
+
+    assert a["stakeable"] is True and a["stake_reason"] is None
+    reasons = {r["horse_id"]: r["stake_reason"] for race in (a, b) for r in race["runners"]}
+    assert reasons == {"a1": None, "a2": "edge <= 0", "a3": None, "b1": "no market price", "b2": "edge <= 0"}
 
 
 def test_staleness_from_last_run_timestamp_when_days_are_absent():

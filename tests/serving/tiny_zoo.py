@@ -91,8 +91,13 @@ def evaluation_report(log_loss: float = 2.0) -> dict[str, Any]:
     }
 
 
-def make_bundle() -> InferenceBundle:
-    """A bundle of the tiny zoo."""
+def make_bundle(staking_validation: dict[str, Any] | None = None) -> InferenceBundle:
+    """A bundle of the tiny zoo.
+
+    Args:
+        staking_validation: Track -> staking validation figures; None keeps the blend's
+            own (its few validation races make no track stakeable).
+    """
     zoo = fitted_zoo()
     return build_bundle(
         zoo["models"],
@@ -101,6 +106,7 @@ def make_bundle() -> InferenceBundle:
         feature_service="combined_v1",
         trained_until=zoo["train"]["off_time"].max(),
         holdout_metrics=evaluation_report()["models"],
+        staking_validation=staking_validation,
     )
 
 

@@ -237,6 +237,10 @@ class InferenceBundle:
         trained_until: ``off_time`` of the last training race.
         holdout_metrics: Holdout metrics of the evaluation report (``stacked``,
             ``blend``, ``market``).
+        staking_validation: Track (``fundamental``, ``combined``) -> its staking rule's
+            figures on the validation races and whether it may be staked
+            (:func:`racecast.evaluation.stakeability.staking_validation`); stakes of a
+            track that is not stakeable are 0. Never the holdout.
     """
 
     def __init__(
@@ -250,6 +254,7 @@ class InferenceBundle:
         trained_until: pd.Timestamp,
         holdout_metrics: Mapping[str, Any],
         fingerprint: str = "",
+        staking_validation: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         if not feature_service:
             raise ValueError("feature_service must name a Feast feature service")
@@ -264,6 +269,9 @@ class InferenceBundle:
         self.fingerprint = str(fingerprint)
         self.trained_until = pd.Timestamp(trained_until)
         self.holdout_metrics = dict(holdout_metrics)
+        self.staking_validation = {
+            str(track): dict(figures) for track, figures in (staking_validation or {}).items()
+        }
 
     def __repr__(self) -> str:
         return (
@@ -524,6 +532,7 @@ def build_bundle(
     holdout_metrics: Mapping[str, Any] | None = None,
     fundamental_features: list[str] | None = None,
     model_version: str | None = None,
+    staking_validation: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> InferenceBundle:
     """Assemble an :class:`InferenceBundle` from the model_zoo pipeline's outputs.
 
@@ -538,6 +547,9 @@ def build_bundle(
         fundamental_features: Fundamental feature columns (default
             :data:`racecast.features.specs.FUNDAMENTAL_FEATURES`).
         model_version: Version label (default: the models' fingerprint).
+        staking_validation: Track -> staking validation figures (default: the blend's
+            ``validation_["staking"]``, from :func:`~racecast.pipelines.model_zoo.nodes.fit_blend`;
+            none there: no track is stakeable).
 
     Returns:
         The bundle.
@@ -560,6 +572,11 @@ def build_bundle(
         trained_until=pd.Timestamp(trained_until),
         holdout_metrics=dict(holdout_metrics or {}),
         fingerprint=fingerprint,
+        staking_validation=(
+            (getattr(blend, "validation_", None) or {}).get("staking")
+            if staking_validation is None
+            else staking_validation
+        ),
     )
     logger.info("built %r", bundle)
     return bundle

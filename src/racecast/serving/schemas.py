@@ -34,6 +34,9 @@ class RunnerPrediction(BaseModel):
     edge: float | None = Field(description="p * market_odds - 1 (null without a price).")
     kelly_fraction: float = Field(description="Fractional Kelly share of the bankroll (0: no bet).")
     stake_units: float = Field(description="Stake in bankroll units.")
+    stake_reason: str | None = Field(
+        description="Why the stake is 0 (track not stakeable, no price, edge <= 0); null: staked."
+    )
     feature_staleness_days: float | None = Field(description="Days since the horse's last run (null: debut).")
     stale: bool
     explanation: list[Explanation]
@@ -46,7 +49,12 @@ class RacePrediction(BaseModel):
     n_runners: int
     model_version: str
     market: bool = Field(description="Every runner has final odds (both tracks available).")
-    staking_track: str
+    staking_track: str = Field(description="Probability the edge and stakes use.")
+    stakeable: bool = Field(
+        description="The bundle's validation races found the staking track profitable; "
+        "false: every stake is 0."
+    )
+    stake_reason: str | None = Field(description="Why the track is not stakeable (null: it is).")
     runners: list[RunnerPrediction]
 
 

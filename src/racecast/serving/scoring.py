@@ -12,8 +12,13 @@ Per runner:
   and ``p_win_combined`` (the Benter blend of both tracks; None unless every runner of
   the race is priced);
 * ``edge = p * odds - 1``, the fractional ``kelly_fraction`` and ``stake_units``, with
-  ``p`` the track named by ``staking_track`` (:mod:`racecast.signals.staking`); no price,
-  no bet (edge None, stake 0);
+  ``p`` the track named by ``staking_track`` (:mod:`racecast.signals.staking`; default
+  :data:`DEFAULT_STAKING_TRACK`, the combined track); no price, no bet (edge None,
+  stake 0). Stakes are 0 on every runner, and ``stake_reason`` says why, unless the
+  bundle's validation found the track stakeable
+  (:mod:`racecast.evaluation.stakeability`: positive return of this staking rule on
+  the validation races, never the holdout); ``stake_reason`` also names a runner's
+  missing price or non-positive edge (None when it is staked);
 * ``feature_staleness_days``: days between the off and the horse's last run
   (``days_since_last_run``, or ``h_last_off_ts``); None for a debutant; ``stale`` when
   it exceeds the threshold;
@@ -29,9 +34,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from racecast.evaluation.stakeability import TRACKS, stake_decision
 from racecast.signals.staking import edge, fair_odds, kelly_fraction, stake_units
 
-__all__ = ["ScoringConfig", "feature_staleness_days", "runner_positions", "score_races"]
+__all__ = [
+    "DEFAULT_STAKING_TRACK",
+    "ScoringConfig",
+    "feature_staleness_days",
+    "runner_positions",
+    "score_races",
+]
+
+#: The probability stakes are sized on unless ``staking_track`` says otherwise (the
+#: one default of the setting: ServingSettings and ScoringConfig use it).
+DEFAULT_STAKING_TRACK = "combined"
 
 _KEYS = ["race_id", "horse_id"]
 _CONTEXT = ["off_time", "course", "n_runners", "odds_final"]
@@ -46,7 +62,8 @@ class ScoringConfig:
         bankroll_units: Bankroll in units, > 0.
         max_stake_fraction: Cap on one stake's share of the bankroll, in (0, 1].
         staleness_threshold_days: Runners whose last run is older are flagged ``stale``.
-        staking_track: ``fundamental`` or ``combined``.
+        staking_track: ``fundamental`` or ``combined`` (default
+            :data:`DEFAULT_STAKING_TRACK`).
     """
 
     def __init__(
@@ -55,9 +72,9 @@ class ScoringConfig:
         bankroll_units: float = 100.0,
         max_stake_fraction: float = 0.05,
         staleness_threshold_days: float = 180.0,
-        staking_track: str = "fundamental",
+        staking_track: str = DEFAULT_STAKING_TRACK,
     ) -> None:
-        if staking_track not in ("fundamental", "combined"):
+        if staking_track not in TRACKS:
             raise ValueError(
                 f"staking_track must be 'fundamental' or 'combined', got {staking_track!r}"
             )
@@ -165,9 +182,13 @@ def _ranks(race_ids: list[Any], p: np.ndarray) -> list[int]:
     ]
 
 
-def _staking(p: np.ndarray, odds: np.ndarray, config: ScoringConfig) -> dict[str, np.ndarray]:
-    """Edge, Kelly fraction and stake per runner (odds NaN: no bet)."""
+def _staking(
+    p: np.ndarray, odds: np.ndarray, config: ScoringConfig, stakeable: bool
+) -> dict[str, np.ndarray]:
+    """Edge, Kelly fraction and stake per runner (odds NaN: no bet; not stakeable: 0)."""
     kelly = np.atleast_1d(kelly_fraction(p, odds, config.kelly_fraction))
+    if not stakeable:
+        kelly = np.zeros_like(kelly)
     return {
         "edge": np.atleast_1d(edge(p, odds)),
         "kelly_fraction": kelly,
@@ -177,6 +198,17 @@ def _staking(p: np.ndarray, odds: np.ndarray, config: ScoringConfig) -> dict[str
     }
 
 
+def _stake_reason(track_reason: str | None, runner_edge: float | None) -> str | None:
+    """Why a runner gets no stake (None when it is staked)."""
+    if track_reason is not None:
+        return track_reason
+    if runner_edge is None:
+        return "no market price"
+    if not runner_edge > 0:
+        return "edge <= 0"
+    return None
+
+
 def score_races(
     predictions: pd.DataFrame,
     entity_rows: pd.DataFrame,
@@ -184,6 +216,7 @@ def score_races(
     explanations: Mapping[tuple[str, str], list[dict[str, Any]]] | None,
     model_version: str,
     config: ScoringConfig | None = None,
+    staking_validation: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Per-race, per-runner answers of the service.
 
@@ -196,11 +229,15 @@ def score_races(
         explanations: ``InferenceBundle.explain`` output, or None.
         model_version: The bundle's ``model_version``.
         config: Staking and staleness parameters (defaults: quarter Kelly, 100 units).
+        staking_validation: The bundle's ``staking_validation`` (track -> figures); the
+            configured track is staked only if it is stakeable there (None: never).
 
     Returns:
         One dict per race in racecard order: ``race_id``, ``off_time`` (ISO 8601 UTC),
         ``course``, ``n_runners``, ``model_version``, ``market`` (every runner priced),
-        ``staking_track`` and ``runners`` sorted by rank.
+        ``staking_track``, ``stakeable`` and ``stake_reason`` (why the track is not
+        stakeable, else None) and ``runners`` sorted by rank (each with its own
+        ``stake_reason``).
 
     Raises:
         KeyError: If a column is missing or a predicted runner is not on the racecard.
@@ -231,7 +268,8 @@ def score_races(
         if config.staking_track == "fundamental"
         else np.where(np.isnan(p_comb), p_fund, p_comb)
     )
-    staked = _staking(p_stake, odds, config)
+    stakeable, track_reason = stake_decision(staking_validation, config.staking_track)
+    staked = _staking(p_stake, odds, config, stakeable)
     fair = np.atleast_1d(fair_odds(p_fund))
     rank = _ranks(race_ids, p_fund)
     explanations = explanations or {}
@@ -249,9 +287,12 @@ def score_races(
                 "model_version": model_version,
                 "market": True,
                 "staking_track": config.staking_track,
+                "stakeable": stakeable,
+                "stake_reason": track_reason,
                 "runners": [],
             }
         stale_days = _json_float(staleness[i])
+        runner_edge = _json_float(staked["edge"][i])
         race["runners"].append(
             {
                 "horse_id": str(horse_id),
@@ -261,9 +302,10 @@ def score_races(
                 "market_odds": _json_float(odds[i]),
                 "p_market": _json_float(p_market[i]),
                 "p_win_combined": _json_float(p_comb[i]),
-                "edge": _json_float(staked["edge"][i]),
+                "edge": runner_edge,
                 "kelly_fraction": float(staked["kelly_fraction"][i]),
                 "stake_units": float(staked["stake_units"][i]),
+                "stake_reason": _stake_reason(track_reason, runner_edge),
                 "feature_staleness_days": stale_days,
                 "stale": stale_days is not None and stale_days > config.staleness_threshold_days,
                 "explanation": list(explanations.get((str(race_id), str(horse_id)), [])),

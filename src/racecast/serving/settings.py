@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from racecast.ingestion.plausibility import Plausibility
+from racecast.serving.scoring import DEFAULT_STAKING_TRACK
 
 __all__ = ["DEFAULT_BUNDLE_URI", "ENV_PREFIX", "ServingSettings", "SettingsError"]
 
@@ -74,9 +75,11 @@ class ServingSettings(BaseModel):
         kelly_fraction: Kelly multiplier of the stakes (quarter Kelly by default).
         bankroll_units: Bankroll the stakes are expressed in.
         max_stake_fraction: Cap on one stake's share of the bankroll.
-        staking_track: Probability the edge and stakes use: ``fundamental`` (``p_win``)
-            or ``combined`` (``p_win_combined``, the Benter blend; fundamental when a race
-            has no market).
+        staking_track: Probability the edge and stakes use: ``combined`` (the default,
+            :data:`racecast.serving.scoring.DEFAULT_STAKING_TRACK`: ``p_win_combined``,
+            the Benter blend; no market, no bet) or ``fundamental`` (``p_win``). Either
+            is staked only if the bundle's validation found it stakeable, else every
+            stake is 0 and ``stake_reason`` says why.
         explain_top_k: Features listed in each runner's explanation.
         race_cache_size: Races whose last predictions ``GET /api/v1/races/{id}`` keeps.
     """
@@ -107,7 +110,7 @@ class ServingSettings(BaseModel):
     kelly_fraction: float = Field(0.25, gt=0, le=1)
     bankroll_units: float = Field(100.0, gt=0)
     max_stake_fraction: float = Field(0.05, gt=0, le=1)
-    staking_track: Literal["fundamental", "combined"] = "fundamental"
+    staking_track: Literal["fundamental", "combined"] = DEFAULT_STAKING_TRACK
     explain_top_k: int = Field(5, ge=1)
     race_cache_size: int = Field(1024, ge=1)
 

@@ -244,6 +244,8 @@ def _blend_rows(informative: bool, seed: int = 0) -> pd.DataFrame:
                     "won": int(i == winner),
                     "p_fund": fund[i] / fund.sum(),
                     "p_market": market[i] / market.sum(),
+                    # fair odds of an efficient pool after an 18% take
+                    "odds_final": 0.82 / p_true[i],
                 }
             )
     return pd.DataFrame(rows)
@@ -260,9 +262,18 @@ def test_blend_falls_back_to_the_market_only_when_the_fundamental_does_not_help(
     assert noise["gain_p_value"] > 0.5
     assert not useful["fallback"] and useful["gain_p_value"] < 0.05
     assert useful["blend_log_loss"] < useful["market_log_loss"] - 0.02
-    assert nodes._validate_blend(_blend_rows(False), columns, {"validation_fraction": None}) == {
-        "fallback": False
+    # the same validation races judge the staking of both tracks
+    for figures in (*noise["staking"].values(), *useful["staking"].values()):
+        assert figures["n_races"] == 180 and figures["n_bets"] >= 30
+        assert figures["stakeable"] == (figures["roi"] > 0)
+        assert (figures["reason"] is None) == figures["stakeable"]
+    off = nodes._validate_blend(_blend_rows(False), columns, {"validation_fraction": None})
+    assert off["fallback"] is False
+    assert {t: f["stakeable"] for t, f in off["staking"].items()} == {
+        "fundamental": False,
+        "combined": False,
     }
+    assert "validation_fraction is null" in off["staking"]["combined"]["reason"]
 
 
 def test_blend_gain_without_evidence_falls_back_unless_alpha_is_off():

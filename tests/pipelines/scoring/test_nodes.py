@@ -34,7 +34,13 @@ from tests.serving.serving_fakes import (
 )
 
 PARAMETERS = Path(__file__).resolve().parents[3] / "conf" / "base" / "parameters"
-SERVING = yaml.safe_load((PARAMETERS / "serving.yml").read_text())["serving"]
+#: The project's serving parameters, staking on the fundamental track (the bets below
+#: are the runners whose p_win beats the price; the default combined track is
+#: tested in test_scored_runners_are_the_service_answer and test_stakeability.py).
+SERVING = {
+    **yaml.safe_load((PARAMETERS / "serving.yml").read_text())["serving"],
+    "staking_track": "fundamental",
+}
 FEATURES = {"repo_path": "feature_repo", "compute": {}}
 DAY = "2025-02-06"
 #: First off of the racecard: R-PRICED at 14:30 Hong Kong time.

@@ -35,6 +35,7 @@ from racecast.signals import DEFAULT_URL, load_bets, load_signals
 from racecast.sources import active_source, set_active_source
 from tests.pipelines.model_zoo.test_pipeline import _feed
 from tests.pipelines.simulation.test_pipeline import SMALL
+from tests.serving.serving_fakes import STAKEABLE
 from tests.serving.tiny_zoo import make_bundle
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -106,11 +107,21 @@ def project(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def bundle():
-    return make_bundle()
+    """The tiny bundle, its tracks judged stakeable (its own few validation races make
+    neither stakeable, see test_stakeability.py)."""
+    return make_bundle({"fundamental": STAKEABLE, "combined": STAKEABLE})
 
 
-def _run(project: Path, bundle, history: list[str], upcoming: list[str]) -> DataCatalog:
-    """``kedro run`` of ingestion + features + scoring on the given race days."""
+#: Serving parameters of the runs that place bets: the tiny blend falls back to the
+#: market, so only the fundamental track has edges.
+FUNDAMENTAL = {"staking_track": "fundamental"}
+
+
+def _run(
+    project: Path, bundle, history: list[str], upcoming: list[str], serving: dict | None = None
+) -> DataCatalog:
+    """``kedro run`` of ingestion + features + scoring on the given race days (``serving``:
+    overrides of the serving parameters)."""
     racecards, _ = _world()
     raw = project / "data" / "01_raw" / "racecards" / "synthetic"
     shutil.rmtree(raw, ignore_errors=True)
@@ -125,6 +136,7 @@ def _run(project: Path, bundle, history: list[str], upcoming: list[str]) -> Data
     catalog = DataCatalog.from_config(_catalog_config())
     for name, value in _parameters().items():
         catalog[name] = MemoryDataset(value)
+    catalog["params:serving"] = MemoryDataset({**_parameters()["params:serving"], **(serving or {})})
     catalog["inference_bundle"] = MemoryDataset(bundle, copy_mode="assign")
     SequentialRunner().run(_pipeline(), catalog)
     return catalog
@@ -185,7 +197,7 @@ def test_republishing_the_same_day_leaves_the_signals_table_unchanged(project, b
     history, day = days[:-2], days[-2]
     rows = _day_rows(day)
 
-    first = _run(project, bundle, history, [day])
+    first = _run(project, bundle, history, [day], FUNDAMENTAL)
     report = first.load("scoring_report")
     signals, bets = load_signals(DEFAULT_URL), load_bets(DEFAULT_URL)
 
@@ -198,7 +210,7 @@ def test_republishing_the_same_day_leaves_the_signals_table_unchanged(project, b
     assert (bets["stake"] > 0).all() and bets["result"].isna().all()
     assert first.load("settlement_report")["matched"] == 0  # no results for the day yet
     # what was published is the inference service's answer for the same racecard
-    serving = _parameters()["params:serving"]
+    serving = {**_parameters()["params:serving"], **FUNDAMENTAL}
     settings = ServingSettings.build(
         {**serving, "feature_repo": project / "feature_repo", "credentials_path": None}
     )
@@ -206,7 +218,7 @@ def test_republishing_the_same_day_leaves_the_signals_table_unchanged(project, b
     answer = service.score_text(racecards[f"{day}.racecard"], f"{day}.racecard.json")
     assert first.load("scoring_predictions")["races"] == answer["races"]
 
-    again = _run(project, bundle, history, [day]).load("scoring_report")
+    again = _run(project, bundle, history, [day], FUNDAMENTAL).load("scoring_report")
 
     assert again["signals"] == {**report["signals"], "inserted": 0, "unchanged": len(rows)}
     assert again["bets"] == {**report["bets"], "placed": 0, "existing": len(bets)}
@@ -217,11 +229,11 @@ def test_republishing_the_same_day_leaves_the_signals_table_unchanged(project, b
 def test_results_settle_the_days_bets_once(project, bundle):
     _, days = _world()
     history, day, tomorrow = days[:-2], days[-2], days[-1]
-    first = _run(project, bundle, history, [day]).load("scoring_report")
+    first = _run(project, bundle, history, [day], FUNDAMENTAL).load("scoring_report")
     placed = load_bets(DEFAULT_URL)
 
     # a day later: the day's results are ingested and tomorrow's racecards arrive
-    catalog = _run(project, bundle, [*history, day], [day, tomorrow])
+    catalog = _run(project, bundle, [*history, day], [day, tomorrow], FUNDAMENTAL)
     settlement = catalog.load("settlement_report")
     scoring = catalog.load("scoring_report")
 
@@ -254,7 +266,7 @@ def test_results_settle_the_days_bets_once(project, bundle):
     assert settlement["totals"]["open"] == len(bets) - len(placed)  # tomorrow's bets
     signals = load_signals(DEFAULT_URL)
 
-    rerun = _run(project, bundle, [*history, day], [day, tomorrow])
+    rerun = _run(project, bundle, [*history, day], [day, tomorrow], FUNDAMENTAL)
 
     assert rerun.load("settlement_report")["unchanged"] == len(placed)
     assert rerun.load("scoring_report")["signals"]["unchanged"] == scoring["runners"]

@@ -14,7 +14,9 @@ Everything follows ``docs/evaluation-protocol.md``:
   in-sample. Instead an *inner* stacker is fitted on the earlier OOF race days and
   predicts the later ones (``blend.stacker_fit_fraction``); ``BenterBlend`` is fitted on
   those later rows (log p_fund against log p_market). The holdout blend combines the
-  *full* stacker's holdout probabilities with the holdout market.
+  *full* stacker's holdout probabilities with the holdout market;
+* the last of those race days validate the blend and decide which tracks may be staked
+  (``blend.validation_["staking"]``, :mod:`racecast.evaluation.stakeability`).
 
 Fundamental-track models only ever see ``FUNDAMENTAL_FEATURES`` (no odds-derived input).
 Prediction frames have the columns ``race_id, horse_id, off_time, p``.
@@ -35,6 +37,7 @@ import pandas as pd
 from racecast.evaluation.blend import BenterBlend
 from racecast.evaluation.metrics import market_probability
 from racecast.evaluation.split import compute_race_days, holdout_split
+from racecast.evaluation.stakeability import TRACKS, not_assessed, staking_validation
 from racecast.features.specs import FUNDAMENTAL_FEATURES
 from racecast.models.base import RaceModel, relevance_from_position
 from racecast.models.factory import build_model
@@ -431,11 +434,13 @@ def predict_stacked_holdout(
 
 
 def _with_market(frame: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
-    """Add ``p_market`` (from ``odds_final`` of ``base``) to a frame keyed by runner."""
+    """Add ``odds_final`` and ``p_market`` (from ``base``) to a frame keyed by runner."""
     market = base[["race_id", "horse_id", "odds_final"]].copy()
     market["p_market"] = market_probability(market)
     return frame.merge(
-        market[["race_id", "horse_id", "p_market"]], on=["race_id", "horse_id"], how="left"
+        market[["race_id", "horse_id", "odds_final", "p_market"]],
+        on=["race_id", "horse_id"],
+        how="left",
     )
 
 
@@ -447,7 +452,10 @@ def fit_blend(
     The stacker's own OOF-row predictions are in-sample, so an inner stacker is fitted
     on the OOF rows of the first ``blend.stacker_fit_fraction`` of their race days and
     predicts the rest; ``BenterBlend`` (``exp(a log p_fund + b log p_market)`` per race)
-    is fitted on those later rows, races with a complete market only.
+    is fitted on those later rows, races with a complete market only. Its
+    ``validation_`` (:func:`_validate_blend`) records the market check and, under
+    ``staking``, whether each track may be staked (the combined track never when it
+    falls back to the market).
 
     Args:
         train_set: Training runners (labels, odds, top features).
@@ -499,6 +507,14 @@ def fit_blend(
             blend.validation_["gain_p_value"],
         )
         blend.coef_ = np.array([0.0, 1.0])
+        blend.validation_["staking"]["combined"] = {
+            **blend.validation_["staking"]["combined"],
+            "stakeable": False,
+            "reason": "the combined track falls back to the market (the blend did not beat "
+            "it on the validation races): it has no edge over the market",
+        }
+    for track, figures in blend.validation_["staking"].items():
+        logger.info("staking validation, %s track: %s", track, figures["reason"] or "stakeable")
     logger.info(
         "blend: inner stacker fitted on %d races before %s, blend on %d later races: a=%.4f b=%.4f",
         early["race_id"].nunique(),
@@ -527,16 +543,27 @@ def _validate_blend(
         blend_params: ``model_zoo.blend``: ``validation_fraction`` (0 or null = no
             check) and ``validation_alpha`` (null = any positive mean gain is enough).
 
+    The same check races are the staking validation period: ``staking`` holds
+    :func:`racecast.evaluation.stakeability.staking_validation` of the inner stacker's
+    ``p_fund`` (track ``fundamental``) and of the trial blend (track ``combined``), both
+    out of sample there. Without check races no track is stakeable.
+
     Returns:
-        ``{"n_races", "blend_log_loss", "market_log_loss", "gain_p_value", "fallback"}``
-        (just ``{"fallback": False}`` when the check is off or there are too few days).
+        ``{"n_races", "blend_log_loss", "market_log_loss", "gain_p_value", "fallback",
+        "staking"}`` (just ``{"fallback": False, "staking"}`` when the check is off or
+        there are too few days).
 
     Raises:
         ValueError: If ``validation_fraction`` or ``validation_alpha`` is out of (0, 1).
     """
     fraction = blend_params.get("validation_fraction")
     if not fraction:
-        return {"fallback": False}
+        return {
+            "fallback": False,
+            "staking": _not_staked(
+                "model_zoo.blend.validation_fraction is null: no validation races"
+            ),
+        }
     alpha = blend_params.get("validation_alpha")
     for name, value in (("validation_fraction", fraction), ("validation_alpha", alpha)):
         if value is not None and not 0.0 < float(value) < 1.0:
@@ -545,7 +572,12 @@ def _validate_blend(
     unique_days = np.sort(days.unique())
     cut_index = math.floor((1.0 - float(fraction)) * len(unique_days))
     if cut_index < 1 or cut_index >= len(unique_days):
-        return {"fallback": False}
+        return {
+            "fallback": False,
+            "staking": _not_staked(
+                f"{len(unique_days)} blend race days are too few for validation races"
+            ),
+        }
     fit_rows = late[days < unique_days[cut_index]]
     check = late[days >= unique_days[cut_index]]
     check = check[check.groupby("race_id")["won"].transform("sum") == 1]
@@ -561,7 +593,16 @@ def _validate_blend(
         "market_log_loss": float(-np.log(check["p_market"].to_numpy(dtype=float)[won]).mean()),
         "gain_p_value": p_value,
         "fallback": not beats,
+        "staking": {
+            "fundamental": staking_validation(check, "p_fund"),
+            "combined": staking_validation(check.assign(p_combined=p_blend), "p_combined"),
+        },
     }
+
+
+def _not_staked(reason: str) -> dict[str, dict[str, Any]]:
+    """Staking validation of every track when there are no validation races."""
+    return {track: not_assessed(reason) for track in TRACKS}
 
 
 def _one_sided_p(gain: np.ndarray) -> float:

@@ -316,6 +316,8 @@ def score_runners(
     )
     races = scored["races"]
     staked = [r for race in races for r in race["runners"] if r["stake_units"] > 0]
+    for reason in sorted({race["stake_reason"] for race in races if not race["stakeable"]}):
+        logger.warning("signals are published with stake 0: %s", reason)
     logger.info(
         "scored %d races, %d runners with %s; %d stakes",
         len(races),
@@ -339,7 +341,9 @@ def signals_frame(predictions: Mapping[str, Any]) -> pd.DataFrame:
     the racecard's final price; ``edge``, ``kelly_fraction`` and ``stake_units`` are the
     service's (on the ``staking_track`` probability) and stored as given. ``reasons``
     keeps the rest of the runner's answer: ``rank``, ``p_market``, ``p_win_combined``,
-    ``staking_track``, ``feature_staleness_days``, ``stale`` and ``explanation``.
+    ``staking_track``, ``stake_reason`` (why the stake is 0: the track is not stakeable,
+    no price, edge <= 0; None when staked), ``feature_staleness_days``, ``stale`` and
+    ``explanation``.
 
     Args:
         predictions: Output of :func:`score_runners`.
@@ -365,6 +369,7 @@ def signals_frame(predictions: Mapping[str, Any]) -> pd.DataFrame:
                         "p_market": runner["p_market"],
                         "p_win_combined": runner["p_win_combined"],
                         "staking_track": race["staking_track"],
+                        "stake_reason": runner["stake_reason"],
                         "feature_staleness_days": runner["feature_staleness_days"],
                         "stale": runner["stale"],
                         "explanation": runner["explanation"],
