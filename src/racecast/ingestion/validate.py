@@ -54,6 +54,8 @@ from racecast.data.schema import (
     RunnersSchema,
     conform,
 )
+from racecast.ingestion.plausibility import REASON as IMPLAUSIBLE
+from racecast.ingestion.plausibility import Plausibility, implausible
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +142,24 @@ def parse_months(months: object) -> frozenset[str] | None:
     return frozenset(months)
 
 
+def parse_plausibility(values: object) -> Plausibility:
+    """Read the ``ingestion.plausibility`` parameter (None: the default ranges).
+
+    Raises:
+        ValueError: If it is not a mapping of known ranges (the message names the range).
+    """
+    if values is None:
+        return Plausibility()
+    if isinstance(values, Plausibility):
+        return values
+    if not isinstance(values, dict):
+        raise ValueError(f"parameter ingestion.plausibility: expected a mapping, got {values!r}")
+    try:
+        return Plausibility(**values)
+    except ValueError as exc:  # pydantic's ValidationError names each bad range
+        raise ValueError(f"parameter ingestion.plausibility: {exc}") from exc
+
+
 def count_quarantined(quarantine: pd.DataFrame) -> tuple[int, int]:
     """Count the race and runner records behind quarantine rows.
 
@@ -181,7 +201,9 @@ def validate_and_split(
         parsed_runners: Runners in canonical columns, results merged in.
         parsed_quarantine: Records the adapter already quarantined.
         parse_summary: ``{"files_read", "files_rejected", "races_in", "runners_in"}``.
-        params: ``params:ingestion`` (``source``, ``months``).
+        params: ``params:ingestion`` (``source``, ``months``, optional ``plausibility``
+            ranges, see :class:`~racecast.ingestion.plausibility.Plausibility`; the request
+            path adds ``as_of``, the reference time of the off-time window).
 
     Returns:
         ``races``, ``runners``, ``quarantine`` (canonical columns) and the JSON-able
@@ -195,6 +217,7 @@ def validate_and_split(
     if source not in SOURCES:
         raise ValueError(f"parameter ingestion.source: expected one of {SOURCES}, got {source!r}")
     months = parse_months(params.get("months"))
+    rules = parse_plausibility(params.get("plausibility"))
     races = _canonical(parsed_races, RACE_COLUMNS)
     runners = _canonical(parsed_runners, RUNNER_COLUMNS)
     adapter_rows = _canonical(parsed_quarantine, QUARANTINE_COLUMNS)
@@ -215,11 +238,20 @@ def validate_and_split(
         runners = runners[keep_runner].reset_index(drop=True)
         adapter_rows = adapter_rows[keep_row].reset_index(drop=True)
 
+    odd_races, odd_runners = _plausibility_problems(races, runners, rules, params.get("as_of"))
     race_problems = _stack(
-        [_schema_problems(races, _RACES, "races"), _race_checks(races, runners, source)]
+        [
+            _schema_problems(races, _RACES, "races"),
+            _race_checks(races, runners, source),
+            odd_races,
+        ]
     )
     runner_problems = _stack(
-        [_schema_problems(runners, _RUNNERS, "runners"), _runner_checks(races, runners)]
+        [
+            _schema_problems(runners, _RUNNERS, "runners"),
+            _runner_checks(races, runners),
+            odd_runners,
+        ]
     )
     pulled = _adapter_causes(races, adapter_rows)
     race_bad, runner_bad, own_rows = _quarantine_masks(
@@ -506,6 +538,31 @@ def _draw_warnings(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
         },
         columns=list(QUARANTINE_COLUMNS),
     )
+
+
+def _plausibility_problems(
+    races: pd.DataFrame, runners: pd.DataFrame, rules: Plausibility, as_of: object
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Problems of race and runner records that break a plausibility rule."""
+    found = implausible(races, runners, rules, as_of)
+    tables = {"races": (races, False), "runners": (runners, True)}
+    out = []
+    for table, (frame, is_runner) in tables.items():
+        mine = [v for v in found if v.table == table]
+        rows = [v.row for v in mine]
+        where = _where(frame.iloc[rows], runners=is_runner).to_numpy() if rows else []
+        out.append(
+            pd.DataFrame(
+                {
+                    "row": pd.Series(rows, dtype="int64"),
+                    "field": [v.field for v in mine],
+                    "reason": IMPLAUSIBLE,
+                    "detail": [f"{w}: {v.detail}" for w, v in zip(where, mine, strict=True)],
+                },
+                columns=_PROBLEM_COLUMNS,
+            )
+        )
+    return out[0], out[1]
 
 
 def _race_facts(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:

@@ -7,8 +7,6 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 __all__ = [
-    "PREDICT_BODY",
-    "RACECARD_EXAMPLE",
     "Explanation",
     "HorseState",
     "PredictResponse",
@@ -68,50 +66,3 @@ class HorseState(BaseModel):
     horse_id: str
     last_run: str | None
     features: dict[str, Any]
-
-
-RACECARD_EXAMPLE = {
-    "format": "racecast.racecard/1",
-    "meetings": [
-        {
-            "date": "2025-02-06",
-            "course": "ST",
-            "country": "HK",
-            "races": [
-                {
-                    "race_id": "HK-2025-02-06-ST-01",
-                    "off_time": "2025-02-06T14:30:00+08:00",
-                    "race_type": "flat",
-                    "surface": "turf",
-                    "going": "good",
-                    "distance_m": 1200,
-                    "race_class": 4,
-                    "runners": [
-                        {"horse_id": "3917", "draw": 7, "rating": 60, "jockey_id": "2",
-                         "trainer_id": "118", "weight_carried_kg": 60.3, "odds": {"final": 9.7}},
-                        {"horse_id": "4012", "draw": 2, "rating": 58, "jockey_id": "5",
-                         "trainer_id": "97", "weight_carried_kg": 57.1, "odds": {"final": 3.2}},
-                    ],
-                }
-            ],
-        }
-    ],
-}
-
-PREDICT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "description": (
-                        "A racecard, JSON contract racecast.racecard/1 (docs/racecard_format.md; "
-                        "JSON Schema docs/racecard.schema.json): one or many meetings and races."
-                    ),
-                },
-                "example": RACECARD_EXAMPLE,
-            }
-        },
-    }
-}
