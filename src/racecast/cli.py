@@ -2,10 +2,16 @@
 
 Like ``kedro``, every command runs from the project root and reads that project's
 ``conf/`` and feature store for the chosen ``--env``.
+
+Made for scripts: a command's result is JSON on stdout and nothing else; every log line
+(racecast's, Kedro's, Feast's, MLflow's) goes to stderr. An error is one line on stderr
+(``Error: ...``) and exit code 2, never a traceback; a missing model or feature store
+names the ``kedro run --env ...`` that builds it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -13,21 +19,107 @@ from pathlib import Path
 
 import click
 
-from racecast.project import load_parameters
+# Importing Kedro configures logging (without the project's conf/logging.yml, a rich
+# handler on stdout) and logs that it did: that line goes to stderr as well.
+with contextlib.redirect_stdout(sys.stderr):
+    from racecast.project import load_parameters
 
 logger = logging.getLogger("racecast")
 
+#: Help of every command's ``--env`` option.
+ENV_HELP = (
+    "Kedro env: conf/ENV/ over conf/base/, as `kedro run --env ENV`; use the env the "
+    "model and feature store were built with (default: local)."
+)
+
 
 def _fail(message: str) -> None:
-    click.echo(f"Error: {message}", err=True)
+    """Exit 2 with one line on stderr (newlines in ``message`` are folded)."""
+    click.echo(f"Error: {' '.join(str(message).split())}", err=True)
     sys.exit(2)
 
 
+def _build_first(what: str, env: str | None) -> str:
+    """``what`` is missing: the message naming the ``kedro run`` that builds it."""
+    from racecast.project import project_root
+
+    run_env = env or "local"
+    conf = project_root() / "conf"
+    others = sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name not in ("base", run_env))
+    hint = f"; or pass the --env it was built with ({', '.join(others)})" if others else ""
+    return f"{what}: build it with `kedro run --env {run_env}`{hint}"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes each record to the ``sys.stderr`` of the moment (click's test runner swaps it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _console_stream(handler: logging.Handler) -> str | None:
+    """``"stdout"`` or ``"stderr"`` when the handler prints to that console, else None."""
+    if isinstance(handler, logging.StreamHandler):
+        stream = handler.stream
+    else:  # rich.logging.RichHandler (Kedro's default) prints through a rich console
+        stream = getattr(getattr(handler, "console", None), "file", None)
+    if stream in (sys.stdout, sys.__stdout__):
+        return "stdout"
+    if stream in (sys.stderr, sys.__stderr__):
+        return "stderr"
+    return None
+
+
+def _logs_to_stderr(level: int) -> None:
+    """Send every log record to stderr, one plain line each, from ``level`` up.
+
+    Kedro configures logging when it is imported (the project's conf/logging.yml, else a
+    rich handler on stdout) and libraries add handlers of their own. The root logger's
+    console handlers give way to one stderr handler; any other logger's handler on
+    stdout is pointed at stderr (a plain stream handler) or removed. The ``kedro`` and
+    ``racecast`` loggers, which Kedro sets to INFO, follow ``level``.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _StderrHandler) or _console_stream(handler) is not None:
+            root.removeHandler(handler)
+    others = [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    for each in others:
+        for handler in list(each.handlers):
+            if _console_stream(handler) != "stdout":
+                continue
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(sys.stderr)
+            else:
+                each.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setLevel(level)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("kedro", "racecast"):
+        logging.getLogger(name).setLevel(level)
+
+
 @click.group()
-@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level (on stderr).")
 def cli(verbose: bool) -> None:
-    """racecast: calibrated win probabilities from racecards."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    """racecast: calibrated win probabilities from racecards.
+
+    Run it from the project root, like kedro. Results are JSON on stdout, logs go to
+    stderr; errors are one line and exit code 2. --env ENV selects conf/ENV/ (over
+    conf/base/) exactly as `kedro run --env ENV` does: pass the env your model and
+    feature store were built with.
+    """
+    _logs_to_stderr(logging.INFO if verbose else logging.WARNING)
 
 
 @cli.group()
@@ -37,7 +129,7 @@ def features() -> None:
 
 @features.command("online")
 @click.argument("racecard", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--env", default=None, help="Kedro env whose conf and feature store to use (default: local).")
+@click.option("--env", default=None, help=ENV_HELP)
 @click.option("--service", "service_name", default=None, help="FeatureService (default: the training service).")
 @click.option(
     "--as-of",
@@ -58,6 +150,7 @@ def features_online(racecard: Path, env: str | None, service_name: str | None, a
         online_features,
         racecard_entity_rows,
     )
+    from racecast.features.store import get_store, materialized_until
     from racecast.inference.guard import check_point_in_time
 
     try:
@@ -65,12 +158,14 @@ def features_online(racecard: Path, env: str | None, service_name: str | None, a
         if not racecard.is_file():
             raise FileNotFoundError(f"{racecard}: no such file")
         rows = racecard_entity_rows(racecard.read_text(encoding="utf-8"), str(racecard))
+        store = get_store(params["repo_path"])
+        if materialized_until(store) is None:
+            _fail(_build_first(f"the feature store {params['repo_path']} is empty", env))
         if as_of is not None:
-            from racecast.features.store import get_store
             from racecast.inference.service import features_as_of
 
             frame = features_as_of(
-                get_store(params["repo_path"]),
+                store,
                 service_name or params["training_service"],
                 rows,
                 as_of,
@@ -81,6 +176,7 @@ def features_online(racecard: Path, env: str | None, service_name: str | None, a
                 rows,
                 service_name or params["training_service"],
                 repo_path=params["repo_path"],
+                feature_store=store,
                 guard=check_point_in_time,
                 params=params.get("compute", {}),
             )
@@ -99,7 +195,7 @@ def _serving_settings(env: str | None, bundle: str | None, **overrides):
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
-@click.option("--env", default=None, help="Kedro env whose conf and feature store to use (default: local).")
+@click.option("--env", default=None, help=ENV_HELP)
 @click.option("--bundle", default=None, help="Bundle URI or pickle path (default: models:/racecast-win@champion).")
 @click.option("--insecure", is_flag=True, help="Serve without API keys (allow_anonymous); never in production.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="uvicorn workers.")
@@ -127,7 +223,7 @@ def serve(host: str, port: int, env: str | None, bundle: str | None, insecure: b
 
 @cli.command("predict")
 @click.argument("racecard", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--env", default=None, help="Kedro env whose conf and feature store to use (default: local).")
+@click.option("--env", default=None, help=ENV_HELP)
 @click.option("--bundle", default=None, help="Bundle URI or pickle path (default: models:/racecast-win@champion).")
 @click.option(
     "--as-of",
@@ -136,13 +232,19 @@ def serve(host: str, port: int, env: str | None, bundle: str | None, insecure: b
     help="Score point in time from the offline store as known at this ISO 8601 time "
     "(races already run); without it, upcoming races from the online store.",
 )
-def predict(racecard: Path, env: str | None, bundle: str | None, as_of: str | None) -> None:
+@click.option("--race", "races", multiple=True, help="Only this race of the file (repeatable).")
+def predict(
+    racecard: Path, env: str | None, bundle: str | None, as_of: str | None, races: tuple[str, ...]
+) -> None:
     """Score RACECARD (JSON contract) and print the API's JSON answer, without a server.
 
     A race whose result the online store already holds is refused (exit 2) unless
     --as-of asks for a point-in-time answer from the offline store.
     """
-    from racecast.features.store import get_store
+    from mlflow.exceptions import MlflowException
+
+    from racecast.features.store import get_store, materialized_until
+    from racecast.inference.results import UnknownRaceError, select_races
     from racecast.inference.service import InferenceService, RacecardRequestError
     from racecast.serving.registry import load_bundle
     from racecast.serving.settings import SettingsError
@@ -152,12 +254,22 @@ def predict(racecard: Path, env: str | None, bundle: str | None, as_of: str | No
         if not racecard.is_file():
             raise FileNotFoundError(f"{racecard}: no such file")
         text = racecard.read_text(encoding="utf-8")
-        service = InferenceService(settings, load_bundle(settings.bundle_uri), get_store(settings.feature_repo))
+        if races:
+            text = select_races(text, races, str(racecard))
+        try:
+            model = load_bundle(settings.bundle_uri)
+        except (MlflowException, FileNotFoundError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            _fail(_build_first(f"no model at {settings.bundle_uri} ({first})", env))
+        store = get_store(settings.feature_repo)
+        if materialized_until(store) is None:
+            _fail(_build_first(f"the feature store {settings.feature_repo} is empty", env))
+        service = InferenceService(settings, model, store)
         result = service.score_text(text, str(racecard), as_of=as_of)
     except RacecardRequestError as exc:
         _fail("; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in exc.details))
-    except (SettingsError, FileNotFoundError, ValueError, KeyError) as exc:
-        _fail(str(exc))
+    except (SettingsError, FileNotFoundError, ValueError, KeyError, UnknownRaceError) as exc:
+        _fail(str(exc).strip("'\""))
     click.echo(json.dumps(result, indent=2))
 
 
@@ -168,8 +280,9 @@ def results() -> None:
 
 @results.command("push")
 @click.argument("results_file", metavar="RESULTS", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--env", default=None, help="Kedro env whose conf, tables and feature store to use (default: local).")
-def results_push(results_file: Path, env: str | None) -> None:
+@click.option("--env", default=None, help=ENV_HELP)
+@click.option("--race", "races", multiple=True, help="Only this race of the file (repeatable).")
+def results_push(results_file: Path, env: str | None, races: tuple[str, ...]) -> None:
     """Push RESULTS (a *.results.json, contract racecast.results/1) of races whose racecard
     is known (the env's upcoming racecards or its canonical tables).
 
@@ -180,17 +293,43 @@ def results_push(results_file: Path, env: str | None) -> None:
     results again changes nothing. Prints a JSON summary.
     """
     from racecast.features.store import get_store
-    from racecast.inference.results import RaceDay, ResultsRejected, UnknownRaceError, raceday_paths
+    from racecast.inference.results import (
+        RaceDay,
+        ResultsRejected,
+        UnknownRaceError,
+        raceday_paths,
+        select_races,
+    )
 
     try:
         params = load_parameters(env)["features"]
         if not results_file.is_file():
             raise FileNotFoundError(f"{results_file}: no such file")
+        text = results_file.read_text(encoding="utf-8")
+        if races:
+            text = select_races(text, races, str(results_file))
         raceday = RaceDay(raceday_paths(env), get_store(params["repo_path"]), params.get("compute", {}))
-        summary = raceday.push(results_file.read_text(encoding="utf-8"), str(results_file))
+        summary = raceday.push(text, str(results_file))
     except (ResultsRejected, UnknownRaceError, FileNotFoundError, ValueError, KeyError) as exc:
         _fail(str(exc).strip("'\""))
     click.echo(json.dumps(summary, indent=2))
+
+
+@cli.command("races")
+@click.argument("racecard", type=click.Path(dir_okay=False, path_type=Path))
+def races_command(racecard: Path) -> None:
+    """Print the race ids of RACECARD in off-time order, one per line (for shell loops)."""
+    from racecast.inference.results import race_ids_by_off
+
+    try:
+        if not racecard.is_file():
+            raise FileNotFoundError(f"{racecard}: no such file")
+        ids = race_ids_by_off(racecard.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if not ids:
+        _fail(f"{racecard}: no races in the racecard")
+    click.echo("\n".join(ids))
 
 
 @cli.command("api-key-hash")
@@ -206,8 +345,13 @@ def api_key_hash(key: str) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="racecast")
+    """Console-script entry point: an unexpected error is one line and exit 2 as well
+    (its traceback is logged at INFO, shown with -v)."""
+    try:
+        cli(prog_name="racecast")
+    except Exception as exc:  # the commands catch what they expect; this is the rest
+        logger.info("unexpected error", exc_info=True)
+        _fail(f"{type(exc).__name__}: {exc} (run with -v for the traceback)")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,14 @@ from racecast.ingestion.validate import validate_and_split
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RaceDay", "RaceDayPaths", "ResultsRejected", "UnknownRaceError"]
+__all__ = [
+    "RaceDay",
+    "RaceDayPaths",
+    "ResultsRejected",
+    "UnknownRaceError",
+    "race_ids_by_off",
+    "select_races",
+]
 
 #: Source recorded for pushed races (they arrive in the JSON contract, whatever the env).
 PUSH_SOURCE = "racecards"
@@ -138,6 +145,57 @@ def _card_races(text: str) -> Iterable[tuple[dict[str, Any], dict[str, Any]]]:
         header = {k: v for k, v in meeting.items() if k != "races"}
         pairs.extend((header, race) for race in meeting["races"] if isinstance(race, dict))
     return pairs
+
+
+def select_races(text: str, race_ids: Iterable[str], source: str = "document") -> str:
+    """A racecard or results document restricted to some races (the rest left out).
+
+    Args:
+        text: Racecard (``meetings``) or results (``results``) JSON text.
+        race_ids: Races to keep.
+        source: Name used in messages.
+
+    Returns:
+        The document's JSON text with only those races (meetings without any dropped).
+
+    Raises:
+        UnknownRaceError: If a race is not in the document.
+        ValueError: If the text is not a racecard or results document.
+    """
+    wanted = list(dict.fromkeys(str(r) for r in race_ids))
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"{source}: not JSON ({exc})") from exc
+    if isinstance(document, dict) and isinstance(document.get("results"), list):
+        kept = [r for r in document["results"] if isinstance(r, dict) and str(r.get("race_id")) in wanted]
+        found = {str(r.get("race_id")) for r in kept}
+        out = {**document, "results": kept}
+    elif isinstance(document, dict) and isinstance(document.get("meetings"), list):
+        meetings, found = [], set()
+        for header, race in _card_races(text):
+            if str(race.get("race_id")) in wanted:
+                found.add(str(race.get("race_id")))
+                if meetings and {k: v for k, v in meetings[-1].items() if k != "races"} == header:
+                    meetings[-1]["races"].append(race)
+                else:
+                    meetings.append({**header, "races": [race]})
+        out = {**document, "meetings": meetings}
+    else:
+        raise ValueError(f"{source}: neither a racecard (meetings) nor a results (results) document")
+    missing = [r for r in wanted if r not in found]
+    if missing:
+        raise UnknownRaceError(f"{source}: no race {missing[0]} in the document")
+    return json.dumps(out, indent=2)
+
+
+def race_ids_by_off(text: str) -> list[str]:
+    """Race ids of a racecard document in off-time order (then race id)."""
+    races = [race for _, race in _card_races(text) if race.get("race_id") is not None]
+    return [
+        str(race["race_id"])
+        for race in sorted(races, key=lambda r: (pd.Timestamp(str(r.get("off_time"))), str(r["race_id"])))
+    ]
 
 
 def _single_card(header: dict[str, Any], race: dict[str, Any]) -> str:

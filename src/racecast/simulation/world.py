@@ -44,7 +44,7 @@ import datetime as dt
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -157,6 +157,9 @@ class SimulatedWorld:
         racecards: Racecard documents (``racecast.racecard/1``) by race day ``YYYY-MM-DD``.
         results: Results documents (``racecast.results/1``) by race day.
         upcoming: Racecard documents of the day after the last race day (no results).
+        upcoming_results: That day's results documents, by race day: the synthetic
+            race-day feed (pushed race by race with ``racecast results push``); never
+            part of the history.
         oracle: One row per runner (non-runners excluded) of every simulated race with
             results: ``race_id``, ``horse_id`` and the exact win probability ``p_true``.
         components: The same rows as ``oracle``: ``race_id``, ``horse_id``, the linear
@@ -170,6 +173,7 @@ class SimulatedWorld:
     upcoming: dict[str, dict[str, Any]]
     oracle: pd.DataFrame
     components: pd.DataFrame
+    upcoming_results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -1134,7 +1138,11 @@ def simulate(cfg: SimulationConfig) -> SimulatedWorld:
     ids: dict[str, list[str]] = {"race_id": [], "horse_id": []}
     numbers: dict[str, list[np.ndarray]] = {k: [] for k in ("p_true", "eta", *ETA_COMPONENTS)}
     days = race_days(cfg)
-    for date in tqdm(days, desc="race days", unit="day", disable=not cfg.show_progress):
+    # disable=None: the bar is drawn on a terminal only, never into a pipe or a log file
+    bar = tqdm(
+        days, desc="simulating race days", unit="day", disable=None if cfg.show_progress else True
+    )
+    for date in bar:
         card, result, rows = world.race_day(date.toordinal(), with_results=True)
         racecards[date.isoformat()] = card
         results[date.isoformat()] = result
@@ -1143,7 +1151,8 @@ def simulate(cfg: SimulationConfig) -> SimulatedWorld:
         for key, values in numbers.items():
             values.append(rows[key])
     next_day = days[-1] + dt.timedelta(days=1)
-    upcoming_card, _, _ = world.race_day(next_day.toordinal(), with_results=False)
+    # the card is drawn before the races are run: the same card as without results
+    upcoming_card, upcoming_result, _ = world.race_day(next_day.toordinal(), with_results=True)
     keys = {k: pd.Series(v, dtype="string") for k, v in ids.items()}
     columns = {k: pd.Series(np.concatenate(v), dtype="float64") for k, v in numbers.items()}
     oracle_df = pd.DataFrame({**keys, "p_true": columns.pop("p_true")})
@@ -1161,6 +1170,7 @@ def simulate(cfg: SimulationConfig) -> SimulatedWorld:
         upcoming={next_day.isoformat(): upcoming_card},
         oracle=oracle_df,
         components=components_df,
+        upcoming_results={next_day.isoformat(): upcoming_result},
     )
 
 

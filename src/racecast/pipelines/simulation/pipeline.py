@@ -10,14 +10,19 @@ def create_pipeline(**kwargs) -> Pipeline:
 
     Returns:
         One node, ``simulate_world``: ``params:simulation`` -> ``raw_racecards``,
-        ``oracle_win_probabilities``, ``raw_upcoming_racecards``.
+        ``oracle_win_probabilities``, ``raw_upcoming_racecards``, ``raw_upcoming_results``.
     """
     return Pipeline(
         [
             node(
                 simulate_world,
                 inputs="params:simulation",
-                outputs=["raw_racecards", "oracle_win_probabilities", "raw_upcoming_racecards"],
+                outputs=[
+                    "raw_racecards",
+                    "oracle_win_probabilities",
+                    "raw_upcoming_racecards",
+                    "raw_upcoming_results",
+                ],
                 name="simulate_world",
             )
         ]
