@@ -10,7 +10,11 @@ Routes (OpenAPI at ``/openapi.json``, docs at ``/docs``):
   staleness and explanation (:mod:`racecast.serving.scoring`). The body is validated by
   the ingestion parser (:func:`racecast.features.online.racecard_entity_rows`); a bad
   body is a 422 ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`` naming the field.
-* ``GET /api/v1/races/{race_id}``: the last predictions this process made for a race.
+* ``GET /api/v1/races/{race_id}``: the last predictions of a race, with no cross-client
+  state (:mod:`racecast.serving.race_cache`): a race the server scored from its own
+  racecards (the upcoming folder, pushed results), which every key reads and no post
+  replaces, else what the *same* API key posted (kept under its key id). What one client
+  posts is never what another client reads.
 * ``GET /api/v1/horses/{horse_id}``: the horse's current online state (``horse_form``).
 * ``GET /health``: 200 when the bundle is loaded and the online store answers, else 503.
 * ``GET /metrics``: Prometheus text (:mod:`racecast.serving.metrics`).
@@ -19,8 +23,13 @@ Every ``/api/v1`` route needs an ``X-API-Key`` (:mod:`racecast.serving.auth`) an
 limited per key; ``/health`` and ``/metrics`` are open (probes and scrapers). Features
 are read from the Feast online store and transformed by the shared
 ``build_features`` (:func:`racecast.features.online.online_features`): the service has
-no transform of its own. Bodies over ``max_body_bytes`` get 413; an unexpected error is a
-500 ``{"detail": "internal error", "request_id": ...}`` whose trace goes to the log only.
+no transform of its own. Bodies over ``max_body_bytes`` get 413
+(:mod:`racecast.serving.middleware`); after the key, any body needs ``Content-Type:
+application/json`` (415) and must be within the JSON bounds (422,
+:mod:`racecast.serving.limits`), whatever the route. Failed keys back off per client
+address (429). An unexpected error is a 500 ``{"detail": "internal error", "request_id":
+...}`` whose trace goes to the log only. The OpenAPI document's request bodies are the
+contract's models (:mod:`racecast.serving.openapi`).
 """
 
 from __future__ import annotations
