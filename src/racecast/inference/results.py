@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,7 +309,9 @@ class RaceDay:
 
         Returns:
             ``{"status": "added" | "amended" | "unchanged", "races": [...],
-            "state_rows": {view: n}, "mode": "incremental" | "rebuild" | None}``.
+            "state_rows": {view: n}, "mode": "incremental" | "rebuild" | None,
+            "timings_ms": {"validate", "state", "online", "files"}}`` (``online``: the
+            results are readable from the online store once the first three are done).
 
         Raises:
             ResultsRejected: If the document or a record of it is invalid.
@@ -324,9 +327,11 @@ class RaceDay:
         race_ids = list(dict.fromkeys(_results_race_ids(document)))
         with self._lock:
             self._load()
+            start = time.perf_counter()
             cards = {race_id: self._known_card(race_id) for race_id in race_ids}
             races, runners = self._validate(text, cards, source)
-            return self._apply(document, cards, races, runners)
+            timings = {"validate": 1000 * (time.perf_counter() - start)}
+            return self._apply(document, cards, races, runners, timings)
 
     def _validate(
         self, text: str, cards: dict[str, tuple[dict, dict]], source: str
@@ -358,11 +363,13 @@ class RaceDay:
         cards: dict[str, tuple[dict, dict]],
         races: pd.DataFrame,
         runners: pd.DataFrame,
+        timings: dict[str, float],
     ) -> dict[str, Any]:
         ids = list(races["race_id"])
+        clock = time.perf_counter()
         known = self._races["race_id"].isin(ids)
         old_races, old_runners = self._races[known], self._runners[self._runners["race_id"].isin(ids)]
-        summary: dict[str, Any] = {"races": ids, "state_rows": {}, "mode": None}
+        summary: dict[str, Any] = {"races": ids, "state_rows": {}, "mode": None, "timings_ms": timings}
         if len(old_races) == len(ids) and _rows_equal(old_races, races) and _rows_equal(old_runners, runners):
             logger.info("results of %s: unchanged", ", ".join(ids))
             return {**summary, "status": "unchanged"}
@@ -392,11 +399,15 @@ class RaceDay:
             touched = touched.assign(track_key=_track_keys(pd.concat([old_races, races]), touched))
             online = {view: _rows_of(latest_rows(tables[view], view), touched, view) for view in VIEWS}
             summary["mode"] = "rebuild"
+        timings["state"] = 1000 * (time.perf_counter() - clock)
+        clock = time.perf_counter()
         with self._store_lock:
             for view in VIEWS:
                 if len(online[view]):
                     self.feature_store.write_to_online_store(view, online[view])
         summary["state_rows"] = {view: len(online[view]) for view in VIEWS}
+        timings["online"] = 1000 * (time.perf_counter() - clock)
+        clock = time.perf_counter()
         for race_id in ids:
             header, race = cards[race_id]
             _write_text(self.paths.raceday / f"{race_id}.racecard.json", _single_card(header, race))
@@ -407,6 +418,7 @@ class RaceDay:
             if tables[view] is not self._tables[view]:
                 _write_parquet(self.paths.state[view], tables[view])
         self._races, self._runners, self._tables = all_races, all_runners, tables
+        timings["files"] = 1000 * (time.perf_counter() - clock)
         logger.info("results of %s: %s (%s)", ", ".join(ids), status, summary["mode"])
         return {**summary, "status": status}
 
