@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from racecast.features.online import RacecardError, racecard_entity_rows
-from racecast.pipelines.scoring import nodes
 from racecast.inference import service as service_module
 from racecast.inference.service import InferenceService
+from racecast.pipelines.scoring import nodes
 from racecast.signals import SchemaNotCurrentError, load_bets, load_signals
 from tests.pipelines.ingestion.builders import files, finisher, ingest, result, results
 from tests.serving.serving_fakes import (
@@ -138,7 +138,7 @@ def test_cutoff_is_the_first_off_or_an_earlier_explicit_snapshot():
 
 
 # ---------------------------------------------------------------------------- scoring
-def test_online_features_get_the_final_odds_and_refuse_a_store_past_the_cutoff(feast):
+def test_online_features_get_the_final_odds_and_refuse_a_store_never_materialized(feast):
     rows = _rows()
 
     features = nodes.online_feature_rows(
@@ -150,9 +150,6 @@ def test_online_features_get_the_final_odds_and_refuse_a_store_past_the_cutoff(f
     np.testing.assert_array_equal(merged["odds_final_x"], merged["odds_final_y"])
     assert features["odds_final"].isna().sum() == 2  # R-UNPRICED's H20 and H22
 
-    feast["until"] = pd.Timestamp("2025-02-06T06:30:01", tz="UTC")
-    with pytest.raises(ValueError, match="after the scoring snapshot as_of 2025-02-06T06:30:00"):
-        nodes.online_feature_rows(rows, FakeBundle(), FIRST_OFF, MATERIALIZED, FEATURES, SERVING)
     feast["until"] = None
     with pytest.raises(ValueError, match="never materialized"):
         nodes.online_feature_rows(rows, FakeBundle(), FIRST_OFF, MATERIALIZED, FEATURES, SERVING)

@@ -24,12 +24,13 @@ from kedro.runner import SequentialRunner
 
 from racecast.features.online import racecard_entity_rows
 from racecast.features.store import get_store
+from racecast.inference.guard import LookAheadError
+from racecast.inference.service import InferenceService
 from racecast.pipeline_registry import register_pipelines
 from racecast.pipelines.features import create_pipeline as create_features
 from racecast.pipelines.ingestion import create_pipeline as create_ingestion
 from racecast.pipelines.scoring import create_pipeline
 from racecast.pipelines.simulation.nodes import simulate_world
-from racecast.inference.service import InferenceService
 from racecast.serving.settings import ServingSettings
 from racecast.signals import DEFAULT_URL, load_bets, load_signals
 from racecast.sources import active_source, set_active_source
@@ -224,6 +225,15 @@ def test_republishing_the_same_day_leaves_the_signals_table_unchanged(project, b
     assert again["bets"] == {**report["bets"], "placed": 0, "existing": len(bets)}
     pd.testing.assert_frame_equal(load_signals(DEFAULT_URL), signals)  # updated_at included
     pd.testing.assert_frame_equal(load_bets(DEFAULT_URL), bets)
+
+
+def test_a_day_whose_results_the_store_holds_is_refused_by_the_point_in_time_guard(
+    project, bundle
+):
+    _, days = _world()
+    day = days[-2]
+    with pytest.raises(LookAheadError, match=r"race SYN-\S+ \(off .*\): .* holds state from"):
+        _run(project, bundle, days[:-1], [day])  # the day is ingested: its results are known
 
 
 def test_results_settle_the_days_bets_once(project, bundle):

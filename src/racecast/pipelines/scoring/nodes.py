@@ -18,13 +18,14 @@ import logging
 import math
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from racecast.features import store as feature_store
 from racecast.features.online import racecard_entity_rows
 from racecast.inference.service import InferenceService
+from racecast.serving.bundle import InferenceBundle
 from racecast.serving.settings import ServingSettings
 from racecast.signals import (
     DEFAULT_URL,
@@ -37,9 +38,6 @@ from racecast.signals import (
 )
 from racecast.signals.db import safe_url
 from racecast.signals.models import to_utc
-
-if TYPE_CHECKING:
-    from racecast.serving.bundle import InferenceBundle
 
 logger = logging.getLogger(__name__)
 
@@ -244,25 +242,19 @@ def online_feature_rows(
         :func:`racecast.features.online.online_features` rows with ``odds_final``.
 
     Raises:
-        ValueError: If the online store was never materialized or holds state from
-            after ``as_of`` (features would see results the snapshot cannot know).
+        ValueError: If the online store was never materialized.
+        racecast.inference.guard.LookAheadError: If the online store holds state from
+            at or after a race's off (its result is known): the point-in-time guard
+            every scoring path shares, in ``InferenceService.features``.
     """
     settings = _serving_settings(serving_params, features_params)
     repo_path = str(settings.feature_repo)
     fs = feature_store.get_store(repo_path)
     until = feature_store.materialized_until(fs)
-    cutoff = to_utc(as_of, "as_of")
     if until is None:
         raise ValueError(
             f"the online store of {repo_path} was never materialized: run the features "
             "pipeline first (kedro run --pipeline features)"
-        )
-    if _utc(until) > cutoff:
-        raise ValueError(
-            f"the online store holds state until {_utc(until).isoformat()}, after the "
-            f"scoring snapshot as_of {cutoff.isoformat()}: its features would use results "
-            "the snapshot cannot know. Rematerialize before the cut-off "
-            "(--params features.materialize_until=...) or score a later day"
         )
     logger.info(
         "online store materialized until %s (features pipeline: %s)",
