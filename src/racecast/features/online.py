@@ -65,7 +65,7 @@ def racecard_entity_rows(
         RacecardError: If the file is not a valid racecard or any record was rejected.
     """
     from racecast.ingestion.racecards import parse_racecards
-    from racecast.ingestion.request import clean_racecard_columns
+    from racecast.ingestion.request import clean_racecard_columns, racecard_problems
     from racecast.ingestion.validate import validate_and_split
 
     stem = Path(source_file).name.removesuffix(".json")
@@ -76,6 +76,10 @@ def racecard_entity_rows(
     )
     if clean is not None:  # every record valid: the batch path would keep them all
         return state.entity_frame_from_columns(*clean)
+    # a bad record or an implausible value, told without building tables
+    found = racecard_problems(text, f"{stem}.json", plausibility=plausibility, as_of=as_of)
+    if found:
+        raise _racecard_error(source_file, pd.DataFrame(found))
     parsed = parse_racecards({stem: lambda: text}, {"source": "racecards"})
     summary = parsed[3]
     if summary["files_rejected"]:
@@ -84,21 +88,27 @@ def racecard_entity_rows(
     params = {"source": "racecards", "months": None, "plausibility": plausibility, "as_of": as_of}
     races, runners, quarantine, _ = validate_and_split(*parsed, params)
     if len(quarantine):
-        own = quarantine[quarantine["reason"] != "race_quarantined"]
-        first = (own if len(own) else quarantine).iloc[0]
-        problems = [
-            {k: (None if pd.isna(row[k]) else str(row[k])) for k in _PROBLEM_KEYS}
-            for row in (own if len(own) else quarantine).to_dict("records")
-        ]
-        raise RacecardError(
-            f"{source_file}: race {first['race_id']} runner {first['horse_id']} field "
-            f"{first['field']}: {first['detail'] or first['reason']}"
-            + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""),
-            problems,
-        )
+        raise _racecard_error(source_file, quarantine)
     if races.empty:
         raise RacecardError(f"{source_file}: no races in racecard")
     return state.entity_frame(races, runners)
+
+
+def _racecard_error(source_file: str, quarantine: pd.DataFrame) -> RacecardError:
+    """The error of a rejected racecard: its first own problem named, every one listed."""
+    own = quarantine[quarantine["reason"] != "race_quarantined"]
+    shown = own if len(own) else quarantine
+    first = shown.iloc[0]
+    problems = [
+        {k: (None if pd.isna(row[k]) else str(row[k])) for k in _PROBLEM_KEYS}
+        for row in shown.to_dict("records")
+    ]
+    return RacecardError(
+        f"{source_file}: race {first['race_id']} runner {first['horse_id']} field "
+        f"{first['field']}: {first['detail'] or first['reason']}"
+        + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""),
+        problems,
+    )
 
 
 _READERS: weakref.WeakKeyDictionary[Any, dict[str, store.OnlineReader]] = (

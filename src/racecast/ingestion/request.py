@@ -41,11 +41,13 @@ import pandera.pandas as pa
 
 from racecast.data.schema import RACE_COLUMNS, RUNNER_COLUMNS
 from racecast.ingestion.contract import RACECARD_FORMATS
+from racecast.ingestion.plausibility import REASON as IMPLAUSIBLE
 from racecast.ingestion.plausibility import Plausibility, implausible
 from racecast.ingestion.racecards import (
     _canonical_rows,
     _check_races,
     _number_races,
+    _quarantine_rows,
     _Race,
     _read_racecard,
 )
@@ -53,7 +55,12 @@ from racecast.ingestion.validate import _RACES, _RUNNERS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["clean_racecard_columns", "clean_racecard_frames", "schema_rules_known"]
+__all__ = [
+    "clean_racecard_columns",
+    "clean_racecard_frames",
+    "racecard_problems",
+    "schema_rules_known",
+]
 
 Row = Mapping[str, Any]
 
@@ -227,13 +234,8 @@ def _columns(
 
 def _read(text: str, file: str) -> list[_Race] | None:
     """The parser's race records of a racecard text, None unless every record is valid."""
-    try:
-        document = json.loads(text)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(document, dict) or document.get("format") not in RACECARD_FORMATS:
-        return None
-    if not isinstance(document.get("meetings"), list):
+    document = _document(text)
+    if document is None:
         return None
     races, rows, _ = _read_racecard(file, document, None)
     if rows or not races:
@@ -242,6 +244,94 @@ def _read(text: str, file: str) -> list[_Race] | None:
     if any(race.bad for race in races):
         return None
     return races
+
+
+def _document(text: str) -> dict | None:
+    """The decoded racecard document, None unless it is one the parser reads."""
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict) or document.get("format") not in RACECARD_FORMATS:
+        return None
+    return document if isinstance(document.get("meetings"), list) else None
+
+
+def _implausible_rows(
+    races: list[_Race], source: str, rules: Plausibility | None, as_of: Any
+) -> list[dict[str, Any]]:
+    """Quarantine rows of the plausibility rules, worded as ``validate_and_split`` words them."""
+    race_rows: list[dict[str, Any]] = []
+    runner_rows: list[dict[str, Any]] = []
+    for race in races:
+        race_row, rows = _canonical_rows(race, source)
+        race_rows.append(race_row)
+        runner_rows.extend(rows)
+    tables = {"races": race_rows, "runners": runner_rows}
+    found = implausible(
+        {name: [row.get(name) for row in race_rows] for name in ("off_time", "meeting_date")},
+        {
+            name: [row.get(name) for row in runner_rows]
+            for name in ("odds_final", "odds_morning", "rating")
+        },
+        rules,
+        as_of,
+    )
+    out = []
+    for violation in found:
+        row = tables[violation.table][violation.row]
+        horse = row.get("horse_id") if violation.table == "runners" else None
+        # validate._where: "<file>: race <race_id>[ horse <horse_id>]"
+        where = f"{row.get('source_file')}: race {row.get('race_id')}"
+        where += f" horse {horse}" if horse is not None else ""
+        out.append(
+            {
+                "source_file": row.get("source_file"),
+                "race_id": row.get("race_id"),
+                "horse_id": horse,
+                "field": violation.field,
+                "reason": IMPLAUSIBLE,
+                "detail": f"{where}: {violation.detail}",
+            }
+        )
+    return out
+
+
+def racecard_problems(
+    text: str,
+    file: str,
+    source: str = "racecards",
+    plausibility: Plausibility | None = None,
+    as_of: Any = None,
+) -> list[dict[str, Any]] | None:
+    """The problems of a racecard that need no tables: records and plausibility.
+
+    The parser's own problems (a record that breaks the contract, as
+    ``parse_racecards`` quarantines it) and, for the races it reads, the plausibility
+    rules' (as ``validate_and_split`` quarantines them), as quarantine rows in plain
+    Python: a bad request costs about what a good one does.
+
+    Args:
+        text: Racecard JSON text.
+        file: File name shown by the parser.
+        source: ``ingestion.source`` of the request path.
+        plausibility: Plausible ranges (defaults when None).
+        as_of: Reference time of the off-time window (None: now).
+
+    Returns:
+        Quarantine rows (``source_file, race_id, horse_id, field, reason, detail``), or
+        None when it finds none (the text is not a racecard, or only a table-level rule
+        can fail): the caller then runs the batch path.
+    """
+    document = _document(text)
+    if document is None:
+        return None
+    races, rows, _ = _read_racecard(file, document, None)
+    _check_races(races)
+    problems = [*rows, *(row for race in races if race.bad for row in _quarantine_rows(race))]
+    readable = [race for race in races if not race.bad]
+    problems += _implausible_rows(readable, source, plausibility, as_of)
+    return problems or None
 
 
 def clean_racecard_columns(
