@@ -163,3 +163,25 @@ def test_every_command_documents_env():
         assert result.exit_code == 0
         text = " ".join(result.output.split())
         assert "--env" in text and "kedro run --env ENV" in text, text
+
+
+def test_docs_and_messages_use_kedro_run_pipelines_not_the_deprecated_option():
+    """``kedro run --pipeline`` is deprecated in Kedro 1.x: every command shown to a user
+    (READMEs, docs, conf comments, messages in code) uses ``--pipelines``."""
+    import re
+
+    deprecated = re.compile(r"--pipeline(?![s\w])")
+    paths = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "conf").rglob("*.yml")]
+    paths += [
+        *(ROOT / "src" / "racecast").rglob("*.py"),
+        *(ROOT / "src" / "racecast").rglob("*.md"),
+    ]
+    paths += [*(ROOT / "feature_repo").glob("*.yaml"), ROOT / "Makefile"]
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in paths
+        if path.is_file()
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if deprecated.search(line)
+    ]
+    assert found == []

@@ -10,7 +10,7 @@ from racecast.sources import active_source
 #: Pipelines the default run includes only when the synthetic world is the source: the
 #: simulation writes the world, and scoring scores the next day's racecards it writes
 #: (other envs have no racecards of their own to score in every run; run them with
-#: ``--pipeline scoring`` once the day's racecards are in place).
+#: ``--pipelines scoring`` once the day's racecards are in place).
 SYNTHETIC_ONLY = frozenset({"simulation", "scoring"})
 
 

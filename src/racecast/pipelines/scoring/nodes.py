@@ -254,7 +254,7 @@ def online_feature_rows(
     if until is None:
         raise ValueError(
             f"the online store of {repo_path} was never materialized: run the features "
-            "pipeline first (kedro run --pipeline features)"
+            "pipeline first (kedro run --pipelines features)"
         )
     logger.info(
         "online store materialized until %s (features pipeline: %s)",
