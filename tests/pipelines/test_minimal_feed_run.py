@@ -82,7 +82,7 @@ def _strip(text: str) -> str:
 @functools.lru_cache(maxsize=1)
 def _feed() -> tuple[dict[str, str], dict[str, str]]:
     """History files and the next day's racecard, stripped, by partition id / day."""
-    history, _, upcoming, _ = simulate_world(WORLD)
+    history, _, upcoming, _, _ = simulate_world(WORLD)
     return (
         {pid: _strip(text) for pid, text in history.items()},
         {day: _strip(text) for day, text in upcoming.items()},

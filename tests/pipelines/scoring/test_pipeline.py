@@ -69,7 +69,7 @@ SCORING_INPUTS = {
 @functools.lru_cache(maxsize=1)
 def _world() -> tuple[dict[str, str], list[str]]:
     """The simulated racecard/results texts by partition id, and the race days."""
-    racecards, _, _, _ = simulate_world(WORLD)
+    racecards, _, _, _, _ = simulate_world(WORLD)
     return racecards, sorted({pid.split(".")[0] for pid in racecards})
 
 

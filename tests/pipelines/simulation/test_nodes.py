@@ -89,7 +89,7 @@ def world() -> tuple[dict[str, str], pd.DataFrame, dict[str, str]]:
 @pytest.fixture(scope="module")
 def market_table(world) -> pd.DataFrame:
     """One row per runner of official single-winner races: market prob, p_true, won."""
-    racecards, oracle, _, _ = world
+    racecards, oracle, _, _ = world[:4]
     cards, results = parse_world(racecards)
     res = result_by_race(results)
     p_true = oracle.set_index(["race_id", "horse_id"])["p_true"]
@@ -232,7 +232,7 @@ def check_finishers(race: dict, finishers: list[dict]) -> None:
 
 
 def test_partition_ids_cover_every_race_day(world):
-    racecards, _, upcoming, _ = world
+    racecards, _, upcoming, _ = world[:4]
     days = [d.isoformat() for d in race_days(SimulationConfig.from_params(small_params()))]
     assert sorted(racecards) == sorted(
         [f"{d}.racecard" for d in days] + [f"{d}.results" for d in days]
@@ -243,7 +243,7 @@ def test_partition_ids_cover_every_race_day(world):
 
 
 def test_racecards_and_results_follow_the_contract(world):
-    racecards, _, _, _ = world
+    racecards, _, _, _ = world[:4]
     cards, results = parse_world(racecards)
     for doc in cards.values():
         check_racecard(doc)
@@ -254,7 +254,7 @@ def test_racecards_and_results_follow_the_contract(world):
 
 def test_edge_cases_follow_the_contract_when_frequent():
     # Dead heats, void races, non-runners and non-finishers forced to be common.
-    racecards, oracle, _, _ = simulate_world(
+    racecards, oracle, _, _, _ = simulate_world(
         small_params(
             n_days=6, dead_heat_rate=0.5, void_rate=0.3, non_runner_rate=0.2, non_finisher_rate=0.1
         )
@@ -273,7 +273,7 @@ def test_edge_cases_follow_the_contract_when_frequent():
 
 
 def test_upcoming_racecards_have_no_results(world):
-    racecards, oracle, upcoming, _ = world
+    racecards, oracle, upcoming, _ = world[:4]
     ((day, text),) = upcoming.items()
     doc = json.loads(text)
     check_racecard(doc)
@@ -288,7 +288,7 @@ def test_same_seed_gives_identical_json_and_other_seed_differs():
     first = simulate_world(small_params(n_days=8))
     again = simulate_world(small_params(n_days=8))
     other = simulate_world(small_params(n_days=8, seed=8))
-    assert first[0] == again[0] and first[2] == again[2] and first[3] == again[3]
+    assert first[0] == again[0] and first[2] == again[2] and first[3] == again[3] and first[4] == again[4] == {}
     pd.testing.assert_frame_equal(first[1], again[1])
     assert first[0] != other[0]
     assert not first[1]["p_true"].equals(other[1]["p_true"])
@@ -296,7 +296,7 @@ def test_same_seed_gives_identical_json_and_other_seed_differs():
 
 # ---------------------------------------------------------------------------- oracle
 def test_oracle_covers_every_runner_and_sums_to_one(world):
-    racecards, oracle, _, _ = world
+    racecards, oracle, _, _ = world[:4]
     cards, _ = parse_world(racecards)
     assert list(oracle.columns) == ["race_id", "horse_id", "p_true"]
     assert oracle["race_id"].dtype == "string" and oracle["horse_id"].dtype == "string"
@@ -407,7 +407,7 @@ def test_prices_are_on_the_ladder():
 
 # ----------------------------------------------------------- signal in the racecards
 def test_non_runner_and_dead_heat_rates(world):
-    racecards, _, _, _ = world
+    racecards, _, _, _ = world[:4]
     cards, results = parse_world(racecards)
     runners = [x for _, r in card_races(cards) for x in r["runners"]]
     # ~3,300 declared runners at 3%: sd ~0.003; the band is ~4 sd either side
@@ -459,7 +459,7 @@ def test_comments_carry_signal_beyond_the_rating(market_table):
 
 
 def test_horses_age_and_unrated_debutants_appear(world):
-    racecards, _, _, _ = world
+    racecards, _, _, _ = world[:4]
     cards, _ = parse_world(racecards)
     first_day = min(cards)
     seen: dict[str, str] = {}
@@ -520,7 +520,7 @@ def test_parameters_must_be_a_mapping():
 
 def test_the_upcoming_days_results_belong_to_its_racecard(world):
     """The synthetic race-day feed: results of exactly the upcoming card's races."""
-    _, _, upcoming, upcoming_results = world
+    _, _, upcoming, upcoming_results = world[:4]
     assert list(upcoming_results) == list(upcoming)
     for day, text in upcoming_results.items():
         card, results = json.loads(upcoming[day]), json.loads(text)

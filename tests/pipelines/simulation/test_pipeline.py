@@ -14,7 +14,13 @@ from kedro.runner import SequentialRunner
 from racecast.pipelines.simulation import create_pipeline
 
 CATALOG_DIR = Path(__file__).resolve().parents[3] / "conf" / "base" / "catalog"
-OUTPUTS = ["raw_racecards", "oracle_win_probabilities", "raw_upcoming_racecards", "raw_upcoming_results"]
+OUTPUTS = [
+    "raw_racecards",
+    "oracle_win_probabilities",
+    "raw_upcoming_racecards",
+    "raw_upcoming_results",
+    "raw_raceday",
+]
 SMALL = {"seed": 11, "n_days": 5, "show_progress": False}
 
 

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 def simulate_world(
     params: dict[str, Any],
-) -> tuple[dict[str, str], pd.DataFrame, dict[str, str], dict[str, str]]:
+) -> tuple[dict[str, str], pd.DataFrame, dict[str, str], dict[str, str], dict[str, str]]:
     """Simulate the race world and return its files and ground truth.
 
     Args:
@@ -32,7 +32,8 @@ def simulate_world(
         per runner (``race_id``, ``horse_id``, ``p_true``); ``raw_upcoming_racecards``:
         JSON text of the next day's racecards by partition id ``YYYY-MM-DD``;
         ``raw_upcoming_results``: that day's results by the same ids (the synthetic
-        race-day feed, to push race by race; never ingested with the history).
+        race-day feed, to push race by race; never ingested with the history);
+        ``raw_raceday``: empty (a new world starts with no race-day pushes).
 
     Raises:
         ValueError: If a parameter is invalid; the message names it (``simulation.<name>``).
@@ -51,7 +52,13 @@ def simulate_world(
         summary["uniform_log_loss"],
     )
     upcoming_results = {day: to_json_text(doc) for day, doc in world.upcoming_results.items()}
-    return racecard_partitions(world), world.oracle, upcoming_partitions(world), upcoming_results
+    return (
+        racecard_partitions(world),
+        world.oracle,
+        upcoming_partitions(world),
+        upcoming_results,
+        {},
+    )
 
 
 def racecard_partitions(world: SimulatedWorld) -> dict[str, str]:

@@ -10,7 +10,9 @@ def create_pipeline(**kwargs) -> Pipeline:
 
     Returns:
         One node, ``simulate_world``: ``params:simulation`` -> ``raw_racecards``,
-        ``oracle_win_probabilities``, ``raw_upcoming_racecards``, ``raw_upcoming_results``.
+        ``oracle_win_probabilities``, ``raw_upcoming_racecards``, ``raw_upcoming_results``
+        and ``raw_raceday`` (emptied: results pushed into the previous run's world are
+        not part of the new one).
     """
     return Pipeline(
         [
@@ -22,6 +24,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "oracle_win_probabilities",
                     "raw_upcoming_racecards",
                     "raw_upcoming_results",
+                    "raw_raceday",
                 ],
                 name="simulate_world",
             )
