@@ -1,6 +1,12 @@
 """Project settings. See https://docs.kedro.org/en/stable/configure/configuration_basics/"""
 
 from racecast.context import RacecastContext
+from racecast.known_warnings import quiet_known_warnings
+
+# Kedro imports this module before it builds the session (and before plugins load): the
+# harmless third-party warnings are silenced from there on and every other warning is
+# logged in conf/logging.yml's format.
+quiet_known_warnings()
 
 # Records `ingestion.source` of the env so pipelines are composed for that source.
 CONTEXT_CLASS = RacecastContext

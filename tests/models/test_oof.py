@@ -9,6 +9,7 @@ against a closed form (which also checks that predictions land on the right rows
 from __future__ import annotations
 
 import logging
+import sys
 
 import numpy as np
 import pandas as pd
@@ -267,3 +268,45 @@ def test_real_zoo_model_beats_uniform_out_of_fold(frame):
     sizes = frame.loc[done].groupby("race_id").size()
     uniform_ll = np.log(sizes.loc[frame.loc[won, "race_id"]]).mean()
     assert model_ll < uniform_ll - 0.1
+
+
+class _Collect(logging.Handler):
+    """A console handler that is not a ``StreamHandler`` (as Kedro's rich handler)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def root_logger():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    root.setLevel(logging.INFO)
+    yield root
+    root.handlers = handlers
+    root.setLevel(level)
+
+
+def test_fold_lines_go_only_through_a_console_handler_that_is_not_a_stream(
+    frame, capsys, root_logger
+):
+    collect = _Collect()
+    root_logger.handlers = [collect]
+    run_oof(frame, [], n_folds=3, min_train_days=4, name="probe")
+    assert [m.split(":")[0] for m in collect.messages if m.startswith("OOF probe fold")] == [
+        "OOF probe fold 1/3",
+        "OOF probe fold 2/3",
+        "OOF probe fold 3/3",
+    ]
+    assert "OOF probe fold" not in capsys.readouterr().err  # no second, plain copy
+
+
+def test_fold_lines_are_printed_once_by_a_console_stream_handler(frame, capsys, root_logger):
+    root_logger.handlers = [logging.StreamHandler(sys.stderr)]
+    run_oof(frame, [], n_folds=3, min_train_days=4, name="probe")
+    err = capsys.readouterr().err
+    assert [err.count(f"OOF probe fold {k}/3:") for k in (1, 2, 3)] == [1, 1, 1]

@@ -33,6 +33,8 @@ _FEAST_TYPES = {"float64": Float64, "int64": Int64, "string": String}
 
 #: ANSI colour codes (Feast colours what it prints).
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: One state of a tqdm progress bar (Feast draws one per view).
+_BAR = re.compile(r"\s*\d{1,3}%\|.*\]\s*$")
 REPO_MODULES = ("entities", "data_sources", "feature_views", "feature_services", "market")
 
 
@@ -170,19 +172,21 @@ def _utc(ts: Any) -> datetime:
 def _feast_console() -> Iterator[None]:
     """What Feast prints inside the block: as is on a terminal, else logged as plain text.
 
-    Feast ``print``s colour-coded lines to stdout while it materializes; in a pipe or a
-    log file they become INFO records without the ANSI codes, in the log's format.
+    Feast ``print``s colour-coded lines to stdout and draws a progress bar per view on
+    stderr while it materializes; in a pipe or a log file the lines become INFO records
+    without the ANSI codes, in the log's format, and the bars are left out.
     """
-    if sys.stdout.isatty():
+    if sys.stdout.isatty() and sys.stderr.isatty():
         yield
         return
-    printed = io.StringIO()
+    printed, drawn = io.StringIO(), io.StringIO()
     try:
-        with contextlib.redirect_stdout(printed):
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(drawn):
             yield
     finally:
-        for line in _ANSI.sub("", printed.getvalue()).splitlines():
-            if line.strip():
+        text = _ANSI.sub("", printed.getvalue() + "\n" + drawn.getvalue())
+        for line in re.split(r"[\r\n]", text):
+            if line.strip() and not _BAR.match(line):
                 logger.info("feast: %s", line.strip())
 
 

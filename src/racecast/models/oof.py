@@ -17,8 +17,10 @@ probabilities that sum to one within each race.
 from __future__ import annotations
 
 import logging
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -114,6 +116,24 @@ def assert_no_lookahead(
             )
 
 
+@contextmanager
+def _logging_beside_bar() -> Iterator[None]:
+    """Console log records written above a tqdm bar instead of through it.
+
+    ``logging_redirect_tqdm`` swaps the root logger's console ``StreamHandler`` for one
+    that writes with ``tqdm.write``. Any other console handler (Kedro's rich handler is
+    not a ``StreamHandler``) would stay beside the one it adds and print every record
+    twice, so the swap happens only when there is a console ``StreamHandler`` to swap.
+    """
+    consoles = (sys.stdout, sys.stderr)
+    swap = any(
+        isinstance(h, logging.StreamHandler) and h.stream in consoles
+        for h in logging.getLogger().handlers
+    )
+    with logging_redirect_tqdm() if swap else nullcontext():
+        yield
+
+
 def out_of_fold_predictions(
     model_factory: Callable[[], Any],
     X: pd.DataFrame,
@@ -178,7 +198,7 @@ def out_of_fold_predictions(
 
     out = np.full(len(X), np.nan)
     group_values = groups.to_numpy()
-    with logging_redirect_tqdm():
+    with _logging_beside_bar():
         bar = tqdm(folds, desc=f"OOF {name}", unit="fold", disable=None, leave=False)
         for k, (train_idx, valid_idx) in enumerate(bar):
             started = time.perf_counter()
