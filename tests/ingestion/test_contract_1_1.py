@@ -355,3 +355,20 @@ def test_light_rules_check_the_race_grade_like_the_batch_validation():
     assert _light_accepts(races, runners) and not _batch_quarantines(races, runners)
     races[0]["race_grade"] = "G4"
     assert _batch_quarantines(races, runners) and not _light_accepts(races, runners)
+
+
+def test_a_graded_race_without_a_class_counts_as_the_top_class_in_class_perf():
+    def h_class_perf(grade: str | None) -> float:
+        fields = {"race_grade": grade} if grade else {}
+        card = racecard(meeting(DAY, [race("R1", OFF, **fields)]))
+        _, (races, runners, quarantine, _) = ingest(
+            files({"a.racecard": _v11(card), "a.results": results(result("R1"))})
+        )
+        assert quarantine.empty and pd.isna(races["race_class"]).all()
+        horse = state.build_state_tables(races, runners)["horse_form"]
+        return float(horse.set_index("horse_id").loc["H3", "h_class_perf"])
+
+    ordinary, graded = h_class_perf(None), h_class_perf("G1")
+    # class_step * (class_ref - 1) = 0.1 * (3 - 1) better than an unclassed ordinary race
+    assert graded - ordinary == pytest.approx(0.2)
+    assert h_class_perf("listed") == pytest.approx(graded)

@@ -73,6 +73,8 @@ RUNNER_RESULT_FIELDS: list[str] = [
     "post_outcome",
 ]
 RACE_RESULT_FIELDS: list[str] = ["post_winning_time_s"]
+#: Race columns read when present (null otherwise).
+RACE_OPTIONAL_FIELDS: list[str] = ["race_grade"]
 
 # Going descriptions -> going group. Unlisted descriptions fall back to keywords.
 GOING_GROUP_MAP: dict[str, str] = {
@@ -313,7 +315,8 @@ def _active_runs(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
     if races["race_id"].duplicated().any():
         dup = races.loc[races["race_id"].duplicated(), "race_id"].iloc[0]
         raise ValueError(f"races.race_id: duplicated race_id {dup!r}")
-    race_cols = RACE_FIELDS + [c for c in RACE_RESULT_FIELDS if c in races.columns]
+    race_optional = RACE_RESULT_FIELDS + RACE_OPTIONAL_FIELDS
+    race_cols = RACE_FIELDS + [c for c in race_optional if c in races.columns]
     optional = [CARD_ORDER, *RUNNER_RESULT_FIELDS]
     runner_cols = RUNNER_FIELDS + [c for c in optional if c in runners.columns]
     df = runners[runner_cols].merge(
@@ -322,7 +325,7 @@ def _active_runs(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
     orphans = len(runners) - len(df)
     if orphans:
         logger.warning("%d runner row(s) reference no race in `races` and are ignored", orphans)
-    for col in RUNNER_RESULT_FIELDS + RACE_RESULT_FIELDS:
+    for col in RUNNER_RESULT_FIELDS + race_optional:
         if col not in df.columns:
             df[col] = pd.NA
     df["off_time"] = utc_ns(df["off_time"], "races.off_time")
@@ -711,7 +714,10 @@ def official_runs(
         .astype("string")
         .str.extract(r"^\s*\[\s*(\d+)", expand=False)
     )
-    race_class = as_float(df["race_class"]).clip(1.0, p["class_max"]).fillna(p["class_ref"])
+    # a graded (group or listed) race without a class is above the classes, not class_ref
+    race_class = as_float(df["race_class"])
+    race_class = race_class.mask(race_class.isna() & df["race_grade"].notna().to_numpy(bool), 1.0)
+    race_class = race_class.clip(1.0, p["class_max"]).fillna(p["class_ref"])
     out = df.assign(
         won=_won(df).astype("int64"),
         finished=finished,
