@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
 
+from racecast.data.datasets import loaded
 from racecast.evaluation.blend import BenterBlend
 from racecast.models.base import RaceModel
 from racecast.serving.bundle import InferenceBundle, build_bundle
@@ -87,7 +88,9 @@ def build_inference_bundle(
 
 
 def register_bundle(
-    inference_bundle: InferenceBundle, evaluation_report: dict[str, Any], params: dict[str, Any]
+    inference_bundle: InferenceBundle | Callable[[], InferenceBundle],
+    evaluation_report: dict[str, Any],
+    params: dict[str, Any],
 ) -> dict[str, Any]:
     """Register the bundle in MLflow as challenger; promote it to champion if it is better.
 
@@ -95,7 +98,8 @@ def register_bundle(
     ``registry.enabled: false`` nothing touches MLflow.
 
     Args:
-        inference_bundle: Output of :func:`build_inference_bundle`.
+        inference_bundle: Output of :func:`build_inference_bundle` (or the function that
+            loads it: the catalog's ``LazyPickleDataset``).
         evaluation_report: Holdout report; ``models.stacked.log_loss`` decides promotion.
         params: ``registry`` parameters (``enabled``, ``model_name``).
 
@@ -110,6 +114,7 @@ def register_bundle(
             empty.
     """
     loss = _holdout_log_loss(evaluation_report)
+    inference_bundle = loaded(inference_bundle)
     name = str(params.get("model_name") or "")
     if not name:
         raise ValueError("parameter registry.model_name must name the registered model")

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from racecast.data.datasets import loaded
 from racecast.features import store as feature_store
 from racecast.features.online import racecard_entity_rows
 from racecast.inference.service import InferenceService
@@ -65,22 +66,27 @@ def _utc(value: Any) -> pd.Timestamp:
 
 
 # ---------------------------------------------------------------------------- inputs
-def select_bundle(inference_bundle: InferenceBundle, params: dict[str, Any]) -> InferenceBundle:
+def select_bundle(
+    inference_bundle: InferenceBundle | Callable[[], InferenceBundle], params: dict[str, Any]
+) -> InferenceBundle:
     """The bundle to score with: this run's, or the one ``scoring.bundle_uri`` names.
 
     Args:
-        inference_bundle: The registry pipeline's ``inference_bundle``.
+        inference_bundle: The registry pipeline's ``inference_bundle``, or the function
+            that loads it (``LazyPickleDataset``): it is read only when used.
         params: ``scoring`` parameters; ``bundle_uri`` null keeps ``inference_bundle``,
             otherwise ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or a
-            pickle path is loaded with :func:`racecast.serving.registry.load_bundle`.
+            pickle path is loaded with :func:`racecast.serving.registry.load_bundle`
+            (and this run's bundle is never read).
 
     Returns:
         The bundle.
     """
     uri = params.get("bundle_uri")
     if uri is None or str(uri).strip() == "":
-        logger.info("scoring with this run's inference bundle %r", inference_bundle)
-        return inference_bundle
+        bundle = loaded(inference_bundle)
+        logger.info("scoring with this run's inference bundle %r", bundle)
+        return bundle
     from racecast.serving.registry import load_bundle  # imports MLflow
 
     bundle = load_bundle(str(uri))
