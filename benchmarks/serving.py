@@ -22,7 +22,10 @@ afterwards (as ``racecast serve`` does):
   does not share its interpreter) on a free loopback port, sequential requests
   (p50 / p95 / p99), then ``--throughput-requests`` (at most 2,000) requests from an
   ``httpx.AsyncClient`` with ``--concurrency`` (16) in flight: requests per second and
-  errors (any status other than 200, or a transport failure).
+  errors (any status other than 200, or a transport failure);
+* hostile requests (issue 13) against the same server: each refused request's latency
+  (p50 / p95 over ``--hostile-requests``) next to a valid one's, the latency of a
+  ``/health`` probe sent while it is processed, and the server's RSS before and after.
 
 Prints a table and writes ``data/08_reporting/benchmark_serving.json``.
 """
@@ -195,6 +198,99 @@ def served(
         log.close()
 
 
+def hostile_bodies(body: str) -> dict[str, tuple[dict[str, str], bytes]]:
+    """Requests of issue 13 built from the benchmark racecard: name -> (headers, body)."""
+    card = json.loads(body)
+    race = card["meetings"][0]["races"][0]
+    json_headers = {"X-API-Key": BENCH_KEY, "Content-Type": "application/json"}
+
+    def mutated(change) -> bytes:
+        copy = json.loads(body)
+        change(copy["meetings"][0]["races"][0])
+        return json.dumps(copy).encode()
+
+    def one_meeting(races: list[dict[str, Any]]) -> bytes:
+        return json.dumps({**card, "meetings": [{**card["meetings"][0], "races": races}]}).encode()
+
+    minimal = [{"horse_id": f"H{j}"} for j in range(7)]
+    return {
+        "valid": (json_headers, body.encode()),
+        "JSON nested 1,000 deep": (json_headers, b"[" * 1000 + b"]" * 1000),
+        "10,000 runners": (
+            json_headers,
+            one_meeting([{**race, "runners": [{"horse_id": str(i)} for i in range(10_000)]}]),
+        ),
+        "700 races x 7 runners": (
+            json_headers,
+            one_meeting(
+                [
+                    {
+                        "race_id": f"R{i}",
+                        "off_time": race["off_time"],
+                        "distance_m": 1200,
+                        "runners": minimal,
+                    }
+                    for i in range(700)
+                ]
+            ),
+        ),
+        "text/plain": ({**json_headers, "Content-Type": "text/plain"}, body.encode()),
+        "odds 1e300": (
+            json_headers,
+            mutated(lambda r: r["runners"][0].__setitem__("odds", {"final": 1e300})),
+        ),
+        "off time 2099": (
+            json_headers,
+            mutated(lambda r: r.__setitem__("off_time", "2099-06-01T14:30:00+00:00")),
+        ),
+        "runner without horse_id": (
+            json_headers,
+            mutated(lambda r: r["runners"][0].pop("horse_id")),
+        ),
+        "wrong API key": ({**json_headers, "X-API-Key": "not-the-key"}, body.encode()),
+    }
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (Linux), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def hostile(base: str, body: str, n: int, pid: int) -> dict[str, Any]:
+    """Latency of each hostile request, of /health while it runs, and the server's RSS."""
+    import threading
+
+    out: dict[str, Any] = {"rss_start_mb": rss_mb(pid), "requests": {}}
+    with httpx.Client(base_url=base, timeout=120.0) as client:
+        for name, (headers, content) in hostile_bodies(body).items():
+            seconds, health, statuses = [], [], set()
+            for _ in range(n):
+
+                def send(headers=headers, content=content, seconds=seconds, statuses=statuses):
+                    start = time.perf_counter()
+                    with httpx.Client(base_url=base, timeout=120.0) as other:
+                        response = other.post("/api/v1/predict", content=content, headers=headers)
+                    seconds.append(time.perf_counter() - start)
+                    statuses.add(response.status_code)
+
+                sender = threading.Thread(target=send)
+                sender.start()
+                start = time.perf_counter()
+                client.get("/health")
+                health.append(time.perf_counter() - start)
+                sender.join()
+            out["requests"][name] = {
+                "status": sorted(statuses),
+                "latency": percentiles(seconds),
+                "health_during": percentiles(health),
+            }
+    out["rss_end_mb"] = rss_mb(pid)
+    return out
+
+
 async def throughput(url: str, body: str, total: int, concurrency: int) -> dict[str, Any]:
     """``total`` POSTs with ``concurrency`` in flight: wall time, rate, errors."""
     headers = {"X-API-Key": BENCH_KEY, "Content-Type": "application/json"}
@@ -246,6 +342,9 @@ def main() -> None:
     )
     parser.add_argument("--throughput-requests", type=int, default=MAX_THROUGHPUT_REQUESTS)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--hostile-requests", type=int, default=20, help="Runs of each hostile request."
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -275,12 +374,13 @@ def main() -> None:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/api/v1/predict"
-    with served(settings, args.env, args.bundle, port):
+    with served(settings, args.env, args.bundle, port) as process:
         with httpx.Client(timeout=120.0) as http:
             post = lambda: http.post(url, content=body, headers=headers)  # noqa: E731
             timed(post, 5)
             over_http = percentiles(timed(post, args.requests))
         concurrent = asyncio.run(throughput(url, body, total, args.concurrency))
+        refused = hostile(f"http://127.0.0.1:{port}", body, args.hostile_requests, process.pid)
 
     result = {
         "race_id": race_id,
@@ -291,6 +391,7 @@ def main() -> None:
         "in_process": in_process,
         "http_loopback": over_http,
         "throughput": concurrent,
+        "hostile": refused,
         "machine": {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
@@ -318,9 +419,25 @@ def main() -> None:
         steps.add_column(column, justify="right" if column != "step" else "left")
     for name, stats in stages.items():
         steps.add_row(name, f"{stats['p50_ms']:.1f}", f"{stats['p95_ms']:.1f}")
+    bad = Table(title="hostile requests over HTTP (issue 13)")
+    for column in ("request", "status", "p50 ms", "p95 ms", "/health p95 ms"):
+        bad.add_column(column, justify="right" if column != "request" else "left")
+    for name, stats in refused["requests"].items():
+        bad.add_row(
+            name,
+            ",".join(map(str, stats["status"])),
+            f"{stats['latency']['p50_ms']:.1f}",
+            f"{stats['latency']['p95_ms']:.1f}",
+            f"{stats['health_during']['p95_ms']:.1f}",
+        )
     console = Console()
     console.print(steps)
     console.print(table)
+    console.print(bad)
+    console.print(
+        f"server RSS {refused['rss_start_mb']:.0f} MB before the hostile requests, "
+        f"{refused['rss_end_mb']:.0f} MB after"
+    )
     console.print(
         f"throughput: {concurrent['requests_per_s']:.1f} requests/s over {total} requests, "
         f"{concurrent['errors']} errors; written to {args.out}"

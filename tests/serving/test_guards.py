@@ -81,6 +81,7 @@ def _client(clock=None, **overrides) -> TestClient:
         (b'{"a": [[{"b": 1}]]}', 4),
         (b'{"a": "[[[[[[[[[[", "b": ["]]]"]}', 2),  # brackets inside strings do not count
         (b'["\\"[[[[", [1]]', 2),  # nor after an escaped quote
+        (b'["\\\\", [[1]]]', 3),  # an escaped backslash does not escape the quote
         (b"[" * 5000 + b"]" * 5000, 5000),
     ],
 )
