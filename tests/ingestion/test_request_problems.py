@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pandas as pd
 import pytest
 
 from racecast.data.schema import QUARANTINE_COLUMNS
+from racecast.features.online import RacecardError, racecard_entity_rows
 from racecast.ingestion.racecards import parse_racecards
 from racecast.ingestion.request import racecard_problems
 from racecast.ingestion.validate import validate_and_split
@@ -62,7 +64,19 @@ def test_cheap_report_is_the_batch_quarantine(mutate):
     assert _rows(pd.DataFrame(found)) == _rows(quarantine)
 
 
-def test_clean_or_foreign_text_is_left_to_the_other_paths():
+def test_clean_text_is_left_to_the_fast_path():
     assert racecard_problems(json.dumps(racecard()), FILE) is None
-    assert racecard_problems("not json", FILE) is None
-    assert racecard_problems(json.dumps({"format": "other"}), FILE) is None
+
+
+@pytest.mark.parametrize(
+    "text", ["not json", json.dumps({"format": "other"}), json.dumps([1]), "[" * 5000 + "]" * 5000]
+)
+def test_a_text_that_is_no_racecard_is_rejected_as_ingestion_rejects_the_file(text, caplog):
+    (row,) = racecard_problems(text, FILE)
+    parsed = parse_racecards({FILE.removesuffix(".json"): lambda: text}, {"source": "racecards"})
+    assert row["reason"] == "file_rejected"
+    assert row["detail"] == parsed[3]["files_rejected"][0]["error"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO), pytest.raises(RacecardError, match=FILE):
+        racecard_entity_rows(text, FILE)
+    assert not caplog.records  # a rejected request is not logged by ingestion

@@ -78,6 +78,8 @@ def racecard_entity_rows(
         return state.entity_frame_from_columns(*clean)
     # a bad record or an implausible value, told without building tables
     found = racecard_problems(text, f"{stem}.json", plausibility=plausibility, as_of=as_of)
+    if found and found[0]["reason"] == "file_rejected":
+        raise RacecardError(f"{source_file}: {found[0]['detail']}", found)
     if found:
         raise _racecard_error(source_file, pd.DataFrame(found))
     parsed = parse_racecards({stem: lambda: text}, {"source": "racecards"})

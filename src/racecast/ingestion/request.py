@@ -49,7 +49,9 @@ from racecast.ingestion.racecards import (
     _number_races,
     _quarantine_rows,
     _Race,
+    _read_document,
     _read_racecard,
+    _row,
 )
 from racecast.ingestion.validate import _RACES, _RUNNERS
 
@@ -319,13 +321,14 @@ def racecard_problems(
         as_of: Reference time of the off-time window (None: now).
 
     Returns:
-        Quarantine rows (``source_file, race_id, horse_id, field, reason, detail``), or
-        None when it finds none (the text is not a racecard, or only a table-level rule
-        can fail): the caller then runs the batch path.
+        Quarantine rows (``source_file, race_id, horse_id, field, reason, detail``); a
+        text that is no racecard file is one row with reason ``file_rejected`` and the
+        message ``parse_racecards`` rejects it with. None when it finds none (only a
+        table-level rule can fail): the caller then runs the batch path.
     """
-    document = _document(text)
-    if document is None:
-        return None
+    _, document, error = _read_document(file.removesuffix(".json"), file, lambda: text)
+    if error is not None:
+        return [_row(file, None, None, "file", "file_rejected", error)]
     races, rows, _ = _read_racecard(file, document, None)
     _check_races(races)
     problems = [*rows, *(row for race in races if race.bad for row in _quarantine_rows(race))]
