@@ -40,7 +40,9 @@ class Plausibility(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    odds_min: float = Field(1.01, gt=1.0, description="Lowest decimal odds.")
+    odds_min: float = Field(
+        1.01, ge=1.0, description="Lowest decimal odds (a tote minimum dividend is 1.0)."
+    )
     odds_max: float = Field(1000.0, gt=1.0, description="Highest decimal odds.")
     rating_min: float = Field(0.0, description="Lowest official rating.")
     rating_max: float = Field(200.0, description="Highest official rating.")
