@@ -185,3 +185,20 @@ def test_docs_and_messages_use_kedro_run_pipelines_not_the_deprecated_option():
         if deprecated.search(line)
     ]
     assert found == []
+
+
+def test_a_command_run_in_process_leaves_the_callers_logging_as_it_was():
+    import logging
+
+    from click.testing import CliRunner
+
+    from racecast.cli import cli
+
+    names = (None, "kedro", "racecast")
+    root = logging.getLogger()
+    before = (list(root.handlers), [logging.getLogger(n).level for n in names])
+
+    result = CliRunner().invoke(cli, ["-v", "api-key-hash", "k" * 24])
+
+    assert result.exit_code == 0 and result.stdout.startswith("sha256:")
+    assert (list(root.handlers), [logging.getLogger(n).level for n in names]) == before

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -78,20 +79,29 @@ def _console_stream(handler: logging.Handler) -> str | None:
     return None
 
 
-def _logs_to_stderr(level: int) -> None:
+def _logs_to_stderr(level: int) -> Callable[[], None]:
     """Send every log record to stderr, one plain line each, from ``level`` up.
 
     Kedro configures logging when it is imported (the project's conf/logging.yml, else a
     rich handler on stdout) and libraries add handlers of their own. The root logger's
     console handlers give way to one stderr handler; any other logger's handler on
-    stdout is pointed at stderr (a plain stream handler) or removed. The ``kedro`` and
-    ``racecast`` loggers, which Kedro sets to INFO, follow ``level``.
+    stdout is pointed at stderr (a plain stream handler) or removed. The root, ``kedro``
+    and ``racecast`` loggers (Kedro sets the last two to INFO) follow ``level``.
+
+    Returns:
+        A function that undoes it when the command is over (levels and the root's console
+        handlers back; nothing on stdout comes back), so that a command run in-process
+        (click's test runner) leaves the caller's logging as it was.
     """
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, _StderrHandler) or _console_stream(handler) is not None:
-            root.removeHandler(handler)
-    others = [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    removed = [
+        h for h in root.handlers if isinstance(h, _StderrHandler) or _console_stream(h) is not None
+    ]
+    for handler in removed:
+        root.removeHandler(handler)
+    others = [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
     for each in others:
         for handler in list(each.handlers):
             if _console_stream(handler) != "stdout":
@@ -100,18 +110,31 @@ def _logs_to_stderr(level: int) -> None:
                 handler.setStream(sys.stderr)
             else:
                 each.removeHandler(handler)
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-    handler.setLevel(level)
-    root.addHandler(handler)
-    root.setLevel(level)
-    for name in ("kedro", "racecast"):
+    levels = {name: logging.getLogger(name).level for name in (None, "kedro", "racecast")}
+    ours = _StderrHandler()
+    ours.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    )
+    ours.setLevel(level)
+    root.addHandler(ours)
+    for name in levels:
         logging.getLogger(name).setLevel(level)
+
+    def restore() -> None:
+        root.removeHandler(ours)
+        for handler in removed:
+            if not isinstance(handler, _StderrHandler) and _console_stream(handler) != "stdout":
+                root.addHandler(handler)
+        for name, previous in levels.items():
+            logging.getLogger(name).setLevel(previous)
+
+    return restore
 
 
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level (on stderr).")
-def cli(verbose: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
     """racecast: calibrated win probabilities from racecards.
 
     Run it from the project root, like kedro. Results are JSON on stdout, logs go to
@@ -119,7 +142,7 @@ def cli(verbose: bool) -> None:
     conf/base/) exactly as `kedro run --env ENV` does: pass the env your model and
     feature store were built with.
     """
-    _logs_to_stderr(logging.INFO if verbose else logging.WARNING)
+    ctx.call_on_close(_logs_to_stderr(logging.INFO if verbose else logging.WARNING))
 
 
 @cli.group()
