@@ -1,6 +1,6 @@
 """Machine-readable form of the racecard and results JSON contract (version 1.1).
 
-The human-readable contract is ``racecard-format.md`` (racecast's public input format);
+The human-readable contract is ``docs/racecard_format.md`` (racecast's public input format);
 these pydantic v2 models are its executable form, and ``write_json_schema`` exports them
 as the JSON Schema ``docs/racecard.schema.json``.
 
