@@ -381,6 +381,10 @@ def create_app(
         return state
 
     app.include_router(router)
+    # the race-day board (pages at /, /race/..., /model): racecast.serving.board
+    from racecast.serving.board import board_router
+
+    app.include_router(board_router(authorize, races, raceday_paths))
 
     @app.get("/health", summary="Liveness and readiness", responses=error_responses(503))
     async def health(request: Request) -> JSONResponse:

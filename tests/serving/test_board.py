@@ -1,0 +1,227 @@
+"""The race-day board over TestClient (fake bundle and features): access, headers,
+escaping, same numbers as the API, results and the pre-off prediction.
+
+The real server in a real browser is tests/serving/test_board_browser.py (slow).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from racecast.inference import service as service_module
+from racecast.inference.results import RaceDayPaths
+from racecast.serving.app import create_app
+from racecast.serving.auth import API_KEYS_ENV
+from racecast.serving.board import COOKIE, SECURITY_HEADERS
+from racecast.serving.board_day import day_files, log_loss_contribution, pick_day
+from tests.serving.serving_fakes import (
+    API_KEY,
+    FakeBundle,
+    FakeStore,
+    fake_online_features,
+    racecard,
+    settings,
+)
+
+XSS = "<script>alert(1)</script>"
+DAY = "2025-02-06"
+
+
+@pytest.fixture(autouse=True)
+def _fake_features(monkeypatch):
+    monkeypatch.delenv(API_KEYS_ENV, raising=False)
+    monkeypatch.setattr(service_module, "online_features", fake_online_features)
+
+
+@pytest.fixture
+def paths(tmp_path) -> RaceDayPaths:
+    upcoming, raceday = tmp_path / "upcoming", tmp_path / "raceday"
+    upcoming.mkdir()
+    raceday.mkdir()
+    card = racecard()
+    card["meetings"][0]["races"][0]["runners"][0]["horse_name"] = XSS
+    card["meetings"][0]["races"][0]["runners"][1]["horse_name"] = "Moon Rebel"
+    (upcoming / f"{DAY}.racecard.json").write_text(json.dumps(card))
+    return RaceDayPaths(
+        races=tmp_path / "races.parquet",
+        runners=tmp_path / "runners.parquet",
+        state={},
+        raceday=raceday,
+        upcoming=(upcoming,),
+    )
+
+
+def _client(paths, **overrides) -> TestClient:
+    app = create_app(settings(**overrides), bundle=FakeBundle(), feature_store=FakeStore(), raceday_paths=paths)
+    return TestClient(app, follow_redirects=False)
+
+
+@pytest.fixture
+def client(paths):
+    with _client(paths) as c:
+        yield c
+
+
+def _login(client, key=API_KEY):
+    return client.post("/login", data={"api_key": key})
+
+
+def _shown(html: str, css_class: str = "p-win") -> dict[str, str]:
+    """horse_id -> the text of the runner's cell of that class, on a race page."""
+    rows = re.findall(r'<tr data-horse-id="([^"]+)">(.*?)</tr>', html, flags=re.S)
+    return {hid: re.search(rf'class="num {css_class}">([^<]*)<', row).group(1) for hid, row in rows}
+
+
+def test_pages_refuse_unauthenticated_visitors_without_counting_them_as_failed_keys(client):
+    for path in ("/", "/race/R-PRICED", "/model", f"/?day={DAY}"):
+        response = client.get(path)
+        assert response.status_code == 303 and response.headers["location"] == "/login", path
+        assert "R-PRICED" not in response.text
+    for path in ("/board/status", "/board/plots/kelly.png"):
+        assert client.get(path).status_code == 401, path
+    # a wrong cookie is refused too
+    client.cookies.set(COOKIE, "not-the-key")
+    assert client.get("/").headers["location"] == "/login"
+    client.cookies.clear()
+    # ten cookie-less visits are not failed attempts: the right key still logs in at once
+    for _ in range(10):
+        client.get("/")
+    assert _login(client).status_code == 303
+
+
+def test_login_keeps_the_key_in_an_http_only_strict_cookie_never_in_a_url(client):
+    wrong = _login(client, "not-the-key")
+    assert wrong.status_code == 401 and "wrong API key" in wrong.text
+    assert COOKIE not in wrong.cookies and "set-cookie" not in wrong.headers
+    response = _login(client)
+    assert response.status_code == 303 and response.headers["location"] == "/"
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}={API_KEY};")
+    assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and "Path=/" in cookie
+    page = client.get("/")
+    assert page.status_code == 200 and "R-PRICED" in page.text
+    assert API_KEY not in page.text and API_KEY not in str(page.url)
+    assert client.get("/login").headers["location"] == "/"  # already logged in
+    out = client.post("/logout")
+    assert out.headers["location"] == "/login" and f'{COOKIE}=""' in out.headers["set-cookie"]
+    client.cookies.clear()
+    assert client.get("/").status_code == 303
+
+
+def test_board_responses_carry_csp_and_security_headers(client):
+    _login(client)
+    for path in ("/", "/race/R-PRICED", "/model", "/login", "/board/status", "/board/static/board.js"):
+        response = client.get(path)
+        for name, value in SECURITY_HEADERS.items():
+            assert response.headers[name] == value, (path, name)
+    csp = SECURITY_HEADERS["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp
+    assert client.get("/").headers["cache-control"] == "no-store"
+    assert client.get("/board/static/../app.py").status_code == 404
+    assert client.get("/board/static/other.js").status_code == 404
+    # no inline script anywhere: the CSP would block it
+    assert "<script>" not in client.get("/race/R-PRICED").text
+
+
+def test_a_horse_named_like_a_script_renders_as_text(client):
+    _login(client)
+    for path in ("/", "/race/R-PRICED"):
+        html = client.get(path).text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html, path
+        assert XSS not in html, path
+
+
+def test_board_shows_the_services_numbers_the_api_answers(client):
+    _login(client)
+    html = client.get("/race/R-PRICED").text
+    shown = _shown(html)
+    headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
+    posted = client.post("/api/v1/predict", content=json.dumps(racecard()), headers=headers).json()
+    race = next(r for r in posted["races"] if r["race_id"] == "R-PRICED")
+    assert shown == {r["horse_id"]: f"{r['p_win']:.3f}" for r in race["runners"]}
+    combined = _shown(html, "p-win-combined")
+    assert combined == {r["horse_id"]: f"{r['p_win_combined']:.3f}" for r in race["runners"]}
+    stakes = _shown(html, "stake")
+    assert stakes == {r["horse_id"]: f"{r['stake_units']:.2f}" for r in race["runners"]}
+    assert abs(sum(float(v) for v in shown.values()) - 1) <= 0.0005 * len(shown) + 1e-12
+    # the board's prediction is the server-owned race every key reads back
+    cached = client.get("/api/v1/races/R-PRICED", headers={"X-API-Key": API_KEY}).json()
+    assert {r["horse_id"]: r["p_win"] for r in cached["runners"]} == {
+        r["horse_id"]: r["p_win"] for r in race["runners"]
+    }
+    # the unpriced race: no combined probability, no stake, and the reason
+    unpriced = client.get("/race/R-UNPRICED").text
+    assert set(_shown(unpriced, "p-win-combined").values()) == {"–"}
+    assert "no price" in unpriced or "market" in unpriced
+
+
+def test_a_pushed_result_updates_the_board_with_the_pre_off_prediction(client, paths):
+    _login(client)
+    before = client.get("/race/R-PRICED").text
+    p_before = _shown(before)
+    version = client.get("/board/status").json()["version"]
+    assert 'data-state="off"' in before and "Log-loss" not in before
+    result = {
+        "format": "racecast.results/1",
+        "results": [
+            {
+                "race_id": "R-PRICED",
+                "status": "official",
+                "finishers": [
+                    {"horse_id": "H400", "position": 1, "outcome": "finished"},
+                    {"horse_id": "H30", "position": 2, "outcome": "finished"},
+                    {"horse_id": "D1", "position": None, "outcome": "fell"},
+                    {"horse_id": "H12", "position": 3, "outcome": "finished"},
+                ],
+            }
+        ],
+    }
+    (paths.raceday / "R-PRICED.results.json").write_text(json.dumps(result))
+    assert client.get("/board/status").json()["version"] != version
+    after = client.get("/race/R-PRICED").text
+    assert 'data-state="result in"' in after
+    order = re.findall(r'<li data-horse-id="([^"]+)">([^<]*)</li>', after)
+    assert [h for h, _ in order] == ["H400", "H30", "H12", "D1"]
+    assert "Moon Rebel" in order[0][1] and "(fell)" in order[3][1]
+    assert _shown(after) == p_before  # the prediction made before the result, kept
+    cached = client.get("/api/v1/races/R-PRICED", headers={"X-API-Key": API_KEY}).json()
+    p_winner = next(r["p_win"] for r in cached["runners"] if r["horse_id"] == "H400")
+    shown_loss = re.search(r'id="log-loss">([^<]*)<', after).group(1)
+    assert shown_loss == f"{-math.log(p_winner):.3f}"
+    day = client.get("/").text
+    assert re.search(r'data-race-id="R-PRICED".*?data-state="result in"', day, flags=re.S)
+    assert re.search(r'data-race-id="R-UNPRICED".*?data-state="off"', day, flags=re.S)
+
+
+def test_model_card_names_version_and_feature_service(client):
+    _login(client)
+    html = client.get("/model").text
+    assert "racecast-win/7" in html and "combined_v1" in html
+    assert 'id="drift"' in html
+
+
+def test_anonymous_service_needs_no_key(paths, monkeypatch):
+    with _client(paths, api_keys=(), allow_anonymous=True) as anonymous:
+        assert anonymous.get("/").status_code == 303
+        assert _login(anonymous, "").status_code == 303
+        assert anonymous.get("/").status_code == 200
+
+
+def test_day_helpers():
+    assert pick_day(["2025-02-05", "2025-02-06"]) == "2025-02-06"
+    assert pick_day(["2025-02-05"], "2025-02-05") == "2025-02-05"
+    assert pick_day(["2025-02-05"], "2025-02-07") is None
+    with pytest.raises(ValueError, match="day: .* YYYY-MM-DD"):
+        pick_day(["2025-02-05"], "x'<")
+    assert day_files([]) == {}
+    runners = [{"horse_id": "A", "p_win": 0.25}, {"horse_id": "B", "p_win": 0.75}]
+    win = {"status": "official", "finishers": [{"horse_id": "A", "position": 1}]}
+    assert log_loss_contribution(runners, win) == pytest.approx(math.log(4))
+    heat = {"status": "official", "finishers": [{"horse_id": "A", "position": 1}, {"horse_id": "B", "position": 1}]}
+    assert log_loss_contribution(runners, heat) == pytest.approx((math.log(4) - math.log(0.75)) / 2)
+    assert log_loss_contribution(runners, {"status": "void", "finishers": []}) is None
