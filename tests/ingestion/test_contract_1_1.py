@@ -120,6 +120,9 @@ def test_v1_1_fields_reach_the_canonical_tables():
     assert bool(capped[("R1", "H2")]) is True
     assert not capped.drop(("R1", "H2")).any()
     assert str(runners["odds_capped"].dtype) == "boolean"
+    # and into the entity rows, as request data beside the context (not a feature)
+    rows = state.entity_frame(races, runners).set_index(["race_id", "horse_id"])
+    assert rows["odds_capped"].to_dict() == capped.to_dict()
 
 
 @pytest.mark.parametrize(
@@ -347,6 +350,9 @@ def test_the_request_path_accepts_and_rejects_what_the_batch_path_does(name, bas
         pd.testing.assert_frame_equal(racecard_entity_rows(text, FILE), batch)
     expected = {"beyond_standby", "bad_grade", "capped_without_final", "bad_source_race_id"}
     assert isinstance(batch, str) == (name in expected | {"format_1_2"})
+    if name == "v1_1_fields" and base is _serving_1_1:
+        capped = batch.set_index("horse_id")["odds_capped"]
+        assert capped[_runner(card)["horse_id"]] and capped.sum() == 1
 
 
 def test_light_rules_check_the_race_grade_like_the_batch_validation():

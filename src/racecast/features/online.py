@@ -39,7 +39,7 @@ _PROBLEM_KEYS = ("race_id", "horse_id", "field", "reason", "detail")
 #: Canonical columns ``state.entity_frame`` reads from races and from runners.
 _ENTITY_INPUT_COLUMNS = (
     [*state.RACE_FIELDS, *state.RACE_RESULT_FIELDS],
-    [*state.RUNNER_FIELDS, specs.CARD_ORDER, *state.RUNNER_RESULT_FIELDS],
+    [*state.RUNNER_FIELDS, specs.CARD_ORDER, specs.ODDS_CAPPED, *state.RUNNER_RESULT_FIELDS],
 )
 
 

@@ -180,6 +180,11 @@ LABEL_COLUMNS: list[str] = ["won", "position", "field_size"]
 #: joint favourites go to the lowest cloth number as in the protocol's reference figures.
 CARD_ORDER = "cloth_number"
 
+#: ``odds_final`` is the source's display cap, so the price was at least that (Hong Kong
+#: shows 99). Carried in the entity rows as request data, not a feature: for a market
+#: model that corrects capped prices.
+ODDS_CAPPED = "odds_capped"
+
 DEBUT_FLAG = "is_debut"
 
 # Columns compared within the race by ``transform.race_relative`` (-> <col>_rel, <col>_rank).

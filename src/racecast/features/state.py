@@ -27,6 +27,7 @@ from racecast.features.specs import (
     DRAW_RANGES,
     DRAW_SLOTS,
     LABEL_COLUMNS,
+    ODDS_CAPPED,
     SUITABILITY,
     SURFACE_SLOTS,
     VIEWS,
@@ -73,6 +74,14 @@ RUNNER_RESULT_FIELDS: list[str] = [
     "post_outcome",
 ]
 RACE_RESULT_FIELDS: list[str] = ["post_winning_time_s"]
+#: Columns of ``entity_frame``, in order.
+ENTITY_COLUMNS: list[str] = [
+    *CONTEXT_COLUMNS,
+    CARD_ORDER,
+    ODDS_CAPPED,
+    *LABEL_COLUMNS,
+    "event_timestamp",
+]
 #: Race columns read when present (null otherwise).
 RACE_OPTIONAL_FIELDS: list[str] = ["race_grade"]
 
@@ -317,7 +326,7 @@ def _active_runs(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"races.race_id: duplicated race_id {dup!r}")
     race_optional = RACE_RESULT_FIELDS + RACE_OPTIONAL_FIELDS
     race_cols = RACE_FIELDS + [c for c in race_optional if c in races.columns]
-    optional = [CARD_ORDER, *RUNNER_RESULT_FIELDS]
+    optional = [CARD_ORDER, ODDS_CAPPED, *RUNNER_RESULT_FIELDS]
     runner_cols = RUNNER_FIELDS + [c for c in optional if c in runners.columns]
     df = runners[runner_cols].merge(
         races[race_cols], on="race_id", how="inner", validate="many_to_one"
@@ -325,7 +334,7 @@ def _active_runs(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
     orphans = len(runners) - len(df)
     if orphans:
         logger.warning("%d runner row(s) reference no race in `races` and are ignored", orphans)
-    for col in RUNNER_RESULT_FIELDS + race_optional:
+    for col in [ODDS_CAPPED, *RUNNER_RESULT_FIELDS, *race_optional]:
         if col not in df.columns:
             df[col] = pd.NA
     df["off_time"] = utc_ns(df["off_time"], "races.off_time")
@@ -448,9 +457,13 @@ def _entity_columns_small(
     else:
         card = runners[CARD_ORDER].take(take) if CARD_ORDER in runners else None
         columns.update(_null_labels(index, card))
+    columns[ODDS_CAPPED] = (
+        pd.array(runners[ODDS_CAPPED], dtype="boolean").take(take)
+        if ODDS_CAPPED in runners
+        else pd.array([pd.NA] * len(keep), dtype="boolean")
+    )
     columns["event_timestamp"] = columns["off_time"]
-    order = CONTEXT_COLUMNS + [CARD_ORDER] + LABEL_COLUMNS + ["event_timestamp"]
-    return pd.DataFrame({name: columns[name] for name in order}, index=index)
+    return pd.DataFrame({name: columns[name] for name in ENTITY_COLUMNS}, index=index)
 
 
 def _strings(values: Any) -> list[Any]:
@@ -497,8 +510,10 @@ def entity_frame(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
         runners: Canonical runners table.
 
     Returns:
-        A new frame with ``CONTEXT_COLUMNS`` + ``CARD_ORDER`` (cloth number, the
-        race-card order) + ``LABEL_COLUMNS`` + ``event_timestamp`` (= ``off_time``). Labels: ``won`` (0/1, both dead-heat winners 1), ``position``
+        A new frame with ``ENTITY_COLUMNS``: ``CONTEXT_COLUMNS`` + ``CARD_ORDER`` (cloth
+        number, the race-card order) + ``ODDS_CAPPED`` (request data: the final price is
+        a display cap; null when the source does not say) + ``LABEL_COLUMNS`` +
+        ``event_timestamp`` (= ``off_time``). Labels: ``won`` (0/1, both dead-heat winners 1), ``position``
         (``post_position``) and ``field_size`` (active runners); null unless the race
         is official.
     """
@@ -509,8 +524,9 @@ def entity_frame(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFrame:
     out = df[CONTEXT_COLUMNS].copy()
     for col, values in _label_columns(df, df["status"].eq("official").to_numpy(bool)).items():
         out[col] = values
+    out[ODDS_CAPPED] = df[ODDS_CAPPED].astype("boolean")
     out["event_timestamp"] = out["off_time"]
-    return out[CONTEXT_COLUMNS + [CARD_ORDER] + LABEL_COLUMNS + ["event_timestamp"]]
+    return out[ENTITY_COLUMNS]
 
 
 def _label_columns(runs: pd.DataFrame, official: np.ndarray) -> dict[str, pd.Series]:
