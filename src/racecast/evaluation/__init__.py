@@ -3,6 +3,8 @@
 * :mod:`~racecast.evaluation.split`: the walk-forward holdout and expanding-window folds;
 * :mod:`~racecast.evaluation.metrics`: market probabilities and every protocol metric;
 * :mod:`~racecast.evaluation.blend`: the Benter (1994) market blend and its LR test;
+* :mod:`~racecast.evaluation.stakeability`: may a track be staked (its staking rule's
+  return on validation races);
 * :mod:`~racecast.evaluation.plots`: reliability, Kelly and feature-importance figures.
 """
 
