@@ -65,6 +65,10 @@ WEIRD_STRINGS = st.sampled_from(
         "finished",
         "flat",
         "racecast.racecard/1",
+        "racecast.racecard/1.1",
+        "took_no_part",
+        "G1",
+        "listed",
     ]
 ) | st.text(max_size=12)
 SCALARS = (
@@ -90,14 +94,14 @@ PARAMS_ = st.sampled_from(
 
 
 def _base() -> tuple[dict, dict]:
-    """A valid racecard (two meetings, four races) and its results."""
+    """A valid racecard (two meetings, four races; contract 1.1) and its results (v1)."""
     card = {
-        "format": "racecast.racecard/1",
+        "format": "racecast.racecard/1.1",
         "meetings": [
             meeting(
                 "2004-03-14",
                 [
-                    race("A1", "2004-03-14T13:00:00+08:00"),
+                    race("A1", "2004-03-14T13:00:00+08:00", race_grade="G1", source_race_id="5"),
                     race("A2", "2004-03-14T13:30:00+08:00", n=4),
                 ],
             ),
@@ -108,9 +112,10 @@ def _base() -> tuple[dict, dict]:
                         "B1",
                         "2004-04-11T13:00:00+08:00",
                         runners=[
-                            runner("H1", 1),
+                            runner("H1", 1, odds={"final": 99.0, "final_capped": True}),
                             runner("H2", 2),
                             runner("H3", 3, non_runner=True),
+                            runner("H4", 16),  # a standby starter
                         ],
                     ),
                     race("B2", "2004-04-11T14:00:00+08:00"),
@@ -132,7 +137,9 @@ def _base() -> tuple[dict, dict]:
                     finisher("H4", None, "pulled_up"),
                 ],
             ),
-            result("B1", [finisher("H1", 1), finisher("H2", 2)]),
+            result(
+                "B1", [finisher("H1", 1), finisher("H2", 2), finisher("H4", None, "took_no_part")]
+            ),
             result("B2", [], status="void"),
         ],
     }
@@ -241,6 +248,7 @@ def test_unmutated_base_is_clean():
     _, (races, runners, quarantine, report) = ingest(
         files({"a.racecard": json.dumps(card), "a.results": results(*res["results"])})
     )
-    assert quarantine.empty and len(races) == 4 and len(runners) == 13
+    assert quarantine.empty and len(races) == 4 and len(runners) == 14
+    assert report["warning_reasons"] == {"draw_above_field": 1}
     assert report["races"]["void"] == 1 and report["runners"]["non_runners"] == 1
     assert pd.Series(races["race_no"]).tolist() == [1, 2, 1, 2]
