@@ -313,6 +313,8 @@ class RaceModel(BaseEstimator, ABC):
 
     #: ``"softmax"`` (scores are utilities) or ``"normalised"`` (scores are log P(won)).
     probability_method: ClassVar[str] = "softmax"
+    #: What :meth:`importance` measures, for labels (e.g. ``"total split gain"``).
+    importance_kind: ClassVar[str] = "importance"
 
     # ------------------------------------------------------------------ public API
     def fit(

@@ -55,6 +55,8 @@ class TabNetModel(ClassifierRaceModel):
         network_: The fitted ``TabNetClassifier``.
     """
 
+    importance_kind: ClassVar[str] = "TabNet attention mask importance"
+
     def __init__(
         self,
         n_d: int = 8,

@@ -281,6 +281,11 @@ class StackedMetaLearner(RaceModel):
         features = self._stage_b_features(log_pa, self._log_base(X), X)
         return self.coef_[0] * log_pa + self.coef_[1] * booster_predict(self.ranker_, features)
 
+    @property
+    def importance_kind(self) -> str:  # type: ignore[override]
+        """What :meth:`importance` measures: stage B's split gain or ``|stage A coef|``."""
+        return "stage B total split gain" if self.use_stage_b else "|stage A coefficient|"
+
     def _importance_values(self) -> dict[str, float]:
         """Stage B gain per input column when fitted with it, else ``|stage A coef|``."""
         if not self.use_stage_b:

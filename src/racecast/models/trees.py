@@ -116,6 +116,7 @@ class LGBMRankerModel(_LightGBMParams, RaceModel):
     """
 
     probability_method: ClassVar[str] = "softmax"
+    importance_kind: ClassVar[str] = "total split gain"
 
     def _fit_sorted(
         self,
@@ -164,6 +165,8 @@ class LGBMClassifierModel(_LightGBMParams, ClassifierRaceModel):
         booster_model_: The fitted ``lightgbm.LGBMClassifier``.
     """
 
+    importance_kind: ClassVar[str] = "total split gain"
+
     def _fit_classifier(self, X: np.ndarray, y: np.ndarray) -> None:
         import lightgbm as lgb
 
@@ -198,6 +201,7 @@ class CatBoostRankerModel(RaceModel):
     """
 
     probability_method: ClassVar[str] = "softmax"
+    importance_kind: ClassVar[str] = "PredictionValuesChange"
 
     def __init__(
         self,
@@ -279,6 +283,7 @@ class XGBRankerModel(RaceModel):
     """
 
     probability_method: ClassVar[str] = "softmax"
+    importance_kind: ClassVar[str] = "gain"
 
     def __init__(
         self,
@@ -358,6 +363,8 @@ class RandomForestModel(ClassifierRaceModel):
     Attributes:
         pipeline_: The fitted impute -> forest pipeline.
     """
+
+    importance_kind: ClassVar[str] = "mean impurity decrease"
 
     def __init__(
         self,

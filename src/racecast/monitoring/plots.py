@@ -55,8 +55,11 @@ def _plot_p_values(axes: Any, feature_drift: Mapping[str, Any]) -> None:
     )
     axes.set(
         xscale="log",
-        xlabel="p-value (red: drift)",
-        title=f"Feature drift: {'DRIFT' if feature_drift['is_drift'] else 'no drift'}",
+        xlabel="p-value, window vs reference (KS; chi-square for categories and missing)",
+        title=(
+            f"Feature drift: {'DRIFT' if feature_drift['is_drift'] else 'no drift'} "
+            "(red: p below the threshold)"
+        ),
     )
     axes.legend(loc="lower left")
 
@@ -67,6 +70,7 @@ def _plot_rolling(
     window: pd.DataFrame,
     reference_log_loss: float | None,
     retrain_log_loss: float | None,
+    title: str,
 ) -> None:
     for label, frame, colour in (("reference", reference, "grey"), ("window", window, "tab:blue")):
         if frame.empty:
@@ -100,7 +104,7 @@ def _plot_rolling(
             linewidth=0.8,
             label="retrain trigger",
         )
-    axes.set(xlabel="off time", ylabel="rolling log loss (nats)", title="Rolling log loss")
+    axes.set(xlabel="off time", ylabel="rolling log loss per race (nats)", title=title)
     axes.tick_params(axis="x", labelrotation=30)
     axes.legend(loc="best", fontsize="small")
 
@@ -111,6 +115,8 @@ def monitoring_figure(
     window_rolling: pd.DataFrame,
     reference_log_loss: float | None = None,
     retrain_log_loss: float | None = None,
+    model: str | None = None,
+    window_races: int | None = None,
 ) -> Figure:
     """Per-test drift p-values (bars, log scale) and the rolling log loss over time.
 
@@ -121,6 +127,8 @@ def monitoring_figure(
         window_rolling: The same for the monitored window (shaded).
         reference_log_loss: Drawn as a horizontal line when given.
         retrain_log_loss: Log loss above which the window triggers a retrain (line).
+        model: Name of the monitored model, in the title of the log loss panel.
+        window_races: Races per rolling window, in that title.
 
     Returns:
         A Figure with the two panels side by side.
@@ -135,5 +143,10 @@ def monitoring_figure(
     FigureCanvasAgg(figure)
     left, right = figure.subplots(1, 2, width_ratios=(1, 1.4))
     _plot_p_values(left, feature_drift)
-    _plot_rolling(right, reference_rolling, window_rolling, reference_log_loss, retrain_log_loss)
+    title = f"Rolling log loss of {model}" if model else "Rolling log loss"
+    if window_races:
+        title += f" (window of {window_races} races)"
+    _plot_rolling(
+        right, reference_rolling, window_rolling, reference_log_loss, retrain_log_loss, title
+    )
     return figure

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.figure import Figure
 
 from racecast.evaluation.metrics import evaluate, market_probability
 from racecast.pipelines.evaluation import nodes
@@ -125,14 +124,27 @@ def test_oracle_metrics(holdout):
 def test_plots(holdout):
     hold, _, preds, _ = holdout
     frame = nodes.build_holdout_frame(hold, **preds)
-    assert isinstance(nodes.plot_reliability(frame, PARAMS), Figure)
-    assert isinstance(nodes.plot_kelly(frame, PARAMS), Figure)
+    reliability = nodes.plot_reliability(frame, PARAMS)
+    top = reliability.axes[0]
+    labels = [line.get_label() for line in top.get_lines()]
+    assert labels[:2] == ["perfect calibration", "market"]  # the reference drawn first
+    assert top.get_lines()[1].get_linestyle() == "--"
+    assert f"{frame['race_id'].nunique()} holdout races" in top.get_title()
+    kelly = nodes.plot_kelly(frame, PARAMS)
+    (axes,) = kelly.axes
+    assert f"{PARAMS.get('kelly_fraction', 0.25):g} Kelly" in axes.get_title()
+    assert [line.get_linestyle() for line in axes.get_lines()][0] == "--"  # market
 
     class Model:
+        importance_kind = "total split gain"
+
         def importance(self):
             return pd.Series({"rating": 3.0, "draw": 1.0}, name="importance")
 
-    assert isinstance(nodes.plot_feature_importance(Model(), PARAMS), Figure)
+    figure = nodes.plot_feature_importance(Model(), PARAMS, model_name="lgbm_ranker")
+    (axes,) = figure.axes
+    assert "lgbm_ranker" in axes.get_title() and "total split gain" in axes.get_title()
+    assert axes.get_xlabel() == "total split gain"
 
 
 def test_joint_favourites_are_broken_by_race_card_order_not_horse_id():

@@ -177,3 +177,7 @@ def test_plot_is_a_figure():
     figure = nodes.plot_monitoring(report, ref_frame, win_frame, project_params())
     assert isinstance(figure, Figure)
     assert len(figure.axes[0].patches) == report["feature_drift"]["n_tests"]
+    window = project_params()["performance"]["window_races"]
+    assert figure.axes[1].get_title() == (
+        f"Rolling log loss of {report['model']} (window of {window} races)"
+    )

@@ -266,22 +266,46 @@ def _plot_models(frame: pd.DataFrame, params: dict[str, Any]) -> list[str]:
 
 
 def plot_reliability(holdout_frame: pd.DataFrame, params: dict[str, Any]) -> Figure:
-    """Reliability diagram of the market and ``plot_models`` on the scored races."""
+    """Reliability diagram of the market (dashed reference) and ``plot_models`` on the
+    scored single-winner races."""
     single = single_winner_races(holdout_frame)
-    return plots.reliability_diagram(single, [f"p_{n}" for n in _plot_models(single, params)])
+    names = _plot_models(single, params)
+    frame = single.rename(columns={f"p_{n}": n for n in names})
+    return plots.reliability_diagram(
+        frame,
+        names,
+        reference=MARKET,
+        title=(
+            f"Reliability of win probabilities: {', '.join(names)}\n"
+            f"{single['race_id'].nunique()} holdout races, {len(single)} runners"
+        ),
+    )
 
 
 def plot_kelly(holdout_frame: pd.DataFrame, params: dict[str, Any]) -> Figure:
-    """Quarter-Kelly bankroll curves of the market and ``plot_models``."""
+    """Fractional-Kelly bankroll curves of the market (dashed reference) and ``plot_models``."""
     single = single_winner_races(holdout_frame)
     fraction = float(params.get("kelly_fraction", 0.25))
     curves = {
         name: kelly_simulation(single, f"p_{name}", fraction=fraction).bankroll
         for name in _plot_models(single, params)
     }
-    return plots.kelly_curve(curves)
+    return plots.kelly_curve(
+        curves,
+        reference=MARKET,
+        title=(
+            f"Bankroll staking {fraction:g} Kelly at final odds: {', '.join(curves)}\n"
+            f"{single['race_id'].nunique()} holdout races"
+        ),
+    )
 
 
-def plot_feature_importance(model: Any, params: dict[str, Any]) -> Figure:
-    """Feature importance of a fitted race model (the LightGBM ranker by default)."""
-    return plots.feature_importance(model.importance(), top_n=params.get("importance_top_n", 30))
+def plot_feature_importance(model: Any, params: dict[str, Any], model_name: str) -> Figure:
+    """Feature importance of a fitted race model (the LightGBM ranker by default), its
+    title naming the model and what the importance measures."""
+    return plots.feature_importance(
+        model.importance(),
+        top_n=params.get("importance_top_n", 30),
+        model=model_name,
+        kind=getattr(model, "importance_kind", None),
+    )

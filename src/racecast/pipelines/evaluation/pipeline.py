@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from kedro.pipeline import Pipeline, node
@@ -91,7 +92,10 @@ def create_pipeline(
                 name="plot_kelly",
             ),
             node(
-                plot_feature_importance,
+                functools.update_wrapper(
+                    functools.partial(plot_feature_importance, model_name=importance),
+                    plot_feature_importance,
+                ),
                 inputs=[f"model_zoo.{importance}.model", "params:evaluation"],
                 outputs="evaluation_feature_importance_plot",
                 name="plot_feature_importance",

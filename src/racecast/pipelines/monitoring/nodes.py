@@ -342,5 +342,11 @@ def plot_monitoring(
         reference_ll + float(limit) if reference_ll is not None and limit is not None else None
     )
     return plots.monitoring_figure(
-        report["feature_drift"], rolling[0], rolling[1], reference_ll, trigger
+        report["feature_drift"],
+        rolling[0],
+        rolling[1],
+        reference_ll,
+        trigger,
+        model=report.get("model"),
+        window_races=window_races,
     )
