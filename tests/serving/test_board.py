@@ -15,9 +15,10 @@ from fastapi.testclient import TestClient
 
 from racecast.inference import service as service_module
 from racecast.inference.results import RaceDayPaths
+from racecast.serving import board as board_module
 from racecast.serving.app import create_app
 from racecast.serving.auth import API_KEYS_ENV
-from racecast.serving.board import COOKIE, SECURITY_HEADERS
+from racecast.serving.board import COOKIE, SECURITY_HEADERS, ReportPaths
 from racecast.serving.board_day import day_files, log_loss_contribution, pick_day
 from tests.serving.serving_fakes import (
     API_KEY,
@@ -198,11 +199,51 @@ def test_a_pushed_result_updates_the_board_with_the_pre_off_prediction(client, p
     assert re.search(r'data-race-id="R-UNPRICED".*?data-state="off"', day, flags=re.S)
 
 
-def test_model_card_names_version_and_feature_service(client):
+#: The first bytes of a PNG file (the plot routes serve the file as it is).
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+@pytest.fixture
+def reports(tmp_path, monkeypatch) -> ReportPaths:
+    folder = tmp_path / "08_reporting"
+    folder.mkdir()
+    found = ReportPaths(
+        evaluation=folder / "evaluation.json",
+        reliability=folder / "reliability.png",
+        kelly=folder / "kelly.png",
+        monitoring=folder / "monitoring.json",
+        registry=folder / "registry.json",
+    )
+    monkeypatch.setattr(board_module, "report_paths", lambda *a, **k: found)
+    return found
+
+
+def test_model_card_names_version_feature_service_evaluation_plots_and_drift(client, reports):
     _login(client)
     html = client.get("/model").text
     assert "racecast-win/7" in html and "combined_v1" in html
-    assert 'id="drift"' in html
+    assert "No monitoring report" in html and "No evaluation report" in html
+    assert "/board/plots/" not in html
+    reports.evaluation.write_text(
+        json.dumps({"split": {"holdout_start": "2024-09-03", "n_evaluated_races": 690},
+                    "models": {"stacked": {"track": "fundamental", "log_loss": 1.78973, "pseudo_r2": 0.2007}}})
+    )
+    reports.monitoring.write_text(
+        json.dumps({"is_drift": True, "action": "alert", "reasons": ["feature drift in ['<b>age</b>']"]})
+    )
+    reports.registry.write_text(json.dumps({"model_name": "racecast-win", "version": "7", "aliases": ["champion"]}))
+    reports.reliability.write_bytes(PNG)
+    html = client.get("/model").text
+    assert re.search(r"<td>stacked</td><td>fundamental</td><td class=\"num\">1.7897</td>", html)
+    assert "Drift detected" in html and "&lt;b&gt;age&lt;/b&gt;" in html
+    assert "aliases champion" in html
+    assert 'src="/board/plots/reliability.png"' in html and "kelly.png" not in html
+    plot = client.get("/board/plots/reliability.png")
+    assert plot.status_code == 200 and plot.content == PNG and plot.headers["content-type"] == "image/png"
+    assert client.get("/board/plots/kelly.png").status_code == 404
+    assert client.get("/board/plots/evaluation.png").status_code == 404
+    client.cookies.clear()
+    assert client.get("/board/plots/reliability.png").status_code == 401
 
 
 def test_anonymous_service_needs_no_key(paths, monkeypatch):

@@ -54,7 +54,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, Undefined, select_autoescape
 
 from racecast.inference.guard import LookAheadError
 from racecast.inference.service import InferenceService, RacecardRequestError, parse_racecard
@@ -352,6 +352,7 @@ def _race_view(
         view["result"] = {
             "status": result.get("status"),
             "order": order,
+            "winners": [f["name"] for f in order if f["position"] == 1],
             "log_loss": log_loss_contribution(runners, result, "p_win") if runners else None,
             "log_loss_combined": log_loss_contribution(runners, result, "p_win_combined") if runners else None,
         }
@@ -380,7 +381,7 @@ class _SecureRoute(APIRoute):
 
 def _number(value: Any, digits: int = 3, signed: bool = False) -> str:
     """A number as the board prints it (``–`` when missing)."""
-    if value is None:
+    if value is None or isinstance(value, Undefined):
         return "–"
     try:
         number = float(value)
