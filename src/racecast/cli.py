@@ -23,7 +23,7 @@ import click
 # Importing Kedro configures logging (without the project's conf/logging.yml, a rich
 # handler on stdout) and logs that it did: that line goes to stderr as well.
 with contextlib.redirect_stdout(sys.stderr):
-    from racecast.project import load_parameters
+    from racecast.project import load_parameters, project_root
 
 logger = logging.getLogger("racecast")
 
@@ -42,8 +42,6 @@ def _fail(message: str) -> None:
 
 def _build_first(what: str, env: str | None) -> str:
     """``what`` is missing: the message naming the ``kedro run`` that builds it."""
-    from racecast.project import project_root
-
     run_env = env or "local"
     conf = project_root() / "conf"
     others = sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name not in ("base", run_env))
@@ -53,9 +51,6 @@ def _build_first(what: str, env: str | None) -> str:
 
 class _StderrHandler(logging.StreamHandler):
     """Writes each record to the ``sys.stderr`` of the moment (click's test runner swaps it)."""
-
-    def __init__(self) -> None:
-        super().__init__()
 
     @property
     def stream(self):
