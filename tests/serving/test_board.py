@@ -246,6 +246,13 @@ def test_model_card_names_version_feature_service_evaluation_plots_and_drift(cli
     assert client.get("/board/plots/reliability.png").status_code == 401
 
 
+def test_a_key_with_cookie_syntax_characters_logs_in(paths):
+    key = 'k;ey "with" spaces,=\u00e9'
+    with _client(paths, api_keys=(key,)) as c:
+        assert _login(c, key).status_code == 303
+        assert c.get("/").status_code == 200
+
+
 def test_anonymous_service_needs_no_key(paths, monkeypatch):
     with _client(paths, api_keys=(), allow_anonymous=True) as anonymous:
         assert anonymous.get("/").status_code == 303

@@ -46,7 +46,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote
 
 import pandas as pd
 from anyio import to_thread
@@ -447,7 +447,7 @@ def board_router(
         if COOKIE not in request.cookies:
             return None  # not an attempt: no back-off for opening the login page
         try:
-            return await authorize(request, request.cookies[COOKIE] or None)
+            return await authorize(request, unquote(request.cookies[COOKIE]) or None)
         except HTTPException as exc:
             if exc.status_code == 401:
                 return None
@@ -507,7 +507,7 @@ def board_router(
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(
             COOKIE,
-            key,
+            quote(key, safe=""),  # any key survives the cookie syntax
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
