@@ -439,3 +439,20 @@ def test_invalid_results_are_rejected(url):
                 {"race_id": ["R1"], "horse_id": ["A"], "won": [True], "starting_price": [1.0]}
             ),
         )
+
+
+def test_a_runner_that_took_no_part_is_refunded():
+    races = pd.DataFrame({"race_id": ["R1"], "status": ["official"]})
+    runners = pd.DataFrame(
+        {
+            "race_id": ["R1", "R1", "R1"],
+            "horse_id": ["A", "B", "T"],
+            "non_runner": [False, False, False],
+            "post_won": pd.array([True, False, None], dtype="boolean"),
+            "post_position": pd.array([1, 2, None], dtype="Int64"),
+            "post_starting_price": [3.0, 5.0, np.nan],
+            "post_outcome": pd.array([None, None, "took_no_part"], dtype="string"),
+        }
+    )
+    results = results_from_tables(races, runners)
+    assert results["void"].tolist() == [False, False, True]

@@ -34,6 +34,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
+from racecast.data.schema import TOOK_NO_PART
 from racecast.signals.db import (
     SUPPORTED_DIALECTS,
     SignalsDatabaseError,
@@ -695,8 +696,9 @@ def results_from_tables(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFr
     """The settlement results of the canonical ``races`` and ``runners`` tables.
 
     Official races give ``won = post_won``, ``position = post_position``,
-    ``starting_price = post_starting_price`` and ``void = non_runner``; every runner of a
-    ``void`` race is void; ``pending`` races are left out (their bets stay open).
+    ``starting_price = post_starting_price`` and ``void = non_runner`` or an outcome of
+    ``took_no_part`` (refunded); every runner of a ``void`` race is void; ``pending``
+    races are left out (their bets stay open).
 
     Args:
         races: Canonical races table (``race_id``, ``status``).
@@ -731,6 +733,10 @@ def results_from_tables(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFr
     joined = runners.assign(status=runners["race_id"].map(status))
     joined = joined[joined["status"].isin(["official", "void"])]
     race_void = (joined["status"] == "void").to_numpy()
+    # a runner that took no part is refunded like a non-runner (its ``won`` is null)
+    took_no_part = np.zeros(len(joined), dtype=bool)
+    if "post_outcome" in joined.columns:
+        took_no_part = (joined["post_outcome"].astype("string") == TOOK_NO_PART).fillna(False).to_numpy(bool)
     return pd.DataFrame(
         {
             "race_id": joined["race_id"].astype(str).to_numpy(),
@@ -738,7 +744,9 @@ def results_from_tables(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFr
             "won": pd.array(joined["post_won"], dtype="boolean"),
             "position": pd.array(joined["post_position"], dtype="Int64"),
             "starting_price": joined["post_starting_price"].astype(float).to_numpy(),
-            "void": joined["non_runner"].fillna(False).astype(bool).to_numpy() | race_void,
+            "void": joined["non_runner"].fillna(False).astype(bool).to_numpy()
+            | took_no_part
+            | race_void,
         }
     )
 
