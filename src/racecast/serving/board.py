@@ -208,6 +208,8 @@ class Board:
             settled = results | known
             missing = [rid for rid in settled if self.races.get(_SERVER, rid) is None]
             self._score_point_in_time(service, rows[rows["race_id"].isin(missing)] if len(rows) else rows)
+            day_ids = {r.race_id for r in card.races}
+            self._basis = {rid: how for rid, how in self._basis.items() if rid in day_ids}
             failed = any(e.startswith("could not score") for e in self._errors.values())
             self._scored = {} if failed else {card.day: version}  # a failure is tried again
             return version
