@@ -224,6 +224,7 @@ def test_model_card_names_version_feature_service_evaluation_plots_and_drift(cli
     assert "racecast-win/7" in html and "combined_v1" in html
     assert "No monitoring report" in html and "No evaluation report" in html
     assert "/board/plots/" not in html
+    assert 'id="monitoring"' not in client.get("/").text
     reports.evaluation.write_text(
         json.dumps({"split": {"holdout_start": "2024-09-03", "n_evaluated_races": 690},
                     "models": {"stacked": {"track": "fundamental", "log_loss": 1.78973, "pseudo_r2": 0.2007}}})
@@ -233,6 +234,7 @@ def test_model_card_names_version_feature_service_evaluation_plots_and_drift(cli
     )
     reports.registry.write_text(json.dumps({"model_name": "racecast-win", "version": "7", "aliases": ["champion"]}))
     reports.reliability.write_bytes(PNG)
+    assert "Monitoring: drift detected (action: alert)" in client.get("/").text
     html = client.get("/model").text
     assert re.search(r"<td>stacked</td><td>fundamental</td><td class=\"num\">1.7897</td>", html)
     assert "Drift detected" in html and "&lt;b&gt;age&lt;/b&gt;" in html

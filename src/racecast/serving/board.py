@@ -437,7 +437,25 @@ def board_router(
         **({"now": now} if now is not None else {}),
     )
     templates = _templates()
-    found_reports: list[ReportPaths | None] = [reports]
+    resolved: dict[str, ReportPaths | None] = {} if reports is None else {"paths": reports}
+
+    def reports_of() -> ReportPaths | None:
+        """The report paths, looked up in the catalog once."""
+        if "paths" not in resolved:
+            try:
+                resolved["paths"] = report_paths()
+            except (FileNotFoundError, KeyError, ValueError) as exc:
+                logger.warning("board: no model card reports (%s)", exc)
+                resolved["paths"] = None
+        return resolved["paths"]
+
+    def drift() -> dict[str, Any] | None:
+        """Monitoring's verdict for the day page (None without a report)."""
+        paths = reports_of()
+        monitoring = _read_json(paths and paths.monitoring)
+        if monitoring is None:
+            return None
+        return {"is_drift": bool(monitoring.get("is_drift")), "action": monitoring.get("action")}
     router = APIRouter(route_class=_SecureRoute, include_in_schema=False)
 
     def page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -526,7 +544,7 @@ def board_router(
         if await identity(request) is None:
             return to_login()
         context, error = await refreshed(request, day)
-        return page("day.html", 200 if error is None else 404, error=error, **context)
+        return page("day.html", 200 if error is None else 404, error=error, drift=drift(), **context)
 
     @router.get("/race/{race_id}")
     async def race_page(
@@ -561,12 +579,7 @@ def board_router(
         if await identity(request) is None:
             return to_login()
         service = service_of(request)
-        if found_reports[0] is None:
-            try:
-                found_reports[0] = report_paths()
-            except (FileNotFoundError, KeyError, ValueError) as exc:
-                logger.warning("board: no report paths (%s)", exc)
-        paths = found_reports[0]
+        paths = reports_of()
         bundle = None if service is None else service.bundle
         context = {
             "service": service,
@@ -585,7 +598,7 @@ def board_router(
     async def plot(request: Request, name: str = PathParam(max_length=40)) -> Response:
         if await identity(request) is None:
             return JSONResponse({"detail": "log in first"}, status_code=401)
-        paths = found_reports[0]
+        paths = reports_of()
         if name not in _PLOTS or paths is None or not getattr(paths, name).is_file():
             return JSONResponse({"detail": f"no plot {name!r}"}, status_code=404)
         return FileResponse(getattr(paths, name), media_type="image/png")
