@@ -145,6 +145,8 @@ def test_the_board_in_a_real_browser(day, server, browser):
     page = context.new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    console_errors: list[str] = []
+    page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
     try:
         # refused without a key: the pages send the browser to the login form
         with httpx.Client(base_url=server.url, timeout=30.0) as anonymous:
@@ -175,6 +177,9 @@ def test_the_board_in_a_real_browser(day, server, browser):
             "rows => rows.map(r => r.getAttribute('data-race-id'))"
         )
         assert shown_order == order
+        # the board's own stylesheet and script load under its CSP (nothing refused)
+        header = page.evaluate("getComputedStyle(document.querySelector('header.bar')).backgroundColor")
+        assert header == "rgb(29, 35, 48)"
         page.screenshot(path=str(SCREENSHOTS / "day.png"), full_page=True)
 
         # a race: the API's numbers, the script-named horse as text
@@ -222,6 +227,8 @@ def test_the_board_in_a_real_browser(day, server, browser):
         assert page.locator("#model-version").inner_text() == str(day["bundle"].model_version)
         assert page.locator("#feature-service").inner_text() == day["bundle"].feature_service
         page.screenshot(path=str(SCREENSHOTS / "model.png"), full_page=True)
+
+        assert not [e for e in console_errors if "Content Security Policy" in e], console_errors
 
         # logged out: the cookie is gone and the board is refused again
         page.click("text=Log out")
