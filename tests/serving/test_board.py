@@ -203,8 +203,9 @@ def test_a_pushed_result_updates_the_board_with_the_pre_off_prediction(client, p
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def reports(tmp_path, monkeypatch) -> ReportPaths:
+    """An empty reporting folder for every test (the repository's own reports unread)."""
     folder = tmp_path / "08_reporting"
     folder.mkdir()
     found = ReportPaths(
