@@ -10,10 +10,12 @@ import json
 import math
 import re
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
 from racecast.inference import service as service_module
+from racecast.inference.guard import LookAheadError, Violation
 from racecast.inference.results import RaceDayPaths
 from racecast.serving import board as board_module
 from racecast.serving.app import create_app
@@ -217,6 +219,49 @@ def reports(tmp_path, monkeypatch) -> ReportPaths:
     )
     monkeypatch.setattr(board_module, "report_paths", lambda *a, **k: found)
     return found
+
+
+def test_races_known_before_the_board_scored_them_are_scored_point_in_time_at_the_off(paths, monkeypatch):
+    """A result pushed before the server ever scored the race (a restart), and a race the
+    point-in-time guard refuses although nothing was pushed here: both are scored from the
+    offline store at their off (here the fake features), not from the online store."""
+    as_of_calls = []
+
+    def as_of_features(store, service, rows, as_of, params=None):
+        as_of_calls.append((sorted(set(rows["race_id"])), as_of))
+        return fake_online_features(rows, service)
+
+    def guarded(rows, service, *args, **kwargs):
+        if "R-UNPRICED" in set(rows["race_id"]):
+            off = pd.Timestamp(rows["off_time"].iloc[-1])
+            raise LookAheadError([Violation("R-UNPRICED", "horse_form", "horse_id=H20", off, off)])
+        return fake_online_features(rows, service, *args, **kwargs)
+
+    monkeypatch.setattr(service_module, "features_as_of", as_of_features)
+    monkeypatch.setattr(service_module, "online_features", guarded)
+    result = {
+        "format": "racecast.results/1",
+        "results": [{"race_id": "R-PRICED", "status": "official",
+                     "finishers": [{"horse_id": "H30", "position": 1, "outcome": "finished"}]}],
+    }
+    (paths.raceday / "R-PRICED.results.json").write_text(json.dumps(result))
+    with _client(paths) as c:
+        _login(c)
+        day = c.get("/").text
+        assert re.search(r'data-race-id="R-PRICED".*?data-state="result in"', day, flags=re.S)
+        assert re.search(r'data-race-id="R-UNPRICED".*?data-state="off"', day, flags=re.S)
+        # both scored once, point in time at (or after) every off of the races scored
+        assert sorted(ids for ids, _ in as_of_calls) == [["R-PRICED", "R-UNPRICED"]]
+        assert pd.Timestamp(as_of_calls[0][1]) == pd.Timestamp("2025-02-06T15:00:00+08:00")
+        html = c.get("/race/R-PRICED").text
+        assert "(point in time at the off)" in html
+        shown, cached = _shown(html), c.get("/api/v1/races/R-PRICED", headers={"X-API-Key": API_KEY}).json()
+        assert shown == {r["horse_id"]: f"{r['p_win']:.3f}" for r in cached["runners"]}
+        p_winner = next(r["p_win"] for r in cached["runners"] if r["horse_id"] == "H30")
+        assert re.search(r'id="log-loss">([^<]*)<', html).group(1) == f"{-math.log(p_winner):.3f}"
+        assert "(point in time at the off)" in c.get("/race/R-UNPRICED").text
+        c.get("/")
+        assert len(as_of_calls) == 1  # nothing changed: nothing scored again
 
 
 def test_model_card_names_version_feature_service_evaluation_plots_and_drift(client, reports):
