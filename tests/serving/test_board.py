@@ -24,6 +24,7 @@ from racecast.serving.board import COOKIE, SECURITY_HEADERS, ReportPaths
 from racecast.serving.board_day import day_files, log_loss_contribution, pick_day
 from tests.serving.serving_fakes import (
     API_KEY,
+    NOT_STAKEABLE,
     FakeBundle,
     FakeStore,
     fake_online_features,
@@ -161,6 +162,19 @@ def test_board_shows_the_services_numbers_the_api_answers(client):
     unpriced = client.get("/race/R-UNPRICED").text
     assert set(_shown(unpriced, "p-win-combined").values()) == {"–"}
     assert "no price" in unpriced or "market" in unpriced
+
+
+def test_stakes_of_a_track_that_is_not_stakeable_are_zero_with_the_reason(paths):
+    bundle = FakeBundle()
+    bundle.staking_validation = {track: dict(NOT_STAKEABLE) for track in ("fundamental", "combined")}
+    app = create_app(settings(), bundle=bundle, feature_store=FakeStore(), raceday_paths=paths)
+    with TestClient(app, follow_redirects=False) as c:
+        _login(c)
+        html = c.get("/race/R-PRICED").text
+    assert "validation ROI -0.1870 &lt;= 0 on 96 bets" in html  # the race's reason
+    assert set(_shown(html, "stake").values()) == {"0.00"}
+    reasons = re.findall(r'<td class="reason">(.*?)</td>', html)
+    assert len(reasons) == 4 and all("track not stakeable (above)" in r for r in reasons)
 
 
 def test_a_pushed_result_updates_the_board_with_the_pre_off_prediction(client, paths):
