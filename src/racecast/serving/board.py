@@ -4,13 +4,15 @@ Routes (server-rendered Jinja2, a little plain JS, no build step):
 
 * ``GET /``: the day's meetings and races in off-time order, with a countdown and the
   state of each race (upcoming / off / result in); ``?day=YYYY-MM-DD`` picks another day
-  of the upcoming folder (default: the latest, as the scoring pipeline).
+  of the upcoming folder (default: the latest, as the scoring pipeline); monitoring's
+  drift verdict.
 * ``GET /race/{race_id}``: the runners with p_win (fundamental and combined), fair odds,
   market odds, edge, stake (0 with the reason when not staked) and the top explanation
   factors; after the result, the finishing order and the race's log-loss contribution.
 * ``GET /model``: the model card: registry version and alias, feature service, holdout
   metrics and staking validation of the serving bundle, the evaluation table and the
   reliability and Kelly plots of ``data/08_reporting``, drift status from monitoring.json.
+* ``GET /board/plots/{reliability,kelly}.png`` and ``GET /board/static/{board.js,board.css}``.
 * ``GET /board/status``: ``{"version"}``, which changes when a racecard of the day or a
   result of one of its races changes; the pages poll it and reload.
 * ``GET /login``, ``POST /login``, ``POST /logout``: the API key is checked by the app's
@@ -26,8 +28,9 @@ Routes (server-rendered Jinja2, a little plain JS, no build step):
 scored from the online store while its result is unknown, again whenever a result of the
 day or a racecard changes. Once its result is pushed the point-in-time guard refuses it,
 and the board keeps the last prediction the server made before the result; if the server
-never scored it (started after the push), it is scored point in time at its off from the
-offline store (``as_of``, what the online store answered before the off). The race's
+never scored it (started after the push), or the guard refuses a race whose result was
+not pushed here, it is scored point in time at its off from the offline store
+(``as_of``, what the online store answered before the off). The race's
 log-loss contribution is ``-log p`` of the winner under those probabilities.
 
 Every board response carries a Content-Security-Policy (scripts, styles and images
