@@ -13,7 +13,7 @@ export FEAST_USAGE := False
 export PYTHONWARNINGS := ignore::DeprecationWarning
 export MPLBACKEND := Agg
 
-.PHONY: setup run test hkjc-data hkjc-run viz bench lint lock serve clean
+.PHONY: setup run test hkjc-data hkjc-run viz mlflow-ui bench lint lock serve clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,17 @@ hkjc-run: setup hkjc-data
 
 viz: setup
 	$(BIN)/kedro viz build
+
+# The MLflow UI on the runs of `make run` (one run per `kedro run`: every model's metrics,
+# the evaluation and monitoring reports and figures as artifacts), at http://127.0.0.1:5000.
+# One uvicorn worker and no job runner (GenAI jobs, unused here). exec: the server is this
+# recipe's process, so Ctrl-C or SIGTERM to make stops it (mlflow forwards the signal to
+# its uvicorn child); nothing is left running.
+MLFLOW_DB ?= mlflow.db
+MLFLOW_PORT ?= 5000
+mlflow-ui: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false exec $(BIN)/mlflow server \
+		--backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 
 # Speed is measured here, never asserted in tests; results go to data/08_reporting/.
 bench: setup

@@ -54,7 +54,10 @@ def test_catalog_entries_write_the_reports(tmp_path, holdout):
         == "kedro_mlflow.io.metrics.MlflowMetricsHistoryDataset"
     )
     for name, filename in FILES.items():
-        config[name] = {**config[name], "filepath": str(tmp_path / filename)}
+        # an MLflow artifact of a `kedro run`; here (no run) the file only
+        assert config[name]["type"] == "kedro_mlflow.io.artifacts.MlflowArtifactDataset"
+        assert config[name]["artifact_path"] == "evaluation"
+        config[name] = {**config[name]["dataset"], "filepath": str(tmp_path / filename)}
     config.pop("evaluation_metrics")
 
     class Model:

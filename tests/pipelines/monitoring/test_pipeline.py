@@ -77,6 +77,11 @@ def run(data: dict, tmp_path: Path) -> tuple[dict, dict]:
         config["monitoring_metrics"]["type"]
         == "kedro_mlflow.io.metrics.MlflowMetricsHistoryDataset"
     )
+    # the report and plot are MLflow artifacts of a `kedro run`; here (no run) their files
+    for name in ("monitoring_report", "monitoring_plot"):
+        assert config[name]["type"] == "kedro_mlflow.io.artifacts.MlflowArtifactDataset"
+        assert config[name]["artifact_path"] == "monitoring"
+        config[name] = config[name]["dataset"]
     assert config["monitoring_plot"]["type"] == "matplotlib.MatplotlibDataset"
     assert config["monitoring_report"]["filepath"] == "data/08_reporting/monitoring.json"
     config.pop("monitoring_metrics")
@@ -138,4 +143,4 @@ def test_degraded_model_asks_for_retraining(tmp_path):
 @pytest.mark.parametrize("name", ["monitoring_report", "monitoring_plot"])
 def test_catalog_writes_to_the_reporting_layer(name):
     config = yaml.safe_load(CATALOG_FILE.read_text())
-    assert config[name]["filepath"].startswith("data/08_reporting/")
+    assert config[name]["dataset"]["filepath"].startswith("data/08_reporting/")

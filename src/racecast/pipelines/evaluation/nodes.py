@@ -241,22 +241,23 @@ def evaluation_table(report: dict[str, Any]) -> str:
 
 
 def mlflow_metrics(report: dict[str, Any], params: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Headline metrics in ``MlflowMetricsHistoryDataset`` format.
+    """The ``mlflow_metrics`` of every model of the report (zoo models, stacked, blend and
+    market), in ``MlflowMetricsHistoryDataset`` format.
 
     Args:
         report: Output of :func:`evaluate_models`.
-        params: ``evaluation`` parameters (``mlflow_metrics``: ``"<model>.<metric>"``).
+        params: ``evaluation`` parameters (``mlflow_metrics``: metric names).
 
     Returns:
-        ``{"<model>.<metric>": {"value": v, "step": 0}}``; missing or non-finite values
-        are left out.
+        ``{"<model>.<metric>": {"value": v, "step": 0}}`` for every model and metric;
+        missing or non-finite values are left out.
     """
     out: dict[str, dict[str, float]] = {}
-    for key in params.get("mlflow_metrics", []):
-        model, _, metric = key.partition(".")
-        value = report["models"].get(model, {}).get(metric)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            out[key] = {"value": float(value), "step": 0}
+    for model, metrics in report["models"].items():
+        for metric in params.get("mlflow_metrics", []):
+            value = metrics.get(metric)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                out[f"{model}.{metric}"] = {"value": float(value), "step": 0}
     return out
 
 
