@@ -76,22 +76,43 @@ class Violation:
 
 
 Columns = Mapping[str, Sequence[Any]] | pd.DataFrame
+_NAT = int(np.iinfo(np.int64).min)
 
 
 def _floats(table: Columns, name: str) -> np.ndarray:
+    """A column as floats (null -> NaN): a DataFrame's column, or plain values."""
     if name not in table:
         return np.empty(0)
-    return pd.to_numeric(pd.Series(table[name], dtype=object), errors="coerce").to_numpy(
-        dtype=float, na_value=np.nan
+    column = table[name]
+    if isinstance(column, pd.Series):
+        return pd.to_numeric(column, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return np.array(
+        [np.nan if v is None or v is pd.NA else v for v in column], dtype=float, ndmin=1
     )
 
 
-def _times(table: Columns, name: str, **options: Any) -> pd.DatetimeIndex:
+def _nanoseconds(table: Columns, name: str, date: bool = False) -> np.ndarray:
+    """A column of aware times (or ``YYYY-MM-DD`` dates) as UTC nanoseconds (null -> NaT)."""
     if name not in table:
-        return pd.DatetimeIndex([], tz="UTC")
-    return pd.DatetimeIndex(
-        pd.to_datetime(pd.Series(table[name], dtype=object), utc=True, errors="coerce", **options)
-    )
+        return np.empty(0, dtype="datetime64[ns]")
+    column = table[name]
+    if isinstance(column, pd.Series):
+        options = {"format": "%Y-%m-%d"} if date else {}
+        stamps = pd.to_datetime(column, utc=True, errors="coerce", **options)
+        return stamps.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    return np.array([_nanosecond(v, date) for v in column], dtype=np.int64).view("datetime64[ns]")
+
+
+def _nanosecond(value: Any, date: bool) -> int:
+    """One time (or date) as UTC nanoseconds; NaT's integer when null or unreadable."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return _NAT
+    try:
+        if date:
+            return int(np.datetime64(dt.date.fromisoformat(value), "ns").astype(np.int64))
+        return pd.Timestamp(value).value
+    except (TypeError, ValueError):
+        return _NAT
 
 
 def _outside(
@@ -111,56 +132,34 @@ def _outside(
 
 
 def _off_time_violations(races: Columns, rules: Plausibility, now: pd.Timestamp) -> list[Violation]:
-    off = _times(races, "off_time")
-    if not len(off):
+    off = _nanoseconds(races, "off_time")
+    if not off.size:
         return []
-    dates = _times(races, "meeting_date", format="%Y-%m-%d")
+    dates = _nanoseconds(races, "meeting_date", date=True)
+    if not dates.size:
+        dates = np.full(off.shape, np.datetime64("NaT"), dtype="datetime64[ns]")
+    day = np.timedelta64(86_400_000_000_000, "ns")
+    meeting = np.timedelta64(int(rules.off_time_meeting_days * 86_400e9), "ns")
+    utc_now = np.datetime64(now.tz_convert("UTC").tz_localize(None).to_datetime64(), "ns")
+    latest = utc_now + np.timedelta64(int(rules.off_time_ahead_days * 86_400e9), "ns")
+    earliest = utc_now - np.timedelta64(int(rules.off_time_behind_days * 86_400e9), "ns")
+    known = ~np.isnat(off)
+    away = known & ~np.isnat(dates) & ~((off >= dates - meeting) & (off < dates + day + meeting))
+    ahead = known & ~away & (off > latest)
+    behind = known & ~away & ~ahead & (off < earliest)
     out: list[Violation] = []
-    day = pd.Timedelta(days=1)
-    meeting = pd.Timedelta(days=rules.off_time_meeting_days)
-    earliest = now - pd.Timedelta(days=rules.off_time_behind_days)
-    latest = now + pd.Timedelta(days=rules.off_time_ahead_days)
-    for i, (at, date) in enumerate(
-        zip(off, dates if len(dates) else [pd.NaT] * len(off), strict=True)
-    ):
-        if pd.isna(at):
-            continue
-        if not pd.isna(date) and not date - meeting <= at < date + day + meeting:
-            out.append(
-                Violation(
-                    "races",
-                    i,
-                    "off_time",
-                    (
-                        f"off_time {at.isoformat()} is more than {rules.off_time_meeting_days:g} day(s) "
-                        f"from the meeting date {date.date().isoformat()}"
-                    ),
-                )
+    for i in np.flatnonzero(away | ahead | behind):
+        at = pd.Timestamp(off[i], tz="UTC").isoformat()
+        if away[i]:
+            detail = (
+                f"off_time {at} is more than {rules.off_time_meeting_days:g} day(s) from the "
+                f"meeting date {str(dates[i])[:10]}"
             )
-        elif at > latest:
-            out.append(
-                Violation(
-                    "races",
-                    i,
-                    "off_time",
-                    (
-                        f"off_time {at.isoformat()} is more than {rules.off_time_ahead_days:g} days "
-                        f"after the reference time {now.isoformat()}"
-                    ),
-                )
-            )
-        elif at < earliest:
-            out.append(
-                Violation(
-                    "races",
-                    i,
-                    "off_time",
-                    (
-                        f"off_time {at.isoformat()} is more than {rules.off_time_behind_days:g} days "
-                        f"before the reference time {now.isoformat()}"
-                    ),
-                )
-            )
+        else:
+            days = rules.off_time_ahead_days if ahead[i] else rules.off_time_behind_days
+            side = "after" if ahead[i] else "before"
+            detail = f"off_time {at} is more than {days:g} days {side} the reference time {now.isoformat()}"
+        out.append(Violation("races", int(i), "off_time", detail))
     return out
 
 
