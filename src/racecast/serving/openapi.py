@@ -216,7 +216,10 @@ def install_openapi(app: FastAPI, settings: Any) -> Callable[[], dict[str, Any]]
             )
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
             for name, schema in contract_components(settings).items():
-                schemas.setdefault(name, schema)
+                if schemas.setdefault(name, schema) is not schema:  # never a silent mix-up
+                    raise RuntimeError(
+                        f"OpenAPI: a response model is named like contract model {name}"
+                    )
             app.openapi_schema = document
         return app.openapi_schema
 
