@@ -36,6 +36,7 @@ from racecast.features import state, store, transform
 from racecast.features.online import online_features, online_reader
 from racecast.ingestion.hkjc import adapt_hkjc
 from racecast.ingestion.validate import validate_and_split
+from racecast.project import load_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 HK_DIRS = (ROOT / "data" / "01_raw" / "hkjc", ROOT.parent / "shared" / "data" / "hkracing")
@@ -78,11 +79,10 @@ def main(argv: list[str] | None = None) -> dict:
             f"Hong Kong data not found ({', '.join(map(str, HK_DIRS))}): run `make hkjc-data`"
         )
 
+    params = {**load_parameters("hkjc", ROOT)["ingestion"], "months": None}
     races, runners, _, _ = validate_and_split(
-        *adapt_hkjc(
-            pd.read_csv(hk_dir / "races.csv"), pd.read_csv(hk_dir / "runs.csv"), {"source": "hkjc"}
-        ),
-        {"source": "hkjc", "months": None},
+        *adapt_hkjc(pd.read_csv(hk_dir / "races.csv"), pd.read_csv(hk_dir / "runs.csv"), params),
+        params,
     )
     build: dict[str, float] = {}
     scratch = Path(tempfile.mkdtemp(prefix="racecast-bench-"))

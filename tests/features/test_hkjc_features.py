@@ -20,6 +20,7 @@ from racecast.features import state, store, transform
 from racecast.ingestion.export import racecard_json
 from racecast.ingestion.hkjc import adapt_hkjc
 from racecast.ingestion.validate import validate_and_split
+from racecast.project import load_parameters
 
 ROOT = Path(__file__).resolve().parents[2]
 CANDIDATES = [ROOT / "data" / "01_raw" / "hkjc", ROOT.parent / "shared" / "data" / "hkracing"]
@@ -36,10 +37,9 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def hk_tables():
-    parsed = adapt_hkjc(
-        pd.read_csv(HK_DIR / "races.csv"), pd.read_csv(HK_DIR / "runs.csv"), {"source": "hkjc"}
-    )
-    races, runners, _, report = validate_and_split(*parsed, {"source": "hkjc", "months": None})
+    params = load_parameters("hkjc", ROOT)["ingestion"]  # the env's own rules (tote minimum 1.0)
+    parsed = adapt_hkjc(pd.read_csv(HK_DIR / "races.csv"), pd.read_csv(HK_DIR / "runs.csv"), params)
+    races, runners, _, report = validate_and_split(*parsed, {**params, "months": None})
     assert report["runners"]["primary"] == 79_447
     return races, runners
 
