@@ -26,6 +26,7 @@ from racecast.inference.guard import check_point_in_time
 from racecast.inference.problems import field_loc, problem_details
 from racecast.serving.scoring import ScoringConfig, runner_positions, score_races
 from racecast.serving.settings import ServingSettings
+from racecast.signals.models import to_utc
 
 logger = logging.getLogger(__name__)
 
@@ -125,15 +126,7 @@ def parse_as_of(value: Any) -> pd.Timestamp:
     Raises:
         ValueError: If it is not a timestamp with a time zone (the message names ``as_of``).
     """
-    try:
-        stamp = pd.Timestamp(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"as_of: {value!r} is not an ISO 8601 timestamp") from exc
-    if pd.isna(stamp):
-        raise ValueError(f"as_of: {value!r} is not an ISO 8601 timestamp")
-    if stamp.tzinfo is None:
-        raise ValueError(f"as_of: {value!r} has no UTC offset (e.g. {stamp.isoformat()}+00:00)")
-    return stamp.tz_convert("UTC")
+    return pd.Timestamp(to_utc(value, "as_of"))
 
 
 def features_as_of(

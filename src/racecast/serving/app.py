@@ -107,6 +107,17 @@ def _client_identity(request: Request) -> str:
     return f"client:{request.client.host if request.client else 'unknown'}"
 
 
+async def _body_text(request: Request) -> str:
+    """The request body as text, or a 422 when it is not UTF-8."""
+    raw = await request.body()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestValidationError(
+            [{"loc": ["body", exc.start], "msg": "request body is not UTF-8 text", "type": "unicode_error"}]
+        ) from exc
+
+
 def create_app(
     settings: ServingSettings,
     *,
@@ -280,13 +291,7 @@ def create_app(
             "whose result the online store holds is refused with 409.",
         ),
     ) -> dict[str, Any]:
-        raw = await request.body()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RequestValidationError(
-                [{"loc": ["body", exc.start], "msg": "request body is not UTF-8 text", "type": "unicode_error"}]
-            ) from exc
+        text = await _body_text(request)
         try:
             if as_of is not None:
                 parse_as_of(as_of)
@@ -328,13 +333,7 @@ def create_app(
         raceday = request.app.state.raceday
         if raceday is None:
             raise HTTPException(status_code=503, detail="race day is not configured on this server")
-        raw = await request.body()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RequestValidationError(
-                [{"loc": ["body", exc.start], "msg": "request body is not UTF-8 text", "type": "unicode_error"}]
-            ) from exc
+        text = await _body_text(request)
         try:
             return await to_thread.run_sync(
                 raceday.push, text, "request", limiter=request.app.state.scoring_slots
