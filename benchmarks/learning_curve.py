@@ -43,7 +43,7 @@ from rich.console import Console
 from rich.table import Table
 
 from racecast.evaluation.metrics import market_probability, pseudo_r2, single_winner_races
-from racecast.evaluation.split import compute_race_days, holdout_split
+from racecast.models.split import compute_race_days, holdout_split
 from racecast.features.specs import FUNDAMENTAL_FEATURES
 from racecast.models.base import relevance_from_position
 from racecast.models.factory import build_model

@@ -284,7 +284,7 @@ def eta_correlation(frame: pd.DataFrame, prob_col: str) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Simulate, ingest, build features, fit, score; return the report."""
     from racecast.evaluation.metrics import market_probability, single_winner_races
-    from racecast.evaluation.split import holdout_split
+    from racecast.models.split import holdout_split
     from racecast.pipelines.simulation.nodes import racecard_partitions
     from racecast.simulation.config import SimulationConfig
     from racecast.simulation.world import simulate, world_summary

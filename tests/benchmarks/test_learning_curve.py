@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from racecast.evaluation.split import holdout_split
+from racecast.models.split import holdout_split
 from racecast.features.specs import FUNDAMENTAL_FEATURES
 from tests.pipelines.model_zoo.test_nodes import small_params, small_training_set
 

@@ -26,7 +26,7 @@ from racecast.evaluation.metrics import (
     top_k_accuracy,
     uniform_log_loss,
 )
-from racecast.evaluation.split import holdout_split
+from racecast.models.split import holdout_split
 
 HK_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "hkracing"
 

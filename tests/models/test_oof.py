@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from racecast.evaluation.split import time_folds
+from racecast.models.split import time_folds
 from racecast.models.factory import build_model
 from racecast.models.oof import (
     assert_no_lookahead,

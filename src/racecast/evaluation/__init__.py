@@ -1,6 +1,7 @@
 """Evaluation of racecast forecasts, as specified in ``docs/evaluation-protocol.md``.
 
-* :mod:`~racecast.evaluation.split`: the walk-forward holdout and expanding-window folds;
+The walk-forward holdout and folds live one layer down, in :mod:`racecast.models.split`.
+
 * :mod:`~racecast.evaluation.metrics`: market probabilities and every protocol metric;
 * :mod:`~racecast.evaluation.blend`: the Benter (1994) market blend and its LR test;
 * :mod:`~racecast.evaluation.stakeability`: may a track be staked (its staking rule's
@@ -27,17 +28,13 @@ from racecast.evaluation.metrics import (
     top_k_accuracy,
     uniform_log_loss,
 )
-from racecast.evaluation.split import Split, compute_race_days, holdout_split, time_folds
 
 __all__ = [
     "BenterBlend",
     "KellyResult",
-    "Split",
     "brier_score",
-    "compute_race_days",
     "evaluate",
     "expected_calibration_error",
-    "holdout_split",
     "kelly_simulation",
     "likelihood_ratio_test",
     "log_loss",
@@ -49,7 +46,6 @@ __all__ = [
     "rank_within_race",
     "roi_flat_top1",
     "single_winner_races",
-    "time_folds",
     "top_k_accuracy",
     "uniform_log_loss",
 ]

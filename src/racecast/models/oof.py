@@ -3,7 +3,7 @@
 Implements the "out-of-fold" bullet of ``docs/evaluation-protocol.md``: inside the
 training races, a base model's out-of-fold (OOF) prediction for a runner comes from a
 model fitted only on race days strictly before the runner's race day. The folds are the
-expanding-window blocks of :func:`racecast.evaluation.split.time_folds`; the first
+expanding-window blocks of :func:`racecast.models.split.time_folds`; the first
 ``min_train_days`` race days are never predicted (their OOF value is NaN), so callers
 fitting a meta-learner or the market blend on OOF rows must drop the NaN rows first.
 
@@ -28,7 +28,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from racecast.evaluation.split import time_folds
+from racecast.models.split import time_folds
 from racecast.models.base import aligned_series
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def assert_no_lookahead(
 
     Args:
         folds: ``[(train_idx, valid_idx), ...]`` of 0-based positions into ``race_days``
-            (as returned by :func:`~racecast.evaluation.split.time_folds`).
+            (as returned by :func:`~racecast.models.split.time_folds`).
         race_days: Race day of every row, any sortable dtype without missing values.
 
     Raises:
@@ -149,7 +149,7 @@ def out_of_fold_predictions(
     """Walk-forward out-of-fold win probabilities of a race model.
 
     The distinct race days after the first ``min_train_days`` are cut into ``n_folds``
-    contiguous blocks (:func:`~racecast.evaluation.split.time_folds`). For each block a
+    contiguous blocks (:func:`~racecast.models.split.time_folds`). For each block a
     fresh model from ``model_factory`` is fitted on every row whose race day is strictly
     earlier than the block, then predicts the block's rows. Progress is logged per fold
     and shown as a ``tqdm`` bar on an interactive terminal.

@@ -30,7 +30,7 @@ from racecast.features.specs import FUNDAMENTAL_FEATURES
 from racecast.models.base import GroupLayout, RaceModel, group_layout
 from racecast.models.fastpath import booster_contributions
 from racecast.models.trees import LGBMRankerModel
-from racecast.pipelines.model_zoo.nodes import TIME_ORDER
+from racecast.models.split import TIME_ORDER
 
 logger = logging.getLogger(__name__)
 

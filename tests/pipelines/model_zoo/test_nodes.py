@@ -11,7 +11,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from racecast.evaluation.split import compute_race_days, holdout_split
+from racecast.models.split import compute_race_days, holdout_split
 from racecast.features.specs import FUNDAMENTAL_FEATURES
 from racecast.features.state import entity_frame
 from racecast.models import oof as oof_module

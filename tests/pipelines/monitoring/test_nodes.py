@@ -13,7 +13,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from racecast.evaluation.metrics import market_probability
-from racecast.evaluation.split import compute_race_days
+from racecast.models.split import compute_race_days
 from racecast.features.specs import FUNDAMENTAL_FEATURES
 from racecast.monitoring.drift import ACTIONS, DEFAULT_ACTION_PARAMS, decide_action
 from racecast.pipelines.model_zoo.nodes import split_training_set

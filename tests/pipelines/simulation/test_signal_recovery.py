@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from racecast.evaluation.metrics import evaluate, single_winner_races
-from racecast.evaluation.split import holdout_split
+from racecast.models.split import holdout_split
 from racecast.features.specs import FUNDAMENTAL_FEATURES, LABEL_COLUMNS, STATE_TTL_DAYS
 from racecast.features.state import build_state_tables, entity_frame
 from racecast.features.transform import build_features, point_in_time_join

@@ -3,7 +3,7 @@
 Everything follows ``docs/evaluation-protocol.md``:
 
 * the holdout is the last 20% of races cut at a whole race day
-  (:func:`racecast.evaluation.split.holdout_split`);
+  (:func:`racecast.models.split.holdout_split`);
 * inside training, every base model produces walk-forward out-of-fold (OOF)
   probabilities (expanding folds by race day, the first ``min_train_fraction`` of the
   training race days never predicted), then is refitted on all training races and
@@ -36,7 +36,7 @@ import pandas as pd
 
 from racecast.evaluation.blend import BenterBlend
 from racecast.evaluation.metrics import market_probability
-from racecast.evaluation.split import compute_race_days, holdout_split
+from racecast.models.split import TIME_ORDER, compute_race_days, holdout_split
 from racecast.evaluation.stakeability import TRACKS, not_assessed, staking_validation
 from racecast.features.specs import FUNDAMENTAL_FEATURES
 from racecast.models.base import RaceModel, relevance_from_position
@@ -49,9 +49,6 @@ PREDICTION_KEYS = ["race_id", "horse_id", "off_time"]
 """Key columns of every prediction frame (plus the probability column ``p``)."""
 
 LABELS = ["won", "position"]
-
-TIME_ORDER = ["off_time", "race_id", "horse_id"]
-"""Row order of every prediction helper (stable sort; ties keep their input order)."""
 
 
 # --------------------------------------------------------------------------- helpers

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from racecast.evaluation.split import compute_race_days
+from racecast.models.split import compute_race_days
 from racecast.monitoring import plots
 from racecast.monitoring.drift import (
     ACTIONS,

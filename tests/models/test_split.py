@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from racecast.evaluation.split import compute_race_days, holdout_split, time_folds
+from racecast.models.split import compute_race_days, holdout_split, time_folds
 
 
 def _calendar(races_per_day: dict[str, int], runners: int = 2) -> pd.DataFrame:

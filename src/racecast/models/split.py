@@ -26,7 +26,11 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Split", "holdout_split", "compute_race_days", "time_folds"]
+__all__ = ["TIME_ORDER", "Split", "holdout_split", "compute_race_days", "time_folds"]
+
+#: Row order of every prediction frame, in training and scoring (stable sort; ties keep
+#: their input order).
+TIME_ORDER = ["off_time", "race_id", "horse_id"]
 
 
 def _race_mask(frame: pd.DataFrame, race_col: str, race_ids: pd.Index) -> pd.Series:
