@@ -22,7 +22,7 @@ from racecast.data.schema import QUARANTINE_COLUMNS, RACE_COLUMNS, RUNNER_COLUMN
 from racecast.features import online, state
 from racecast.features.online import RacecardError, racecard_entity_rows
 from racecast.ingestion import request
-from racecast.ingestion.racecards import _frame as _racecards_frame
+from racecast.ingestion.racecard_rows import _frame as _racecards_frame
 from racecast.ingestion.racecards import parse_racecards
 from racecast.ingestion.validate import validate_and_split
 from tests.serving.serving_fakes import racecard

@@ -43,16 +43,15 @@ from racecast.data.schema import RACE_COLUMNS, RUNNER_COLUMNS
 from racecast.ingestion.contract import RACECARD_FORMATS
 from racecast.ingestion.plausibility import REASON as IMPLAUSIBLE
 from racecast.ingestion.plausibility import Plausibility, implausible
-from racecast.ingestion.racecards import (
+from racecast.ingestion.racecard_checks import _check_races
+from racecast.ingestion.racecard_documents import _Race, _read_document
+from racecast.ingestion.racecard_rows import (
     _canonical_rows,
-    _check_races,
     _number_races,
     _quarantine_rows,
-    _Race,
-    _read_document,
-    _read_racecard,
     _row,
 )
+from racecast.ingestion.racecards import _read_racecard
 from racecast.ingestion.validate import _RACES, _RUNNERS
 
 logger = logging.getLogger(__name__)
