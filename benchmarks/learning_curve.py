@@ -43,10 +43,10 @@ from rich.console import Console
 from rich.table import Table
 
 from racecast.evaluation.metrics import market_probability, pseudo_r2, single_winner_races
-from racecast.models.split import compute_race_days, holdout_split
 from racecast.features.specs import FUNDAMENTAL_FEATURES
 from racecast.models.base import relevance_from_position
 from racecast.models.factory import build_model
+from racecast.models.split import compute_race_days, holdout_split
 from racecast.pipelines.model_zoo.nodes import split_training_set
 
 logger = logging.getLogger("benchmarks.learning_curve")

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from racecast.models.split import holdout_split
 from racecast.features.specs import FUNDAMENTAL_FEATURES
+from racecast.models.split import holdout_split
 from tests.pipelines.model_zoo.test_nodes import small_params, small_training_set
 
 MODELS = ["conditional_logit", "logistic"]

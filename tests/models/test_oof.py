@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from racecast.models.split import time_folds
 from racecast.models.factory import build_model
 from racecast.models.oof import (
     assert_no_lookahead,
     fit_and_predict_holdout,
     out_of_fold_predictions,
 )
+from racecast.models.split import time_folds
 
 N_DAYS = 12
 RACES_PER_DAY = 3

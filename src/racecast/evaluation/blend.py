@@ -5,12 +5,16 @@ The combined probability of runner ``i`` in race ``r`` is the conditional logit
     p_i = exp(a * log p_fund_i + b * log p_mkt_i) / sum_{j in r} exp(a * log p_fund_j + b * log p_mkt_j)
 
 with ``(a, b)`` fit by maximum likelihood on races with exactly one winner. The market
-alone is the special case ``a = 0, b = 1``.
+alone is the special case ``a = 0, b = 1``. :func:`validate_blend` checks, on later
+training races, that a blend beats the market convincingly (else the combined track
+falls back to the market) and assesses each track's staking there.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,9 +22,12 @@ from scipy import optimize, stats
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from racecast.evaluation.stakeability import TRACKS, not_assessed, staking_validation
+from racecast.models.split import compute_race_days
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["BenterBlend", "likelihood_ratio_test"]
+__all__ = ["BenterBlend", "likelihood_ratio_test", "one_sided_p", "validate_blend"]
 
 
 def likelihood_ratio_test(ll_combined: float, ll_market: float, df: int = 2) -> float:
@@ -275,3 +282,90 @@ class BenterBlend(BaseEstimator):
         if isinstance(X, pd.DataFrame):
             return pd.Series(p, index=X.index, name="p_combined")
         return p
+
+
+def validate_blend(
+    late: pd.DataFrame, columns: list[str], blend_params: dict[str, Any]
+) -> dict[str, Any]:
+    """Does the blend beat the market, convincingly, on later training races?
+
+    A blend is fitted on the earlier ``1 - validation_fraction`` of the race days of
+    ``late`` and scored on the rest (single-winner races). The per-race gain
+    ``log p_blend(winner) - log p_market(winner)`` is tested one-sided (paired t-test,
+    H0: mean gain <= 0). Unless the mean gain is positive and its p-value is below
+    ``validation_alpha``, ``fallback`` is True: the combined track then uses the market
+    alone, so it departs from the market only on evidence. Training races only.
+
+    Args:
+        late: Rows with out-of-sample ``p_fund``, ``p_market``, ``won``, ``off_time``.
+        columns: The blend's input columns.
+        blend_params: ``model_zoo.blend``: ``validation_fraction`` (0 or null = no
+            check) and ``validation_alpha`` (null = any positive mean gain is enough).
+
+    The same check races are the staking validation period: ``staking`` holds
+    :func:`~racecast.evaluation.stakeability.staking_validation` of the inner stacker's
+    ``p_fund`` (track ``fundamental``) and of the trial blend (track ``combined``), both
+    out of sample there. Without check races no track is stakeable.
+
+    Returns:
+        ``{"n_races", "blend_log_loss", "market_log_loss", "gain_p_value", "fallback",
+        "staking"}`` (just ``{"fallback": False, "staking"}`` when the check is off or
+        there are too few days).
+
+    Raises:
+        ValueError: If ``validation_fraction`` or ``validation_alpha`` is out of (0, 1).
+    """
+    fraction = blend_params.get("validation_fraction")
+    if not fraction:
+        return {
+            "fallback": False,
+            "staking": _not_staked(
+                "model_zoo.blend.validation_fraction is null: no validation races"
+            ),
+        }
+    alpha = blend_params.get("validation_alpha")
+    for name, value in (("validation_fraction", fraction), ("validation_alpha", alpha)):
+        if value is not None and not 0.0 < float(value) < 1.0:
+            raise ValueError(f"parameter model_zoo.blend.{name} must be in (0, 1), got {value}")
+    days = compute_race_days(late)
+    unique_days = np.sort(days.unique())
+    cut_index = math.floor((1.0 - float(fraction)) * len(unique_days))
+    if cut_index < 1 or cut_index >= len(unique_days):
+        return {
+            "fallback": False,
+            "staking": _not_staked(
+                f"{len(unique_days)} blend race days are too few for validation races"
+            ),
+        }
+    fit_rows = late[days < unique_days[cut_index]]
+    check = late[days >= unique_days[cut_index]]
+    check = check[check.groupby("race_id")["won"].transform("sum") == 1]
+    trial = BenterBlend(fund_col="p_fund", market_col="p_market").fit(fit_rows[columns])
+    p_blend = np.asarray(trial.predict_proba(check[columns]), dtype=float)
+    won = check["won"].to_numpy(dtype=float) == 1
+    gain = np.log(p_blend[won]) - np.log(check["p_market"].to_numpy(dtype=float)[won])
+    p_value = one_sided_p(gain)
+    beats = gain.mean() > 0 and (alpha is None or p_value < float(alpha))
+    return {
+        "n_races": int(check["race_id"].nunique()),
+        "blend_log_loss": float(-np.log(p_blend[won]).mean()),
+        "market_log_loss": float(-np.log(check["p_market"].to_numpy(dtype=float)[won]).mean()),
+        "gain_p_value": p_value,
+        "fallback": not beats,
+        "staking": {
+            "fundamental": staking_validation(check, "p_fund"),
+            "combined": staking_validation(check.assign(p_combined=p_blend), "p_combined"),
+        },
+    }
+
+
+def _not_staked(reason: str) -> dict[str, dict[str, Any]]:
+    """Staking validation of every track when there are no validation races."""
+    return {track: not_assessed(reason) for track in TRACKS}
+
+
+def one_sided_p(gain: np.ndarray) -> float:
+    """One-sided paired t-test p-value of H0: mean(gain) <= 0 (1.0 when undefined)."""
+    if len(gain) < 2 or not np.ptp(gain) > 0:
+        return 1.0
+    return float(stats.ttest_1samp(gain, 0.0, alternative="greater").pvalue)

@@ -17,7 +17,7 @@ track is stakeable when it placed at least :data:`MIN_BETS` bets and ``roi > 0``
 ``roi_flat`` (one unit per bet) is recorded beside it. The validation period is never
 the protocol holdout: the model_zoo pipeline evaluates the tracks on the blend's
 validation races, the last training race days, where both tracks' probabilities are
-out of sample (:func:`racecast.pipelines.model_zoo.nodes.fit_blend`).
+out of sample (:func:`racecast.evaluation.blend.validate_blend`).
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from racecast.models.split import time_folds
 from racecast.models.base import aligned_series
+from racecast.models.split import time_folds
 
 logger = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from racecast.evaluation.blend import BenterBlend
 from racecast.features.specs import FUNDAMENTAL_FEATURES
 from racecast.models.base import GroupLayout, RaceModel, group_layout
 from racecast.models.fastpath import booster_contributions
-from racecast.models.trees import LGBMRankerModel
 from racecast.models.split import TIME_ORDER
+from racecast.models.trees import LGBMRankerModel
 
 logger = logging.getLogger(__name__)
 

@@ -11,11 +11,12 @@ import pytest
 import yaml
 from scipy import stats
 
-from racecast.models.split import compute_race_days, holdout_split
+from racecast.evaluation.blend import one_sided_p, validate_blend
 from racecast.features.specs import FUNDAMENTAL_FEATURES
 from racecast.features.state import entity_frame
 from racecast.models import oof as oof_module
 from racecast.models.factory import build_model
+from racecast.models.split import compute_race_days, holdout_split
 from racecast.pipelines.model_zoo import ZOO_MODELS, nodes
 from tests.features.conftest import compute_features, make_world
 
@@ -254,8 +255,8 @@ def _blend_rows(informative: bool, seed: int = 0) -> pd.DataFrame:
 def test_blend_falls_back_to_the_market_only_when_the_fundamental_does_not_help():
     columns = ["race_id", "won", "p_fund", "p_market"]
     params = {"validation_fraction": 0.3, "validation_alpha": 0.05}
-    noise = nodes._validate_blend(_blend_rows(informative=False), columns, params)
-    useful = nodes._validate_blend(_blend_rows(informative=True), columns, params)
+    noise = validate_blend(_blend_rows(informative=False), columns, params)
+    useful = validate_blend(_blend_rows(informative=True), columns, params)
     # 600 races at 6 a day: the last 30% of the 100 days are 30 days = 180 races
     assert noise["n_races"] == useful["n_races"] == 180
     assert noise["fallback"] and noise["blend_log_loss"] > noise["market_log_loss"]
@@ -267,7 +268,7 @@ def test_blend_falls_back_to_the_market_only_when_the_fundamental_does_not_help(
         assert figures["n_races"] == 180 and figures["n_bets"] >= 30
         assert figures["stakeable"] == (figures["roi"] > 0)
         assert (figures["reason"] is None) == figures["stakeable"]
-    off = nodes._validate_blend(_blend_rows(False), columns, {"validation_fraction": None})
+    off = validate_blend(_blend_rows(False), columns, {"validation_fraction": None})
     assert off["fallback"] is False
     assert {t: f["stakeable"] for t, f in off["staking"].items()} == {
         "fundamental": False,
@@ -281,14 +282,14 @@ def test_blend_gain_without_evidence_falls_back_unless_alpha_is_off():
     rng = np.random.default_rng(7)
     z = rng.normal(0.0, 1.0, 400)
     gain = 0.002 + 0.1 * (z - z.mean()) / z.std(ddof=1)  # mean 0.002, sd 0.1: t = 0.4
-    assert nodes._one_sided_p(gain) == pytest.approx(stats.t.sf(0.4, df=399))  # ~0.34
-    assert nodes._one_sided_p(np.full(10, 0.3)) == 1.0  # no spread: undefined -> no evidence
-    assert nodes._one_sided_p(rng.normal(0.05, 0.1, 400)) < 1e-6
+    assert one_sided_p(gain) == pytest.approx(stats.t.sf(0.4, df=399))  # ~0.34
+    assert one_sided_p(np.full(10, 0.3)) == 1.0  # no spread: undefined -> no evidence
+    assert one_sided_p(rng.normal(0.05, 0.1, 400)) < 1e-6
     rows = _blend_rows(informative=True)
     columns = ["race_id", "won", "p_fund", "p_market"]
-    strict = nodes._validate_blend(rows, columns, {"validation_fraction": 0.3, "validation_alpha": 1e-12})
-    lax = nodes._validate_blend(rows, columns, {"validation_fraction": 0.3, "validation_alpha": None})
+    strict = validate_blend(rows, columns, {"validation_fraction": 0.3, "validation_alpha": 1e-12})
+    lax = validate_blend(rows, columns, {"validation_fraction": 0.3, "validation_alpha": None})
     assert strict["gain_p_value"] == lax["gain_p_value"] >= 1e-12
     assert strict["fallback"] and not lax["fallback"]
     with pytest.raises(ValueError, match="validation_alpha"):
-        nodes._validate_blend(rows, columns, {"validation_fraction": 0.3, "validation_alpha": 2})
+        validate_blend(rows, columns, {"validation_fraction": 0.3, "validation_alpha": 2})

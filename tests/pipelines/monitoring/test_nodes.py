@@ -13,8 +13,8 @@ import yaml
 from matplotlib.figure import Figure
 
 from racecast.evaluation.metrics import market_probability
-from racecast.models.split import compute_race_days
 from racecast.features.specs import FUNDAMENTAL_FEATURES
+from racecast.models.split import compute_race_days
 from racecast.monitoring.drift import ACTIONS, DEFAULT_ACTION_PARAMS, decide_action
 from racecast.pipelines.model_zoo.nodes import split_training_set
 from racecast.pipelines.monitoring import nodes

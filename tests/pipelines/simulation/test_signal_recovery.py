@@ -19,13 +19,13 @@ import pytest
 import yaml
 
 from racecast.evaluation.metrics import evaluate, single_winner_races
-from racecast.models.split import holdout_split
 from racecast.features.specs import FUNDAMENTAL_FEATURES, LABEL_COLUMNS, STATE_TTL_DAYS
 from racecast.features.state import build_state_tables, entity_frame
 from racecast.features.transform import build_features, point_in_time_join
 from racecast.ingestion.racecards import parse_racecards
 from racecast.ingestion.validate import validate_and_split
 from racecast.models.linear import ConditionalLogit
+from racecast.models.split import holdout_split
 from racecast.pipelines.simulation.nodes import racecard_partitions
 from racecast.simulation import SimulationConfig, simulate
 

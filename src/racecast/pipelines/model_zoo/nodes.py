@@ -34,14 +34,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from racecast.evaluation.blend import BenterBlend
+from racecast.evaluation.blend import BenterBlend, validate_blend
 from racecast.evaluation.metrics import market_probability
-from racecast.models.split import TIME_ORDER, compute_race_days, holdout_split
-from racecast.evaluation.stakeability import TRACKS, not_assessed, staking_validation
 from racecast.features.specs import FUNDAMENTAL_FEATURES
 from racecast.models.base import RaceModel, relevance_from_position
 from racecast.models.factory import build_model
 from racecast.models.oof import out_of_fold_predictions
+from racecast.models.split import TIME_ORDER, compute_race_days, holdout_split
 
 logger = logging.getLogger(__name__)
 
@@ -450,7 +449,7 @@ def fit_blend(
     on the OOF rows of the first ``blend.stacker_fit_fraction`` of their race days and
     predicts the rest; ``BenterBlend`` (``exp(a log p_fund + b log p_market)`` per race)
     is fitted on those later rows, races with a complete market only. Its
-    ``validation_`` (:func:`_validate_blend`) records the market check and, under
+    ``validation_`` (:func:`~racecast.evaluation.blend.validate_blend`) records the market check and, under
     ``staking``, whether each track may be staked (the combined track never when it
     falls back to the market).
 
@@ -490,7 +489,7 @@ def fit_blend(
     blend = BenterBlend(fund_col="p_fund", market_col="p_market")
     blend.fit(late[columns_blend])
     blend.inner_fit_until_ = pd.Timestamp(cut).date().isoformat()
-    blend.validation_ = _validate_blend(late, columns_blend, blend_params)
+    blend.validation_ = validate_blend(late, columns_blend, blend_params)
     blend.fallback_to_market_ = bool(blend.validation_.get("fallback", False))
     if blend.fallback_to_market_:
         # the fundamental model did not help on the later training races: combined = market
@@ -520,95 +519,6 @@ def fit_blend(
         *blend.coef_,
     )
     return blend, stacked_oof
-
-
-def _validate_blend(
-    late: pd.DataFrame, columns: list[str], blend_params: dict[str, Any]
-) -> dict[str, Any]:
-    """Does the blend beat the market, convincingly, on later training races?
-
-    A blend is fitted on the earlier ``1 - validation_fraction`` of the race days of
-    ``late`` and scored on the rest (single-winner races). The per-race gain
-    ``log p_blend(winner) - log p_market(winner)`` is tested one-sided (paired t-test,
-    H0: mean gain <= 0). Unless the mean gain is positive and its p-value is below
-    ``validation_alpha``, ``fallback`` is True: the combined track then uses the market
-    alone, so it departs from the market only on evidence. Training races only.
-
-    Args:
-        late: Rows with out-of-sample ``p_fund``, ``p_market``, ``won``, ``off_time``.
-        columns: The blend's input columns.
-        blend_params: ``model_zoo.blend``: ``validation_fraction`` (0 or null = no
-            check) and ``validation_alpha`` (null = any positive mean gain is enough).
-
-    The same check races are the staking validation period: ``staking`` holds
-    :func:`racecast.evaluation.stakeability.staking_validation` of the inner stacker's
-    ``p_fund`` (track ``fundamental``) and of the trial blend (track ``combined``), both
-    out of sample there. Without check races no track is stakeable.
-
-    Returns:
-        ``{"n_races", "blend_log_loss", "market_log_loss", "gain_p_value", "fallback",
-        "staking"}`` (just ``{"fallback": False, "staking"}`` when the check is off or
-        there are too few days).
-
-    Raises:
-        ValueError: If ``validation_fraction`` or ``validation_alpha`` is out of (0, 1).
-    """
-    fraction = blend_params.get("validation_fraction")
-    if not fraction:
-        return {
-            "fallback": False,
-            "staking": _not_staked(
-                "model_zoo.blend.validation_fraction is null: no validation races"
-            ),
-        }
-    alpha = blend_params.get("validation_alpha")
-    for name, value in (("validation_fraction", fraction), ("validation_alpha", alpha)):
-        if value is not None and not 0.0 < float(value) < 1.0:
-            raise ValueError(f"parameter model_zoo.blend.{name} must be in (0, 1), got {value}")
-    days = compute_race_days(late)
-    unique_days = np.sort(days.unique())
-    cut_index = math.floor((1.0 - float(fraction)) * len(unique_days))
-    if cut_index < 1 or cut_index >= len(unique_days):
-        return {
-            "fallback": False,
-            "staking": _not_staked(
-                f"{len(unique_days)} blend race days are too few for validation races"
-            ),
-        }
-    fit_rows = late[days < unique_days[cut_index]]
-    check = late[days >= unique_days[cut_index]]
-    check = check[check.groupby("race_id")["won"].transform("sum") == 1]
-    trial = BenterBlend(fund_col="p_fund", market_col="p_market").fit(fit_rows[columns])
-    p_blend = np.asarray(trial.predict_proba(check[columns]), dtype=float)
-    won = check["won"].to_numpy(dtype=float) == 1
-    gain = np.log(p_blend[won]) - np.log(check["p_market"].to_numpy(dtype=float)[won])
-    p_value = _one_sided_p(gain)
-    beats = gain.mean() > 0 and (alpha is None or p_value < float(alpha))
-    return {
-        "n_races": int(check["race_id"].nunique()),
-        "blend_log_loss": float(-np.log(p_blend[won]).mean()),
-        "market_log_loss": float(-np.log(check["p_market"].to_numpy(dtype=float)[won]).mean()),
-        "gain_p_value": p_value,
-        "fallback": not beats,
-        "staking": {
-            "fundamental": staking_validation(check, "p_fund"),
-            "combined": staking_validation(check.assign(p_combined=p_blend), "p_combined"),
-        },
-    }
-
-
-def _not_staked(reason: str) -> dict[str, dict[str, Any]]:
-    """Staking validation of every track when there are no validation races."""
-    return {track: not_assessed(reason) for track in TRACKS}
-
-
-def _one_sided_p(gain: np.ndarray) -> float:
-    """One-sided paired t-test p-value of H0: mean(gain) <= 0 (1.0 when undefined)."""
-    from scipy import stats
-
-    if len(gain) < 2 or not np.ptp(gain) > 0:
-        return 1.0
-    return float(stats.ttest_1samp(gain, 0.0, alternative="greater").pvalue)
 
 
 def predict_blend_holdout(
