@@ -227,6 +227,7 @@ def create_app(
     )
     app.state.service = None
     app.state.raceday = None
+    app.state.board = None
     app.state.bundle_loaded = False
     app.add_middleware(
         ServiceMiddleware,
@@ -335,7 +336,7 @@ def create_app(
             raise HTTPException(status_code=503, detail="race day is not configured on this server")
         text = await _body_text(request)
         try:
-            return await to_thread.run_sync(
+            summary = await to_thread.run_sync(
                 raceday.push, text, "request", limiter=request.app.state.scoring_slots
             )
         except UnknownRaceError as exc:
@@ -351,6 +352,16 @@ def create_app(
                     for p in exc.problems[:50]
                 ]
             ) from exc
+        if summary["status"] != "unchanged" and request.app.state.board is not None:
+            # the day's races still to run are scored again now, so the board's next page
+            # (and GET /races) is current without a human waiting for it
+            await to_thread.run_sync(
+                request.app.state.board.rescore,
+                service,
+                summary["races"],
+                limiter=request.app.state.scoring_slots,
+            )
+        return summary
 
     @router.get(
         "/races/{race_id}",

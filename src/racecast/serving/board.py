@@ -217,6 +217,15 @@ class Board:
             self._scored = {} if failed else {card.day: version}  # a failure is tried again
             return version
 
+    def rescore(self, service: InferenceService, race_ids: list[str]) -> None:
+        """Bring the days holding ``race_ids`` up to date (after their results were pushed),
+        so the next page of the board finds its predictions current."""
+        wanted = set(race_ids)
+        for day, files in self.days().items():
+            card = self.card(day, files)
+            if wanted & {r.race_id for r in card.races}:
+                self.refresh(service, card)
+
     def _entity_rows(self, service: InferenceService, card: DayCard) -> tuple[pd.DataFrame, dict[str, str]]:
         frames, errors = [], {}
         for name, text in card.texts.items():
@@ -460,6 +469,7 @@ def board_router(
             return None
         return {"is_drift": bool(monitoring.get("is_drift")), "action": monitoring.get("action")}
     router = APIRouter(route_class=_SecureRoute, include_in_schema=False)
+    router.board = board  # the app re-scores the day through it when a result is pushed
 
     def page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         html = templates.get_template(name).render(poll_seconds=POLL_SECONDS, **context)
