@@ -24,13 +24,13 @@ from racecast.data.schema import OUTCOMES, RACE_TYPES, SURFACES
 from racecast.pipelines.simulation.nodes import simulate_world
 from racecast.simulation import SimulationConfig, simulate
 from racecast.simulation.config import EffectsConfig
-from racecast.simulation.world import (
+from racecast.simulation.population import (
     ETA_COMPONENTS,
     GOINGS,
     ODDS_LADDER,
-    race_days,
     round_to_ladder,
 )
+from racecast.simulation.world import race_days
 
 PARAMETERS_YML = (
     Path(__file__).resolve().parents[3] / "conf" / "base" / "parameters" / "simulation.yml"
