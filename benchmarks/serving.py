@@ -55,10 +55,10 @@ from rich.console import Console
 from rich.table import Table
 
 from racecast.features.store import get_store
+from racecast.inference.registry import load_bundle
+from racecast.inference.scoring import score_races
 from racecast.inference.service import InferenceService, parse_racecard
 from racecast.serving.app import create_app
-from racecast.serving.registry import load_bundle
-from racecast.serving.scoring import score_races
 from racecast.serving.settings import ServingSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -262,9 +262,9 @@ def predict(
     from mlflow.exceptions import MlflowException
 
     from racecast.features.store import get_store, materialized_until
+    from racecast.inference.registry import load_bundle
     from racecast.inference.results import UnknownRaceError, select_races
     from racecast.inference.service import InferenceService, RacecardRequestError
-    from racecast.serving.registry import load_bundle
     from racecast.serving.settings import SettingsError
 
     try:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from racecast.evaluation.metrics import market_probability
-from racecast.serving.bundle import BIAS_COLUMN, OUTPUT_COLUMNS, InferenceBundle, build_bundle
+from racecast.inference.bundle import BIAS_COLUMN, OUTPUT_COLUMNS, InferenceBundle, build_bundle
 from tests.serving.tiny_zoo import fitted_zoo, holdout_features, make_bundle
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from racecast.serving import registry
+from racecast.inference import registry
 from tests.serving.tiny_zoo import holdout_features, make_bundle, mlflow_sandbox
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from racecast.serving.scoring import (
+from racecast.inference.scoring import (
     DEFAULT_STAKING_TRACK,
     ScoringConfig,
     feature_staleness_days,

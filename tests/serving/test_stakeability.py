@@ -21,9 +21,9 @@ from racecast.evaluation.stakeability import (
     staking_validation,
 )
 from racecast.inference import service as service_module
+from racecast.inference.bundle import build_bundle
 from racecast.serving.app import create_app
 from racecast.serving.auth import API_KEYS_ENV
-from racecast.serving.bundle import build_bundle
 from tests.serving.serving_fakes import (
     API_KEY,
     NOT_STAKEABLE,

@@ -22,8 +22,8 @@ import pandas as pd
 import pytest
 
 from racecast.features.specs import FUNDAMENTAL_FEATURES, KEY_COLUMNS, MARKET_FEATURES
+from racecast.inference.bundle import InferenceBundle, build_bundle
 from racecast.pipelines.model_zoo import nodes
-from racecast.serving.bundle import InferenceBundle, build_bundle
 from tests.pipelines.model_zoo.test_nodes import small_params, small_training_set
 
 #: Base models of the tiny zoo: the LightGBM ranker (it explains predictions) and

@@ -3,7 +3,7 @@
 A track (``fundamental``: the stacked model's ``p_win``; ``combined``: the Benter blend)
 is **stakeable** only if the bets the service's staking rule would have placed on the
 *validation period* returned money after the take. The rule, applied there exactly as
-:func:`racecast.serving.scoring.score_races` applies it online:
+:func:`racecast.inference.scoring.score_races` applies it online:
 
 * a **bet** is every runner of a single-winner race with final decimal odds ``o > 1``
   and a positive edge ``p * o - 1 > 0`` (the runners that get ``kelly_fraction > 0``);

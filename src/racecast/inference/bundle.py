@@ -3,11 +3,10 @@
 An :class:`InferenceBundle` holds the base models of the zoo, the stacked meta-learner and
 the Benter blend exactly as the ``model_zoo`` pipeline fitted them, plus the name of the
 Feast feature service whose rows it scores. :meth:`InferenceBundle.predict` runs the
-same steps as the pipeline's holdout prediction and reuses its node functions
-(:func:`~racecast.pipelines.model_zoo.nodes.predict_holdout`,
-:func:`~racecast.pipelines.model_zoo.nodes.predict_stacked_holdout` and
-:func:`~racecast.pipelines.model_zoo.nodes.predict_blend_holdout`), so a runner scored
-online gets the probability the evaluation measured.
+same steps as the pipeline's holdout prediction (base models, stacker, blend; its own
+code, checked against the ``model_zoo`` nodes' holdout predictions by
+``tests/inference/test_bundle.py``), so a runner scored online gets the probability the
+evaluation measured.
 
 Input: the frame :func:`racecast.features.transform.build_features` returns (keys and
 ``off_time``, fundamental and market features), optionally with ``odds_final`` (decimal
@@ -289,7 +288,7 @@ class InferenceBundle:
         the same float64 matrix through
         :meth:`~racecast.models.base.RaceModel.predict_proba_array` (the code of
         ``predict_proba``) and each output is normalised per race as the helpers do.
-        ``tests/serving/test_bundle.py`` checks the result against the helpers.
+        ``tests/inference/test_bundle.py`` checks the result against the helpers.
 
         Args:
             features: ``build_features`` rows (``race_id``, ``horse_id``, every
@@ -548,7 +547,7 @@ def build_bundle(
             :data:`racecast.features.specs.FUNDAMENTAL_FEATURES`).
         model_version: Version label (default: the models' fingerprint).
         staking_validation: Track -> staking validation figures (default: the blend's
-            ``validation_["staking"]``, from :func:`~racecast.pipelines.model_zoo.nodes.fit_blend`;
+            ``validation_["staking"]``, from :func:`~racecast.evaluation.blend.validate_blend`;
             none there: no track is stakeable).
 
     Returns:

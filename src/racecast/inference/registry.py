@@ -1,6 +1,6 @@
 """The MLflow model registry of the inference bundle: register, promote, load.
 
-Every registration logs the pickled :class:`~racecast.serving.bundle.InferenceBundle` as
+Every registration logs the pickled :class:`~racecast.inference.bundle.InferenceBundle` as
 an ``mlflow.pyfunc`` model (:class:`InferenceBundleModel`, whose ``predict`` returns the
 bundle's predictions) under :data:`MODEL_NAME` and moves the alias :data:`CHALLENGER`
 onto the new version. The new version also becomes :data:`CHAMPION` when there is no
@@ -38,7 +38,7 @@ from mlflow import MlflowClient
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
 
-from racecast.serving.bundle import OUTPUT_COLUMNS, InferenceBundle
+from racecast.inference.bundle import OUTPUT_COLUMNS, InferenceBundle
 
 logger = logging.getLogger(__name__)
 

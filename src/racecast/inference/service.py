@@ -5,7 +5,7 @@
 ingestion parser, reads the runners' features from the Feast online store through the
 shared ``build_features`` (:func:`racecast.features.online.online_features`), checks them
 with the point-in-time guard (:mod:`racecast.inference.guard`) and scores them with an
-inference bundle (:func:`racecast.serving.scoring.score_races`). It knows nothing of HTTP.
+inference bundle (:func:`racecast.inference.scoring.score_races`). It knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from racecast.features.online import RacecardError, online_features, racecard_en
 from racecast.features.specs import VIEWS
 from racecast.inference.guard import check_point_in_time
 from racecast.inference.problems import field_loc, problem_details
-from racecast.serving.scoring import ScoringConfig, runner_positions, score_races
+from racecast.inference.scoring import ScoringConfig, runner_positions, score_races
 from racecast.serving.settings import ServingSettings
 from racecast.signals.models import to_utc
 
@@ -288,7 +288,7 @@ class InferenceService:
 
         Returns:
             ``{"model_version", "feature_service", "races": [...]}`` (see
-            :func:`racecast.serving.scoring.score_races`).
+            :func:`racecast.inference.scoring.score_races`).
         """
         if as_of is None:
             features = self.features(entity_rows)

@@ -1,12 +1,6 @@
-"""Serving: the inference bundle and its MLflow model registry.
+"""Serving: the FastAPI app and its HTTP pieces (auth, limits, middleware, metrics, board).
 
-* :mod:`racecast.serving.bundle`: :class:`InferenceBundle` (base models, stacker, blend;
-  ``predict`` and ``explain`` on ``build_features`` rows) and :func:`build_bundle`.
-* :mod:`racecast.serving.registry`: register the bundle as ``racecast-win`` (aliases
-  ``challenger`` / ``champion``) and ``load_bundle("models:/racecast-win@champion")``;
-  imported on its own because it imports MLflow.
+The inference bundle, its MLflow registry and the scoring of the answer live one layer
+down, in :mod:`racecast.inference` (:mod:`~racecast.inference.bundle`,
+:mod:`~racecast.inference.registry`, :mod:`~racecast.inference.scoring`).
 """
-
-from .bundle import InferenceBundle, build_bundle
-
-__all__ = ["InferenceBundle", "build_bundle"]

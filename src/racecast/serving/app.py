@@ -7,7 +7,7 @@ Routes (OpenAPI at ``/openapi.json``, docs at ``/docs``):
 
 * ``POST /api/v1/predict``: a racecard (JSON contract ``racecast.racecard/1``, one or many
   races) -> per-runner probabilities, fair odds, edge, fractional-Kelly stakes,
-  staleness and explanation (:mod:`racecast.serving.scoring`). The body is validated by
+  staleness and explanation (:mod:`racecast.inference.scoring`). The body is validated by
   the ingestion parser (:func:`racecast.features.online.racecard_entity_rows`); a bad
   body is a 422 ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`` naming the field.
 * ``GET /api/v1/races/{race_id}``: the last predictions of a race, with no cross-client
@@ -181,7 +181,7 @@ def create_app(
         loaded_bundle, store = bundle, feature_store
         if loaded_bundle is None:
             try:
-                from racecast.serving.registry import load_bundle
+                from racecast.inference.registry import load_bundle
 
                 loaded_bundle = await run_in_threadpool(load_bundle, settings.bundle_uri)
             except Exception:

@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from racecast.inference.scoring import DEFAULT_STAKING_TRACK
 from racecast.ingestion.plausibility import Plausibility
-from racecast.serving.scoring import DEFAULT_STAKING_TRACK
 
 __all__ = ["DEFAULT_BUNDLE_URI", "ENV_PREFIX", "ServingSettings", "SettingsError"]
 
@@ -45,7 +45,7 @@ class ServingSettings(BaseModel):
 
     Attributes:
         bundle_uri: ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or a path to
-            a bundle pickle (see :func:`racecast.serving.registry.load_bundle`).
+            a bundle pickle (see :func:`racecast.inference.registry.load_bundle`).
         feature_repo: Feast repo folder (``feature_store.yaml``).
         feature_service: Feast FeatureService to read; None = the bundle's own.
         feature_params: ``features.compute`` parameters (the training set's).
@@ -76,7 +76,7 @@ class ServingSettings(BaseModel):
         bankroll_units: Bankroll the stakes are expressed in.
         max_stake_fraction: Cap on one stake's share of the bankroll.
         staking_track: Probability the edge and stakes use: ``combined`` (the default,
-            :data:`racecast.serving.scoring.DEFAULT_STAKING_TRACK`: ``p_win_combined``,
+            :data:`racecast.inference.scoring.DEFAULT_STAKING_TRACK`: ``p_win_combined``,
             the Benter blend; no market, no bet) or ``fundamental`` (``p_win``). Either
             is staked only if the bundle's validation found it stakeable, else every
             stake is 0 and ``stake_reason`` says why.

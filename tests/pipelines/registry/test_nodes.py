@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from racecast.inference import registry
+from racecast.inference.bundle import InferenceBundle
 from racecast.pipelines.registry import nodes
-from racecast.serving import registry
-from racecast.serving.bundle import InferenceBundle
 from tests.serving.tiny_zoo import evaluation_report, fitted_zoo, mlflow_sandbox
 
 PARAMS = {"enabled": True, "model_name": "racecast-win-nodes"}

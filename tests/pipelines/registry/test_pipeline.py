@@ -8,9 +8,9 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from racecast.inference.registry import load_bundle
 from racecast.pipelines.model_zoo import ZOO_MODELS
 from racecast.pipelines.registry import create_pipeline
-from racecast.serving.registry import load_bundle
 from tests.pipelines.model_zoo.test_pipeline import KeptDataset
 from tests.serving.tiny_zoo import evaluation_report, fitted_zoo, holdout_features, mlflow_sandbox
 

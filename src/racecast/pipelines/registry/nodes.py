@@ -1,7 +1,7 @@
 """Nodes of the registry pipeline: assemble the inference bundle, register it in MLflow.
 
 The bundle holds the model_zoo pipeline's fitted base models, stacker and blend
-(:mod:`racecast.serving.bundle`); registration (:mod:`racecast.serving.registry`) logs it
+(:mod:`racecast.inference.bundle`); registration (:mod:`racecast.inference.registry`) logs it
 as ``racecast-win`` with alias ``challenger`` and promotes it to ``champion`` only when
 its stacked model's holdout log loss beats the champion's.
 """
@@ -17,8 +17,8 @@ import pandas as pd
 
 from racecast.data.datasets import loaded
 from racecast.evaluation.blend import BenterBlend
+from racecast.inference.bundle import InferenceBundle, build_bundle
 from racecast.models.base import RaceModel
-from racecast.serving.bundle import InferenceBundle, build_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def build_inference_bundle(
         **base_models: ``<model>`` -> ``model_zoo.<model>.model`` for every zoo model.
 
     Returns:
-        The :class:`~racecast.serving.bundle.InferenceBundle`.
+        The :class:`~racecast.inference.bundle.InferenceBundle`.
 
     Raises:
         KeyError: If ``train_set`` has no ``off_time`` column.
@@ -132,7 +132,7 @@ def register_bundle(
             "fingerprint": inference_bundle.fingerprint,
             "reason": "registry.enabled is false",
         }
-    from racecast.serving.registry import register_model  # imports MLflow
+    from racecast.inference.registry import register_model  # imports MLflow
 
     result = register_model(inference_bundle, loss, model_name=name)
     return {"enabled": True, **result, "fingerprint": inference_bundle.fingerprint}

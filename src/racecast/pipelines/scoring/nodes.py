@@ -25,8 +25,8 @@ import pandas as pd
 from racecast.data.datasets import loaded
 from racecast.features import store as feature_store
 from racecast.features.online import racecard_entity_rows
+from racecast.inference.bundle import InferenceBundle
 from racecast.inference.service import InferenceService
-from racecast.serving.bundle import InferenceBundle
 from racecast.serving.settings import ServingSettings
 from racecast.signals import (
     DEFAULT_URL,
@@ -76,7 +76,7 @@ def select_bundle(
             that loads it (``LazyPickleDataset``): it is read only when used.
         params: ``scoring`` parameters; ``bundle_uri`` null keeps ``inference_bundle``,
             otherwise ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or a
-            pickle path is loaded with :func:`racecast.serving.registry.load_bundle`
+            pickle path is loaded with :func:`racecast.inference.registry.load_bundle`
             (and this run's bundle is never read).
 
     Returns:
@@ -87,7 +87,7 @@ def select_bundle(
         bundle = loaded(inference_bundle)
         logger.info("scoring with this run's inference bundle %r", bundle)
         return bundle
-    from racecast.serving.registry import load_bundle  # imports MLflow
+    from racecast.inference.registry import load_bundle  # imports MLflow
 
     bundle = load_bundle(str(uri))
     logger.info("scoring with %r from scoring.bundle_uri=%s", bundle, uri)
@@ -295,7 +295,7 @@ def score_runners(
 
     Returns:
         ``{"as_of", "model_version", "feature_service", "races"}``; ``races`` is
-        :func:`racecast.serving.scoring.score_races` output (the API's ``races``).
+        :func:`racecast.inference.scoring.score_races` output (the API's ``races``).
 
     Raises:
         ValueError: If the bundle was trained on races run after ``as_of``.
