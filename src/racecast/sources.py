@@ -8,10 +8,20 @@ that source (the synthetic world is simulated only when it is the source).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 SOURCES = ("synthetic", "racecards", "hkjc")
 DEFAULT_SOURCE = "synthetic"
 
-_active_source: str = DEFAULT_SOURCE
+
+@dataclass
+class _SessionSource:
+    """The source of the running session (one per process, as Kedro runs one session)."""
+
+    name: str = DEFAULT_SOURCE
+
+
+_SESSION = _SessionSource()
 
 
 def set_active_source(source: str) -> None:
@@ -23,14 +33,13 @@ def set_active_source(source: str) -> None:
     Raises:
         ValueError: If ``source`` is not a known source.
     """
-    global _active_source
     if source not in SOURCES:
         raise ValueError(
             f"parameter ingestion.source: unknown source {source!r}; expected one of {', '.join(SOURCES)}"
         )
-    _active_source = source
+    _SESSION.name = source
 
 
 def active_source() -> str:
     """Return the source recorded for the running session (``synthetic`` by default)."""
-    return _active_source
+    return _SESSION.name

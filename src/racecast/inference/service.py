@@ -10,6 +10,7 @@ inference bundle (:func:`racecast.inference.scoring.score_races`). It knows noth
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -42,7 +43,7 @@ __all__ = [
 _HEALTH_HORSE = "__racecast_health__"
 #: Threads computing explanations alongside the predictions (shared by every service).
 _EXPLAIN_WORKERS = 2
-_EXPLAINERS: ThreadPoolExecutor | None = None
+#: Serialises the first call of :func:`_explainers`, so that exactly one pool is started.
 _EXPLAINERS_LOCK = threading.Lock()
 
 
@@ -172,6 +173,12 @@ def _json_value(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- service
+@functools.cache
+def _start_explainers() -> ThreadPoolExecutor:
+    """Start the explanation pool (cached: called once per process)."""
+    return ThreadPoolExecutor(max_workers=_EXPLAIN_WORKERS, thread_name_prefix="racecast-explain")
+
+
 def _explainers() -> ThreadPoolExecutor:
     """The process's explanation workers, started on first use.
 
@@ -179,13 +186,8 @@ def _explainers() -> ThreadPoolExecutor:
     while the models predict. One small pool for the whole process, so that every
     service (the app's, the CLI's, the scoring pipeline's) shares the same few threads.
     """
-    global _EXPLAINERS
     with _EXPLAINERS_LOCK:
-        if _EXPLAINERS is None:
-            _EXPLAINERS = ThreadPoolExecutor(
-                max_workers=_EXPLAIN_WORKERS, thread_name_prefix="racecast-explain"
-            )
-        return _EXPLAINERS
+        return _start_explainers()
 
 
 class InferenceService:
