@@ -32,7 +32,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from racecast.features import state, store, transform
+from racecast.features import entities, state, store, transform
 from racecast.features.online import online_features, online_reader
 from racecast.ingestion.hkjc import adapt_hkjc
 from racecast.ingestion.validate import validate_and_split
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         out = scratch / "data" / "04_feature"
         out.mkdir(parents=True)
         os.chdir(scratch)
-        entity_rows = _timed(build, "entity_rows", state.entity_frame, races, runners)
+        entity_rows = _timed(build, "entity_rows", entities.entity_frame, races, runners)
         tables = _timed(build, "state_tables", state.build_state_tables, races, runners)
         _timed(
             build,

@@ -38,7 +38,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from racecast.features import state, store
+from racecast.features import entities, state, store
 from racecast.features.specs import VIEWS
 from racecast.inference.results import RaceDay, RaceDayPaths, race_ids_by_off, select_races
 from racecast.ingestion.racecards import parse_racecards
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
                 readable.append(t["validate"] + t["state"] + t["online"])
                 phases.append(t)
                 # read back: every runner's horse state is now stamped after the off
-                race_rows = state.entity_frame(
+                race_rows = entities.entity_frame(
                     pd.read_parquet(paths.races).query("race_id == @race_id"),
                     pd.read_parquet(paths.runners).query("race_id == @race_id"),
                 )

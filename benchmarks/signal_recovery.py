@@ -178,8 +178,9 @@ def training_set(
     Returns:
         Keys, features, ``odds_final`` and labels; one row per runner.
     """
+    from racecast.features.entities import entity_frame
     from racecast.features.specs import LABEL_COLUMNS, STATE_TTL_DAYS
-    from racecast.features.state import build_state_tables, entity_frame
+    from racecast.features.state import build_state_tables
     from racecast.features.transform import build_features, point_in_time_join
 
     context = entity_frame(races, runners)

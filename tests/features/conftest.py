@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from racecast.data.schema import RACE_COLUMNS, RUNNER_COLUMNS, conform
-from racecast.features.state import build_state_tables, entity_frame
+from racecast.features.entities import entity_frame
+from racecast.features.state import build_state_tables
 from racecast.features.transform import build_features, point_in_time_join
 
 BASE = pd.Timestamp("2024-01-01 12:00", tz="UTC")

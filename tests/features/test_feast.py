@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from racecast.features import state, store, transform
+from racecast.features import entities, state, store, transform
 from racecast.features.online import online_features, online_reader
 from racecast.features.specs import FUNDAMENTAL_FEATURES, MARKET_FEATURES
 
@@ -33,7 +33,7 @@ def feast_project(tmp_path, monkeypatch):
         table.to_parquet(out / f"{name}.parquet")
     monkeypatch.chdir(tmp_path)
     summary = store.apply_repo("feature_repo")
-    entity_rows = state.entity_frame(races, runners)
+    entity_rows = entities.entity_frame(races, runners)
     labelled = entity_rows[entity_rows["won"].notna()].reset_index(drop=True)
     return {
         "summary": summary,

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from racecast.cli import cli
-from racecast.features import state, store, transform
+from racecast.features import entities, state, store, transform
 from racecast.ingestion.export import racecard_json
 from racecast.ingestion.hkjc import adapt_hkjc
 from racecast.ingestion.validate import validate_and_split
@@ -45,7 +45,7 @@ def hk_tables():
 
 
 def _features(races, runners):
-    context = state.entity_frame(races, runners)
+    context = entities.entity_frame(races, runners)
     joined = transform.point_in_time_join(context, state.build_state_tables(races, runners))
     return transform.build_features(context, joined)
 
@@ -75,7 +75,7 @@ def test_online_cli_after_partial_materialization_equals_training_rows(hk_tables
     store.apply_repo("feature_repo")
     fs = store.get_store("feature_repo")
 
-    entity_rows = state.entity_frame(races, runners)
+    entity_rows = entities.entity_frame(races, runners)
     last_day = entity_rows["off_time"].dt.floor("D").max()
     race_id = entity_rows.loc[entity_rows["off_time"] >= last_day].sort_values("off_time")["race_id"].iloc[0]
     labelled = entity_rows[entity_rows["won"].notna()].reset_index(drop=True)

@@ -8,15 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from racecast.features.columns import draw_range, going_group, track_key
+from racecast.features.entities import entity_frame
 from racecast.features.specs import DEFAULT_PARAMS, VIEWS, draw_bias_columns
-from racecast.features.state import (
-    _finalise,
-    build_state_tables,
-    draw_range,
-    entity_frame,
-    going_group,
-    track_key,
-)
+from racecast.features.state import _finalise, build_state_tables
 from racecast.features.transform import build_features, point_in_time_join
 
 K = DEFAULT_PARAMS["horse_k"]
@@ -792,7 +787,7 @@ def test_small_entity_frame_equals_the_batch_path(seed, monkeypatch):
     Random slices of a world with non-runners, non-finishers, a dead heat, a void and a
     pending race, official results and missing cloth numbers.
     """
-    from racecast.features import state as state_module
+    from racecast.features import entities as entities_module
     from tests.features.conftest import make_world
 
     races, runners = make_world(seed=seed, n_races=40, n_days=8)
@@ -804,17 +799,17 @@ def test_small_entity_frame_equals_the_batch_path(seed, monkeypatch):
         sub_runners = sub_runners.sample(frac=1.0, random_state=seed).head(64)
         if seed % 2:
             sub_runners = sub_runners.drop(columns=["cloth_number"], errors="ignore")
-        small = state_module._entity_frame_small(sub_races, sub_runners)
+        small = entities_module._entity_frame_small(sub_races, sub_runners)
         assert small is not None
-        monkeypatch.setattr(state_module, "_SMALL_RUNNERS", -1)
-        batch = state_module.entity_frame(sub_races, sub_runners)
-        monkeypatch.setattr(state_module, "_SMALL_RUNNERS", 64)
+        monkeypatch.setattr(entities_module, "_SMALL_RUNNERS", -1)
+        batch = entities_module.entity_frame(sub_races, sub_runners)
+        monkeypatch.setattr(entities_module, "_SMALL_RUNNERS", 64)
         pd.testing.assert_frame_equal(small, batch, check_exact=True)
-        pd.testing.assert_frame_equal(state_module.entity_frame(sub_races, sub_runners), batch)
+        pd.testing.assert_frame_equal(entities_module.entity_frame(sub_races, sub_runners), batch)
 
 
 def test_small_entity_frame_defers_anything_unclean(tables):
-    from racecast.features import state as state_module
+    from racecast.features import entities as entities_module
 
     races, runners = tables(
         [{"race_id": "R1", "day": 0}, {"race_id": "R2", "day": 1}],
@@ -824,11 +819,11 @@ def test_small_entity_frame_defers_anything_unclean(tables):
         ],
     )
     orphan = runners.assign(race_id=["R1", "R9"])
-    assert state_module._entity_frame_small(races, orphan) is None
+    assert entities_module._entity_frame_small(races, orphan) is None
     duplicated = pd.concat([races, races.iloc[[0]]], ignore_index=True)
-    assert state_module._entity_frame_small(duplicated, runners) is None
+    assert entities_module._entity_frame_small(duplicated, runners) is None
     no_time = races.assign(off_time=[races["off_time"].iloc[0], pd.NaT])
-    assert state_module._entity_frame_small(no_time, runners) is None
+    assert entities_module._entity_frame_small(no_time, runners) is None
     # ... and the batch path answers them as before
     with pytest.raises(ValueError, match="duplicated race_id 'R1'"):
         entity_frame(duplicated, runners)
@@ -836,7 +831,7 @@ def test_small_entity_frame_defers_anything_unclean(tables):
 
 
 def test_small_entity_frame_breaks_off_time_ties_by_race_id(tables, monkeypatch):
-    from racecast.features import state as state_module
+    from racecast.features import entities as entities_module
 
     races, runners = tables(
         [{"race_id": "R2", "day": 0}, {"race_id": "R1", "day": 0}, {"race_id": "R0", "day": 1}],
@@ -846,14 +841,14 @@ def test_small_entity_frame_breaks_off_time_ties_by_race_id(tables, monkeypatch)
             {"race_id": "R1", "horse_id": "B", "post_position": 1},
         ],
     )
-    small = state_module.entity_frame(races, runners)
-    monkeypatch.setattr(state_module, "_SMALL_RUNNERS", -1)
-    pd.testing.assert_frame_equal(small, state_module.entity_frame(races, runners))
+    small = entities_module.entity_frame(races, runners)
+    monkeypatch.setattr(entities_module, "_SMALL_RUNNERS", -1)
+    pd.testing.assert_frame_equal(small, entities_module.entity_frame(races, runners))
     assert small["race_id"].tolist() == ["R1", "R2", "R0"]
 
 
 def test_entity_frame_from_columns_equals_entity_frame(tables):
-    from racecast.features import state as state_module
+    from racecast.features import entities as entities_module
 
     races, runners = tables(
         [{"race_id": "R2", "day": 0}, {"race_id": "R1", "day": 0}],
@@ -865,11 +860,11 @@ def test_entity_frame_from_columns_equals_entity_frame(tables):
     )
     as_columns = ({c: races[c].array for c in races}, {c: runners[c].array for c in runners})
     pd.testing.assert_frame_equal(
-        state_module.entity_frame_from_columns(*as_columns), entity_frame(races, runners)
+        entities_module.entity_frame_from_columns(*as_columns), entity_frame(races, runners)
     )
     # an unclean table (a duplicated race) gets the batch path's error
     duplicated = pd.concat([races, races.iloc[[0]]], ignore_index=True)
     with pytest.raises(ValueError, match="duplicated race_id 'R2'"):
-        state_module.entity_frame_from_columns(
+        entities_module.entity_frame_from_columns(
             {c: duplicated[c].array for c in duplicated}, as_columns[1]
         )

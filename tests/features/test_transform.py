@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from racecast.features.entities import entity_frame
 from racecast.features.specs import (
     CONTEXT_COLUMNS,
     FUNDAMENTAL_FEATURES,
@@ -14,7 +15,7 @@ from racecast.features.specs import (
     VIEWS,
     all_state_features,
 )
-from racecast.features.state import build_state_tables, entity_frame
+from racecast.features.state import build_state_tables
 from racecast.features.transform import (
     build_features,
     market_features,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from racecast.features import state, transform
+from racecast.features import entities, state, transform
 from racecast.features.specs import VIEWS
 
 from .conftest import make_world
@@ -19,7 +19,7 @@ from .conftest import make_world
 def test_each_race_alone_equals_its_rows_in_the_bulk_build():
     races, runners = make_world(seed=11, n_races=90, n_days=30)
     tables = state.build_state_tables(races, runners)
-    context = state.entity_frame(races, runners)
+    context = entities.entity_frame(races, runners)
     assert len(context) > transform._SMALL, "the bulk build must take the vectorised path"
     joined = transform.point_in_time_join(context, tables)
     features = [c for spec in VIEWS.values() for c in spec.features]

@@ -12,7 +12,7 @@ import json
 import pandas as pd
 import pytest
 
-from racecast.features import state
+from racecast.features import entities, state
 from racecast.features.online import RacecardError, racecard_entity_rows
 from racecast.ingestion.contract import (
     RACECARD_FORMAT_1_1,
@@ -121,7 +121,7 @@ def test_v1_1_fields_reach_the_canonical_tables():
     assert not capped.drop(("R1", "H2")).any()
     assert str(runners["odds_capped"].dtype) == "boolean"
     # and into the entity rows, as request data beside the context (not a feature)
-    rows = state.entity_frame(races, runners).set_index(["race_id", "horse_id"])
+    rows = entities.entity_frame(races, runners).set_index(["race_id", "horse_id"])
     assert rows["odds_capped"].to_dict() == capped.to_dict()
 
 
@@ -242,7 +242,7 @@ def test_took_no_part_gives_no_label_and_no_state():
     assert pd.isna(h4["post_dead_heat"])
     assert races.set_index("race_id").loc["R1", "n_runners"] == 4  # as declared
 
-    frame = state.entity_frame(races, runners)
+    frame = entities.entity_frame(races, runners)
     r1 = frame[frame["race_id"] == "R1"]
     assert set(r1["horse_id"]) == {"H1", "H2", "H3"}  # not a loser: not a row at all
     assert (r1["field_size"] == 3).all() and (r1["n_runners"] == 3).all()
@@ -269,7 +269,7 @@ def test_took_no_part_matches_a_late_non_runner_in_the_labels():
     assert quarantine.empty
     cols = ["race_id", "horse_id", "won", "position", "field_size", "n_runners"]
     pd.testing.assert_frame_equal(
-        state.entity_frame(races, runners)[cols], state.entity_frame(nr_races, nr_runners)[cols]
+        entities.entity_frame(races, runners)[cols], entities.entity_frame(nr_races, nr_runners)[cols]
     )
 
 
@@ -346,7 +346,7 @@ def test_the_request_path_accepts_and_rejects_what_the_batch_path_does(name, bas
             racecard_entity_rows(text, FILE)
     else:
         assert fast is not None, f"{name}: the batch path kept it, the fast path did not"
-        pd.testing.assert_frame_equal(state.entity_frame(*fast), batch)
+        pd.testing.assert_frame_equal(entities.entity_frame(*fast), batch)
         pd.testing.assert_frame_equal(racecard_entity_rows(text, FILE), batch)
     expected = {"beyond_standby", "bad_grade", "capped_without_final", "bad_source_race_id"}
     assert isinstance(batch, str) == (name in expected | {"format_1_2"})

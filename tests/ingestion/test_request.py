@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from racecast.data.schema import QUARANTINE_COLUMNS, RACE_COLUMNS, RUNNER_COLUMNS
-from racecast.features import online, state
+from racecast.features import entities, online
 from racecast.features.online import RacecardError, racecard_entity_rows
 from racecast.ingestion import request
 from racecast.ingestion.racecard_rows import _frame as _racecards_frame
@@ -40,7 +40,7 @@ def _batch(text: str) -> pd.DataFrame | str:
     )
     if len(quarantine) or races.empty:
         return "quarantined"
-    return state.entity_frame(races, runners)
+    return entities.entity_frame(races, runners)
 
 
 def _fast(text: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
@@ -79,7 +79,7 @@ def test_clean_racecard_gives_the_batch_entity_rows(card) -> None:
     text = json.dumps(card)
     frames = _fast(text)
     assert frames is not None
-    pd.testing.assert_frame_equal(state.entity_frame(*frames), _batch(text))
+    pd.testing.assert_frame_equal(entities.entity_frame(*frames), _batch(text))
     pd.testing.assert_frame_equal(racecard_entity_rows(text, FILE), _batch(text))
 
 
@@ -145,7 +145,7 @@ def test_a_broken_racecard_takes_the_batch_path_and_its_error(name, base) -> Non
             racecard_entity_rows(text, FILE)
         assert FILE in str(caught.value)
     elif fast is not None:  # a change the rules allow (e.g. a draw beyond the runners)
-        pd.testing.assert_frame_equal(state.entity_frame(*fast), batch)
+        pd.testing.assert_frame_equal(entities.entity_frame(*fast), batch)
 
 
 def test_not_json_takes_the_batch_path() -> None:

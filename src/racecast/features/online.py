@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from racecast.features import specs, state, store, transform
+from racecast.features import entities, specs, store, transform
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +36,10 @@ class RacecardError(ValueError):
 
 
 _PROBLEM_KEYS = ("race_id", "horse_id", "field", "reason", "detail")
-#: Canonical columns ``state.entity_frame`` reads from races and from runners.
+#: Canonical columns ``entities.entity_frame`` reads from races and from runners.
 _ENTITY_INPUT_COLUMNS = (
-    [*state.RACE_FIELDS, *state.RACE_RESULT_FIELDS],
-    [*state.RUNNER_FIELDS, specs.CARD_ORDER, specs.ODDS_CAPPED, *state.RUNNER_RESULT_FIELDS],
+    [*entities.RACE_FIELDS, *entities.RACE_RESULT_FIELDS],
+    [*entities.RUNNER_FIELDS, specs.CARD_ORDER, specs.ODDS_CAPPED, *entities.RUNNER_RESULT_FIELDS],
 )
 
 
@@ -75,7 +75,7 @@ def racecard_entity_rows(
         text, f"{stem}.json", *_ENTITY_INPUT_COLUMNS, plausibility=plausibility, as_of=as_of
     )
     if clean is not None:  # every record valid: the batch path would keep them all
-        return state.entity_frame_from_columns(*clean)
+        return entities.entity_frame_from_columns(*clean)
     # a bad record or an implausible value, told without building tables
     found = racecard_problems(text, f"{stem}.json", plausibility=plausibility, as_of=as_of)
     if found and found[0]["reason"] == "file_rejected":
@@ -93,7 +93,7 @@ def racecard_entity_rows(
         raise _racecard_error(source_file, quarantine)
     if races.empty:
         raise RacecardError(f"{source_file}: no races in racecard")
-    return state.entity_frame(races, runners)
+    return entities.entity_frame(races, runners)
 
 
 def _racecard_error(source_file: str, quarantine: pd.DataFrame) -> RacecardError:

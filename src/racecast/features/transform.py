@@ -19,6 +19,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from racecast.features.columns import (
+    as_float,
+    category_codes,
+    going_group,
+    require_columns,
+    surface_slot,
+    utc_ns,
+)
 from racecast.features.specs import (
     CONTEXT_COLUMNS,
     DEBUT_FLAG,
@@ -36,14 +44,6 @@ from racecast.features.specs import (
     draw_bias_columns,
     resolve_params,
     suitability_columns,
-)
-from racecast.features.state import (
-    as_float,
-    category_codes,
-    going_group,
-    require_columns,
-    surface_slot,
-    utc_ns,
 )
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ text is not a racecard, a record has a problem, a rule fails, a race has a resul
 check is of an unknown kind) it returns None and the caller takes the batch path, which
 then reports exactly the errors it always did. For a clean racecard the columns it
 returns give the same ``entity_frame`` as the batch path's primary tables
-(``state.entity_frame_from_columns``; tested in ``tests/ingestion/test_request.py``
+(``entities.entity_frame_from_columns``; tested in ``tests/ingestion/test_request.py``
 against mutated racecards).
 """
 

@@ -12,8 +12,8 @@ import yaml
 from scipy import stats
 
 from racecast.evaluation.blend import one_sided_p, validate_blend
+from racecast.features.entities import entity_frame
 from racecast.features.specs import FUNDAMENTAL_FEATURES
-from racecast.features.state import entity_frame
 from racecast.models import oof as oof_module
 from racecast.models.factory import build_model
 from racecast.models.split import compute_race_days, holdout_split

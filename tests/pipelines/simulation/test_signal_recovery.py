@@ -19,8 +19,9 @@ import pytest
 import yaml
 
 from racecast.evaluation.metrics import evaluate, single_winner_races
+from racecast.features.entities import entity_frame
 from racecast.features.specs import FUNDAMENTAL_FEATURES, LABEL_COLUMNS, STATE_TTL_DAYS
-from racecast.features.state import build_state_tables, entity_frame
+from racecast.features.state import build_state_tables
 from racecast.features.transform import build_features, point_in_time_join
 from racecast.ingestion.racecards import parse_racecards
 from racecast.ingestion.validate import validate_and_split

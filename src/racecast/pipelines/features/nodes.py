@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from racecast.features import state, store, transform
+from racecast.features import entities, state, store, transform
 from racecast.features.specs import CARD_ORDER, LABEL_COLUMNS, VIEWS
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def build_entity_rows(races: pd.DataFrame, runners: pd.DataFrame) -> pd.DataFram
     Returns:
         The entity rows for Feast's point-in-time join.
     """
-    return state.entity_frame(races, runners)
+    return entities.entity_frame(races, runners)
 
 
 def apply_feature_store(params: dict[str, Any], *state_tables: pd.DataFrame) -> dict[str, Any]:
