@@ -29,7 +29,7 @@ from racecast.ingestion.contract import (
     ResultHeader,
     RunnerCard,
 )
-from racecast.ingestion.validate import safe_text, show_value
+from racecast.ingestion.text import safe_text, show_value
 
 FILE_KINDS = {"racecard": RACECARD_FORMATS, "results": RESULTS_FORMATS}
 _LISTS = {"racecard": "meetings", "results": "results"}

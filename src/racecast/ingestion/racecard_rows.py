@@ -17,7 +17,7 @@ import pandas as pd
 
 from racecast.data.schema import TOOK_NO_PART, conform
 from racecast.ingestion.racecard_documents import _Problem, _Race
-from racecast.ingestion.validate import safe_text
+from racecast.ingestion.text import safe_text
 
 _MAX_CAUSES = 3
 

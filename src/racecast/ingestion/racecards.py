@@ -77,7 +77,8 @@ from racecast.ingestion.racecard_rows import (
     _quarantine_rows,
     _row,
 )
-from racecast.ingestion.validate import parse_months, safe_text, show_value
+from racecast.ingestion.text import safe_text, show_value
+from racecast.ingestion.validate import parse_months
 
 logger = logging.getLogger(__name__)
 

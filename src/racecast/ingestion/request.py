@@ -52,7 +52,7 @@ from racecast.ingestion.racecard_rows import (
     _row,
 )
 from racecast.ingestion.racecards import _read_racecard
-from racecast.ingestion.validate import _RACES, _RUNNERS
+from racecast.ingestion.table_checks import _RACES, _RUNNERS
 
 logger = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ def _implausible_rows(
     for violation in found:
         row = tables[violation.table][violation.row]
         horse = row.get("horse_id") if violation.table == "runners" else None
-        # validate._where: "<file>: race <race_id>[ horse <horse_id>]"
+        # table_checks._where: "<file>: race <race_id>[ horse <horse_id>]"
         where = f"{row.get('source_file')}: race {row.get('race_id')}"
         where += f" horse {horse}" if horse is not None else ""
         out.append(
