@@ -17,17 +17,10 @@ from racecast.signals.db import (
     session_scope,
     upgrade,
 )
+from racecast.signals.load import load_bets, load_signals
 from racecast.signals.models import Bet, Model, Signal
-from racecast.signals.publish import (
-    load_bets,
-    load_signals,
-    place_bets,
-    prepare_results,
-    prepare_signals,
-    publish_signals,
-    results_from_tables,
-    settle,
-)
+from racecast.signals.publish import place_bets, prepare_signals, publish_signals
+from racecast.signals.settlement import prepare_results, results_from_tables, settle
 from racecast.signals.staking import edge, fair_odds, kelly_fraction, stake_units, staking_columns
 
 __all__ = [
