@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 from racecast.data.schema import QUARANTINE_COLUMNS, RACE_COLUMNS, RUNNER_COLUMNS
-from racecast.ingestion.hkjc import (
+from racecast.ingestion.hkjc import adapt_hkjc
+from racecast.ingestion.hkjc_format import (
     HKJC_POST_RACE_COLUMNS,
     LB_TO_KG,
     RACES_REQUIRED_COLUMNS,
     RUNS_REQUIRED_COLUMNS,
-    adapt_hkjc,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
