@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,23 +29,14 @@ import yaml
 from racecast.ingestion.contract import Finisher, MeetingHeader, RaceHeader, RunnerCard
 from racecast.monitoring.drift import NO_REFERENCE_VALUE
 from racecast.pipelines.simulation.nodes import simulate_world
+from tests.user_facing.conftest import PARAMS, copy_project, project_env
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 WORLD = {"seed": 11, "n_days": 20, "start_date": "2024-01-02", "show_progress": False}
 #: Every model of the zoo, tiny (the run must complete, not predict well).
-TINY = {
-    "model_zoo.cv.n_folds": 2,
-    "model_zoo.stacker.kwargs.n_estimators": 20,
-    "model_zoo.models.lgbm_ranker.kwargs.n_estimators": 20,
-    "model_zoo.models.lgbm_classifier.kwargs.n_estimators": 20,
-    "model_zoo.models.catboost_ranker.kwargs.iterations": 20,
-    "model_zoo.models.xgb_ranker.kwargs.n_estimators": 20,
-    "model_zoo.models.random_forest.kwargs.n_estimators": 10,
-    "model_zoo.models.tabnet.kwargs.max_epochs": 1,
-    "model_zoo.models.race_set_attention.kwargs.max_epochs": 1,
-}
+TINY = {key: value for key, value in PARAMS.items() if key.startswith("model_zoo.")}
 #: Kept although optional: the outcome of a finisher needs its position, and a runner
 #: is withdrawn only when it says so (non_runner), priced at the off (odds.final).
 KEPT = {"position", "non_runner", "odds"}
@@ -92,13 +81,7 @@ def _feed() -> tuple[dict[str, str], dict[str, str]]:
 def _kedro(project: Path, *args: str) -> None:
     """Run ``kedro run --env racecards`` in ``project``; fail with its log tail."""
     params = ",".join(f"{key}={value}" for key, value in TINY.items())
-    env = {
-        **os.environ,
-        "KEDRO_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "1",
-        "FEAST_USAGE": "False",
-        "MPLBACKEND": "Agg",
-    }
+    env = project_env()
     log = project / f"kedro-{len(list(project.glob('kedro-*.log')))}.log"
     with log.open("wb") as sink:
         done = subprocess.run(
@@ -118,14 +101,7 @@ def _kedro(project: Path, *args: str) -> None:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A temporary project holding the stripped feed, after the default racecards run."""
-    root = tmp_path_factory.mktemp("minimal_feed")
-    shutil.copytree(ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    shutil.copy(ROOT / "pyproject.toml", root)
-    shutil.copytree(
-        ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("data")
-    )
-    (root / "src").mkdir()  # kedro wants one; racecast is imported as installed (-e .)
+    root = copy_project(tmp_path_factory.mktemp("minimal_feed"))
     history, upcoming = _feed()
     raw = root / "data" / "01_raw" / "racecards"
     (raw / "upcoming").mkdir(parents=True)
