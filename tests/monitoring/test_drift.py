@@ -1,4 +1,4 @@
-"""Drift tests, performance window and action rules of racecast.monitoring.drift."""
+"""Drift tests, performance window and action rules of racecast.monitoring."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import ks_2samp
 
 from racecast.evaluation.metrics import log_loss, market_probability, pseudo_r2
-from racecast.monitoring import drift
+from racecast.monitoring import actions, drift, performance
 from racecast.monitoring.plots import drift_test_table, monitoring_figure
 
 NUMERIC = ["rating", "weight_carried_kg", "h_ewm_rel_pos", "j_rate_365d", "age", "n_runners"]
@@ -96,12 +96,12 @@ def run_feature_drift(reference, current, **kwargs):
 
 def holding_performance() -> dict:
     ref, cur = split_same_distribution()
-    ref_perf = drift.performance_window(ref, 100, include_rolling=False)
-    cur_perf = drift.performance_window(cur, 100)
+    ref_perf = performance.performance_window(ref, 100, include_rolling=False)
+    cur_perf = performance.performance_window(cur, 100)
     return {
         "reference": ref_perf,
         "window": cur_perf,
-        "change": drift.compare_performance(ref_perf, cur_perf),
+        "change": performance.compare_performance(ref_perf, cur_perf),
     }
 
 
@@ -115,7 +115,7 @@ def test_same_distribution_window_is_quiet():
     assert result["drifted"] == []
     assert all(0.0 <= e["p_value"] <= 1.0 for e in result["features"].values())
     assert min(e["p_value"] for e in result["features"].values()) > result["threshold"]
-    action = drift.decide_action({"features": result}, holding_performance(), {})
+    action = actions.decide_action({"features": result}, holding_performance(), {})
     assert action == "none"
 
 
@@ -130,7 +130,7 @@ def test_injected_numeric_shift_is_flagged_with_the_smallest_p_values():
     p = pd.Series({f: e["p_value"] for f, e in result["features"].items()}).sort_values()
     assert set(p.index[:2]) == {"rating", "j_rate_365d"}
     assert p.iloc[:2].max() < 1e-10 < p.iloc[2]
-    assert drift.decide_action({"features": result}, holding_performance(), {}) == "alert"
+    assert actions.decide_action({"features": result}, holding_performance(), {}) == "alert"
 
 
 def test_categorical_mix_change_is_flagged():
@@ -310,7 +310,7 @@ def test_prediction_drift_ignores_field_size_alone():
 def test_performance_window_matches_the_protocol_metrics():
     frame = _base()
     frame = frame.assign(odds_final=frame["odds_final"].mask(frame["race_id"] == "R00003"))
-    result = drift.performance_window(frame, window_races=50)
+    result = performance.performance_window(frame, window_races=50)
     scored = frame[frame["race_id"] != "R00003"].copy()
     scored["p_market"] = market_probability(scored)
     assert result["n_races"] == 599 and result["n_excluded_races"] == 1
@@ -329,7 +329,7 @@ def test_performance_window_matches_the_protocol_metrics():
 
 def test_performance_window_without_scorable_races_reports_nothing():
     frame = _base().assign(odds_final=np.nan)
-    result = drift.performance_window(frame, 100)
+    result = performance.performance_window(frame, 100)
     assert result["n_races"] == 0 and result["log_loss"] is None
     assert result["n_excluded_races"] == 600
 
@@ -342,12 +342,12 @@ def degraded_performance() -> dict:
     shuffled["p_model"] = shuffled.groupby("race_id")["p_model"].transform(
         lambda s: rng.permutation(s.to_numpy())
     )
-    ref_perf = drift.performance_window(reference, 100, include_rolling=False)
-    cur_perf = drift.performance_window(shuffled, 100)
+    ref_perf = performance.performance_window(reference, 100, include_rolling=False)
+    cur_perf = performance.performance_window(shuffled, 100)
     return {
         "reference": ref_perf,
         "window": cur_perf,
-        "change": drift.compare_performance(ref_perf, cur_perf),
+        "change": performance.compare_performance(ref_perf, cur_perf),
     }
 
 
@@ -359,7 +359,7 @@ def test_degraded_model_triggers_retrain():
     assert change["log_loss_increase_z"] > 3
     reference, current = split_same_distribution()
     quiet = run_feature_drift(reference, current)
-    action, reasons = drift.action_reasons({"features": quiet}, performance, {})
+    action, reasons = actions.action_reasons({"features": quiet}, performance, {})
     assert action == "retrain"
     assert any("log loss up" in r for r in reasons)
 
@@ -368,16 +368,16 @@ def test_action_rules_follow_their_parameters():
     performance = degraded_performance()
     no_drift = {"features": {"is_drift": False}, "predictions": {"is_drift": False}}
     off = {"max_log_loss_increase": None, "max_pseudo_r2_drop": None}
-    assert drift.decide_action(no_drift, performance, off) == "none"
-    assert drift.decide_action(no_drift, performance, {"min_races": 10_000}) == "none"
+    assert actions.decide_action(no_drift, performance, off) == "none"
+    assert actions.decide_action(no_drift, performance, {"min_races": 10_000}) == "none"
     pred = {"features": {"is_drift": False}, "predictions": {"is_drift": True, "p_value": 1e-5}}
-    assert drift.decide_action(pred, performance, off) == "alert"
-    assert drift.decide_action(pred, performance, {**off, "alert_on_prediction_drift": False}) == (
+    assert actions.decide_action(pred, performance, off) == "alert"
+    assert actions.decide_action(pred, performance, {**off, "alert_on_prediction_drift": False}) == (
         "none"
     )
     with pytest.raises(ValueError, match=r"monitoring.action.\['max_loss'\]"):
-        drift.decide_action(no_drift, performance, {"max_loss": 1.0})
-    assert drift.decide_action({}, holding_performance(), None) == "none"
+        actions.decide_action(no_drift, performance, {"max_loss": 1.0})
+    assert actions.decide_action({}, holding_performance(), None) == "none"
 
 
 # -------------------------------------------------------------------------- plots
@@ -389,8 +389,8 @@ def test_monitoring_figure_has_one_bar_per_test():
     table = drift_test_table(result)
     assert len(table) == result["n_tests"]
     assert table["is_drift"].sum() == 0
-    ref_roll = drift.rolling_log_loss(drift.scored_races(reference)[0], 50)
-    cur_roll = drift.rolling_log_loss(drift.scored_races(current)[0], 50)
+    ref_roll = performance.rolling_log_loss(performance.scored_races(reference)[0], 50)
+    cur_roll = performance.rolling_log_loss(performance.scored_races(current)[0], 50)
     figure = monitoring_figure(result, ref_roll, cur_roll, 2.0, 2.1)
     bars, lines = figure.axes
     assert len(bars.patches) == result["n_tests"]

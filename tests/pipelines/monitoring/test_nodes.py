@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from racecast.evaluation.metrics import market_probability
 from racecast.features.specs import FUNDAMENTAL_FEATURES
 from racecast.models.split import compute_race_days
-from racecast.monitoring.drift import ACTIONS, DEFAULT_ACTION_PARAMS, decide_action
+from racecast.monitoring.actions import ACTIONS, DEFAULT_ACTION_PARAMS, decide_action
 from racecast.pipelines.model_zoo.nodes import split_training_set
 from racecast.pipelines.monitoring import nodes
 from tests.pipelines.model_zoo.test_nodes import small_params, small_training_set

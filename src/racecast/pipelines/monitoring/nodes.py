@@ -3,7 +3,8 @@
 The reference is the training set (``model_zoo.train_set``, optionally its last
 ``reference.last_days`` race days) with the monitored model's out-of-fold predictions;
 the window is the last ``window.last_days`` race days of the holdout with the model's
-holdout predictions. The tests and rules are those of :mod:`racecast.monitoring.drift`.
+holdout predictions. The tests and rules are those of :mod:`racecast.monitoring.drift`,
+:mod:`~racecast.monitoring.performance` and :mod:`~racecast.monitoring.actions`.
 """
 
 from __future__ import annotations
@@ -19,14 +20,11 @@ from matplotlib.figure import Figure
 
 from racecast.models.split import compute_race_days
 from racecast.monitoring import plots
-from racecast.monitoring.drift import (
-    ACTIONS,
-    DEFAULT_ACTION_PARAMS,
-    action_reasons,
+from racecast.monitoring.actions import ACTIONS, DEFAULT_ACTION_PARAMS, action_reasons
+from racecast.monitoring.drift import feature_drift, prediction_drift
+from racecast.monitoring.performance import (
     compare_performance,
-    feature_drift,
     performance_window,
-    prediction_drift,
     rolling_log_loss,
     scored_races,
 )
