@@ -122,7 +122,7 @@ def monitoring_figure(
 
     Args:
         feature_drift: A :func:`~racecast.monitoring.drift.feature_drift` result.
-        reference_rolling: :func:`~racecast.monitoring.drift.rolling_log_loss` of the
+        reference_rolling: :func:`~racecast.monitoring.performance.rolling_log_loss` of the
             reference races (``off_time``, ``log_loss``, optional ``market_log_loss``).
         window_rolling: The same for the monitored window (shaded).
         reference_log_loss: Drawn as a horizontal line when given.
