@@ -45,11 +45,11 @@ from rich.table import Table
 from racecast.features import state, store
 from racecast.features.specs import VIEWS
 from racecast.inference.results import RaceDayPaths, race_ids_by_off, select_races
+from racecast.inference.settings import ServingSettings
 from racecast.ingestion.racecards import parse_racecards
 from racecast.ingestion.validate import validate_and_split
 from racecast.pipelines.simulation.nodes import simulate_world
 from racecast.serving.app import create_app
-from racecast.serving.settings import ServingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "data" / "06_models" / "inference_bundle.pkl"

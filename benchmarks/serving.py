@@ -58,8 +58,8 @@ from racecast.features.store import get_store
 from racecast.inference.registry import load_bundle
 from racecast.inference.scoring import score_races
 from racecast.inference.service import InferenceService, parse_racecard
+from racecast.inference.settings import ServingSettings
 from racecast.serving.app import create_app
-from racecast.serving.settings import ServingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "data" / "08_reporting" / "benchmark_serving.json"

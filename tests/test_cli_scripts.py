@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from racecast.serving.settings import ENV_PREFIX
+from racecast.inference.settings import ENV_PREFIX
 from tests.pipelines.scoring import test_pipeline as scoring_run
 from tests.serving.serving_fakes import racecard_text
 

@@ -28,8 +28,8 @@ LIBRARY_RANK = {
 }
 #: The outer rooms: no library module imports them.
 OUTER = ("pipelines", "pipeline_registry", "serving", "cli")
-#: Upward imports still to remove (the service settings belong in the inference layer).
-KNOWN_UPWARD = {("racecast.inference.service", "racecast.serving.settings")}
+#: Upward imports still to remove (none left).
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:

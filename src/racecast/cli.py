@@ -205,7 +205,7 @@ def features_online(racecard: Path, env: str | None, service_name: str | None, a
 
 def _serving_settings(env: str | None, bundle: str | None, **overrides):
     """Serving settings of an env, with CLI overrides (errors exit with a message)."""
-    from racecast.serving.settings import ServingSettings
+    from racecast.inference.settings import ServingSettings
 
     return ServingSettings.from_project(env, bundle_uri=bundle, **overrides)
 
@@ -226,8 +226,8 @@ def serve(host: str, port: int, env: str | None, bundle: str | None, insecure: b
     import uvicorn
 
     from racecast.inference.results import raceday_paths
+    from racecast.inference.settings import SettingsError
     from racecast.serving.app import create_app
-    from racecast.serving.settings import SettingsError
 
     try:
         settings = _serving_settings(env, bundle, allow_anonymous=True if insecure else None)
@@ -265,7 +265,7 @@ def predict(
     from racecast.inference.registry import load_bundle
     from racecast.inference.results import UnknownRaceError, select_races
     from racecast.inference.service import InferenceService, RacecardRequestError
-    from racecast.serving.settings import SettingsError
+    from racecast.inference.settings import SettingsError
 
     try:
         settings = _serving_settings(env, bundle)

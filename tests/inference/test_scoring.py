@@ -12,7 +12,7 @@ from racecast.inference.scoring import (
     feature_staleness_days,
     score_races,
 )
-from racecast.serving.settings import ServingSettings
+from racecast.inference.settings import ServingSettings
 from tests.serving.serving_fakes import NOT_STAKEABLE, STAKEABLE
 
 OFF = pd.Timestamp("2025-02-06 06:30", tz="UTC")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from racecast.serving.settings import ServingSettings
+from racecast.inference.settings import ServingSettings
 
 API_KEY = "test-key-0123456789abcdef"
 OTHER_KEY = "second-key-fedcba9876543210"

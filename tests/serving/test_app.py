@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from racecast.inference import service as service_module
+from racecast.inference.settings import SettingsError
 from racecast.serving import app as app_module
 from racecast.serving.app import create_app
 from racecast.serving.auth import API_KEYS_ENV, hash_api_key
-from racecast.serving.settings import SettingsError
 from tests.serving.serving_fakes import (
     API_KEY,
     OTHER_KEY,

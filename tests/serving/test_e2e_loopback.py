@@ -43,8 +43,8 @@ import pytest
 from click.testing import CliRunner
 
 from racecast.cli import cli
+from racecast.inference.settings import ENV_PREFIX
 from racecast.serving.auth import API_KEYS_ENV
-from racecast.serving.settings import ENV_PREFIX
 from tests.pipelines.scoring import test_pipeline as scoring_run
 
 pytestmark = pytest.mark.slow

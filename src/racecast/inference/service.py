@@ -26,7 +26,7 @@ from racecast.features.specs import VIEWS
 from racecast.inference.guard import check_point_in_time
 from racecast.inference.problems import field_loc, problem_details
 from racecast.inference.scoring import ScoringConfig, runner_positions, score_races
-from racecast.serving.settings import ServingSettings
+from racecast.inference.settings import ServingSettings
 from racecast.signals.models import to_utc
 
 logger = logging.getLogger(__name__)

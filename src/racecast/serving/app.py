@@ -54,6 +54,7 @@ from racecast.inference.service import (
     RacecardRequestError,
     parse_as_of,
 )
+from racecast.inference.settings import ServingSettings, SettingsError
 from racecast.ingestion.contract import RacecardFile, ResultsFile
 from racecast.serving.auth import ApiKeyVerifier, AuthBackoff, RateLimiter, load_api_key_hashes
 from racecast.serving.limits import RequestLimits, body_guard
@@ -68,7 +69,6 @@ from racecast.serving.openapi import (
 )
 from racecast.serving.race_cache import RaceCache
 from racecast.serving.schemas import HorseState, PredictResponse, RacePrediction
-from racecast.serving.settings import ServingSettings, SettingsError
 
 logger = logging.getLogger(__name__)
 

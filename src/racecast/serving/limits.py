@@ -59,7 +59,7 @@ class RequestLimits:
 
     @classmethod
     def from_settings(cls, settings: Any) -> RequestLimits:
-        """The bounds of a :class:`~racecast.serving.settings.ServingSettings`."""
+        """The bounds of a :class:`~racecast.inference.settings.ServingSettings`."""
         return cls(
             max_json_depth=settings.max_json_depth,
             max_races_per_request=settings.max_races_per_request,

@@ -26,12 +26,12 @@ from racecast.features.online import racecard_entity_rows
 from racecast.features.store import get_store
 from racecast.inference.guard import LookAheadError
 from racecast.inference.service import InferenceService
+from racecast.inference.settings import ServingSettings
 from racecast.pipeline_registry import register_pipelines
 from racecast.pipelines.features import create_pipeline as create_features
 from racecast.pipelines.ingestion import create_pipeline as create_ingestion
 from racecast.pipelines.scoring import create_pipeline
 from racecast.pipelines.simulation.nodes import simulate_world
-from racecast.serving.settings import ServingSettings
 from racecast.signals import DEFAULT_URL, load_bets, load_signals
 from racecast.sources import active_source, set_active_source
 from tests.pipelines.model_zoo.test_pipeline import _feed

@@ -27,7 +27,7 @@ from racecast.features import store as feature_store
 from racecast.features.online import racecard_entity_rows
 from racecast.inference.bundle import InferenceBundle
 from racecast.inference.service import InferenceService
-from racecast.serving.settings import ServingSettings
+from racecast.inference.settings import ServingSettings
 from racecast.signals import (
     DEFAULT_URL,
     load_bets,
