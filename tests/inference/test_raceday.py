@@ -306,4 +306,10 @@ def test_race_day_replay_through_the_http_api(world, server):
         unknown["results"][0]["race_id"] = "NO-SUCH-RACE"
         missing = client.post("/api/v1/results", content=json.dumps(unknown), headers=headers)
         assert missing.status_code == 404, missing.text
+        broken = json.loads(races[0][2])
+        broken["results"][0]["finishers"][0]["horse_id"] = "NOT-A-RUNNER"
+        invalid = client.post("/api/v1/results", content=json.dumps(broken), headers=headers)
+        assert invalid.status_code == 422, invalid.text
+        locs = [d["loc"] for d in invalid.json()["detail"]]
+        assert ["body", "results", 0, "finishers", 0, "horse_id"] in locs, locs
         assert client.post("/api/v1/results", content=races[0][2]).status_code == 401

@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "RaceDay",
+    "results_problem_details",
     "RaceDayPaths",
     "ResultsRejected",
     "UnknownRaceError",
@@ -443,6 +444,44 @@ def _rows_of(table: pd.DataFrame, runners: pd.DataFrame, view: str) -> pd.DataFr
     keys = list(VIEWS[view].entities)
     wanted = runners[keys].dropna().astype("string").drop_duplicates()
     return table.merge(wanted, on=keys, how="inner")
+
+
+def results_problem_details(text: str, problems: list[dict[str, Any]], limit: int = 50) -> list[dict[str, Any]]:
+    """FastAPI-style error details of a rejected results document, each with its JSON path.
+
+    A problem whose message carries a path into the results (``results[0].finishers[1].
+    horse_id``) gets it; any other (a rule about the race as a whole) points at the race's
+    entry in ``results``.
+
+    Args:
+        text: The results document as sent.
+        problems: :attr:`ResultsRejected.problems`.
+        limit: Most details returned.
+
+    Returns:
+        ``[{"loc": ["body", "results", 0, ...], "msg", "type"}]``.
+    """
+    from racecast.inference.problems import field_loc
+
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        document = None
+    entries = document.get("results") if isinstance(document, dict) else None
+    index = {
+        str(entry.get("race_id")): i
+        for i, entry in enumerate(entries if isinstance(entries, list) else [])
+        if isinstance(entry, dict)
+    }
+    details = []
+    for problem in problems[:limit]:
+        message = str(problem.get("detail") or problem.get("reason") or "invalid")
+        loc = field_loc(message)
+        if len(loc) < 2 or loc[1] != "results":
+            race = str(problem.get("race_id"))
+            loc = ["body", "results", index[race]] if race in index else ["body"]
+        details.append({"loc": loc, "msg": message, "type": str(problem.get("reason") or "value_error")})
+    return details
 
 
 def raceday_paths(env: str | None = None, root: Path | None = None) -> RaceDayPaths:

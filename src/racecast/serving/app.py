@@ -329,7 +329,11 @@ def create_app(
         racecast.results/1): validated as batch ingestion validates them, the state of
         exactly the entities that ran written to the online store before the next race
         is scored. The same results twice change nothing; a correction replaces them."""
-        from racecast.inference.results import ResultsRejected, UnknownRaceError
+        from racecast.inference.results import (
+            ResultsRejected,
+            UnknownRaceError,
+            results_problem_details,
+        )
 
         raceday = request.app.state.raceday
         if raceday is None:
@@ -343,14 +347,7 @@ def create_app(
             raise HTTPException(status_code=404, detail=str(exc).strip("'\"")) from exc
         except ResultsRejected as exc:
             raise RequestValidationError(
-                [
-                    {
-                        "loc": ["body", *(str(p[k]) for k in ("race_id", "horse_id", "field") if p.get(k))],
-                        "msg": p.get("detail") or p.get("reason"),
-                        "type": p.get("reason") or "value_error",
-                    }
-                    for p in exc.problems[:50]
-                ]
+                results_problem_details(text, exc.problems, service.settings.max_error_details)
             ) from exc
         if summary["status"] != "unchanged" and request.app.state.board is not None:
             # the day's races still to run are scored again now, so the board's next page
