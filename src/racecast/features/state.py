@@ -28,7 +28,6 @@ from racecast.features.columns import (
     going_group,
     shrunk_rate,
     surface_slot,
-    track_key,  # noqa: F401 - racecast.inference.results still imports it from here
 )
 from racecast.features.entities import _active_runs, _won
 from racecast.features.specs import (

@@ -432,7 +432,7 @@ def _sorted_state(table: pd.DataFrame, view: str) -> pd.DataFrame:
 
 def _track_keys(races: pd.DataFrame, runners: pd.DataFrame) -> pd.Series:
     """Track key of each runner's race."""
-    from racecast.features.state import track_key
+    from racecast.features.columns import track_key
 
     by_race = races.drop_duplicates("race_id").set_index("race_id")
     keyed = track_key(by_race["course"], by_race["surface"], by_race["distance_m"])
