@@ -13,7 +13,7 @@ export FEAST_USAGE := False
 export PYTHONWARNINGS := ignore::DeprecationWarning
 export MPLBACKEND := Agg
 
-.PHONY: setup run test browser hkjc-data hkjc-run viz mlflow-ui bench lint lock serve clean
+.PHONY: setup run test browser services hkjc-data hkjc-run viz mlflow-ui bench lint lock serve clean
 
 setup: $(STAMP)
 
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 run: setup
 	$(BIN)/kedro run
 
-test: setup browser
+test: setup browser services
 	$(BIN)/python -m pytest
 
 # The race-day board's browser test drives Debian's chromium (Playwright's own browser
@@ -36,6 +36,13 @@ browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium is not installed (apt-get install chromium): the browser test will be skipped"
+
+# The engine-equality tests start Debian's redis-server on a free loopback port (and stop
+# it); installed with apt-get when missing and we may (root). Nothing is left running.
+services:
+	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; } || \
+		echo "redis-server is not installed (apt-get install redis-server): the Redis tests will be skipped"
 
 hkjc-data:
 	@if [ -f $(SHARED_HK)/runs.csv ] && [ -f $(SHARED_HK)/races.csv ]; then \
