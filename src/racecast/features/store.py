@@ -345,13 +345,9 @@ class OnlineReader:
         times are epoch seconds (UTC).
         """
         if self._sqlite_path is None or not Path(self._sqlite_path).is_file():
+            # a copy: Feast 0.49's Redis online_read appends ``_ts:<view>`` to the list
             found = self._provider.online_read(self._config, view, protos, list(names))
-            return [
-                (None, None)
-                if values is None
-                else ({n: proto_value(v) for n, v in values.items()}, _epoch_seconds(ts))
-                for ts, values in found
-            ]
+            return [_provider_row(ts, values) for ts, values in found]
         from feast.infra.key_encoding_utils import serialize_entity_key
 
         version = self._config.entity_key_serialization_version
@@ -459,6 +455,19 @@ class OnlineReader:
         for name, values in texts.items():
             frame[name] = pd.array(values, dtype="string")
         return frame[self.columns], pd.DataFrame(stamps, index=entity_rows.index)
+
+
+def _provider_row(ts: Any, values: dict | None) -> tuple[dict | None, float | None]:
+    """One entity of a provider's ``online_read`` as (values, epoch seconds), (None, None)
+    when it has no row. Feast 0.49's Redis store answers an entity without a row with
+    every requested feature unset at epoch 0 (a written row always carries its time)."""
+    if values is None:
+        return None, None
+    python = {n: proto_value(v) for n, v in values.items()}
+    when = _epoch_seconds(ts)
+    if not when and all(v is None for v in python.values()):
+        return None, None
+    return python, when
 
 
 def _epoch_seconds(value: Any) -> float | None:
