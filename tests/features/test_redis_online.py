@@ -14,6 +14,7 @@ refuses the pushed race on Redis too.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -203,3 +204,26 @@ def test_a_results_push_lands_in_redis_and_the_guard_then_refuses_the_race(proje
     pd.testing.assert_frame_equal(got_times, want_times)
     off = pd.to_datetime(rows["off_time"], utc=True).astype("int64").to_numpy() / 1e9
     assert (got_times["horse_form"].to_numpy() >= off).all(), "the pushed result is what Redis holds"
+
+
+def test_a_correction_of_pushed_results_rewrites_redis_as_it_does_sqlite(projects):
+    params = raceday_test._params()["compute"]
+    race_id, card, results = raceday_test._race_documents(projects["last_day"])[0]
+    document = json.loads(results)  # pushed by the previous test: its winner disqualified
+    finishers = document["results"][0]["finishers"]
+    first = next(f for f in finishers if f.get("position") == 1)
+    second = next(f for f in finishers if f.get("position") == 2)
+    first["position"], second["position"] = 2, 1
+    rows = racecard_entity_rows(card, f"{race_id}.racecard.json")
+    read = {}
+    for name, root in (("sqlite", projects["sqlite"]), ("redis", projects["redis"])):
+        with raceday_test._Chdir(root):
+            store = get_store("feature_repo")
+            before = OnlineReader(store, SERVICE).read(rows)
+            summary = RaceDay(raceday_paths(None, root), store, params).push(json.dumps(document))
+            assert summary["status"] == "amended" and summary["mode"] == "rebuild", summary
+            read[name] = OnlineReader(store, SERVICE).read_with_times(rows)
+            winner = rows.index[rows["horse_id"] == second["horse_id"]][0]
+            assert read[name][0].loc[winner, "h_wins"] == before.loc[winner, "h_wins"] + 1, name
+    pd.testing.assert_frame_equal(read["redis"][0], read["sqlite"][0])
+    pd.testing.assert_frame_equal(read["redis"][1], read["sqlite"][1])

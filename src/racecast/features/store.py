@@ -240,6 +240,42 @@ def materialize(
     return {"end": end_dt.isoformat(), "mode": mode, "views": sorted(fresh + seen)}
 
 
+def write_online(store: FeatureStore, view_name: str, rows: pd.DataFrame) -> None:
+    """Make ``rows`` their entities' online state of a view (``write_to_online_store``).
+
+    Feast's SQLite store replaces what it holds. Feast 0.49's Redis store silently keeps a
+    stored row whose event time is not older than the written one, so a correction (same
+    event times, other values) would be dropped: on Redis the view's stored event times of
+    these entities are cleared first.
+
+    Args:
+        store: The feature store.
+        view_name: Feature view written.
+        rows: State rows (join keys, ``event_timestamp`` and the view's features).
+    """
+    if getattr(store.config.online_store, "type", None) == "redis":
+        _clear_redis_times(store, view_name, rows)
+    store.write_to_online_store(view_name, rows)
+
+
+def _clear_redis_times(store: FeatureStore, view_name: str, rows: pd.DataFrame) -> None:
+    """Delete the ``_ts:<view>`` field of the rows' entities in Feast's Redis hashes."""
+    from feast.infra.online_stores.helpers import _redis_key
+    from feast.infra.provider import get_provider
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    keys = sorted(store.get_feature_view(view_name).join_keys)
+    entities = rows[keys].dropna().astype(str).drop_duplicates()
+    version = store.config.entity_key_serialization_version
+    client = get_provider(store.config).online_store._get_client(store.config.online_store)
+    with client.pipeline(transaction=False) as pipe:
+        for values in entities.itertuples(index=False):
+            proto = EntityKey(join_keys=keys, entity_values=[Value(string_val=v) for v in values])
+            pipe.hdel(_redis_key(store.config.project, proto, version), f"_ts:{view_name}")
+        pipe.execute()
+
+
 def historical_state(
     store: FeatureStore,
     entity_rows: pd.DataFrame,

@@ -12,7 +12,7 @@ canonical tables: a correction), and:
    own functions (:class:`racecast.features.incremental.StateHistory`: incremental for a
    race after every known one, the whole tables again for a correction or a race pushed
    out of order);
-3. writes them to the Feast online store (``write_to_online_store``), so the next race
+3. writes them to the Feast online store (``write_online``), so the next race
    of the day is scored with this one's result, as the training set's rows are;
 4. keeps the documents in the raw race-day folder (the next ``kedro run`` ingests them)
    and replaces the race's rows of the canonical tables and the offline state sources
@@ -38,6 +38,7 @@ import pandas as pd
 
 from racecast.features.incremental import OutOfOrderRace, StateHistory, latest_rows
 from racecast.features.specs import VIEWS
+from racecast.features.store import write_online
 from racecast.ingestion.contract import RACECARD_FORMAT
 from racecast.ingestion.racecards import parse_racecards
 from racecast.ingestion.validate import validate_and_split
@@ -405,7 +406,7 @@ class RaceDay:
         with self._store_lock:
             for view in VIEWS:
                 if len(online[view]):
-                    self.feature_store.write_to_online_store(view, online[view])
+                    write_online(self.feature_store, view, online[view])
         summary["state_rows"] = {view: len(online[view]) for view in VIEWS}
         timings["online"] = 1000 * (time.perf_counter() - clock)
         clock = time.perf_counter()
