@@ -215,6 +215,21 @@ def test_a_pushed_result_updates_the_board_with_the_pre_off_prediction(client, p
     assert re.search(r'data-race-id="R-UNPRICED".*?data-state="off"', day, flags=re.S)
 
 
+def test_the_board_is_current_once_a_push_rescored_its_day(client, paths):
+    """What POST /api/v1/results does after a push: the app's board re-scores the day, so
+    the next page finds every prediction current (nothing left to score for a visitor)."""
+    _login(client)
+    board = client.app.state.board
+    assert board is not None  # the app wires its board for the results route
+    client.get("/")
+    result = {"format": "racecast.results/1", "results": [{"race_id": "R-PRICED", "status": "void"}]}
+    (paths.raceday / "R-PRICED.results.json").write_text(json.dumps(result))
+    status = client.get("/board/status").json()
+    assert status["version"] not in board._scored.values()  # the day is stale now
+    board.rescore(client.app.state.service, ["R-PRICED"])
+    assert status["version"] in board._scored.values()  # ... and current after the re-score
+
+
 #: The first bytes of a PNG file (the plot routes serve the file as it is).
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 

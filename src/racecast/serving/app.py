@@ -391,7 +391,9 @@ def create_app(
     # the race-day board (pages at /, /race/..., /model): racecast.serving.board
     from racecast.serving.board import board_router
 
-    app.include_router(board_router(authorize, races, raceday_paths))
+    board = board_router(authorize, races, raceday_paths)
+    app.include_router(board)
+    app.state.board = board.board
 
     @app.get("/health", summary="Liveness and readiness", responses=error_responses(503))
     async def health(request: Request) -> JSONResponse:
