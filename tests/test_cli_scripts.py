@@ -40,7 +40,9 @@ def _command() -> list[str]:
 
 def _racecast(root: Path, *args: str) -> tuple[int, str, str]:
     """Run ``racecast ARGS > out.json`` in ``root``: (exit code, out.json text, stderr)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    # mlflow.set_tracking_uri in an earlier in-process test exports MLFLOW_TRACKING_URI:
+    # the command must read the temporary project's own store, as a user's shell would
+    env = {k: v for k, v in os.environ.items() if not k.startswith((ENV_PREFIX, "MLFLOW_"))}
     env.update(KEDRO_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1", FEAST_USAGE="False")
     env.pop("KEDRO_LOGGING_CONFIG", None)
     out = root / "out.json"

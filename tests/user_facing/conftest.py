@@ -39,9 +39,14 @@ TIMEOUT_S = 900
 
 
 def project_env() -> dict[str, str]:
-    """The Makefile's environment: no telemetry, no usage stats, the Agg backend."""
+    """The Makefile's environment: no telemetry, no usage stats, the Agg backend.
+
+    ``MLFLOW_*`` variables are left out: ``mlflow.set_tracking_uri`` in an earlier
+    in-process test exports ``MLFLOW_TRACKING_URI``, and the project's commands must use
+    its own ``conf/base/mlflow.yml`` store, as in a user's shell.
+    """
     return {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
         "KEDRO_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "1",
         "FEAST_USAGE": "False",
