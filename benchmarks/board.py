@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import os
 import pickle
@@ -39,8 +38,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from fastapi.testclient import TestClient
-from rich.console import Console
-from rich.table import Table
+from report import publish  # noqa: E402 (benchmarks/report.py, beside this script)
 
 from racecast.features import state, store
 from racecast.features.specs import VIEWS
@@ -84,7 +82,9 @@ def _scratch_project(work: Path) -> tuple[RaceDayPaths, str, str]:
     files = {pid: (lambda t=text: t) for pid, text in racecards.items()}
     params = {"source": "synthetic", "months": None}
     races, runners, _, _ = validate_and_split(*parse_racecards(files, params), params)
-    shutil.copytree(ROOT / "feature_repo", work / "feature_repo", ignore=shutil.ignore_patterns("data"))
+    shutil.copytree(
+        ROOT / "feature_repo", work / "feature_repo", ignore=shutil.ignore_patterns("data")
+    )
     paths = RaceDayPaths(
         races=work / "data" / "03_primary" / "races.parquet",
         runners=work / "data" / "03_primary" / "runners.parquet",
@@ -99,7 +99,9 @@ def _scratch_project(work: Path) -> tuple[RaceDayPaths, str, str]:
     for view, table in state.build_state_tables(races, runners).items():
         table.to_parquet(paths.state[view], index=False)
     store.apply_repo(work / "feature_repo")
-    store.materialize(store.get_store(work / "feature_repo"), pd.Timestamp.now(tz="UTC"), work / "feature_repo")
+    store.materialize(
+        store.get_store(work / "feature_repo"), pd.Timestamp.now(tz="UTC"), work / "feature_repo"
+    )
     (day,) = upcoming
     (paths.upcoming[0] / f"{day}.racecard.json").write_text(upcoming[day], encoding="utf-8")
     return paths, upcoming[day], upcoming_results[day]
@@ -131,7 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=50, help="Requests per warm measurement.")
-    parser.add_argument("--pushes", type=int, default=6, help="Results pushed (one day page after each).")
+    parser.add_argument(
+        "--pushes", type=int, default=6, help="Results pushed (one day page after each)."
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if not BUNDLE.is_file():
@@ -157,23 +161,32 @@ def main(argv: list[str] | None = None) -> dict:
                 feature_params=compute,
             )
             app = create_app(
-                settings, bundle=bundle, feature_store=store.get_store(work / "feature_repo"), raceday_paths=paths
+                settings,
+                bundle=bundle,
+                feature_store=store.get_store(work / "feature_repo"),
+                raceday_paths=paths,
             )
             with TestClient(app) as client:
-                assert client.post("/login", data={"api_key": KEY}, follow_redirects=False).status_code == 303
+                assert (
+                    client.post("/login", data={"api_key": KEY}, follow_redirects=False).status_code
+                    == 303
+                )
                 first = client.get("/")
                 first_ms = _server_ms(first)
                 assert first.text.count('class="race-link"') == len(race_ids) == 12, len(race_ids)
                 day = [_server_ms(client.get("/")) for _ in range(args.repeat)]
                 race = [
-                    _server_ms(client.get(f"/race/{race_ids[i % len(race_ids)]}")) for i in range(args.repeat)
+                    _server_ms(client.get(f"/race/{race_ids[i % len(race_ids)]}"))
+                    for i in range(args.repeat)
                 ]
                 status = [_timed(client, "/board/status") for _ in range(args.repeat)]
                 after, push = [], []
                 headers = {"X-API-Key": KEY, "Content-Type": "application/json"}
                 for race_id in race_ids[: args.pushes]:
                     start = time.perf_counter()
-                    pushed = client.post("/api/v1/results", content=select_races(results, [race_id]), headers=headers)
+                    pushed = client.post(
+                        "/api/v1/results", content=select_races(results, [race_id]), headers=headers
+                    )
                     push.append(1000 * (time.perf_counter() - start))
                     assert pushed.status_code == 200, pushed.text
                     after.append(_server_ms(client.get("/")))
@@ -198,17 +211,12 @@ def main(argv: list[str] | None = None) -> dict:
         "target_ms": TARGET_MS,
         "day_page_p95_under_target": _stats(day)["p95_ms"] < TARGET_MS,
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    table = Table(title=f"race-day board: {len(race_ids)}-race day ({report['date']})")
-    for column in ("", "p50 ms", "p95 ms", "max ms"):
-        table.add_column(column)
-    for name in ("day_page", "day_page_after_result", "race_page", "status", "results_push"):
-        s = report[name]
-        table.add_row(name, str(s["p50_ms"]), str(s["p95_ms"]), str(s["max_ms"]))
-    Console(stderr=True).print(table)
-    print(json.dumps(report, indent=2))  # noqa: T201 (the benchmark's result on stdout)
-    return report
+    return publish(
+        report,
+        OUT,
+        f"race-day board: {len(race_ids)}-race day ({report['date']})",
+        ["day_page", "day_page_after_result", "race_page", "status", "results_push"],
+    )
 
 
 if __name__ == "__main__":

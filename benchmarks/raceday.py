@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import os
 import platform
@@ -35,8 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
-from rich.table import Table
+from report import publish  # noqa: E402 (benchmarks/report.py, beside this script)
 
 from racecast.features import entities, state, store
 from racecast.features.specs import VIEWS
@@ -69,7 +67,9 @@ def _scratch_project(work: Path, days: list[str]) -> RaceDayPaths:
     params = {"source": "synthetic", "months": None}
     races, runners, _, report = validate_and_split(*parse_racecards(files, params), params)
     logging.getLogger(__name__).info("ingested %d races", report["races"]["primary"])
-    shutil.copytree(ROOT / "feature_repo", work / "feature_repo", ignore=shutil.ignore_patterns("data"))
+    shutil.copytree(
+        ROOT / "feature_repo", work / "feature_repo", ignore=shutil.ignore_patterns("data")
+    )
     paths = RaceDayPaths(
         races=work / "data" / "03_primary" / "races.parquet",
         runners=work / "data" / "03_primary" / "runners.parquet",
@@ -84,7 +84,9 @@ def _scratch_project(work: Path, days: list[str]) -> RaceDayPaths:
     for view, table in state.build_state_tables(races, runners).items():
         table.to_parquet(paths.state[view], index=False)
     store.apply_repo(work / "feature_repo")
-    store.materialize(store.get_store(work / "feature_repo"), pd.Timestamp.now(tz="UTC"), work / "feature_repo")
+    store.materialize(
+        store.get_store(work / "feature_repo"), pd.Timestamp.now(tz="UTC"), work / "feature_repo"
+    )
     return paths
 
 
@@ -157,17 +159,12 @@ def main(argv: list[str] | None = None) -> dict:
             name: round(float(np.median([p[name] for p in phases])), 1) for name in phases[0]
         },
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    table = Table(title=f"race day: {len(total)} pushes of {last} ({report['date']})")
-    for column in ("", "p50 ms", "p95 ms", "max ms"):
-        table.add_column(column)
-    for name in ("readable_online", "total"):
-        s = report[name]
-        table.add_row(name, str(s["p50_ms"]), str(s["p95_ms"]), str(s["max_ms"]))
-    Console(stderr=True).print(table)
-    print(json.dumps(report, indent=2))  # noqa: T201 (the benchmark's result on stdout)
-    return report
+    return publish(
+        report,
+        OUT,
+        f"race day: {len(total)} pushes of {last} ({report['date']})",
+        ["readable_online", "total"],
+    )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -29,7 +27,7 @@ import yaml
 from racecast.ingestion.contract import Finisher, MeetingHeader, RaceHeader, RunnerCard
 from racecast.monitoring.drift import NO_REFERENCE_VALUE
 from racecast.pipelines.simulation.nodes import simulate_world
-from tests.user_facing.conftest import PARAMS, copy_project, project_env
+from tests.user_facing.conftest import PARAMS, copy_project, kedro_run
 
 pytestmark = pytest.mark.slow
 
@@ -79,23 +77,8 @@ def _feed() -> tuple[dict[str, str], dict[str, str]]:
 
 
 def _kedro(project: Path, *args: str) -> None:
-    """Run ``kedro run --env racecards`` in ``project``; fail with its log tail."""
-    params = ",".join(f"{key}={value}" for key, value in TINY.items())
-    env = project_env()
-    log = project / f"kedro-{len(list(project.glob('kedro-*.log')))}.log"
-    with log.open("wb") as sink:
-        done = subprocess.run(
-            [sys.executable, "-m", "kedro", "run", "--env", "racecards", "--params", params, *args],
-            cwd=project,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            timeout=TIMEOUT_S,
-        )
-    if done.returncode != 0:
-        tail = log.read_text(encoding="utf-8", errors="replace")[-8000:]
-        pytest.fail(f"kedro run {' '.join(args)} exited {done.returncode}:\n{tail}")
+    """Run ``kedro run --env racecards`` (tiny zoo) in ``project``; fail with its log tail."""
+    kedro_run(project, TINY, "--env", "racecards", *args, timeout=TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

@@ -67,23 +67,28 @@ def copy_project(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def run_project(tmp_path_factory) -> Path:
-    """A temporary project after one default ``kedro run`` (small world, tiny zoo)."""
-    root = copy_project(tmp_path_factory.mktemp("user_facing"))
-    params = ",".join(f"{key}={value}" for key, value in PARAMS.items())
-    log = root / "kedro-run.log"
+def kedro_run(root: Path, params: dict, *args: str, timeout: int = TIMEOUT_S) -> None:
+    """``kedro run --params ... ARGS`` in ``root`` as a subprocess; fail with its log tail."""
+    joined = ",".join(f"{key}={value}" for key, value in params.items())
+    log = root / f"kedro-{len(list(root.glob('kedro-*.log')))}.log"
     with log.open("wb") as sink:
         done = subprocess.run(
-            [sys.executable, "-m", "kedro", "run", "--params", params],
+            [sys.executable, "-m", "kedro", "run", "--params", joined, *args],
             cwd=root,
             env=project_env(),
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,
-            timeout=TIMEOUT_S,
+            timeout=timeout,
         )
     if done.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace")[-8000:]
-        pytest.fail(f"kedro run exited {done.returncode}:\n{tail}")
+        pytest.fail(f"kedro run {' '.join(args)} exited {done.returncode}:\n{tail}")
+
+
+@pytest.fixture(scope="session")
+def run_project(tmp_path_factory) -> Path:
+    """A temporary project after one default ``kedro run`` (small world, tiny zoo)."""
+    root = copy_project(tmp_path_factory.mktemp("user_facing"))
+    kedro_run(root, PARAMS)
     return root
