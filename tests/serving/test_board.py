@@ -215,12 +215,14 @@ def test_a_pushed_result_updates_the_board_with_the_pre_off_prediction(client, p
     assert re.search(r'data-race-id="R-UNPRICED".*?data-state="off"', day, flags=re.S)
 
 
-def test_the_board_is_current_once_a_push_rescored_its_day(client, paths):
-    """What POST /api/v1/results does after a push: the app's board re-scores the day, so
-    the next page finds every prediction current (nothing left to score for a visitor)."""
-    _login(client)
+def test_the_board_is_scored_at_startup_and_once_a_push_rescored_its_day(client, paths):
+    """The app scores the board's day when it starts and, after a push, what
+    POST /api/v1/results does: re-scores the day, so the next page finds every
+    prediction current (nothing left to score for a visitor)."""
     board = client.app.state.board
     assert board is not None  # the app wires its board for the results route
+    assert board._scored  # the day the board opens on was scored at startup
+    _login(client)
     client.get("/")
     result = {"format": "racecast.results/1", "results": [{"race_id": "R-PRICED", "status": "void"}]}
     (paths.raceday / "R-PRICED.results.json").write_text(json.dumps(result))

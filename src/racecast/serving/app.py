@@ -202,6 +202,11 @@ def create_app(
                 app.state.raceday = RaceDay(
                     raceday_paths, store, settings.feature_params, lock=service.store_lock
                 )
+            if app.state.board is not None:
+                try:  # the day's first page is scored now, not while a visitor waits
+                    await to_thread.run_sync(app.state.board.warm, service)
+                except Exception:  # the board scores again on its first page
+                    logger.exception("board: could not score the day at startup")
             metrics.model_info.labels(str(loaded_bundle.model_version), service.feature_service).set(1)
             logger.info(
                 "serving %s (feature service %s, %d API keys%s)",

@@ -217,6 +217,13 @@ class Board:
             self._scored = {} if failed else {card.day: version}  # a failure is tried again
             return version
 
+    def warm(self, service: InferenceService) -> None:
+        """Score the day the board opens on (the latest day), so no visitor waits for it."""
+        days = self.days()
+        day = pick_day(list(days))
+        if day is not None:
+            self.refresh(service, self.card(day, days[day]))
+
     def rescore(self, service: InferenceService, race_ids: list[str]) -> None:
         """Bring the days holding ``race_ids`` up to date (after their results were pushed),
         so the next page of the board finds its predictions current."""
