@@ -286,17 +286,37 @@ def test_hostile_requests_are_refused_naming_the_bound_while_health_answers(serv
     assert len(reports) == 1, server.output()
 
 
+def _odds(race: dict) -> dict[str, float | None]:
+    return {r["horse_id"]: r["market_odds"] for r in race["runners"]}
+
+
 def test_key_b_never_reads_what_key_a_posted(server):
     card = _upcoming_card()
     race = _first_race(card)
     race_id = race["race_id"]
+    # A posts its own version of a race the server scores itself (other odds) ...
+    doctored = json.loads(json.dumps(card))
+    first = _first_race(doctored)["runners"][0]
+    first["odds"] = {**(first.get("odds") or {}), "final": 77.0}
+    # ... and a race the server does not know (only the racecard's id differs)
+    private = json.loads(json.dumps(card))
+    private["meetings"] = [{**private["meetings"][0], "races": [_first_race(private)]}]
+    _first_race(private)["race_id"] = f"{race_id}-A"
     with httpx.Client(base_url=server.url, timeout=60.0) as client:
-        posted = client.post("/api/v1/predict", content=json.dumps(card), headers=HEADERS)
-        assert posted.status_code == 200, posted.text
+        for body in (doctored, private):
+            posted = client.post("/api/v1/predict", content=json.dumps(body), headers=HEADERS)
+            assert posted.status_code == 200, posted.text
         own = client.get(f"/api/v1/races/{race_id}", headers={"X-API-Key": API_KEY})
         other = client.get(f"/api/v1/races/{race_id}", headers={"X-API-Key": OTHER_KEY})
-    assert own.status_code == 200 and own.json()["race_id"] == race_id
-    assert other.status_code == 404, other.text
+        own_private = client.get(f"/api/v1/races/{race_id}-A", headers={"X-API-Key": API_KEY})
+        other_private = client.get(f"/api/v1/races/{race_id}-A", headers={"X-API-Key": OTHER_KEY})
+    # the server's own prediction of R is what every key reads; A's post never replaces it
+    assert own.status_code == other.status_code == 200, (own.text, other.text)
+    assert own.json() == other.json()
+    assert _odds(other.json())[first["horse_id"]] != 77.0
+    # a race only A posted is A's alone
+    assert own_private.status_code == 200 and own_private.json()["race_id"] == f"{race_id}-A"
+    assert other_private.status_code == 404, other_private.text
 
 
 def test_wrong_keys_back_off_exponentially_per_address(server):
