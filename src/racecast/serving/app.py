@@ -205,6 +205,7 @@ def create_app(
             if app.state.board is not None:
                 try:  # the day's first page is scored now, not while a visitor waits
                     await to_thread.run_sync(app.state.board.warm, service)
+                    await to_thread.run_sync(app.state.board_reports)
                 except Exception:  # the board scores again on its first page
                     logger.exception("board: could not score the day at startup")
             metrics.model_info.labels(str(loaded_bundle.model_version), service.feature_service).set(1)
@@ -399,6 +400,7 @@ def create_app(
     board = board_router(authorize, races, raceday_paths)
     app.include_router(board)
     app.state.board = board.board
+    app.state.board_reports = board.reports_of
 
     @app.get("/health", summary="Liveness and readiness", responses=error_responses(503))
     async def health(request: Request) -> JSONResponse:

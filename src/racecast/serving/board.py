@@ -477,6 +477,7 @@ def board_router(
         return {"is_drift": bool(monitoring.get("is_drift")), "action": monitoring.get("action")}
     router = APIRouter(route_class=_SecureRoute, include_in_schema=False)
     router.board = board  # the app re-scores the day through it when a result is pushed
+    router.reports_of = reports_of  # the app looks the reports up at startup
 
     def page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         html = templates.get_template(name).render(poll_seconds=POLL_SECONDS, **context)
