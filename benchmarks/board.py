@@ -29,23 +29,19 @@ import logging
 import os
 import pickle
 import platform
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import yaml
 from fastapi.testclient import TestClient
 from report import publish  # noqa: E402 (benchmarks/report.py, beside this script)
+from scratch import scratch_project  # noqa: E402 (benchmarks/scratch.py)
 
-from racecast.features import state, store
-from racecast.features.specs import VIEWS
+from racecast.features import store
 from racecast.inference.results import RaceDayPaths, race_ids_by_off, select_races
 from racecast.inference.settings import ServingSettings
-from racecast.ingestion.racecards import parse_racecards
-from racecast.ingestion.validate import validate_and_split
 from racecast.pipelines.simulation.nodes import simulate_world
 from racecast.serving.app import create_app
 
@@ -80,28 +76,7 @@ def _scratch_project(work: Path) -> tuple[RaceDayPaths, str, str]:
     the upcoming day's racecard and results texts."""
     racecards, _, upcoming, upcoming_results, _ = simulate_world(WORLD)
     files = {pid: (lambda t=text: t) for pid, text in racecards.items()}
-    params = {"source": "synthetic", "months": None}
-    races, runners, _, _ = validate_and_split(*parse_racecards(files, params), params)
-    shutil.copytree(
-        ROOT / "feature_repo", work / "feature_repo", ignore=shutil.ignore_patterns("data")
-    )
-    paths = RaceDayPaths(
-        races=work / "data" / "03_primary" / "races.parquet",
-        runners=work / "data" / "03_primary" / "runners.parquet",
-        state={v: work / "data" / "04_feature" / f"{v}.parquet" for v in VIEWS},
-        raceday=work / "data" / "01_raw" / "raceday",
-        upcoming=(work / "data" / "01_raw" / "upcoming",),
-    )
-    for path in (paths.races, *paths.state.values(), paths.upcoming[0] / "x"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    races.to_parquet(paths.races, index=False)
-    runners.to_parquet(paths.runners, index=False)
-    for view, table in state.build_state_tables(races, runners).items():
-        table.to_parquet(paths.state[view], index=False)
-    store.apply_repo(work / "feature_repo")
-    store.materialize(
-        store.get_store(work / "feature_repo"), pd.Timestamp.now(tz="UTC"), work / "feature_repo"
-    )
+    paths = scratch_project(work, files)
     (day,) = upcoming
     (paths.upcoming[0] / f"{day}.racecard.json").write_text(upcoming[day], encoding="utf-8")
     return paths, upcoming[day], upcoming_results[day]

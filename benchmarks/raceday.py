@@ -27,7 +27,6 @@ import datetime as dt
 import logging
 import os
 import platform
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -35,12 +34,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from report import publish  # noqa: E402 (benchmarks/report.py, beside this script)
+from scratch import scratch_project  # noqa: E402 (benchmarks/scratch.py)
 
-from racecast.features import entities, state, store
-from racecast.features.specs import VIEWS
+from racecast.features import entities, store
 from racecast.inference.results import RaceDay, RaceDayPaths, race_ids_by_off, select_races
-from racecast.ingestion.racecards import parse_racecards
-from racecast.ingestion.validate import validate_and_split
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "data" / "01_raw" / "racecards" / "synthetic"
@@ -64,30 +61,7 @@ def _scratch_project(work: Path, days: list[str]) -> RaceDayPaths:
         for kind in ("racecard", "results"):
             text = (RAW / f"{day}.{kind}.json").read_text(encoding="utf-8")
             files[f"{day}.{kind}"] = lambda t=text: t
-    params = {"source": "synthetic", "months": None}
-    races, runners, _, report = validate_and_split(*parse_racecards(files, params), params)
-    logging.getLogger(__name__).info("ingested %d races", report["races"]["primary"])
-    shutil.copytree(
-        ROOT / "feature_repo", work / "feature_repo", ignore=shutil.ignore_patterns("data")
-    )
-    paths = RaceDayPaths(
-        races=work / "data" / "03_primary" / "races.parquet",
-        runners=work / "data" / "03_primary" / "runners.parquet",
-        state={v: work / "data" / "04_feature" / f"{v}.parquet" for v in VIEWS},
-        raceday=work / "data" / "01_raw" / "raceday",
-        upcoming=(work / "data" / "01_raw" / "upcoming",),
-    )
-    for path in (paths.races, *paths.state.values()):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    races.to_parquet(paths.races, index=False)
-    runners.to_parquet(paths.runners, index=False)
-    for view, table in state.build_state_tables(races, runners).items():
-        table.to_parquet(paths.state[view], index=False)
-    store.apply_repo(work / "feature_repo")
-    store.materialize(
-        store.get_store(work / "feature_repo"), pd.Timestamp.now(tz="UTC"), work / "feature_repo"
-    )
-    return paths
+    return scratch_project(work, files)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -115,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         setup_s = time.perf_counter() - start
         card = (RAW / f"{last}.racecard.json").read_text(encoding="utf-8")
         results = (RAW / f"{last}.results.json").read_text(encoding="utf-8")
-        paths.upcoming[0].mkdir(parents=True)
+        paths.upcoming[0].mkdir(parents=True, exist_ok=True)
         (paths.upcoming[0] / f"{last}.racecard.json").write_text(card, encoding="utf-8")
         os.chdir(work)
         try:
