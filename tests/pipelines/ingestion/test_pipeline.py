@@ -118,13 +118,13 @@ def test_hkjc_pipeline_structure():
     assert pipeline.inputs() == {"hkjc_races", "hkjc_runs", "raw_raceday", "params:ingestion"}
     assert pipeline.outputs() == {"races", "runners", "quarantine"}
     assert [n.name for n in pipeline.nodes] == [
-        "adapt_hkjc_node",
-        "parse_raceday_node",
-        "merge_raceday_node",
-        "validate_and_split_node",
-        "enforce_strict_node",
+        "ingestion.adapt_hkjc_node",
+        "ingestion.parse_raceday_node",
+        "ingestion.merge_raceday_node",
+        "ingestion.validate_and_split_node",
+        "ingestion.enforce_strict_node",
     ]
-    [merge] = [n for n in pipeline.nodes if n.name == "merge_raceday_node"]
+    [merge] = [n for n in pipeline.nodes if n.name == "ingestion.merge_raceday_node"]
     assert merge.outputs == [
         "parsed_races",
         "parsed_runners",
@@ -137,7 +137,7 @@ def test_hkjc_pipeline_structure():
 def test_json_sources_read_raw_racecards(source):
     pipeline = create_pipeline(source=source)
     assert pipeline.inputs() == {"raw_racecards", "raw_raceday", "params:ingestion"}
-    [validate] = [n for n in pipeline.nodes if n.name == "validate_and_split_node"]
+    [validate] = [n for n in pipeline.nodes if n.name == "ingestion.validate_and_split_node"]
     assert validate.outputs == ["races", "runners", "quarantine", "ingestion_report"]
 
 

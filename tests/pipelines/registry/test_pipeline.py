@@ -17,7 +17,7 @@ from tests.serving.tiny_zoo import evaluation_report, fitted_zoo, holdout_featur
 
 def test_default_pipeline_shape():
     pipeline = create_pipeline()
-    assert {n.name for n in pipeline.nodes} == {"build_inference_bundle", "register_bundle"}
+    assert {n.name for n in pipeline.nodes} == {"registry.build_inference_bundle", "registry.register_bundle"}
     assert {f"model_zoo.{m}.model" for m in ZOO_MODELS} <= pipeline.inputs()
     assert {
         "model_zoo.train_set",

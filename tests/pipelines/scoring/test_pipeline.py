@@ -154,11 +154,11 @@ def test_pipeline_shape_and_catalog():
 
     assert pipeline.inputs() == SCORING_INPUTS
     assert pipeline.outputs() == {"settlement_report"}
-    assert [n.name for n in pipeline.nodes][-2:] == ["publish_signals", "settle_bets"]
+    assert [n.name for n in pipeline.nodes][-2:] == ["scoring.publish_signals", "scoring.settle_bets"]
     for n in pipeline.nodes:
         assert "scoring" in n.tags
         assert n.tags & {"publish", "settle"} == (
-            {"settle"} if n.name == "settle_bets" else {"publish"}
+            {"settle"} if n.name == "scoring.settle_bets" else {"publish"}
         )
     config = yaml.safe_load((CATALOG_DIR / "07_model_output_scoring.yml").read_text())
     # every output but the as_of string is a catalog dataset; all but the ones built from
@@ -182,10 +182,10 @@ def test_default_run_orders_scoring_by_datasets_for_the_synthetic_world_only(mon
         # every scoring input is produced upstream in the same run (or a parameter)
         assert not {i for i in default.inputs() if not i.startswith("params:")} & SCORING_INPUTS
         producers = {out: n.name for n in default.nodes for out in n.outputs}
-        assert producers["inference_bundle"] == "build_inference_bundle"
-        assert producers["feast_materialization"] == "feast_materialize"
-        assert producers["raw_upcoming_racecards"] == "simulate_world"
-        assert producers["races"] == producers["runners"] == "validate_and_split_node"
+        assert producers["inference_bundle"] == "registry.build_inference_bundle"
+        assert producers["feast_materialization"] == "features.feast_materialize"
+        assert producers["raw_upcoming_racecards"] == "simulation.simulate_world"
+        assert producers["races"] == producers["runners"] == "ingestion.validate_and_split_node"
         for source in ("racecards", "hkjc"):
             set_active_source(source)
             pipelines = register_pipelines()

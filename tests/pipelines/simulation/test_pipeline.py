@@ -26,7 +26,7 @@ SMALL = {"seed": 11, "n_days": 5, "show_progress": False}
 
 def test_pipeline_shape():
     pipeline = create_pipeline()
-    assert [n.name for n in pipeline.nodes] == ["simulate_world"]
+    assert [n.name for n in pipeline.nodes] == ["simulation.simulate_world"]
     assert pipeline.inputs() == {"params:simulation"}
     assert pipeline.outputs() == set(OUTPUTS)
 

@@ -102,4 +102,6 @@ def create_pipeline(
             ),
         ],
         tags=["evaluation"],
+        namespace="evaluation",
+        prefix_datasets_with_namespace=False,
     )

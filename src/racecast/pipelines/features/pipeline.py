@@ -53,5 +53,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="training_set",
                 name="build_training_set",
             ),
-        ]
+        ],
+        namespace="features",
+        prefix_datasets_with_namespace=False,
     )

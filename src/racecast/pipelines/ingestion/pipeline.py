@@ -80,5 +80,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=None,
                 name="enforce_strict_node",
             ),
-        ]
+        ],
+        namespace="ingestion",
+        prefix_datasets_with_namespace=False,
     )

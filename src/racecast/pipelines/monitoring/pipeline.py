@@ -119,4 +119,6 @@ def create_pipeline(model: str = MONITORED_MODEL, **kwargs) -> Pipeline:
             ),
         ],
         tags=["monitoring"],
+        namespace="monitoring",
+        prefix_datasets_with_namespace=False,
     )

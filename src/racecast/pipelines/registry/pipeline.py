@@ -54,4 +54,6 @@ def create_pipeline(models: Iterable[str] | None = None, **kwargs) -> Pipeline:
             ),
         ],
         tags=["registry"],
+        namespace="registry",
+        prefix_datasets_with_namespace=False,
     )

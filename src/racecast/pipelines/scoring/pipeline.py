@@ -93,4 +93,9 @@ def create_pipeline(**kwargs) -> Pipeline:
         ],
         tags=["settle"],
     )
-    return Pipeline([publish, settlement], tags=["scoring"])
+    return Pipeline(
+        [publish, settlement],
+        tags=["scoring"],
+        namespace="scoring",
+        prefix_datasets_with_namespace=False,
+    )

@@ -28,5 +28,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 name="simulate_world",
             )
-        ]
+        ],
+        namespace="simulation",
+        prefix_datasets_with_namespace=False,
     )
