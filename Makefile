@@ -37,12 +37,16 @@ browser:
 		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium is not installed (apt-get install chromium): the browser test will be skipped"
 
-# The engine-equality tests start Debian's redis-server on a free loopback port (and stop
-# it); installed with apt-get when missing and we may (root). Nothing is left running.
+# The engine-equality tests start Debian's redis-server on a free loopback port and Spark
+# local[2] (a JVM: Java 17) and stop both; installed with apt-get when missing and we may
+# (root). Nothing is left running.
 services:
 	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; } || \
 		echo "redis-server is not installed (apt-get install redis-server): the Redis tests will be skipped"
+	@command -v java >/dev/null || [ -n "$$JAVA_HOME" ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null; } || \
+		echo "Java is not installed (apt-get install openjdk-17-jre-headless): the Spark tests will be skipped"
 
 hkjc-data:
 	@if [ -f $(SHARED_HK)/runs.csv ] && [ -f $(SHARED_HK)/races.csv ]; then \

@@ -37,7 +37,7 @@ LAYERS = (
     "model_output",
     "reporting",
 )
-ENVS = ("local", "racecards", "hkjc")
+ENVS = ("local", "racecards", "hkjc", "scale")
 
 
 def _config(env: str, key: str) -> dict:

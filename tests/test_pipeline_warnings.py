@@ -38,6 +38,10 @@ SAMPLES = {
         "RuntimeWarning",
         "On demand feature view is an experimental feature. This API is stable, but",
     ),
+    r"The spark (data source API|offline store) is an experimental feature": (
+        "RuntimeWarning",
+        "The spark offline store is an experimental feature in alpha development. Some",
+    ),
     r"`torch\.jit\.script` is deprecated": (
         "DeprecationWarning",
         "`torch.jit.script` is deprecated. Please switch to `torch.compile`",

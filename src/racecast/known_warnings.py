@@ -63,6 +63,12 @@ KNOWN_WARNINGS: tuple[KnownWarning, ...] = (
         "retrieval speed is measured in benchmarks/features.py.",
     ),
     KnownWarning(
+        RuntimeWarning,
+        r"The spark (data source API|offline store) is an experimental feature",
+        "Feast 0.49 on every use of its Spark offline store and SparkSource (the scale env); "
+        "tests/features/test_spark_offline.py checks it against the DuckDB store.",
+    ),
+    KnownWarning(
         DeprecationWarning,
         r"`torch\.jit\.script` is deprecated",
         "torch 2.13 on alibi-detect's scripted PyTorch helpers at import (racecast's drift "

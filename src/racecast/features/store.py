@@ -25,6 +25,7 @@ import pandas as pd
 from feast import FeatureService, FeatureStore, Field
 from feast.types import Float64, Int64, String
 
+from racecast.features import engines
 from racecast.features.specs import ViewSpec
 
 logger = logging.getLogger(__name__)
@@ -78,31 +79,32 @@ def _inside_repo(repo_path: Path) -> Iterator[None]:
 
 
 def get_store(repo_path: str | Path = "feature_repo") -> FeatureStore:
-    """Open the feature store of a repo folder.
+    """Open the feature store of a repo location.
 
     Args:
-        repo_path: Folder holding ``feature_store.yaml`` (relative to the project root).
+        repo_path: The repo folder (relative to the project root), or one of its yaml
+            files such as ``feature_repo/feature_store.scale.yaml``
+            (:mod:`racecast.features.engines`: which yaml, its settings).
 
     Returns:
         The Feast ``FeatureStore``.
 
     Raises:
-        FileNotFoundError: If the folder has no ``feature_store.yaml``.
+        FileNotFoundError: If the location has no yaml.
+        EngineUnavailable: If the yaml's online store (Redis) does not answer.
     """
-    path = Path(repo_path).resolve()
-    if not (path / "feature_store.yaml").is_file():
-        raise FileNotFoundError(
-            f"{path}/feature_store.yaml not found: run racecast from the project root"
-        )
-    (path / "data").mkdir(exist_ok=True)
-    return FeatureStore(repo_path=str(path))
+    folder, _, config = engines.load_config(repo_path)
+    (folder / "data").mkdir(exist_ok=True)
+    engines.check_online(config)
+    return FeatureStore(repo_path=str(folder), config=config)
 
 
 def apply_repo(repo_path: str | Path = "feature_repo") -> dict[str, Any]:
     """``feast apply``: register the repo's definitions, deleting ones that were removed.
 
     Args:
-        repo_path: Folder holding ``feature_store.yaml`` and the definition files.
+        repo_path: Repo location (folder or yaml, as for :func:`get_store`); the
+            definition files are the folder's.
 
     Returns:
         A summary ``{"project", "feature_views", "on_demand_feature_views",
@@ -110,10 +112,10 @@ def apply_repo(repo_path: str | Path = "feature_repo") -> dict[str, Any]:
     """
     from feast.repo_operations import extract_objects_for_apply_delete, parse_repo
 
-    path = Path(repo_path).resolve()
-    store = get_store(path)
-    with _inside_repo(path):
-        repo = parse_repo(path)
+    folder, config_path = engines.locate(repo_path)
+    store = get_store(repo_path)
+    with engines.active_yaml(folder, config_path), _inside_repo(folder):
+        repo = parse_repo(folder)
     to_apply, to_delete, _, _ = extract_objects_for_apply_delete(
         store.project, store.registry, repo
     )
@@ -215,6 +217,7 @@ def materialize(
     Returns:
         ``{"end": ISO time, "mode": "incremental" | "initial" | "rewind", "views": [...]}``.
     """
+    engines.check_offline(store.config)
     end_dt = _utc(end)
     done = materialized_until(store)
     mode = "incremental"
@@ -298,8 +301,13 @@ def historical_state(
         RuntimeError: If Feast returned a different number of rows than runners.
     """
     svc = service(store, service_name)
-    job = store.get_historical_features(entity_df=entity_rows, features=svc)
-    served = job.to_df()
+    spark = engines.is_spark(store.config)
+    if spark:
+        engines.check_offline(store.config)
+    asked = engines.spark_entity_rows(entity_rows) if spark else entity_rows
+    served = store.get_historical_features(entity_df=asked, features=svc).to_df()
+    if spark:
+        served = engines.spark_served(served)
     if len(served) != len(entity_rows) or served.duplicated(list(row_keys)).any():
         raise RuntimeError(
             f"feature service {service_name}: point-in-time join returned {len(served)} rows "

@@ -120,7 +120,8 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    # microsecond times, as the catalog writes the state tables (Spark 3.5 reads no nanoseconds)
+    _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False, coerce_timestamps="us"))
 
 
 def _results_race_ids(document: Any) -> list[str]:
