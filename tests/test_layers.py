@@ -9,8 +9,6 @@ feed (directly or through unlayered datasets and nodes) datasets of its own or a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +20,7 @@ from kedro.io.catalog_config_resolver import DEFAULT_RUNTIME_PATTERN, CatalogCon
 from kedro.pipeline import Pipeline
 
 from racecast.settings import CONFIG_LOADER_ARGS
-from racecast.sources import DEFAULT_SOURCE, set_active_source
+from racecast.sources import source_of, source_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,24 +45,21 @@ def _config(env: str, key: str) -> dict:
     return loader[key]
 
 
-@contextmanager
-def _source_of(env: str) -> Iterator[None]:
-    """The env's ingestion source is active (as RacecastContext sets it) inside the block."""
-    params = _config(env, "parameters")
-    set_active_source(params["ingestion"]["source"])
-    try:
-        yield
-    finally:
-        set_active_source(DEFAULT_SOURCE)
-
-
 @cache
-def _registered_pipelines(env: str) -> dict[str, Pipeline]:
+def _all_pipelines() -> dict[str, Pipeline]:
     bootstrap_project(ROOT)
     from racecast.pipeline_registry import register_pipelines
 
-    with _source_of(env):
-        return register_pipelines()
+    return register_pipelines()
+
+
+def _registered_pipelines(env: str) -> dict[str, Pipeline]:
+    """Every registered pipeline as the env runs it (its source's variant)."""
+    source = source_of(_config(env, "parameters"))
+    pipelines = _all_pipelines()
+    return {
+        name: pipelines[source_pipeline(name, source)] for name in pipelines if ":" not in name
+    }
 
 
 def _layer_of(env: str):

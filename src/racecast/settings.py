@@ -1,15 +1,15 @@
 """Project settings. See https://docs.kedro.org/en/stable/configure/configuration_basics/"""
 
-from racecast.context import RacecastContext
 from racecast.known_warnings import quiet_known_warnings
+from racecast.session import RacecastSession
 
 # Kedro imports this module before it builds the session (and before plugins load): the
 # harmless third-party warnings are silenced from there on and every other warning is
 # logged in conf/logging.yml's format.
 quiet_known_warnings()
 
-# Records `ingestion.source` of the env so pipelines are composed for that source.
-CONTEXT_CLASS = RacecastContext
+# Runs the pipelines composed for the env's `ingestion.source` (racecast.sources).
+SESSION_CLASS = RacecastSession
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

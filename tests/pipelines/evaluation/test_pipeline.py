@@ -11,7 +11,6 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from racecast.pipelines.evaluation import create_pipeline
-from racecast.pipelines.evaluation import pipeline as evaluation_pipeline
 from tests.pipelines.evaluation.test_nodes import PARAMS, FakeBlend, make_holdout
 
 CATALOG_FILE = (
@@ -30,10 +29,9 @@ FILES = {
 }
 
 
-@pytest.mark.parametrize(("source", "with_oracle"), [("synthetic", True), ("hkjc", False)])
-def test_oracle_input_only_for_the_synthetic_world(monkeypatch, source, with_oracle):
-    monkeypatch.setattr(evaluation_pipeline, "active_source", lambda: source)
-    pipeline = create_pipeline(models=["lgbm_ranker"])
+@pytest.mark.parametrize("with_oracle", [True, False])
+def test_oracle_input_only_when_asked(with_oracle):
+    pipeline = create_pipeline(models=["lgbm_ranker"], with_oracle=with_oracle)
     assert ("oracle_win_probabilities" in pipeline.inputs()) is with_oracle
     assert {
         "model_zoo.holdout_set",

@@ -8,7 +8,6 @@ from kedro.runner import SequentialRunner
 
 from racecast.ingestion.validate import IngestionStrictError
 from racecast.pipelines.ingestion import create_pipeline
-from racecast.pipelines.ingestion import pipeline as ingestion_pipeline
 
 from .builders import PARAMS, files, finisher, good_batch, meeting, race, racecard, result, results
 
@@ -141,11 +140,9 @@ def test_json_sources_read_raw_racecards(source):
     assert validate.outputs == ["races", "runners", "quarantine", "ingestion_report"]
 
 
-def test_default_source_is_the_active_one(monkeypatch):
-    monkeypatch.setattr(ingestion_pipeline, "active_source", lambda: "hkjc")
-    assert "hkjc_runs" in create_pipeline().inputs()
-    monkeypatch.setattr(ingestion_pipeline, "active_source", lambda: "racecards")
-    assert "raw_racecards" in create_pipeline().inputs()
+def test_default_source_is_the_synthetic_world():
+    assert create_pipeline().inputs() == create_pipeline(source="synthetic").inputs()
+    assert "hkjc_runs" not in create_pipeline().inputs()
 
 
 def test_unknown_source_is_refused():

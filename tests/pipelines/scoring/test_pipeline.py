@@ -33,7 +33,6 @@ from racecast.pipelines.ingestion import create_pipeline as create_ingestion
 from racecast.pipelines.scoring import create_pipeline
 from racecast.pipelines.simulation.nodes import simulate_world
 from racecast.signals import DEFAULT_URL, load_bets, load_signals
-from racecast.sources import active_source, set_active_source
 from tests.pipelines.model_zoo.test_pipeline import _feed
 from tests.pipelines.simulation.test_pipeline import SMALL
 from tests.serving.serving_fakes import STAKEABLE
@@ -172,27 +171,19 @@ def test_pipeline_shape_and_catalog():
 
 def test_default_run_orders_scoring_by_datasets_for_the_synthetic_world_only(monkeypatch):
     monkeypatch.setattr(kedro.framework.project, "PACKAGE_NAME", "racecast")
-    previous = active_source()
-    try:
-        set_active_source("synthetic")
-        pipelines = register_pipelines()
-        default = pipelines["__default__"]
-        scoring = {n.name for n in pipelines["scoring"].nodes}
-        assert scoring <= {n.name for n in default.nodes}
-        # every scoring input is produced upstream in the same run (or a parameter)
-        assert not {i for i in default.inputs() if not i.startswith("params:")} & SCORING_INPUTS
-        producers = {out: n.name for n in default.nodes for out in n.outputs}
-        assert producers["inference_bundle"] == "registry.build_inference_bundle"
-        assert producers["feast_materialization"] == "features.feast_materialize"
-        assert producers["raw_upcoming_racecards"] == "simulation.simulate_world"
-        assert producers["races"] == producers["runners"] == "ingestion.validate_and_split_node"
-        for source in ("racecards", "hkjc"):
-            set_active_source(source)
-            pipelines = register_pipelines()
-            assert {n.name for n in pipelines["scoring"].nodes} == scoring
-            assert not scoring & {n.name for n in pipelines["__default__"].nodes}
-    finally:
-        set_active_source(previous)
+    pipelines = register_pipelines()
+    default = pipelines["__default__"]
+    scoring = {n.name for n in pipelines["scoring"].nodes}
+    assert scoring <= {n.name for n in default.nodes}
+    # every scoring input is produced upstream in the same run (or a parameter)
+    assert not {i for i in default.inputs() if not i.startswith("params:")} & SCORING_INPUTS
+    producers = {out: n.name for n in default.nodes for out in n.outputs}
+    assert producers["inference_bundle"] == "registry.build_inference_bundle"
+    assert producers["feast_materialization"] == "features.feast_materialize"
+    assert producers["raw_upcoming_racecards"] == "simulation.simulate_world"
+    assert producers["races"] == producers["runners"] == "ingestion.validate_and_split_node"
+    for source in ("racecards", "hkjc"):
+        assert not scoring & {n.name for n in pipelines[f"{source}:__default__"].nodes}
 
 
 # ---------------------------------------------------------------------------- runs

@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from kedro.pipeline import Pipeline, node
 
 from racecast.pipelines.model_zoo.pipeline import ZOO_MODELS
-from racecast.sources import active_source
 
 from .nodes import (
     build_holdout_frame,
@@ -25,22 +24,20 @@ IMPORTANCE_MODEL = "lgbm_ranker"
 
 
 def create_pipeline(
-    models: Iterable[str] | None = None, with_oracle: bool | None = None, **kwargs
+    models: Iterable[str] | None = None, with_oracle: bool = True, **kwargs
 ) -> Pipeline:
     """Create the evaluation pipeline.
 
     Args:
         models: Zoo base models to score (default: the model_zoo's ``ZOO_MODELS``);
             ``stacked`` and ``blend`` are always scored, with the market.
-        with_oracle: Take ``oracle_win_probabilities`` as an input (default: only when the
-            session's source is the synthetic world, where it exists).
+        with_oracle: Take ``oracle_win_probabilities`` as an input (it exists only when
+            the synthetic world is the source; the registry passes ``False`` for the others).
 
     Returns:
         holdout frame -> report (JSON), table (markdown), MLflow metrics and figures.
     """
     names = [*(ZOO_MODELS if models is None else models), "stacked", "blend"]
-    if with_oracle is None:
-        with_oracle = active_source() == "synthetic"
     frame_inputs = {
         "holdout_set": "model_zoo.holdout_set",
         **{name: f"model_zoo.{name}.holdout_predictions" for name in names},

@@ -12,7 +12,7 @@ from racecast.pipelines.ingestion.nodes import (
     parse_raceday,
     validate_and_split,
 )
-from racecast.sources import SOURCES, active_source
+from racecast.sources import DEFAULT_SOURCE, SOURCES
 
 PARSED = ["parsed_races", "parsed_runners", "parsed_quarantine", "parse_summary"]
 SOURCE_PARSED = [f"source_{name}" for name in PARSED]
@@ -23,8 +23,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     """Create the ingestion pipeline of one source.
 
     Args:
-        **kwargs: ``source`` (``synthetic``, ``racecards`` or ``hkjc``); defaults to the
-            source of the running session (``racecast.sources.active_source``).
+        **kwargs: ``source`` (``synthetic``, ``racecards`` or ``hkjc``; default
+            ``synthetic``). The registry composes one per source (``racecast.sources``).
 
     Returns:
         The adapter node of the source, the race-day pushes parsed and merged in (they
@@ -34,7 +34,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     Raises:
         ValueError: If the source is unknown.
     """
-    source = kwargs.get("source") or active_source()
+    source = kwargs.get("source") or DEFAULT_SOURCE
     if source == "hkjc":
         adapter = node(
             adapt_hkjc,
