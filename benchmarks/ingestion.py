@@ -5,21 +5,19 @@ Measures, from the repository root (``make bench``):
 * the Hong Kong adapter ``racecast.ingestion.hkjc.adapt_hkjc`` on the Kaggle CSVs
   (``--hkjc-dir``; default ``data/01_raw/hkjc``, falling back to ``../shared/data/hkracing``);
 * the shared validation step ``racecast.ingestion.validate.validate_and_split`` on the
-  adapter's output, when that module is importable;
-* the synthetic race-world simulator, when ``racecast.simulation`` is importable: the
-  callable named by ``--simulator`` (``module:function``) is called as
-  ``function(n_races=..., seed=...)`` and its runners are counted (a DataFrame of
-  runners, a tuple whose second item is the runners, or a mapping with ``runners``).
+  adapter's output;
+* the synthetic race-world simulator ``racecast.simulation.simulate`` over ``--sim-days``
+  race days (runners counted from its oracle: one row per runner of a race with results).
 
 Every measurement is the best of ``--repeat`` runs (CSV reading is timed separately).
-Parts that cannot run are recorded as skipped with the reason. Results are printed as a
-table and written as JSON to ``--output`` (``data/08_reporting/benchmark_ingestion.json``).
+The Hong Kong part is recorded as skipped, with the reason, when its CSVs are absent.
+Results are printed as a table and written as JSON to ``--output``
+(``data/08_reporting/benchmark_ingestion.json``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -35,12 +33,15 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from racecast.ingestion.hkjc import adapt_hkjc
+from racecast.ingestion.validate import validate_and_split
+from racecast.simulation import SimulationConfig, simulate
+
 logger = logging.getLogger("benchmarks.ingestion")
 
 DEFAULT_HKJC_DIR = Path("data/01_raw/hkjc")
 FALLBACK_HKJC_DIR = Path("../shared/data/hkracing")
 DEFAULT_OUTPUT = Path("data/08_reporting/benchmark_ingestion.json")
-DEFAULT_SIMULATOR = "racecast.simulation:simulate_races"
 PARAMETER_FILES = (
     Path("conf/base/parameters/ingestion.yml"),
     Path("conf/hkjc/parameters/ingestion.yml"),
@@ -65,8 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"then {FALLBACK_HKJC_DIR})",
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
-    parser.add_argument("--simulator", default=DEFAULT_SIMULATOR, help="module:function")
-    parser.add_argument("--sim-races", type=int, default=2000, help="races to simulate")
+    parser.add_argument("--sim-days", type=int, default=60, help="race days to simulate")
     parser.add_argument("--seed", type=int, default=0, help="simulator seed")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON report path")
     parser.add_argument("--verbose", action="store_true", help="show racecast INFO logs")
@@ -139,24 +139,8 @@ def rate(count: int, seconds: float) -> float:
     return round(count / max(seconds, 1e-9), 1)
 
 
-def load_validate() -> tuple[Callable[..., Any] | None, str | None]:
-    """Import ``validate_and_split`` lazily.
-
-    Returns:
-        ``(function, None)``, or ``(None, reason)`` when it cannot be imported.
-    """
-    try:
-        module = importlib.import_module("racecast.ingestion.validate")
-    except ImportError as exc:
-        return None, f"racecast.ingestion.validate is not importable ({exc})"
-    func = getattr(module, "validate_and_split", None)
-    if not callable(func):
-        return None, "racecast.ingestion.validate has no validate_and_split"
-    return func, None
-
-
 def bench_hkjc(hkjc_dir: Path | None, repeat: int) -> dict[str, Any]:
-    """Time the Hong Kong adapter and, when available, the validation step.
+    """Time the Hong Kong adapter and the validation step on its output.
 
     Args:
         hkjc_dir: Folder with the CSVs, or None when they were not found.
@@ -170,8 +154,6 @@ def bench_hkjc(hkjc_dir: Path | None, repeat: int) -> dict[str, Any]:
             "skipped": f"Hong Kong data not found at {DEFAULT_HKJC_DIR} or {FALLBACK_HKJC_DIR}: "
             "run `make hkjc-data`"
         }
-    from racecast.ingestion.hkjc import adapt_hkjc
-
     read_s, (races_csv, runs_csv) = best_time(
         lambda: (pd.read_csv(hkjc_dir / "races.csv"), pd.read_csv(hkjc_dir / "runs.csv")), repeat
     )
@@ -187,12 +169,7 @@ def bench_hkjc(hkjc_dir: Path | None, repeat: int) -> dict[str, Any]:
         "adapt_s": round(adapt_s, 4),
         "adapt_runners_per_s": rate(runners_in, adapt_s),
     }
-    validate, reason = load_validate()
-    if validate is None:
-        logger.info("validation benchmark skipped: %s", reason)
-        result["validate"] = {"skipped": reason}
-        return result
-    validate_s, _ = best_time(lambda: validate(*adapted, params), repeat)
+    validate_s, _ = best_time(lambda: validate_and_split(*adapted, params), repeat)
     result["validate"] = {
         "validate_s": round(validate_s, 4),
         "validate_runners_per_s": rate(runners_in, validate_s),
@@ -201,64 +178,23 @@ def bench_hkjc(hkjc_dir: Path | None, repeat: int) -> dict[str, Any]:
     return result
 
 
-def count_runners(output: Any) -> int | None:
-    """Count the runners in a simulator's output.
+def bench_simulation(n_days: int, seed: int, repeat: int) -> dict[str, Any]:
+    """Time the synthetic race-world simulator.
 
     Args:
-        output: A runners DataFrame, a tuple/list whose second item is the runners, or a
-            mapping with a ``runners`` entry.
-
-    Returns:
-        The number of runners, or None when the shape is not recognised.
-    """
-    if isinstance(output, pd.DataFrame):
-        return len(output)
-    if isinstance(output, Mapping) and isinstance(output.get("runners"), pd.DataFrame):
-        return len(output["runners"])
-    if isinstance(output, tuple | list) and len(output) >= 2:
-        if isinstance(output[1], pd.DataFrame):
-            return len(output[1])
-    return None
-
-
-def bench_simulation(target: str, n_races: int, seed: int, repeat: int) -> dict[str, Any]:
-    """Time the synthetic simulator when ``racecast.simulation`` provides it.
-
-    Args:
-        target: ``module:function`` of the simulator entry point.
-        n_races: Races to simulate.
+        n_days: Race days to simulate.
         seed: Random seed.
         repeat: Runs per measurement.
 
     Returns:
-        The measurements, or ``{"skipped": reason}``.
+        The measurements.
     """
-    module_name, _, func_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        reason = f"{module_name} is not importable ({exc})"
-        logger.info("simulation benchmark skipped: %s", reason)
-        return {"skipped": reason}
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        reason = f"{module_name} has no callable {func_name!r} (use --simulator module:function)"
-        logger.info("simulation benchmark skipped: %s", reason)
-        return {"skipped": reason}
-    try:
-        seconds, output = best_time(lambda: func(n_races=n_races, seed=seed), repeat)
-    except TypeError as exc:
-        reason = f"{target}(n_races=..., seed=...) cannot be called ({exc})"
-        logger.info("simulation benchmark skipped: %s", reason)
-        return {"skipped": reason}
-    runners = count_runners(output)
-    if runners is None:
-        reason = f"{target} returned {type(output).__name__}: runners could not be counted"
-        logger.info("simulation benchmark skipped: %s", reason)
-        return {"skipped": reason}
+    config = SimulationConfig(seed=seed, n_days=n_days, show_progress=False)
+    seconds, world = best_time(lambda: simulate(config), repeat)
+    runners = len(world.oracle)
     return {
-        "target": target,
-        "n_races": n_races,
+        "n_days": n_days,
+        "races": int(world.oracle["race_id"].nunique()),
         "runners": runners,
         "simulate_s": round(seconds, 4),
         "runners_per_s": rate(runners, seconds),
@@ -291,25 +227,19 @@ def report_table(report: Mapping[str, Any]) -> Table:
             f"{hk['adapt_runners_per_s']:,.0f}",
         )
         val = hk["validate"]
-        if "skipped" in val:
-            table.add_row("validate_and_split", "-", "-", f"skipped: {val['skipped']}")
-        else:
-            table.add_row(
-                "validate_and_split",
-                str(hk["runners_in"]),
-                f"{val['validate_s']:.3f}",
-                f"{val['validate_runners_per_s']:,.0f}",
-            )
-    sim = report["simulation"]
-    if "skipped" in sim:
-        table.add_row("simulation", "-", "-", f"skipped: {sim['skipped']}")
-    else:
         table.add_row(
-            "simulation",
-            str(sim["runners"]),
-            f"{sim['simulate_s']:.3f}",
-            f"{sim['runners_per_s']:,.0f}",
+            "validate_and_split",
+            str(hk["runners_in"]),
+            f"{val['validate_s']:.3f}",
+            f"{val['validate_runners_per_s']:,.0f}",
         )
+    sim = report["simulation"]
+    table.add_row(
+        "simulation",
+        str(sim["runners"]),
+        f"{sim['simulate_s']:.3f}",
+        f"{sim['runners_per_s']:,.0f}",
+    )
     return table
 
 
@@ -332,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "repeat": args.repeat,
         "hkjc": bench_hkjc(resolve_hkjc_dir(args.hkjc_dir), args.repeat),
-        "simulation": bench_simulation(args.simulator, args.sim_races, args.seed, args.repeat),
+        "simulation": bench_simulation(args.sim_days, args.seed, args.repeat),
     }
     Console().print(report_table(report))
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """The feature contract: feature views, entity keys, context, labels and model features.
 
-The Feast repository is generated from ``VIEWS``; ``state.build_state_tables`` produces
+The Feast repository (``feature_repo/``, written by hand) takes the schemas of its feature
+views from ``VIEWS``; ``state.build_state_tables`` produces
 exactly these columns and ``transform.build_features`` produces exactly
 ``FUNDAMENTAL_FEATURES + MARKET_FEATURES``. ``docs/features.md`` documents every family.
 
