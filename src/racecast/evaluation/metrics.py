@@ -44,6 +44,7 @@ from racecast.evaluation.race_arrays import (
     _single_winner,
     _won_array,
 )
+from racecast.features.market import market_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,8 @@ NDCG_MAX_GAIN = 5
 def market_probability(
     frame: pd.DataFrame, odds_col: str = "odds_final", race_col: str = "race_id"
 ) -> pd.Series:
-    """Market probability ``(1/odds) / sum over the race of (1/odds)``.
+    """Market probability ``(1/odds) / sum over the race of (1/odds)``
+    (:func:`racecast.features.market.market_probabilities`).
 
     A race with any runner lacking final odds has no market: all its runners get NaN.
 
@@ -93,14 +95,12 @@ def market_probability(
         ValueError: If an odds value is below 1.
     """
     _require_columns(frame, [race_col, odds_col])
-    odds = frame[odds_col].astype(float)
+    odds = frame[odds_col].to_numpy(dtype=float, na_value=np.nan)
     if (odds < 1).any():
         raise ValueError(f"column '{odds_col}' has decimal odds below 1 (odds include the stake)")
-    inverse = 1.0 / odds
-    races = frame[race_col]
-    no_market = odds.isna().groupby(races).transform("any")
-    p = inverse / inverse.groupby(races).transform("sum")
-    return p.mask(no_market).rename("p_market")
+    codes, uniques = pd.factorize(frame[race_col])
+    p, _ = market_probabilities(odds, codes, len(uniques))
+    return pd.Series(p, index=frame.index, name="p_market")
 
 
 def normalise_per_race(frame: pd.DataFrame, col: str, race_col: str = "race_id") -> pd.Series:

@@ -27,6 +27,7 @@ from racecast.features.columns import (
     surface_slot,
     utc_ns,
 )
+from racecast.features.market import market_probabilities
 from racecast.features.specs import (
     CONTEXT_COLUMNS,
     DEBUT_FLAG,
@@ -88,13 +89,6 @@ def _race_codes(race: pd.Series) -> tuple[np.ndarray, int]:
     return codes.astype(np.int64), len(uniques)
 
 
-def _group_sum(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
-    """Per-row sum over the row's group, NaN skipped (0 for an all-NaN group)."""
-    known = ~np.isnan(values)
-    sums = np.bincount(codes, weights=np.where(known, values, 0.0), minlength=n_groups)
-    return sums[codes]
-
-
 def _group_mean(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
     """Per-row mean over the row's group, NaN skipped (NaN for an all-NaN group)."""
     known = ~np.isnan(values)
@@ -140,11 +134,10 @@ def _relative_arrays(
 
 def _market_arrays(odds: np.ndarray, codes: np.ndarray, n_groups: int) -> dict[str, np.ndarray]:
     """The market features from decimal odds (invalid odds < 1 -> NaN)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
+    prob, book = market_probabilities(odds, codes, n_groups, partial=True, invalid="nan")
+    with np.errstate(invalid="ignore"):
         valid = np.where(odds >= 1.0, odds, np.nan)
-        inverse = 1.0 / valid
-        book = _group_sum(inverse, codes, n_groups)
-        prob = inverse / book
+    with np.errstate(divide="ignore"):
         return {
             "mkt_log_prob": np.log(prob),
             "mkt_odds_rank": _group_rank(valid, codes, ascending=True),
