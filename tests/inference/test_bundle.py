@@ -197,7 +197,7 @@ def test_build_bundle_checks_that_the_parts_fit(zoo):
             fundamental_features=["rating"],
             **kwargs,
         )
-    with pytest.raises(TypeError, match="BenterBlend"):
+    with pytest.raises(TypeError, match="CombinedTrack"):
         build_bundle(zoo["models"], zoo["stacker"], object(), **kwargs)
     with pytest.raises(ValueError, match="feature_service"):
         build_bundle(

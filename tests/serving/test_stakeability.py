@@ -136,13 +136,22 @@ def test_the_blend_records_both_tracks_on_training_races_and_the_bundle_keeps_th
     assert set(bundle.staking_validation) == set(TRACKS)
     assert bundle.staking_validation == zoo["blend"].validation_["staking"]
     holdout_start = pd.Timestamp(zoo["split_info"]["holdout_start"], tz="UTC")
+    test_races = zoo["blend"].decision_["tests"]["benter"]["n_races"]
+    assessed = {
+        track: figures
+        for track, figures in bundle.staking_validation.items()
+        if figures.get("period_end") is not None
+    }
+    assert "fundamental" in assessed
+    for figures in assessed.values():
+        # the rolling-origin test races of the training period, never the holdout
+        assert figures["n_races"] == test_races > 0
+        assert pd.Timestamp(figures["period_end"]) < holdout_start
     for figures in bundle.staking_validation.values():
-        assert figures["n_races"] == zoo["blend"].validation_["n_races"] > 0
-        assert pd.Timestamp(figures["period_end"]) < holdout_start  # never the holdout
         assert isinstance(figures["stakeable"], bool)
         assert (figures["reason"] is None) == figures["stakeable"]
-    if zoo["blend"].fallback_to_market_:
-        assert "falls back to the market" in bundle.staking_validation["combined"]["reason"]
+    if zoo["blend"].choice_ == "market_corrected":
+        assert "no edge over the market" in bundle.staking_validation["combined"]["reason"]
 
 
 def test_a_bundle_can_be_given_its_figures_and_defaults_to_the_blends():

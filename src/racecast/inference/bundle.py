@@ -1,7 +1,7 @@
 """The inference bundle: every fitted piece needed to score a racecard, in one picklable object.
 
 An :class:`InferenceBundle` holds the base models of the zoo, the stacked meta-learner and
-the Benter blend exactly as the ``model_zoo`` pipeline fitted them, plus the name of the
+the combined track (market_corrected and its candidates) exactly as the ``model_zoo`` pipeline fitted them, plus the name of the
 Feast feature service whose rows it scores. :meth:`InferenceBundle.predict` runs the
 same steps as the pipeline's holdout prediction (base models, stacker, blend; its own
 code, checked against the ``model_zoo`` nodes' holdout predictions by
@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from racecast.evaluation.blend import BenterBlend
-from racecast.features.specs import FUNDAMENTAL_FEATURES
+from racecast.evaluation.second_stage import CombinedTrack
+from racecast.features.market import market_probabilities, race_sums
+from racecast.features.specs import FUNDAMENTAL_FEATURES, ODDS_CAPPED
 from racecast.models.base import GroupLayout, RaceModel, group_layout
 from racecast.models.fastpath import booster_contributions
 from racecast.models.split import TIME_ORDER
@@ -91,59 +92,6 @@ class _TimeOrdered:
         return out
 
 
-def race_sums(values: np.ndarray, codes: np.ndarray, n_races: int) -> np.ndarray:
-    """Per-race sums of ``values`` (NaN skipped), bit for bit as pandas' groupby sum.
-
-    pandas adds a group's values in row order with Kahan compensation; this does the same
-    (a plain ``np.bincount`` can differ in the last bit), so a per-race normalisation here
-    equals the model_zoo helpers' ``p / p.groupby(race).transform("sum")`` exactly.
-
-    Args:
-        values: One float per row.
-        codes: Race code (0 .. n_races - 1) per row.
-        n_races: Number of races.
-
-    Returns:
-        One sum per race code.
-    """
-    sums = [0.0] * n_races
-    carry = [0.0] * n_races
-    for value, code in zip(values.tolist(), codes.tolist(), strict=True):
-        if value != value:  # NaN
-            continue
-        step = value - carry[code]
-        total = sums[code] + step
-        carry[code] = total - sums[code] - step
-        if carry[code] != carry[code]:  # inf - inf: pandas resets the compensation
-            carry[code] = 0.0
-        sums[code] = total
-    return np.asarray(sums, dtype=np.float64)
-
-
-def market_probabilities(odds: np.ndarray, race_ids: np.ndarray) -> np.ndarray:
-    """:func:`racecast.evaluation.metrics.market_probability` on arrays (same numbers).
-
-    Args:
-        odds: Final decimal odds per runner (NaN: not priced).
-        race_ids: Race id per runner.
-
-    Returns:
-        ``(1/odds)`` normalised per race; NaN for every runner of a race where any
-        runner lacks odds.
-
-    Raises:
-        ValueError: If an odds value is below 1.
-    """
-    if (odds < 1).any():
-        raise ValueError("column 'odds_final' has decimal odds below 1 (odds include the stake)")
-    codes, uniques = pd.factorize(race_ids)
-    inverse = 1.0 / odds
-    no_market = np.bincount(codes, weights=np.isnan(odds), minlength=len(uniques)) > 0
-    p = inverse / race_sums(inverse, codes, len(uniques))[codes]
-    p[no_market[codes]] = np.nan
-    return p
-
-
 def _time_order(frame: pd.DataFrame) -> np.ndarray:
     """Positions of the rows sorted stably by (off_time, race_id, horse_id), NaT last.
 
@@ -177,7 +125,7 @@ def _fitted_columns(model: Any, what: str) -> list[str]:
 def _check_parts(
     base_models: Mapping[str, RaceModel],
     stacker: RaceModel,
-    blend: BenterBlend,
+    blend: CombinedTrack,
     fundamental_features: list[str],
 ) -> None:
     """Raise if the parts do not fit together the way the model_zoo pipeline built them."""
@@ -208,12 +156,12 @@ def _check_parts(
     extra = [c for c in stacker_columns if not c.startswith("p_") and c not in allowed]
     if extra:
         raise ValueError(f"stacker uses columns {extra} that are not fundamental features")
-    if not isinstance(blend, BenterBlend) or not hasattr(blend, "coef_"):
-        raise TypeError(f"blend must be a fitted BenterBlend, got {type(blend).__name__}")
-    if (blend.fund_col, blend.market_col) != ("p_fund", "p_market"):
+    if not isinstance(blend, CombinedTrack) or not hasattr(blend, "choice_"):
+        raise TypeError(f"blend must be a fitted CombinedTrack, got {type(blend).__name__}")
+    outside = [c for c in blend.residual_.feature_names_in_ if c not in allowed]
+    if outside:
         raise ValueError(
-            "blend must use fund_col='p_fund' and market_col='p_market' (as fit_blend builds "
-            f"it), got {blend.fund_col!r} and {blend.market_col!r}"
+            f"the residual booster uses columns {outside[:10]} that are not fundamental features"
         )
 
 
@@ -229,7 +177,8 @@ class InferenceBundle:
         fundamental_features: Feature columns the fundamental track may use.
         base_models: Zoo name -> fitted base :class:`~racecast.models.base.RaceModel`.
         stacker: The fitted stacked meta-learner (inputs ``p_<model>`` + top features).
-        blend: The fitted :class:`~racecast.evaluation.blend.BenterBlend`.
+        blend: The fitted combined track
+            (:class:`~racecast.evaluation.second_stage.CombinedTrack`).
         model_version: Build fingerprint, or ``<registered name>/<version>`` once loaded
             from the MLflow registry.
         fingerprint: SHA-256 prefix of the pickled models (identifies the fitted pieces).
@@ -248,7 +197,7 @@ class InferenceBundle:
         fundamental_features: list[str],
         base_models: Mapping[str, RaceModel],
         stacker: RaceModel,
-        blend: BenterBlend,
+        blend: CombinedTrack,
         model_version: str,
         trained_until: pd.Timestamp,
         holdout_metrics: Mapping[str, Any],
@@ -300,7 +249,8 @@ class InferenceBundle:
             One row per input row, in input order: ``race_id``, ``horse_id``,
             ``p_fundamental`` (stacked meta-learner, sums to 1 per race), ``p_market``
             (normalised ``1/odds_final``; NaN for every runner of a race where any runner
-            lacks odds) and ``p_combined`` (Benter blend of the two; NaN without a market).
+            lacks odds) and ``p_combined`` (the combined track: the candidate the decision
+            rule shipped, or ``market_corrected``; NaN without a market).
 
         Raises:
             KeyError: If a key or feature column is missing.
@@ -322,8 +272,9 @@ class InferenceBundle:
             ]
         )
         p_fund = rows.normalised(self.stacker.predict_proba_array(stacked_input, rows.layout))
-        p_market = market_probabilities(odds, features["race_id"].to_numpy(dtype=object))
-        p_comb = self._blend(p_fund, p_market[rows.order], rows.race_ids)
+        codes, uniques = pd.factorize(features["race_id"].to_numpy(dtype=object))
+        p_market, _ = market_probabilities(odds, codes, len(uniques))
+        p_comb = self._blend(p_fund, p_market[rows.order], _capped(features)[rows.order], rows)
         columns = {
             "race_id": features["race_id"].array.copy(),
             "horse_id": features["horse_id"].array.copy(),
@@ -333,18 +284,22 @@ class InferenceBundle:
         }
         return pd.DataFrame({name: columns[name] for name in OUTPUT_COLUMNS}, index=features.index)
 
-    def _blend(self, p_fund: np.ndarray, p_market: np.ndarray, race_ids: np.ndarray) -> np.ndarray:
-        """:func:`predict_blend_holdout`: the blend where the race has a market, else ``p_fund``."""
+    def _blend(
+        self, p_fund: np.ndarray, p_market: np.ndarray, capped: np.ndarray, rows: _TimeOrdered
+    ) -> np.ndarray:
+        """:func:`predict_blend_holdout`: the combined track where the race has a market, else ``p_fund``."""
         combined = p_fund.copy()
         has_market = ~np.isnan(p_market)
         if has_market.any():
-            pairs = np.column_stack([p_fund[has_market], p_market[has_market]])
-            combined[has_market] = np.asarray(
-                self.blend.predict_proba(pairs, groups=race_ids[has_market]), dtype=np.float64
-            )
+            combined[has_market] = self.blend.predict_candidates(
+                p_fund[has_market],
+                p_market[has_market],
+                capped[has_market],
+                rows.columns(self.blend.residual_)[has_market],
+                rows.race_ids[has_market],
+            )["combined"]
         return combined
 
-    # ------------------------------------------------------------------ explanations
     def explainer(self) -> tuple[str, LGBMRankerModel]:
         """The base model whose contributions explain predictions.
 
@@ -463,6 +418,13 @@ class InferenceBundle:
         _check_runner_keys(features)
 
 
+def _capped(features: pd.DataFrame) -> np.ndarray:
+    """``odds_capped`` as 0/1 per row (0 when the column is absent or null)."""
+    if ODDS_CAPPED not in features.columns:
+        return np.zeros(len(features))
+    return features[ODDS_CAPPED].astype("boolean").fillna(False).to_numpy(dtype=float)
+
+
 def _numeric_matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """``frame[columns]`` as float64 (NaN missing); text columns of numbers are converted.
 
@@ -500,7 +462,7 @@ def _check_runner_keys(features: pd.DataFrame) -> None:
 
 
 def bundle_fingerprint(
-    base_models: Mapping[str, RaceModel], stacker: RaceModel, blend: BenterBlend
+    base_models: Mapping[str, RaceModel], stacker: RaceModel, blend: CombinedTrack
 ) -> str:
     """Short SHA-256 of the pickled models (same fitted pieces, same fingerprint).
 
@@ -524,7 +486,7 @@ def bundle_fingerprint(
 def build_bundle(
     base_models: Mapping[str, RaceModel],
     stacker: RaceModel,
-    blend: BenterBlend,
+    blend: CombinedTrack,
     *,
     feature_service: str,
     trained_until: pd.Timestamp | str,
@@ -547,7 +509,8 @@ def build_bundle(
             :data:`racecast.features.specs.FUNDAMENTAL_FEATURES`).
         model_version: Version label (default: the models' fingerprint).
         staking_validation: Track -> staking validation figures (default: the blend's
-            ``validation_["staking"]``, from :func:`~racecast.evaluation.blend.validate_blend`;
+            ``validation_["staking"]``, from
+            :func:`~racecast.evaluation.second_stage.rolling_second_stage`;
             none there: no track is stakeable).
 
     Returns:

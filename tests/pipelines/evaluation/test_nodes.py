@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from racecast.evaluation.decision import gain_test
 from racecast.evaluation.metrics import evaluate, market_probability
 from racecast.pipelines.evaluation import nodes
 from racecast.pipelines.model_zoo.nodes import split_training_set
@@ -22,12 +23,40 @@ PARAMS = {
 }
 
 
-class FakeBlend:
+class _FakeMarket:
+    n_races_ = 80
+
+    def describe(self):
+        return {"log_p": {"coef": 1.02, "se": 0.03}, "capped": {"coef": -0.5, "se": 0.2}}
+
+
+class _FakeBenter:
     coef_ = np.array([0.4, 0.8])
     bse_ = np.array([0.1, 0.1])
     n_races_ = 50
-    lr_test_p_ = 0.01
-    inner_fit_until_ = "2024-01-10"
+
+
+class FakeBlend:
+    """A fitted CombinedTrack as the evaluation reads it (choice, decision, parts, staking)."""
+
+    choice_ = "benter"
+    market_ = _FakeMarket()
+    benter_ = _FakeBenter()
+    decision_ = {
+        "rule": "ship the best passing candidate",
+        "alpha": 0.05,
+        "choice": "benter",
+        "tests": {
+            "benter": gain_test(np.random.default_rng(1).normal(0.1, 0.5, 400), 0.025, 0.8, 0.004)
+        },
+        "test_period": {"start": "2023-01-01", "end": "2023-12-31"},
+    }
+    validation_ = {
+        "staking": {
+            "fundamental": {"stakeable": True, "roi": 0.05, "n_bets": 120, "reason": None},
+            "combined": {"stakeable": False, "reason": "validation ROI -0.01 <= 0"},
+        }
+    }
 
 
 def _prediction(hold: pd.DataFrame, p: np.ndarray) -> pd.DataFrame:
@@ -47,6 +76,7 @@ def make_holdout():
         "uniform": _prediction(hold, np.ones(len(hold))),
         "stacked": _prediction(hold, market * np.exp(rng.normal(0, 0.3, len(hold)))),
         "blend": _prediction(hold, market * np.exp(rng.normal(0, 0.1, len(hold)))),
+        "market_corrected": _prediction(hold, market**1.05),
     }
     oracle = _prediction(hold, market * np.exp(rng.normal(0, 0.05, len(hold))))
     oracle = oracle.rename(columns={"p": "p_true"})[["race_id", "horse_id", "p_true"]]
@@ -73,7 +103,7 @@ def test_report_structure_and_market_row(holdout):
     frame = nodes.build_holdout_frame(hold, **preds)
     report = nodes.evaluate_models(frame, info, FakeBlend(), PARAMS)
     json.dumps(report, allow_nan=False)  # strict JSON
-    assert set(report) == {"split", "models", "blend"}
+    assert set(report) == {"split", "models", "combined"}
     assert report["split"]["holdout_start"] == info["holdout_start"]
     assert (
         report["split"]["n_evaluated_races"] + report["split"]["n_excluded_races"]
@@ -81,12 +111,14 @@ def test_report_structure_and_market_row(holdout):
     )
     assert report["split"]["oracle"] is False
     models = report["models"]
-    assert set(models) == {"market", "uniform", "stacked", "blend"}
-    assert [models[m]["track"] for m in ("market", "uniform", "stacked", "blend")] == [
+    assert set(models) == {"market", "uniform", "stacked", "blend", "market_corrected"}
+    names = ("market", "uniform", "stacked", "blend", "market_corrected")
+    assert [models[m]["track"] for m in names] == [
         "market",
         "fundamental",
         "fundamental",
         "combined",
+        "market",
     ]
     expected = evaluate(frame, "p_market", market_col="p_market")
     for key, value in expected.items():
@@ -95,7 +127,25 @@ def test_report_structure_and_market_row(holdout):
         )
     assert models["uniform"]["pseudo_r2"] == pytest.approx(0.0, abs=1e-12)
     assert "lr_test_p" in models["blend"] and "lr_test_p" not in models["stacked"]
-    assert report["blend"]["a_fundamental"] == pytest.approx(0.4)
+    combined = report["combined"]
+    assert combined["benter"]["a_fundamental"] == pytest.approx(0.4)
+    assert combined["choice"] == "benter" and combined["training"]["tests"]["benter"]["passes"]
+    # holdout gains over market_corrected and the market, each with SE and p
+    for key in ("blend_vs_market_corrected", "market_corrected_vs_market", "blend_vs_market"):
+        test = combined["holdout"][key]
+        assert test["n_races"] == frame.loc[frame["won"] == 1, "race_id"].nunique() - sum(
+            frame.groupby("race_id")["won"].sum() > 1
+        )
+        assert test["se"] > 0 and 0 <= test["p_value"] <= 1
+    gains = frame[frame["won"] == 1].groupby("race_id").filter(lambda r: len(r) == 1)
+    expected_gain = np.mean(np.log(gains["p_blend"]) - np.log(gains["p_market_corrected"]))
+    assert combined["holdout"]["blend_vs_market_corrected"]["mean_gain"] == pytest.approx(
+        expected_gain
+    )
+    table = nodes.evaluation_table(report)
+    assert "## Does racecast beat the market here?" in table
+    assert "fundamental: stakeable" in table and "combined: not stakeable" in table
+    assert "roi_flat_top1" not in table  # ROI and Kelly only for the stakeable track
 
 
 def test_oracle_metrics(holdout):

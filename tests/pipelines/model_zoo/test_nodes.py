@@ -9,9 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from scipy import stats
 
-from racecast.evaluation.blend import one_sided_p, validate_blend
 from racecast.features.entities import entity_frame
 from racecast.features.specs import FUNDAMENTAL_FEATURES
 from racecast.models import oof as oof_module
@@ -52,6 +50,11 @@ def small_params(**overrides) -> dict:
     params["cv"] = {"n_folds": 2, "min_train_fraction": 0.4, "relevance_top": 3}
     params["models"] = CHEAP_MODELS
     params["stacker"]["kwargs"] = {"n_estimators": 20, "n_folds": 3, "n_jobs": 1}
+    params["second_stage"] = {
+        **params["second_stage"],
+        "n_folds": 3,
+        "residual": {"n_estimators": 20, "num_leaves": 3, "min_child_samples": 20},
+    }
     params.update(overrides)
     return params
 
@@ -169,16 +172,23 @@ def test_stacker_and_blend(split):
     assert -np.log(single.loc[won, "p"]).mean() < np.log(n[won]).mean()
 
     blend, stacked_oof = nodes.fit_blend(train, params, **oof)
-    assert np.isfinite(blend.coef_).all() and np.isfinite(blend.log_likelihood_)
-    assert isinstance(blend.fallback_to_market_, bool) and "fallback" in blend.validation_
-    assert blend.inner_fit_until_ < pd.Timestamp(hold["off_time"].min()).date().isoformat()
-    # the stacked OOF reference covers only races after the inner stacker's training days
+    assert np.isfinite(blend.benter_.coef_).all() and np.isfinite(blend.market_.coef_).all()
+    decision = blend.decision_
+    assert blend.choice_ == decision["choice"] in ("market_corrected", "benter", "residual")
+    assert set(decision["tests"]) == {"benter", "residual"}
+    # the rolling-origin test races are training races, after the first stacked block
+    assert decision["test_period"]["end"] < pd.Timestamp(hold["off_time"].min()).date().isoformat()
+    assert decision["test_period"]["start"] > stacked_oof["off_time"].min().date().isoformat()
     assert len(stacked_oof) and stacked_oof["p"].notna().all()
-    assert stacked_oof["off_time"].min().date().isoformat() >= blend.inner_fit_until_
     np.testing.assert_allclose(stacked_oof.groupby("race_id")["p"].sum(), 1.0, atol=1e-9)
     blended = nodes.predict_blend_holdout(blend, stacked, hold)
     assert len(blended) == len(hold) and blended["p"].notna().all()
     np.testing.assert_allclose(blended.groupby("race_id")["p"].sum(), 1.0, atol=1e-9)
+    corrected, benter, residual = nodes.predict_candidates_holdout(blend, stacked, hold)
+    for frame in (corrected, benter, residual):
+        priced = frame["p"].notna()
+        assert priced.any() and len(frame) == len(hold)
+        np.testing.assert_allclose(frame[priced].groupby("race_id")["p"].sum(), 1.0, atol=1e-9)
 
 
 def test_tuning_off_returns_configured_kwargs(split):
@@ -214,82 +224,3 @@ def test_tuning_on_searches_inside_training(split):
         nodes._spec_with_tuning("logistic", CHEAP_MODELS["logistic"], out)
         == CHEAP_MODELS["logistic"]
     )
-
-
-def _blend_rows(informative: bool, seed: int = 0) -> pd.DataFrame:
-    """Races where the winner is drawn from p_true; the market is p_true blurred.
-
-    The fundamental is informative on the first 70% of the days; when ``informative`` is
-    False it is pure noise afterwards (it stopped working: the blend learnt to trust it).
-    """
-    rng = np.random.default_rng(seed)
-    rows = []
-    start = pd.Timestamp("2024-01-01", tz="UTC")
-    for r in range(600):
-        n = 10
-        strength = rng.normal(0, 1, n)
-        p_true = np.exp(strength) / np.exp(strength).sum()
-        winner = rng.choice(n, p=p_true)
-        market = np.exp(strength + rng.normal(0, 0.8, n))
-        late = r >= 420
-        fund = (
-            np.exp(strength + rng.normal(0, 0.5, n))
-            if informative or not late
-            else np.exp(rng.normal(0, 1.5, n))
-        )
-        for i in range(n):
-            rows.append(
-                {
-                    "race_id": f"r{r}",
-                    "off_time": start + pd.Timedelta(days=r // 6),
-                    "won": int(i == winner),
-                    "p_fund": fund[i] / fund.sum(),
-                    "p_market": market[i] / market.sum(),
-                    # fair odds of an efficient pool after an 18% take
-                    "odds_final": 0.82 / p_true[i],
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def test_blend_falls_back_to_the_market_only_when_the_fundamental_does_not_help():
-    columns = ["race_id", "won", "p_fund", "p_market"]
-    params = {"validation_fraction": 0.3, "validation_alpha": 0.05}
-    noise = validate_blend(_blend_rows(informative=False), columns, params)
-    useful = validate_blend(_blend_rows(informative=True), columns, params)
-    # 600 races at 6 a day: the last 30% of the 100 days are 30 days = 180 races
-    assert noise["n_races"] == useful["n_races"] == 180
-    assert noise["fallback"] and noise["blend_log_loss"] > noise["market_log_loss"]
-    assert noise["gain_p_value"] > 0.5
-    assert not useful["fallback"] and useful["gain_p_value"] < 0.05
-    assert useful["blend_log_loss"] < useful["market_log_loss"] - 0.02
-    # the same validation races judge the staking of both tracks
-    for figures in (*noise["staking"].values(), *useful["staking"].values()):
-        assert figures["n_races"] == 180 and figures["n_bets"] >= 30
-        assert figures["stakeable"] == (figures["roi"] > 0)
-        assert (figures["reason"] is None) == figures["stakeable"]
-    off = validate_blend(_blend_rows(False), columns, {"validation_fraction": None})
-    assert off["fallback"] is False
-    assert {t: f["stakeable"] for t, f in off["staking"].items()} == {
-        "fundamental": False,
-        "combined": False,
-    }
-    assert "validation_fraction is null" in off["staking"]["combined"]["reason"]
-
-
-def test_blend_gain_without_evidence_falls_back_unless_alpha_is_off():
-    """A mean gain that is positive but not significant: fallback at alpha, none without."""
-    rng = np.random.default_rng(7)
-    z = rng.normal(0.0, 1.0, 400)
-    gain = 0.002 + 0.1 * (z - z.mean()) / z.std(ddof=1)  # mean 0.002, sd 0.1: t = 0.4
-    assert one_sided_p(gain) == pytest.approx(stats.t.sf(0.4, df=399))  # ~0.34
-    assert one_sided_p(np.full(10, 0.3)) == 1.0  # no spread: undefined -> no evidence
-    assert one_sided_p(rng.normal(0.05, 0.1, 400)) < 1e-6
-    rows = _blend_rows(informative=True)
-    columns = ["race_id", "won", "p_fund", "p_market"]
-    strict = validate_blend(rows, columns, {"validation_fraction": 0.3, "validation_alpha": 1e-12})
-    lax = validate_blend(rows, columns, {"validation_fraction": 0.3, "validation_alpha": None})
-    assert strict["gain_p_value"] == lax["gain_p_value"] >= 1e-12
-    assert strict["fallback"] and not lax["fallback"]
-    with pytest.raises(ValueError, match="validation_alpha"):
-        validate_blend(rows, columns, {"validation_fraction": 0.3, "validation_alpha": 2})

@@ -4,8 +4,11 @@ The scored races are the holdout races with a complete market (every runner has 
 odds) and a prediction of every model, so that every row of the report, the market
 included, is computed on the same races. The metrics are those of
 :func:`racecast.evaluation.metrics.evaluate` (single-winner races; dead heats counted).
-Tracks: ``market`` (the market probability of ``odds_final``), ``fundamental`` (base
-models and the stacker, no odds-derived input) and ``combined`` (the Benter blend).
+Tracks: ``market`` (the protocol's plain market probability of ``odds_final``, and
+``market_corrected``, the conditional logit of :mod:`racecast.models.market`),
+``fundamental`` (base models and the stacker, no odds-derived input), ``combined``
+(``blend``: the candidate the decision rule shipped, or ``market_corrected``) and
+``candidate`` (``benter`` and ``residual``, each combined-track candidate as fitted).
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from racecast.evaluation import plots
+from racecast.evaluation.decision import gain_test
 from racecast.evaluation.metrics import (
     evaluate,
     kelly_simulation,
     market_probability,
     single_winner_races,
 )
+from racecast.evaluation.second_stage import per_race_gain
 from racecast.features.specs import CARD_ORDER
 
 logger = logging.getLogger(__name__)
@@ -32,15 +37,19 @@ logger = logging.getLogger(__name__)
 MARKET = "market"
 STACKED = "stacked"
 BLEND = "blend"
+MARKET_CORRECTED = "market_corrected"
+CANDIDATE_NAMES = ("benter", "residual")
 ORACLE_COLUMN = "p_oracle"
 FRAME_COLUMNS = ["race_id", "horse_id", "off_time", "odds_final", "won", "position"]
 
 
 def _track(name: str) -> str:
-    if name == MARKET:
+    if name in (MARKET, MARKET_CORRECTED):
         return "market"
     if name == BLEND:
         return "combined"
+    if name in CANDIDATE_NAMES:
+        return "candidate"
     return "fundamental"
 
 
@@ -108,6 +117,58 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _jsonable(value: Any) -> Any:
+    """Nested dicts/lists/arrays with JSON-safe scalars (see :func:`_clean`)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    return _clean(value)
+
+
+def _combined_report(frame: pd.DataFrame, model: Any, decision: dict[str, Any]) -> dict[str, Any]:
+    """The combined track: its decision on training races and its holdout gains.
+
+    ``holdout`` holds one-sided gain tests (:func:`~racecast.evaluation.decision.gain_test`,
+    at the rule's ``alpha``) of the shipped track and of each candidate over
+    ``market_corrected``, and of ``market_corrected`` and the shipped track over the
+    plain market: reported, never used to decide.
+    """
+    alpha = float(decision["alpha"])
+    pairs = [
+        (f"{name}_vs_{MARKET_CORRECTED}", name, MARKET_CORRECTED)
+        for name in (BLEND, *CANDIDATE_NAMES)
+    ] + [
+        (f"{MARKET_CORRECTED}_vs_{MARKET}", MARKET_CORRECTED, MARKET),
+        (f"{BLEND}_vs_{MARKET}", BLEND, MARKET),
+    ]
+    holdout = {
+        key: gain_test(per_race_gain(frame, f"p_{a}", f"p_{b}"), alpha)
+        for key, a, b in pairs
+        if f"p_{a}" in frame.columns and f"p_{b}" in frame.columns
+    }
+    market = model.market_
+    return _jsonable(
+        {
+            "choice": model.choice_,
+            "rule": decision["rule"],
+            "alpha": alpha,
+            "training": {k: v for k, v in decision.items() if k not in ("rule", "alpha", "choice")},
+            "market_corrected": {"terms": market.describe(), "n_fit_races": market.n_races_},
+            "benter": {
+                "a_fundamental": model.benter_.coef_[0],
+                "b_market_corrected": model.benter_.coef_[1],
+                "se": model.benter_.bse_,
+                "n_fit_races": model.benter_.n_races_,
+            },
+            "staking": model.validation_["staking"],
+            "holdout": holdout,
+        }
+    )
+
+
 def evaluate_models(
     holdout_frame: pd.DataFrame,
     split_info: dict[str, Any],
@@ -119,11 +180,14 @@ def evaluate_models(
     Args:
         holdout_frame: Output of :func:`build_holdout_frame`.
         split_info: ``model_zoo.split_info``.
-        blend_model: The fitted ``BenterBlend`` (its coefficients are reported).
+        blend_model: The fitted ``CombinedTrack`` (its terms, coefficients, decision
+            and staking validation are reported).
         params: ``evaluation`` parameters (``kelly_fraction``).
 
     Returns:
-        ``{"split": {...}, "blend": {...}, "models": {name: {"track": ..., metrics...}}}``.
+        ``{"split": {...}, "models": {name: {"track": ..., metrics...}}, "combined": {...}}``;
+        ``combined`` (see :func:`_combined_report`) holds the decision taken on training
+        races and the holdout gains over ``market_corrected``.
     """
     oracle_col = ORACLE_COLUMN if ORACLE_COLUMN in holdout_frame.columns else None
     kelly_fraction = float(params.get("kelly_fraction", 0.25))
@@ -147,16 +211,9 @@ def evaluate_models(
         "oracle": oracle_col is not None,
     }
     report: dict[str, Any] = {"split": split, "models": models}
-    coef = getattr(blend_model, "coef_", None)
-    if coef is not None:
-        report["blend"] = {
-            "a_fundamental": _clean(coef[0]),
-            "b_market": _clean(coef[1]),
-            "se": [_clean(v) for v in getattr(blend_model, "bse_", [np.nan, np.nan])],
-            "n_fit_races": _clean(getattr(blend_model, "n_races_", None)),
-            "in_sample_lr_test_p": _clean(getattr(blend_model, "lr_test_p_", None)),
-            "inner_stacker_fit_until": getattr(blend_model, "inner_fit_until_", None),
-        }
+    decision = getattr(blend_model, "decision_", None)
+    if decision is not None:
+        report["combined"] = _combined_report(holdout_frame, blend_model, decision)
     best = max(
         (n for n, m in models.items() if m["track"] == "fundamental"),
         key=lambda n: models[n]["pseudo_r2"],
@@ -183,8 +240,6 @@ TABLE_COLUMNS = [
     "ndcg_at_1",
     "brier",
     "ece",
-    "roi_flat_top1",
-    "kelly_final_bankroll",
     "lr_test_p",
     "gap_to_oracle",
     "signal_recovered",
@@ -210,7 +265,7 @@ def evaluation_table(report: dict[str, Any]) -> str:
     """
     models = report["models"]
     columns = [c for c in TABLE_COLUMNS if any(c in m for m in models.values())]
-    order = {"market": 0, "combined": 1, "fundamental": 2}
+    order = {"market": 0, "combined": 1, "candidate": 2, "fundamental": 3}
     names = sorted(
         models, key=lambda n: (order[models[n]["track"]], -(models[n]["pseudo_r2"] or 0))
     )
@@ -229,15 +284,77 @@ def evaluation_table(report: dict[str, Any]) -> str:
         f"| {name} | " + " | ".join(_fmt(models[name].get(c)) for c in columns) + " |"
         for name in names
     ]
-    blend = report.get("blend")
-    if blend:
-        lines += [
-            "",
-            f"Benter blend: a (fundamental) = {_fmt(blend['a_fundamental'])}, "
-            f"b (market) = {_fmt(blend['b_market'])}, fit on {blend['n_fit_races']} "
-            "out-of-sample training races.",
-        ]
+    if "combined" in report:
+        lines += ["", *verdict_lines(report)]
     return "\n".join(lines) + "\n"
+
+
+_TRACK_MODEL = {"fundamental": STACKED, "combined": BLEND}
+
+
+def _test_text(test: dict[str, Any]) -> str:
+    return (
+        f"{_fmt(test['mean_gain'])} per race (SE {_fmt(test['se'])}, one-sided p "
+        f"{_fmt(test['p_value'])}, {test['n_races']} races)"
+    )
+
+
+def verdict_lines(report: dict[str, Any]) -> list[str]:
+    """Plain-language answer: does racecast beat the market on this data set, and staking."""
+    combined, models = report["combined"], report["models"]
+    holdout, training = combined["holdout"], combined["training"]
+    choice = combined["choice"]
+    lines = ["## Does racecast beat the market here?", ""]
+    vs_market = holdout.get(f"{BLEND}_vs_{MARKET}")
+    vs_corrected = holdout.get(f"{BLEND}_vs_{MARKET_CORRECTED}")
+    if choice == MARKET_CORRECTED:
+        lines.append(
+            "The decision rule (fixed before the run, on training races only) shipped no "
+            "candidate: the combined track is `market_corrected`, a re-weighting of the "
+            "market's own prices. racecast has shown no edge over the market on this data set."
+        )
+    else:
+        lines.append(
+            f"The decision rule (training races only) shipped `{choice}` as the combined track."
+        )
+    for name, test in training["tests"].items():
+        lines.append(
+            f"- training rolling origin, `{name}` over market_corrected: {_test_text(test)}; "
+            f"minimum detectable gain {_fmt(test['mde'])} at power {test['power']}, power "
+            f"{_fmt(test['power_at_reference'])} against a gain of {_fmt(test['reference_gain'])}"
+        )
+    if vs_corrected:
+        lines.append(f"- holdout, combined over market_corrected: {_test_text(vs_corrected)}")
+    if vs_market:
+        beats = vs_market["mean_gain"] > 0 and vs_market["p_value"] < combined["alpha"]
+        lines.append(
+            f"- holdout, combined over the plain market: {_test_text(vs_market)}; pseudo-R² "
+            f"{_fmt(models[BLEND]['pseudo_r2'])} vs {_fmt(models[MARKET]['pseudo_r2'])}: "
+            + ("**beats the market**" if beats else "**no significant edge over the market**")
+        )
+    lines += ["", "Staking (decided on training races; holdout figures of stakeable tracks only):"]
+    for track, figures in combined["staking"].items():
+        model = models.get(_TRACK_MODEL.get(track, ""), {})
+        if figures.get("stakeable"):
+            lines.append(
+                f"- {track}: stakeable (validation ROI {_fmt(figures['roi'])} on "
+                f"{figures['n_bets']} bets); holdout flat top-1 ROI "
+                f"{_fmt(model.get('roi_flat_top1'))}, Kelly final bankroll "
+                f"{_fmt(model.get('kelly_final_bankroll'))}"
+            )
+        else:
+            lines.append(f"- {track}: not stakeable ({figures.get('reason')})")
+    terms = combined["market_corrected"]["terms"]
+    lines += [
+        "",
+        "market_corrected terms (fit on every training race): "
+        + ", ".join(f"{t} = {_fmt(v['coef'])} (SE {_fmt(v['se'])})" for t, v in terms.items()),
+        "",
+        f"Benter candidate: a (fundamental) = {_fmt(combined['benter']['a_fundamental'])}, "
+        f"b (market_corrected) = {_fmt(combined['benter']['b_market_corrected'])}, fit on "
+        f"{combined['benter']['n_fit_races']} out-of-fold training races.",
+    ]
+    return lines
 
 
 def mlflow_metrics(report: dict[str, Any], params: dict[str, Any]) -> dict[str, dict[str, float]]:

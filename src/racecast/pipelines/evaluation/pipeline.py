@@ -30,14 +30,23 @@ def create_pipeline(
 
     Args:
         models: Zoo base models to score (default: the model_zoo's ``ZOO_MODELS``);
-            ``stacked`` and ``blend`` are always scored, with the market.
+            ``stacked``, ``blend`` (the combined track), ``market_corrected`` and the
+            combined-track candidates ``benter`` and ``residual`` are always scored, with
+            the market.
         with_oracle: Take ``oracle_win_probabilities`` as an input (it exists only when
             the synthetic world is the source; the registry passes ``False`` for the others).
 
     Returns:
         holdout frame -> report (JSON), table (markdown), MLflow metrics and figures.
     """
-    names = [*(ZOO_MODELS if models is None else models), "stacked", "blend"]
+    names = [
+        *(ZOO_MODELS if models is None else models),
+        "stacked",
+        "blend",
+        "market_corrected",
+        "benter",
+        "residual",
+    ]
     frame_inputs = {
         "holdout_set": "model_zoo.holdout_set",
         **{name: f"model_zoo.{name}.holdout_predictions" for name in names},

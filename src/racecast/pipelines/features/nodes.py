@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from racecast.features import entities, state, store, transform
-from racecast.features.specs import CARD_ORDER, LABEL_COLUMNS, VIEWS
+from racecast.features.specs import CARD_ORDER, LABEL_COLUMNS, ODDS_CAPPED, VIEWS
 
 logger = logging.getLogger(__name__)
 
@@ -102,14 +102,16 @@ def build_training_set(entity_rows: pd.DataFrame, feast_apply_summary: dict[str,
         params: ``features`` parameters (``repo_path``, ``training_service``).
 
     Returns:
-        Keys, off time, ``odds_final``, ``cloth_number``, labels and every feature; one row per runner.
+        Keys, off time, ``odds_final``, ``odds_capped`` (the price is the source's display
+        cap: a term of the market_corrected model), ``cloth_number``, labels and every
+        feature; one row per runner.
     """
     labelled = entity_rows[entity_rows["won"].notna()].reset_index(drop=True)
     fs = store.get_store(params["repo_path"])
     served = store.historical_state(fs, labelled, params["training_service"])
     features = transform.build_features(labelled, served, params.get("compute", {}))
     out = pd.concat(
-        [features.reset_index(drop=True), labelled[["odds_final", CARD_ORDER, *LABEL_COLUMNS]].reset_index(drop=True)],
+        [features.reset_index(drop=True), labelled[["odds_final", ODDS_CAPPED, CARD_ORDER, *LABEL_COLUMNS]].reset_index(drop=True)],
         axis=1,
     )
     if out.duplicated(["race_id", "horse_id"]).any() or len(out) != len(labelled):

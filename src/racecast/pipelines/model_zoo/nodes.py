@@ -34,8 +34,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from racecast.evaluation.blend import BenterBlend, validate_blend
-from racecast.evaluation.metrics import market_probability
+from racecast.evaluation.second_stage import (
+    CANDIDATES,
+    CombinedTrack,
+    market_inputs,
+    rolling_second_stage,
+)
 from racecast.features.specs import FUNDAMENTAL_FEATURES
 from racecast.models.base import RaceModel, relevance_from_position
 from racecast.models.factory import build_model
@@ -429,102 +433,83 @@ def predict_stacked_holdout(
     return predict_holdout(stacked_model, frame)
 
 
-def _with_market(frame: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
-    """Add ``odds_final`` and ``p_market`` (from ``base``) to a frame keyed by runner."""
-    market = base[["race_id", "horse_id", "odds_final"]].copy()
-    market["p_market"] = market_probability(market)
-    return frame.merge(
-        market[["race_id", "horse_id", "odds_final", "p_market"]],
-        on=["race_id", "horse_id"],
-        how="left",
-    )
-
-
 def fit_blend(
     train_set: pd.DataFrame, params: dict[str, Any], **oof_predictions: pd.DataFrame
-) -> tuple[BenterBlend, pd.DataFrame]:
-    """Fit the Benter blend of the fundamental (stacked) model with the market.
+) -> tuple[CombinedTrack, pd.DataFrame]:
+    """Fit and decide the combined track by rolling origin over the training races.
 
-    The stacker's own OOF-row predictions are in-sample, so an inner stacker is fitted
-    on the OOF rows of the first ``blend.stacker_fit_fraction`` of their race days and
-    predicts the rest; ``BenterBlend`` (``exp(a log p_fund + b log p_market)`` per race)
-    is fitted on those later rows, races with a complete market only. Its
-    ``validation_`` (:func:`~racecast.evaluation.blend.validate_blend`) records the market check and, under
-    ``staking``, whether each track may be staked (the combined track never when it
-    falls back to the market).
+    :func:`~racecast.evaluation.second_stage.rolling_second_stage`: stacked
+    out-of-fold fundamental probabilities over the out-of-fold race days, then
+    ``market_corrected``, the Benter blend and the residual booster fitted and tested
+    block by block, the decision rule (:mod:`racecast.evaluation.decision`), and the
+    final fits on every training race. ``validation_["staking"]`` says which tracks may
+    be staked (the combined track never when it is ``market_corrected``).
 
     Args:
-        train_set: Training runners (labels, odds, top features).
-        params: ``model_zoo`` parameters (``stacker``, ``blend``, ``cv``).
+        train_set: Training runners (labels, odds, cap flag, features).
+        params: ``model_zoo`` parameters (``stacker``, ``second_stage``, ``cv``).
         **oof_predictions: ``<model>`` -> OOF prediction frame of that base model.
 
     Returns:
-        The fitted :class:`~racecast.evaluation.blend.BenterBlend`
-        (``fund_col="p_fund"``, ``market_col="p_market"``), and the inner stacker's
-        out-of-sample predictions on the later OOF rows (``model_zoo.stacked.oof_predictions``:
-        the stacked model's reference predictions for monitoring).
+        The fitted :class:`~racecast.evaluation.second_stage.CombinedTrack`, and the
+        stacked out-of-fold predictions (``model_zoo.stacked.oof_predictions``: the
+        stacked model's reference predictions for monitoring).
     """
     stacker = params.get("stacker", {}) or {}
-    blend_params = params.get("blend", {}) or {}
-    fraction = float(blend_params.get("stacker_fit_fraction", 0.5))
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(
-            f"parameter model_zoo.blend.stacker_fit_fraction must be in (0, 1), got {fraction}"
-        )
+    cv = params.get("cv", {}) or {}
     frame, columns = _meta_inputs(train_set, oof_predictions, stacker)
-    days = compute_race_days(frame)
-    unique_days = np.sort(days.unique())
-    if len(unique_days) < 2:
-        raise ValueError("the blend needs OOF rows on at least two race days")
-    cut_index = min(max(1, math.floor(fraction * len(unique_days))), len(unique_days) - 1)
-    cut = unique_days[cut_index]
-    early, late = frame[days < cut], frame[days >= cut].reset_index(drop=True)
-    inner = _fit_stacker(early.reset_index(drop=True), columns, stacker, params.get("cv", {}) or {})
-    late = late.copy()
-    late["p_fund"] = inner.predict_proba(late[columns], late["race_id"])
-    stacked_oof = _prediction_frame(late, late["p_fund"])
-    late = _with_market(late, train_set)
-    late = late[late["p_market"].notna()]
-    columns_blend = ["race_id", "won", "p_fund", "p_market"]
-    blend = BenterBlend(fund_col="p_fund", market_col="p_market")
-    blend.fit(late[columns_blend])
-    blend.inner_fit_until_ = pd.Timestamp(cut).date().isoformat()
-    blend.validation_ = validate_blend(late, columns_blend, blend_params)
-    blend.fallback_to_market_ = bool(blend.validation_.get("fallback", False))
-    if blend.fallback_to_market_:
-        # the fundamental model did not help on the later training races: combined = market
-        logger.warning(
-            "blend: on the last %d training races the blend (LL %.5f) does not beat the market "
-            "(LL %.5f) convincingly (one-sided p %.3g); the combined track falls back to the "
-            "market (a=0, b=1)",
-            blend.validation_["n_races"],
-            blend.validation_["blend_log_loss"],
-            blend.validation_["market_log_loss"],
-            blend.validation_["gain_p_value"],
-        )
-        blend.coef_ = np.array([0.0, 1.0])
-        blend.validation_["staking"]["combined"] = {
-            **blend.validation_["staking"]["combined"],
-            "stakeable": False,
-            "reason": "the combined track falls back to the market (the blend did not beat "
-            "it on the validation races): it has no edge over the market",
-        }
-    for track, figures in blend.validation_["staking"].items():
-        logger.info("staking validation, %s track: %s", track, figures["reason"] or "stakeable")
-    logger.info(
-        "blend: inner stacker fitted on %d races before %s, blend on %d later races: a=%.4f b=%.4f",
-        early["race_id"].nunique(),
-        blend.inner_fit_until_,
-        late["race_id"].nunique(),
-        *blend.coef_,
+    track, stacked = rolling_second_stage(
+        _sorted(train_set),
+        frame,
+        columns,
+        lambda rows: _fit_stacker(rows, columns, stacker, cv),
+        FUNDAMENTAL_FEATURES,
+        params.get("second_stage", {}) or {},
     )
-    return blend, stacked_oof
+    for track_name, figures in track.validation_["staking"].items():
+        logger.info(
+            "staking validation, %s track: %s", track_name, figures["reason"] or "stakeable"
+        )
+    return track, _prediction_frame(stacked, stacked["p_fund"])
+
+
+def _holdout_candidates(
+    blend_model: CombinedTrack, stacked_predictions: pd.DataFrame, holdout_set: pd.DataFrame
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Holdout rows (time order) and every combined-track candidate's probabilities.
+
+    Races without a complete market get NaN from every candidate.
+    """
+    hold = _sorted(holdout_set)
+    frame = hold.merge(
+        stacked_predictions[["race_id", "horse_id", "p"]].rename(columns={"p": "p_fund"}),
+        on=["race_id", "horse_id"],
+        how="left",
+        validate="one_to_one",
+    )
+    p_market, capped, has = market_inputs(frame)
+    out = {
+        name: np.full(len(frame), np.nan) for name in ("market_corrected", *CANDIDATES, "combined")
+    }
+    if has.any():
+        sub = frame[has]
+        features = list(blend_model.residual_.feature_names_in_)
+        preds = blend_model.predict_candidates(
+            sub["p_fund"].to_numpy(dtype=float),
+            p_market[has],
+            capped[has],
+            sub[features].to_numpy(dtype=float, na_value=np.nan),
+            sub["race_id"].to_numpy(),
+        )
+        for name, values in preds.items():
+            out[name][has] = values
+    return frame, out
 
 
 def predict_blend_holdout(
-    blend_model: BenterBlend, stacked_predictions: pd.DataFrame, holdout_set: pd.DataFrame
+    blend_model: CombinedTrack, stacked_predictions: pd.DataFrame, holdout_set: pd.DataFrame
 ) -> pd.DataFrame:
-    """Holdout blend of the full stacker's probabilities with the market.
+    """Holdout probabilities of the combined track (the candidate the rule chose).
 
     Races without a complete market (some runner lacks final odds) keep the stacker's
     probability.
@@ -532,22 +517,32 @@ def predict_blend_holdout(
     Args:
         blend_model: Output of :func:`fit_blend`.
         stacked_predictions: Holdout prediction frame of the stacker.
-        holdout_set: Holdout runners (``odds_final``).
+        holdout_set: Holdout runners (``odds_final``, ``odds_capped``, features).
 
     Returns:
         Prediction frame of every holdout runner.
     """
-    frame = _with_market(stacked_predictions.rename(columns={"p": "p_fund"}), holdout_set)
-    has_market = frame["p_market"].notna()
-    p = frame["p_fund"].copy()
-    if has_market.any():
-        sub = frame[has_market]
-        p[has_market] = np.asarray(
-            blend_model.predict_proba(sub[["race_id", "p_fund", "p_market"]])
-        )
-    if (~has_market).any():
+    frame, preds = _holdout_candidates(blend_model, stacked_predictions, holdout_set)
+    combined = preds["combined"]
+    no_market = np.isnan(combined)
+    if no_market.any():
         logger.info(
-            "blend: %d holdout races without a complete market keep the stacker's probability",
-            frame.loc[~has_market, "race_id"].nunique(),
+            "combined: %d holdout races without a complete market keep the stacker's probability",
+            frame.loc[no_market, "race_id"].nunique(),
         )
-    return _prediction_frame(frame, p)
+    return _prediction_frame(frame, np.where(no_market, frame["p_fund"], combined))
+
+
+def predict_candidates_holdout(
+    blend_model: CombinedTrack, stacked_predictions: pd.DataFrame, holdout_set: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Holdout probabilities of ``market_corrected`` and of each combined-track candidate.
+
+    Returns:
+        Prediction frames of ``market_corrected``, ``benter`` and ``residual`` (NaN in
+        races without a complete market).
+    """
+    frame, preds = _holdout_candidates(blend_model, stacked_predictions, holdout_set)
+    return tuple(
+        _prediction_frame(frame, preds[name]) for name in ("market_corrected", *CANDIDATES)
+    )
