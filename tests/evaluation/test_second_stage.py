@@ -140,3 +140,16 @@ def test_decide_splits_alpha_and_reports_power() -> None:
     # MDE = (z_0.975 + z_0.8) * SE
     assert one["mde"] == pytest.approx((1.959964 + 0.841621) * one["se"], rel=1e-4)
     assert decide({"b": gains["b"]}, alpha=0.05)["choice"] == "market_corrected"
+
+
+def test_a_term_without_information_is_fixed_at_zero() -> None:
+    world = _world(400, edge=0.0, seed=5)
+    p = 1.0 / world["odds_final"]
+    p = (p / p.groupby(world["race_id"]).transform("sum")).to_numpy()
+    never_capped = np.zeros(len(world))
+    model = MarketCorrection().fit(
+        p, never_capped, world["won"].to_numpy(), world["race_id"].to_numpy()
+    )
+    terms = model.describe()
+    assert terms["capped"]["coef"] == 0.0 and np.isnan(terms["capped"]["se"])
+    assert np.isfinite(terms["log_p"]["se"]) and np.isfinite(terms["log_p_sq"]["se"])

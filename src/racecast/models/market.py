@@ -193,7 +193,8 @@ class MarketCorrection(BaseEstimator):
 
     Attributes:
         coef_: One fitted value per term.
-        bse_: Their standard errors (observed information).
+        bse_: Their standard errors (observed information); NaN for a term that is 0
+            on every fit runner (fixed at 0, e.g. ``capped`` without capped prices).
         log_likelihood_: Maximised log-likelihood; ``market_log_likelihood_``: the plain
             market's on the same races.
         n_races_: Single-winner races fitted.
@@ -212,11 +213,18 @@ class MarketCorrection(BaseEstimator):
             raise ValueError(f"terms must start with 'log_p', got {terms}")
         groups = np.asarray(groups)
         x = market_terms(terms, p_market, capped, groups)
-        start = np.zeros(len(terms))
-        start[0] = 1.0
-        fitted = fit_conditional_logit(x, np.asarray(won), groups, start, max_iter=self.max_iter)
-        self.coef_ = np.asarray(fitted["coef"])
-        self.bse_ = np.asarray(fitted["bse"])
+        # a term that is 0 on every fit runner (no capped price) carries no information
+        active = np.flatnonzero((x != 0).any(axis=0))
+        for j in np.setdiff1d(np.arange(len(terms)), active):
+            logger.info("market correction: term %s is 0 on every runner: fixed at 0", terms[j])
+        start = (np.array(terms)[active] == "log_p").astype(float)
+        fitted = fit_conditional_logit(
+            x[:, active], np.asarray(won), groups, start, max_iter=self.max_iter
+        )
+        self.coef_ = np.zeros(len(terms))
+        self.bse_ = np.full(len(terms), np.nan)
+        self.coef_[active] = fitted["coef"]
+        self.bse_[active] = fitted["bse"]
         self.log_likelihood_ = float(fitted["log_likelihood"])
         self.market_log_likelihood_ = float(fitted["start_log_likelihood"])
         self.n_races_ = int(fitted["n_races"])
