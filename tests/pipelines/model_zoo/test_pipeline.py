@@ -76,11 +76,17 @@ def test_model_zoo_and_evaluation_run_in_memory():
         pred = catalog.load(f"model_zoo.{name}.holdout_predictions")
         assert len(pred) == len(hold)
         np.testing.assert_allclose(pred.groupby("race_id")["p"].sum(), 1.0, atol=1e-9)
-    assert np.isfinite(catalog.load("model_zoo.blend.model").coef_).all()
+    track = catalog.load("model_zoo.blend.model")
+    assert np.isfinite(track.benter_.coef_).all() and np.isfinite(track.market_.coef_).all()
 
     report = catalog.load("evaluation_report")
-    assert set(report["models"]) == {"market", *models, "stacked", "blend"}
+    candidates = {"market_corrected", "benter", "residual"}
+    assert set(report["models"]) == {"market", *models, "stacked", "blend", *candidates}
     assert report["models"]["blend"]["track"] == "combined"
+    assert report["models"]["market_corrected"]["track"] == "market"
+    assert report["combined"]["choice"] == track.choice_
+    holdout = report["combined"]["holdout"]["blend_vs_market_corrected"]
+    assert {"mean_gain", "se", "p_value", "mde"} <= set(holdout)
     assert report["split"]["holdout_start"] == catalog.load("model_zoo.split_info")["holdout_start"]
     metrics = catalog.load("evaluation_metrics")
     assert "stacked.pseudo_r2" in metrics

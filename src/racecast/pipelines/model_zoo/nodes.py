@@ -9,14 +9,10 @@ Everything follows ``docs/evaluation-protocol.md``:
   training race days never predicted), then is refitted on all training races and
   predicts the holdout;
 * the stacked meta-learner is fitted on OOF rows only;
-* the Benter blend needs *out-of-sample* fundamental probabilities on training races.
-  The full stacker is fitted on every OOF row, so its own predictions on those rows are
-  in-sample. Instead an *inner* stacker is fitted on the earlier OOF race days and
-  predicts the later ones (``blend.stacker_fit_fraction``); ``BenterBlend`` is fitted on
-  those later rows (log p_fund against log p_market). The holdout blend combines the
-  *full* stacker's holdout probabilities with the holdout market;
-* the last of those race days validate the blend and decide which tracks may be staked
-  (``blend.validation_["staking"]``, :mod:`racecast.evaluation.stakeability`).
+* the combined track (``market_corrected``, the Benter blend, the residual booster and
+  the decision between them) is fitted and decided by rolling origin on training races
+  (:mod:`racecast.evaluation.second_stage`), which also decides which tracks may be
+  staked (``blend.validation_["staking"]``, :mod:`racecast.evaluation.stakeability`).
 
 Fundamental-track models only ever see ``FUNDAMENTAL_FEATURES`` (no odds-derived input).
 Prediction frames have the columns ``race_id, horse_id, off_time, p``.
