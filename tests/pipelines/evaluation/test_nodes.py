@@ -77,6 +77,8 @@ def make_holdout():
         "stacked": _prediction(hold, market * np.exp(rng.normal(0, 0.3, len(hold)))),
         "blend": _prediction(hold, market * np.exp(rng.normal(0, 0.1, len(hold)))),
         "market_corrected": _prediction(hold, market**1.05),
+        "benter": _prediction(hold, market * np.exp(rng.normal(0, 0.1, len(hold)))),
+        "residual": _prediction(hold, market * np.exp(rng.normal(0, 0.2, len(hold)))),
     }
     oracle = _prediction(hold, market * np.exp(rng.normal(0, 0.05, len(hold))))
     oracle = oracle.rename(columns={"p": "p_true"})[["race_id", "horse_id", "p_true"]]
@@ -111,14 +113,16 @@ def test_report_structure_and_market_row(holdout):
     )
     assert report["split"]["oracle"] is False
     models = report["models"]
-    assert set(models) == {"market", "uniform", "stacked", "blend", "market_corrected"}
-    names = ("market", "uniform", "stacked", "blend", "market_corrected")
+    names = ("market", "uniform", "stacked", "blend", "market_corrected", "benter", "residual")
+    assert set(models) == set(names)
     assert [models[m]["track"] for m in names] == [
         "market",
         "fundamental",
         "fundamental",
         "combined",
         "market",
+        "candidate",
+        "candidate",
     ]
     expected = evaluate(frame, "p_market", market_col="p_market")
     for key, value in expected.items():
