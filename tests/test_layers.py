@@ -163,3 +163,15 @@ def test_a_backward_edge_is_detected() -> None:
     )
     layers = {"train": "model_input", "oof": "model_output", "model": "models"}
     assert _backward_edges(pipeline, layers.get) == ["oof (model_output) -> ... -> model (models)"]
+
+
+def test_every_node_is_in_its_pipelines_namespace() -> None:
+    """kedro-viz groups nodes by namespace: each pipeline is one group (the zoo nests its models)."""
+    pipelines = _all_pipelines()
+    for name, pipeline in pipelines.items():
+        if name.endswith("__default__"):
+            continue
+        package = name.rpartition(":")[2]
+        outside = [n.name for n in pipeline.nodes if (n.namespace or "").split(".")[0] != package]
+        assert not outside, f"pipeline {name}: nodes outside namespace {package!r}: {outside}"
+    assert all(n.namespace for n in pipelines["__default__"].nodes)
