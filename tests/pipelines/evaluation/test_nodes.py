@@ -226,3 +226,19 @@ def test_joint_favourites_are_broken_by_race_card_order_not_horse_id():
     assert evaluate(frame, "p_market")["top1"] == 1.0
     without_card = nodes.build_holdout_frame(holdout_set.drop(columns="cloth_number"))
     assert evaluate(without_card, "p_market")["top1"] == 0.0
+
+
+def test_verdict_does_not_credit_racecast_with_the_market_correction(holdout):
+    hold, info, preds, _ = holdout
+    frame = nodes.build_holdout_frame(hold, **preds)
+
+    class MarketOnly(FakeBlend):
+        choice_ = "market_corrected"
+        decision_ = {**FakeBlend.decision_, "choice": "market_corrected"}
+
+    report = nodes.evaluate_models(frame, info, MarketOnly(), PARAMS)
+    report["combined"]["holdout"]["blend_vs_market"].update(mean_gain=0.004, p_value=0.01)
+    text = "\n".join(nodes.verdict_lines(report))
+    assert "shipped no candidate" in text and "no edge from racecast's models" in text
+    assert "**beats the market**" not in text
+    assert "holdout, combined over market_corrected" not in text  # identical tracks

@@ -323,14 +323,22 @@ def verdict_lines(report: dict[str, Any]) -> list[str]:
             f"minimum detectable gain {_fmt(test['mde'])} at power {test['power']}, power "
             f"{_fmt(test['power_at_reference'])} against a gain of {_fmt(test['reference_gain'])}"
         )
-    if vs_corrected:
+    if vs_corrected and choice != MARKET_CORRECTED:
         lines.append(f"- holdout, combined over market_corrected: {_test_text(vs_corrected)}")
     if vs_market:
         beats = vs_market["mean_gain"] > 0 and vs_market["p_value"] < combined["alpha"]
+        if not beats:
+            verdict = "**no significant edge over the market**"
+        elif choice == MARKET_CORRECTED:
+            verdict = (
+                "better than the plain market, but only by re-weighting the market's own "
+                "prices (no fundamental information): **no edge from racecast's models**"
+            )
+        else:
+            verdict = "**beats the market**"
         lines.append(
             f"- holdout, combined over the plain market: {_test_text(vs_market)}; pseudo-R² "
-            f"{_fmt(models[BLEND]['pseudo_r2'])} vs {_fmt(models[MARKET]['pseudo_r2'])}: "
-            + ("**beats the market**" if beats else "**no significant edge over the market**")
+            f"{_fmt(models[BLEND]['pseudo_r2'])} vs {_fmt(models[MARKET]['pseudo_r2'])}: " + verdict
         )
     lines += ["", "Staking (decided on training races; holdout figures of stakeable tracks only):"]
     for track, figures in combined["staking"].items():
