@@ -57,9 +57,7 @@ def _registered_pipelines(env: str) -> dict[str, Pipeline]:
     """Every registered pipeline as the env runs it (its source's variant)."""
     source = source_of(_config(env, "parameters"))
     pipelines = _all_pipelines()
-    return {
-        name: pipelines[source_pipeline(name, source)] for name in pipelines if ":" not in name
-    }
+    return {name: pipelines[source_pipeline(name, source)] for name in pipelines if ":" not in name}
 
 
 def _layer_of(env: str):

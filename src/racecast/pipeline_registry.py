@@ -39,7 +39,11 @@ def _for_source(found: dict[str, Pipeline], source: str) -> dict[str, Pipeline]:
         (p for name, p in own.items() if source == "synthetic" or name not in SYNTHETIC_ONLY),
         start=Pipeline([]),
     )
-    variants = {"__default__": default, "ingestion": own["ingestion"], "evaluation": own["evaluation"]}
+    variants = {
+        "__default__": default,
+        "ingestion": own["ingestion"],
+        "evaluation": own["evaluation"],
+    }
     return {source_pipeline(name, source): pipeline for name, pipeline in variants.items()}
 
 

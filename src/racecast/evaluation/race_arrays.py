@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from racecast.data.races import race_codes
+
 PROB_SUM_ATOL = 1e-6
 """Tolerance on ``|sum of probabilities in a race - 1|``."""
 
@@ -28,10 +30,8 @@ def _require_columns(frame: pd.DataFrame, columns: list[str]) -> None:
 def _race_codes(frame: pd.DataFrame, race_col: str) -> tuple[np.ndarray, pd.Index]:
     """0-based race codes in order of first appearance, and the race ids they index."""
     _require_columns(frame, [race_col])
-    codes, uniques = pd.factorize(frame[race_col], sort=False)
-    if (codes < 0).any():
-        raise ValueError(f"column '{race_col}' has missing race ids")
-    return codes, pd.Index(uniques, name=race_col)
+    codes, races = race_codes(frame[race_col], f"column '{race_col}'")
+    return codes, races.rename(race_col)
 
 
 def _won_array(frame: pd.DataFrame, won_col: str) -> np.ndarray:

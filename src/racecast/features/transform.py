@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from racecast.data.races import race_codes
 from racecast.features.columns import (
     as_float,
     category_codes,
@@ -84,9 +85,9 @@ def _float_arrays(frame: pd.DataFrame, columns: list[str]) -> dict[str, np.ndarr
 
 
 def _race_codes(race: pd.Series) -> tuple[np.ndarray, int]:
-    """Integer code per row of its race (order of first appearance) and the race count."""
-    codes, uniques = pd.factorize(race, sort=False)
-    return codes.astype(np.int64), len(uniques)
+    """Integer code per row of its race (``racecast.data.races.race_codes``) and the race count."""
+    codes, races = race_codes(race, f"column {race.name!r}")
+    return codes, len(races)
 
 
 def _group_mean(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:

@@ -38,6 +38,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from racecast.data.races import race_codes
+
 logger = logging.getLogger(__name__)
 
 #: Prefix of the missing-indicator columns added by :func:`make_imputer`.
@@ -91,9 +93,7 @@ def group_layout(groups: pd.Series | np.ndarray) -> GroupLayout:
     values = pd.Series(groups).to_numpy()
     if values.shape[0] == 0:
         raise ValueError("groups is empty: there are no rows to arrange into races")
-    codes, race_ids = pd.factorize(values, use_na_sentinel=True)
-    if (codes < 0).any():
-        raise ValueError(f"groups has {int((codes < 0).sum())} missing race ids")
+    codes, race_ids = race_codes(values, "groups")
     order = np.argsort(codes, kind="stable")
     inverse = np.empty_like(order)
     inverse[order] = np.arange(order.shape[0])

@@ -28,6 +28,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from racecast.data.races import race_codes
 from racecast.models.base import aligned_series
 from racecast.models.split import time_folds
 
@@ -57,7 +58,7 @@ def _normalise_per_race(p: np.ndarray, groups: np.ndarray, what: str) -> np.ndar
         raise ValueError(f"{what}: predict_proba returned shape {p.shape}, expected {groups.shape}")
     if not np.isfinite(p).all() or (p < 0).any():
         raise ValueError(f"{what}: predict_proba returned non-finite or negative probabilities")
-    codes, _ = pd.factorize(groups, sort=False)
+    codes, _ = race_codes(groups, what)
     sums = np.bincount(codes, weights=p)
     if (sums <= 0).any():
         raise ValueError(f"{what}: {int((sums <= 0).sum())} races have zero total probability")

@@ -1,0 +1,36 @@
+"""Per-race grouping: the one mapping of rows to their race.
+
+Every per-race computation (normalisation, sums, ranks, race-level metrics, the models'
+contiguous race layout) starts from :func:`race_codes`: a 0-based code per row, races
+numbered in order of first appearance, so already-grouped input keeps its order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["race_codes"]
+
+
+def race_codes(race_ids: Any, what: str = "race ids") -> tuple[np.ndarray, pd.Index]:
+    """Code each row by its race.
+
+    Args:
+        race_ids: The race of each row (Series, Index or array).
+        what: How the error names ``race_ids`` (e.g. ``"column 'race_id'"``).
+
+    Returns:
+        ``(codes, races)``: an int64 code per row (0 .. n_races - 1, in order of first
+        appearance) and the race ids the codes index.
+
+    Raises:
+        ValueError: If a race id is missing.
+    """
+    codes, uniques = pd.factorize(race_ids, sort=False, use_na_sentinel=True)
+    missing = int((codes < 0).sum())
+    if missing:
+        raise ValueError(f"{what} has {missing} missing race ids")
+    return codes.astype(np.int64, copy=False), pd.Index(uniques)
