@@ -1,0 +1,478 @@
+"""Scale benchmark: how each stage's time and peak memory grow with the size of the world.
+
+Run from the repository root: ``.venv/bin/python benchmarks/scale.py [--scales 1,10,30]
+[--no-hk] [--spark-max-scale 30] [--work DIR]`` (``pip install -e ".[scale]"``, Java 17
+and ``redis-server`` for the Spark and Redis stages; a stage whose engine is missing is
+recorded as skipped with the reason).
+
+For each world -- the synthetic world at ``k`` times the default number of race days
+(``simulation.n_days * k``: k times the runners, the same populations, so every jockey,
+trainer and track has k times the history), and the Hong Kong data when present
+(``data/01_raw/hkjc`` or ``../shared/data/hkracing``) -- these stages run, each in its
+own process so that its peak memory is its own (resident set of the process and its
+children, the Spark JVM included, sampled every 50 ms, and the process's own maximum);
+``stage_seconds`` is the stage's work after its imports, ``process_seconds`` the whole
+process:
+
+``simulate`` (synthetic only), ``ingest`` (parse + validate), ``state`` (state tables and
+entity rows), ``join_duckdb`` (feast apply + point-in-time join on the ASOF DuckDB store
++ ``build_features``), ``join_spark`` (the same join on Spark ``local[2]``, checked equal
+to DuckDB's), ``materialize_sqlite``, ``materialize_redis`` (a redis-server started on a
+free loopback port, stopped by PID), ``train`` (the zoo's ``lgbm_ranker`` on the protocol
+training split) and ``score`` (its win probabilities for the holdout runners).
+
+Writes ``data/08_reporting/benchmark_scale.json`` (worlds already there and not rerun are
+kept) and ``benchmark_scale.png`` (log-log: seconds and peak MiB per stage against runners).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "data" / "08_reporting"
+HK_DIRS = (ROOT / "data" / "01_raw" / "hkjc", ROOT.parent / "shared" / "data" / "hkracing")
+STAGES = (
+    "simulate", "ingest", "state", "join_duckdb", "join_spark",
+    "materialize_sqlite", "materialize_redis", "train", "score",
+)
+SERVICE = "combined_v1"
+SCALE_YAML = "feature_store.scale.yaml"
+REDIS_YAML = "feature_store.redis.yaml"
+logger = logging.getLogger("benchmarks.scale")
+
+
+# ------------------------------------------------------------------ stages (child side)
+def _params() -> dict[str, Any]:
+    from racecast.project import load_parameters
+
+    return load_parameters(None, ROOT)
+
+
+def _stage_simulate(work: Path, scale: float) -> dict[str, Any]:
+    from racecast.simulation import SimulationConfig, simulate, to_json_text
+
+    params = dict(_params()["simulation"])
+    params["n_days"] = int(round(params["n_days"] * scale))
+    world = simulate(SimulationConfig.from_params(params))
+    raw = work / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for day, doc in world.racecards.items():
+        (raw / f"{day}.racecard.json").write_text(to_json_text(doc), encoding="utf-8")
+    for day, doc in world.results.items():
+        (raw / f"{day}.results.json").write_text(to_json_text(doc), encoding="utf-8")
+    return {"n_days": params["n_days"]}
+
+
+def _stage_ingest(work: Path, scale: float) -> dict[str, Any]:
+    from racecast.ingestion.validate import validate_and_split
+
+    params = dict(_params()["ingestion"])
+    if scale == 0:  # Hong Kong
+        from racecast.ingestion.hkjc import adapt_hkjc
+
+        folder = next(d for d in HK_DIRS if (d / "runs.csv").is_file())
+        parsed = adapt_hkjc(pd.read_csv(folder / "races.csv"), pd.read_csv(folder / "runs.csv"), params)
+        params["source"] = "hkjc"
+    else:
+        from racecast.ingestion.racecards import parse_racecards
+
+        params.update(source="synthetic", months=None)
+        files = {
+            p.name.removesuffix(".json"): (lambda p=p: p.read_text(encoding="utf-8"))
+            for p in sorted((work / "raw").glob("*.json"))
+        }
+        parsed = parse_racecards(files, params)
+    races, runners, _, _ = validate_and_split(*parsed, params)
+    primary = work / "primary"
+    primary.mkdir(exist_ok=True)
+    races.to_parquet(primary / "races.parquet")
+    runners.to_parquet(primary / "runners.parquet")
+    return {"races": len(races), "runners": len(runners)}
+
+
+def _stage_state(work: Path, scale: float) -> dict[str, Any]:
+    from racecast.features import entities, state
+
+    races = pd.read_parquet(work / "primary" / "races.parquet")
+    runners = pd.read_parquet(work / "primary" / "runners.parquet")
+    compute = _params()["features"].get("compute", {})
+    tables = state.build_state_tables(races, runners, compute)
+    out = work / "data" / "04_feature"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():  # as the catalog writes them
+        table.to_parquet(out / f"{name}.parquet", coerce_timestamps="us")
+    entity_rows = entities.entity_frame(races, runners)
+    entity_rows.to_parquet(work / "entity_rows.parquet")
+    return {"state_rows": int(sum(len(t) for t in tables.values()))}
+
+
+def _labelled(work: Path) -> pd.DataFrame:
+    rows = pd.read_parquet(work / "entity_rows.parquet")
+    return rows[rows["won"].notna()].reset_index(drop=True)
+
+
+def _join(work: Path, repo: str, name: str) -> dict[str, Any]:
+    from racecast.features import store, transform
+    from racecast.features.specs import CARD_ORDER, LABEL_COLUMNS
+
+    os.chdir(work)
+    store.apply_repo(repo)
+    labelled = _labelled(work)
+    served = store.historical_state(store.get_store(repo), labelled, SERVICE)
+    features = transform.build_features(labelled, served, _params()["features"].get("compute", {}))
+    training = pd.concat(
+        [features.reset_index(drop=True), labelled[["odds_final", CARD_ORDER, *LABEL_COLUMNS]].reset_index(drop=True)],
+        axis=1,
+    )
+    training.to_parquet(work / f"training_{name}.parquet")
+    return {"training_rows": len(training)}
+
+
+def _stage_join_duckdb(work: Path, scale: float) -> dict[str, Any]:
+    return _join(work, "feature_repo", "duckdb")
+
+
+def _stage_join_spark(work: Path, scale: float) -> dict[str, Any]:
+    out = _join(work, f"feature_repo/{SCALE_YAML}", "spark")
+    duck = pd.read_parquet(work / "training_duckdb.parquet")
+    spark = pd.read_parquet(work / "training_spark.parquet")
+    try:
+        pd.testing.assert_frame_equal(spark, duck, check_dtype=False)
+        out["equal_to_duckdb"] = True
+    except AssertionError as exc:
+        out["equal_to_duckdb"] = False
+        out["difference"] = str(exc)[:500]
+    return out
+
+
+def _materialize(work: Path, repo: str) -> dict[str, Any]:
+    from racecast.features import store
+
+    os.chdir(work)
+    if repo != "feature_repo":
+        store.apply_repo(repo)
+    end = pd.read_parquet(work / "entity_rows.parquet", columns=["event_timestamp"])["event_timestamp"].max()
+    store.materialize(store.get_store(repo), end + pd.Timedelta(minutes=1), repo)
+    return {}
+
+
+def _stage_materialize_sqlite(work: Path, scale: float) -> dict[str, Any]:
+    return _materialize(work, "feature_repo")
+
+
+def _stage_materialize_redis(work: Path, scale: float) -> dict[str, Any]:
+    return _materialize(work, f"feature_repo/{REDIS_YAML}")
+
+
+def _split(work: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    from racecast.pipelines.model_zoo.nodes import split_training_set
+
+    return split_training_set(pd.read_parquet(work / "training_duckdb.parquet"), _params()["model_zoo"])
+
+
+def _stage_train(work: Path, scale: float) -> dict[str, Any]:
+    import pickle
+
+    from racecast.features.specs import FUNDAMENTAL_FEATURES
+    from racecast.models.base import relevance_from_position
+    from racecast.models.factory import build_model
+
+    zoo = _params()["model_zoo"]
+    train, _, _ = _split(work)
+    top = zoo.get("cv", {}).get("relevance_top")
+    relevance = relevance_from_position(train["position"].astype("float64"), top=int(top)) if top else None
+    model = build_model(zoo["models"]["lgbm_ranker"]).fit(
+        train[FUNDAMENTAL_FEATURES], train["won"], train["race_id"], relevance=relevance
+    )
+    (work / "model.pkl").write_bytes(pickle.dumps(model))
+    return {"train_rows": len(train)}
+
+
+def _stage_score(work: Path, scale: float) -> dict[str, Any]:
+    import pickle
+
+    from racecast.features.specs import FUNDAMENTAL_FEATURES
+
+    _, hold, _ = _split(work)
+    model = pickle.loads((work / "model.pkl").read_bytes())  # noqa: S301 - written by _stage_train
+    p = np.asarray(model.predict_proba(hold[FUNDAMENTAL_FEATURES], hold["race_id"]), dtype="float64")
+    return {"scored_rows": len(hold), "mean_p": float(p.mean())}
+
+
+def run_stage(stage: str, work: Path, scale: float, report: Path) -> None:
+    """Run one stage in this process and write its facts (and own peak RSS) to ``report``."""
+    from racecast.known_warnings import quiet_known_warnings
+
+    quiet_known_warnings()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    import racecast.features.store  # noqa: F401 - imports outside the timed work
+    import racecast.features.transform  # noqa: F401
+    import racecast.ingestion.validate  # noqa: F401
+    import racecast.models.factory  # noqa: F401
+
+    start = time.perf_counter()
+    facts = globals()[f"_stage_{stage}"](work, scale)
+    facts["stage_seconds"] = round(time.perf_counter() - start, 3)
+    facts["self_max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report.write_text(json.dumps(facts), encoding="utf-8")
+
+
+# ------------------------------------------------------------------ parent side
+def _tree_rss(process: Any) -> int:
+    import psutil
+
+    total = 0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def measure(stage: str, work: Path, scale: float, env: dict[str, str], timeout: float) -> dict[str, Any]:
+    """Time one stage in a child process and sample its process tree's memory."""
+    import psutil
+
+    report = work / f".{stage}.json"
+    report.unlink(missing_ok=True)
+    log = work / f"{stage}.log"
+    command = [sys.executable, str(Path(__file__).resolve()), "--stage", stage, "--work", str(work), "--scale", str(scale)]
+    start = time.perf_counter()
+    with log.open("wb") as sink:
+        child = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
+        handle, peak = psutil.Process(child.pid), 0
+        try:
+            while child.poll() is None:
+                peak = max(peak, _tree_rss(handle))
+                if time.perf_counter() - start > timeout:
+                    break
+                time.sleep(0.05)
+        finally:  # timed out or interrupted: the stage (and its JVM, which ends with it) stops
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+                timed_out = True
+            else:
+                timed_out = False
+    if timed_out:
+        return {"status": "timeout", "process_seconds": round(time.perf_counter() - start, 2)}
+    seconds = time.perf_counter() - start
+    if child.returncode != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+        return {"status": "failed", "process_seconds": round(seconds, 2), "error": " | ".join(tail)[-600:]}
+    facts = json.loads(report.read_text(encoding="utf-8"))
+    own = facts.pop("self_max_rss_mb")
+    return {"status": "ok", "process_seconds": round(seconds, 3), "peak_mib": round(max(peak / 2**20, own), 1), **facts}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_redis(folder: Path) -> tuple[subprocess.Popen | None, str | None]:
+    """A redis-server on a free loopback port (no persistence), or (None, reason)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None, "redis-server is not installed"
+    port = _free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    import redis
+
+    for _ in range(100):
+        try:
+            if redis.Redis(port=port, socket_timeout=1).ping():
+                return process, f"127.0.0.1:{port}"
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.1)
+    process.terminate()
+    process.wait()
+    return None, "redis-server did not answer"
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def spark_missing() -> str | None:
+    import importlib.util
+
+    from racecast.features.engines import java_binary
+
+    if importlib.util.find_spec("pyspark") is None:
+        return "pyspark is not installed"
+    return None if java_binary() else "no Java runtime"
+
+
+def run_world(name: str, scale: float, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Every stage of one world, in order; a failed stage stops the ones that need it."""
+    work.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ROOT / "feature_repo", work / "feature_repo", ignore=shutil.ignore_patterns("data"), dirs_exist_ok=True)
+    redis_process, redis_url = start_redis(work)
+    env = {**os.environ, "FEAST_USAGE": "False", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    stages: dict[str, Any] = {}
+    try:
+        for stage in STAGES:
+            if stage == "simulate" and scale == 0:
+                continue
+            reason = None
+            if stage in ("join_spark",):
+                reason = spark_missing() or (None if redis_process else redis_url)
+                if reason is None and scale > args.spark_max_scale:
+                    reason = f"--spark-max-scale {args.spark_max_scale}"
+            if stage in ("join_spark", "materialize_redis") and redis_process is None:
+                reason = redis_url
+            if reason:
+                stages[stage] = {"status": "skipped", "reason": reason}
+                logger.warning("%s %s: skipped (%s)", name, stage, reason)
+                continue
+            run_env = {**env, "RACECAST_REDIS_URL": redis_url} if redis_url and redis_process else env
+            stages[stage] = measure(stage, work, scale, run_env, args.timeout)
+            logger.warning("%s %s: %s", name, stage, stages[stage])
+            if stages[stage]["status"] != "ok" and stage not in ("join_spark", "materialize_redis"):
+                break
+    finally:
+        if redis_process is not None:
+            _stop(redis_process)
+    ingest = stages.get("ingest", {})
+    return {"world": name, "scale": scale, "races": ingest.get("races"), "runners": ingest.get("runners"), "stages": stages}
+
+
+def growth(worlds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Log-log slope of a stage's own seconds (imports excluded) against runners between the synthetic worlds, per stage."""
+    synthetic = sorted((w for w in worlds if w["scale"] and w.get("runners")), key=lambda w: w["runners"])
+    slopes: dict[str, Any] = {}
+    for stage in STAGES:
+        points = [
+            (w["runners"], w["stages"][stage]["stage_seconds"])
+            for w in synthetic
+            if w["stages"].get(stage, {}).get("status") == "ok"
+        ]
+        pairs = [
+            {
+                "from_runners": a[0], "to_runners": b[0],
+                "exponent": round(float(np.log(b[1] / a[1]) / np.log(b[0] / a[0])), 2),
+            }
+            for a, b in zip(points, points[1:], strict=False)
+        ]
+        if pairs:
+            slopes[stage] = pairs
+    return slopes
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    synthetic = sorted((w for w in report["worlds"] if w["scale"] and w.get("runners")), key=lambda w: w["runners"])
+    for stage in STAGES:
+        points = [(w["runners"], w["stages"][stage]) for w in synthetic if w["stages"].get(stage, {}).get("status") == "ok"]
+        if not points:
+            continue
+        x = [p[0] for p in points]
+        line = axes[0].plot(x, [p[1]["stage_seconds"] for p in points], marker="o", label=stage)[0]
+        axes[1].plot(x, [p[1]["peak_mib"] for p in points], marker="o", color=line.get_color(), label=stage)
+        for w in report["worlds"]:
+            done = w["stages"].get(stage, {})
+            if not w["scale"] and done.get("status") == "ok":
+                axes[0].scatter([w["runners"]], [done["stage_seconds"]], marker="*", s=90, color=line.get_color())
+                axes[1].scatter([w["runners"]], [done["peak_mib"]], marker="*", s=90, color=line.get_color())
+    for ax, label in zip(axes, ("seconds", "peak resident memory (MiB)"), strict=True):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("runners (synthetic: lines; Hong Kong: stars)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"racecast cost per stage ({report['machine']['cpus']} cores, {report['machine']['memory_gib']} GiB)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scales", default="1,10,30", help="synthetic world sizes (x the default race days)")
+    parser.add_argument("--no-hk", action="store_true", help="skip the Hong Kong data")
+    parser.add_argument("--spark-max-scale", type=float, default=30.0, help="skip the Spark join above this scale")
+    parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds per stage")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
+    parser.add_argument("--output", type=Path, default=OUT / "benchmark_scale.json")
+    parser.add_argument("--stage", help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.stage:
+        run_stage(args.stage, args.work, args.scale, args.work / f".{args.stage}.json")
+        return None
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    import signal
+
+    import psutil
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
+
+    worlds = [(f"synthetic x{s:g}", float(s)) for s in (float(x) for x in args.scales.split(",") if x)]
+    if not args.no_hk:
+        if any((d / "runs.csv").is_file() for d in HK_DIRS):
+            worlds.append(("hong kong", 0.0))
+        else:
+            logger.warning("Hong Kong data not found in %s: skipped", ", ".join(map(str, HK_DIRS)))
+    scratch = args.work or Path(tempfile.mkdtemp(prefix="racecast-scale-"))
+    previous = json.loads(args.output.read_text()) if args.output.is_file() else {"worlds": []}
+    report = {
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "python": platform.python_version(), "platform": platform.platform(),
+            "cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        },
+        "worlds": [w for w in previous.get("worlds", []) if w["world"] not in {n for n, _ in worlds}],
+    }
+    try:
+        for name, scale in worlds:
+            report["worlds"].append(run_world(name, scale, scratch / name.replace(" ", "_"), args))
+            report["worlds"].sort(key=lambda w: (w["scale"] == 0, w["scale"]))
+            report["growth_exponent"] = growth(report["worlds"])
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(json.dumps(report, indent=2), encoding="utf-8")
+            plot(report, args.output.with_suffix(".png"))
+    finally:
+        if args.work is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(json.dumps({"output": str(args.output), "growth_exponent": report.get("growth_exponent")}, indent=2))  # noqa: T201
+    return report
+
+
+if __name__ == "__main__":
+    main()
