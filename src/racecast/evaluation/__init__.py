@@ -4,6 +4,10 @@ The walk-forward holdout and folds live one layer down, in :mod:`racecast.models
 
 * :mod:`~racecast.evaluation.metrics`: market probabilities and every protocol metric;
 * :mod:`~racecast.evaluation.blend`: the Benter (1994) market blend and its LR test;
+* :mod:`~racecast.evaluation.second_stage`: the combined track by rolling origin
+  (market_corrected, the candidates, the final fits) and
+  :mod:`~racecast.evaluation.decision`: its decision rule, power and minimum detectable
+  effect;
 * :mod:`~racecast.evaluation.stakeability`: may a track be staked (its staking rule's
   return on validation races);
 * :mod:`~racecast.evaluation.plots`: reliability, Kelly and feature-importance figures.

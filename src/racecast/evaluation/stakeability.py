@@ -15,9 +15,9 @@ is **stakeable** only if the bets the service's staking rule would have placed o
 ``roi = sum(w * (o * won - 1)) / sum(w)``: the expected return per unit staked. The
 track is stakeable when it placed at least :data:`MIN_BETS` bets and ``roi > 0``;
 ``roi_flat`` (one unit per bet) is recorded beside it. The validation period is never
-the protocol holdout: the model_zoo pipeline evaluates the tracks on the blend's
-validation races, the last training race days, where both tracks' probabilities are
-out of sample (:func:`racecast.evaluation.blend.validate_blend`).
+the protocol holdout: the model_zoo pipeline evaluates the tracks on the rolling-origin
+test races of the training period, where both tracks' probabilities are out of sample
+(:func:`racecast.evaluation.second_stage.rolling_second_stage`).
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ _LOCATIONS = {
     "TextEmbeddingProvider": "semantic",
     "TfidfProvider": "semantic",
     "OpenAICompatibleProvider": "semantic",
+    "MarketCorrection": "market",
+    "ResidualBooster": "residual",
     "MODELS": "zoo",
     "build_model": "factory",
 }
