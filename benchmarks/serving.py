@@ -1,33 +1,41 @@
-"""Inference service benchmark: latency of one race and throughput at concurrency 16.
+"""Serving benchmark: ``racecast serve`` as deployed, the client in another process.
 
 Needs a real bundle and a materialized feature store, so run it after ``make run``, from
 the repository root::
 
     .venv/bin/python benchmarks/serving.py \\
         --racecard data/01_raw/upcoming/<day>.racecard.json \\
-        [--bundle models:/racecast-win@champion | path/to/bundle.pkl] [--env local]
+        [--bundle models:/racecast-win@champion | path/to/bundle.pkl] [--env local] \\
+        [--online sqlite,redis] [--workers 1,2]
 
-The largest race of the racecard (14 runners in Hong Kong) is posted as a one-race
-racecard. Measured, with the bundle and the FeatureStore loaded once and the GC frozen
-afterwards (as ``racecast serve`` does):
+For each online store (``sqlite``: the project's; ``redis``: a ``redis-server`` started
+here on a free loopback port, materialized to the same time through a scratch copy of
+``feature_repo/feature_store.redis.yaml`` with its own registry, stopped at the end) and
+each worker count, ``racecast serve --workers N`` is started in its own process and this
+process (the client: ``httpx``, no shared interpreter or GIL with the server) sends:
 
-* stages: the service's steps called in process, p50 / p95 of each over ``--requests``
-  races: parse (racecard -> entity rows: the request fast path and ``entity_frame``),
-  features (Feast online read + ``build_features``), predict (every model, stacker,
-  blend), explain (LightGBM contributions; the service computes them on a worker thread
-  while the models predict) and score (probabilities -> answer);
-* in-process: ``POST /api/v1/predict`` through FastAPI's ``TestClient`` (no network),
-  p50 / p95 / p99 over ``--requests`` sequential requests;
-* over HTTP: ``racecast serve`` started in its own process (as deployed, so the client
-  does not share its interpreter) on a free loopback port, sequential requests
-  (p50 / p95 / p99), then ``--throughput-requests`` (at most 2,000) requests from an
-  ``httpx.AsyncClient`` with ``--concurrency`` (16) in flight: requests per second and
-  errors (any status other than 200, or a transport failure);
-* hostile requests (issue 13) against the same server: each refused request's latency
-  (p50 / p95 over ``--hostile-requests``) next to a valid one's, the latency of a
-  ``/health`` probe sent while it is processed, and the server's RSS before and after.
+* two payloads: **race**, the largest race of the racecard (14 runners in Hong Kong) as a
+  one-race racecard; **card**, the first ``--card-races`` (10) races of the racecard
+  in one request, as a client scoring a whole card does;
+* with connection reuse (keep-alive, one pooled connection per request in flight) and
+  without (``Connection: close``, a new TCP connection per request);
+* at concurrency 1, 4 and 16 (``--concurrency``): p50 / p95 / p99 latency, requests per
+  second, errors (any status other than 200, or a transport failure), which worker
+  answered (``X-Racecast-Worker``) and the client's own CPU seconds;
+* the machine's 1-minute load average, sampled every second during each run (start,
+  mean, max): the machine is shared, so read every figure beside it.
 
-Prints a table and writes ``data/08_reporting/benchmark_serving.json``.
+The run with reuse, the race payload and concurrency 16 sends ``--throughput-requests``
+(2,000) requests; the others ``--requests`` (race) or ``--card-requests`` (card).
+
+Hostile requests (issue 13) go to the first store's one-worker server: each refused
+request's latency (p50 / p95 over ``--hostile-requests``) next to a valid one's, the
+latency of a ``/health`` probe sent while it is processed, and the server's RSS before
+and after.
+
+Writes ``data/08_reporting/benchmark_serving.json`` (with the date, the commit and the
+machine) and prints a summary; ``benchmarks/serving_report.py`` renders the README and
+docs/results.md tables from that file.
 """
 
 from __future__ import annotations
@@ -35,14 +43,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,50 +61,50 @@ from typing import Any
 
 import httpx
 import numpy as np
-from fastapi.testclient import TestClient
-from rich.console import Console
-from rich.table import Table
-
-from racecast.features.store import get_store
-from racecast.inference.registry import load_bundle
-from racecast.inference.scoring import score_races
-from racecast.inference.service import InferenceService, parse_racecard
-from racecast.inference.settings import ServingSettings
-from racecast.serving.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "data" / "08_reporting" / "benchmark_serving.json"
 BENCH_KEY = "benchmark-key-not-a-secret"
-MAX_THROUGHPUT_REQUESTS = 2000
-STAGES = ("parse", "features", "predict", "explain", "score")
+WORKER_HEADER = "X-Racecast-Worker"
+REDIS_YAML = ROOT / "feature_repo" / "feature_store.redis.yaml"
+#: Seconds a server gets to start every worker (a busy 2-core machine needs minutes).
+STARTUP_S = 900
+
+logger = logging.getLogger("benchmarks.serving")
 
 
-def one_race_racecard(path: Path, race_id: str | None) -> tuple[str, str, int]:
-    """The racecard of one race (the largest unless named) as JSON text.
+# ---------------------------------------------------------------------------- payloads
+def _active(race: dict[str, Any]) -> int:
+    return sum(not r.get("non_runner", False) for r in race.get("runners", []))
 
-    Returns:
-        ``(text, race_id, runners)``.
-    """
+
+def payloads(path: Path, race_id: str | None, card_races: int) -> dict[str, dict[str, Any]]:
+    """``{"race": ..., "card": ...}``: each ``{"body", "races", "runners", "race_ids"}``."""
     document = json.loads(path.read_text(encoding="utf-8"))
-    candidates = [
-        (meeting, race)
-        for meeting in document.get("meetings", [])
-        for race in meeting.get("races", [])
-        if race_id is None or race.get("race_id") == race_id
-    ]
-    if not candidates:
+    pairs = [(m, r) for m in document.get("meetings", []) for r in m.get("races", [])]
+    chosen = [(m, r) for m, r in pairs if race_id is None or r.get("race_id") == race_id]
+    if not chosen:
         raise SystemExit(f"{path}: no race {race_id!r}" if race_id else f"{path}: no races")
+    meeting, race = max(chosen, key=lambda mr: _active(mr[1]))
 
-    def active(race: dict[str, Any]) -> int:
-        return sum(not r.get("non_runner", False) for r in race.get("runners", []))
+    def card_of(selected: list[tuple[dict, dict]]) -> dict[str, Any]:
+        meetings: dict[int, dict[str, Any]] = {}
+        for m, r in selected:
+            meetings.setdefault(id(m), {**m, "races": []})["races"].append(r)
+        return {
+            "body": json.dumps({**document, "meetings": list(meetings.values())}),
+            "races": len(selected),
+            "runners": sum(_active(r) for _, r in selected),
+            "race_ids": [r["race_id"] for _, r in selected],
+        }
 
-    meeting, race = max(candidates, key=lambda mr: active(mr[1]))
-    card = {**document, "meetings": [{**meeting, "races": [race]}]}
-    return json.dumps(card), race["race_id"], active(race)
+    return {"race": card_of([(meeting, race)]), "card": card_of(pairs[:card_races])}
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1000.0
+    ms = np.asarray(seconds, dtype=float) * 1000.0
+    if not ms.size:
+        return {"n": 0}
     return {
         "n": int(ms.size),
         "p50_ms": float(np.percentile(ms, 50)),
@@ -103,38 +114,34 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def stage_latencies(service: InferenceService, body: str, n: int) -> dict[str, dict[str, float]]:
-    """p50 / p95 of each step of the service over ``n`` runs of the same racecard."""
-    seconds: dict[str, list[float]] = {name: [] for name in STAGES}
-    for _ in range(n):
-        start = time.perf_counter()
-        rows = parse_racecard(body)
-        parsed = time.perf_counter()
-        features = service.features(rows)
-        featured = time.perf_counter()
-        predictions = service.bundle.predict(features)
-        predicted = time.perf_counter()
-        explanations = service.bundle.explain(features, top_k=service.settings.explain_top_k)
-        explained = time.perf_counter()
-        score_races(predictions, rows, features, explanations, "benchmark", service.scoring)
-        scored = time.perf_counter()
-        marks = [start, parsed, featured, predicted, explained, scored]
-        for name, begin, end in zip(STAGES, marks[:-1], marks[1:], strict=True):
-            seconds[name].append(end - begin)
-    return {name: percentiles(values) for name, values in seconds.items()}
+# ---------------------------------------------------------------------------- machine
+class LoadSampler:
+    """The 1-minute load average, sampled every ``interval_s`` on a thread."""
 
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-def timed(call, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        start = time.perf_counter()
-        response = call()
-        out.append(time.perf_counter() - start)
-        if response.status_code != 200:
-            raise SystemExit(
-                f"benchmark request failed: {response.status_code} {response.text[:500]}"
-            )
-    return out
+    def _run(self) -> None:
+        while True:
+            self.samples.append(os.getloadavg()[0])
+            if self._stop.wait(self.interval_s):
+                return
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(os.getloadavg()[0])
+
+    def summary(self) -> dict[str, float]:
+        values = np.asarray(self.samples)
+        return {"start": float(values[0]), "mean": float(values.mean()), "max": float(values.max())}
 
 
 def free_port() -> int:
@@ -143,61 +150,193 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (Linux), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+# ---------------------------------------------------------------------------- stores
+@contextlib.contextmanager
+def redis_store(feature_repo: Path) -> Iterator[dict[str, str]]:
+    """A redis-server on loopback holding what the SQLite online store holds.
+
+    Yields the environment a server needs to use it (``FEAST_FS_YAML_FILE_PATH`` of a
+    scratch copy of ``feature_store.redis.yaml`` with its own registry, and
+    ``RACECAST_REDIS_URL``); the project's own Redis registry is left alone.
+    """
+    import redis
+
+    from racecast.features.store import apply_repo, get_store, materialize, materialized_until
+
+    server = shutil.which("redis-server")
+    if server is None:
+        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+    end = materialized_until(get_store(feature_repo))
+    if end is None:
+        raise SystemExit(f"the feature store {feature_repo} is empty: run `kedro run` first")
+    with tempfile.TemporaryDirectory(prefix="racecast-bench-redis-") as scratch:
+        port = free_port()
+        process = subprocess.Popen(
+            [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", scratch],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping():
+                        break
+                except redis.exceptions.ConnectionError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise
+                    time.sleep(0.1)
+            text = REDIS_YAML.read_text(encoding="utf-8").replace(
+                "registry: data/registry.redis.db", f"registry: {scratch}/registry.db"
+            )
+            yaml_path = Path(scratch) / "feature_store.yaml"
+            yaml_path.write_text(text, encoding="utf-8")
+            environ = {"FEAST_FS_YAML_FILE_PATH": str(yaml_path), "RACECAST_REDIS_URL": f"127.0.0.1:{port}"}
+            saved = {k: os.environ.get(k) for k in environ}
+            os.environ.update(environ)
+            try:
+                start = time.perf_counter()
+                apply_repo(feature_repo)
+                store = get_store(feature_repo)
+                if store.config.online_store.type != "redis":
+                    raise SystemExit("the scratch Redis configuration was not picked up")
+                materialize(store, end, feature_repo)
+                logger.warning("redis: materialized up to %s in %.1f s", end, time.perf_counter() - start)
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+            yield environ
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+# ---------------------------------------------------------------------------- server
 @contextlib.contextmanager
 def served(
-    settings: ServingSettings, env: str | None, bundle: str | None, port: int
-) -> Iterator[subprocess.Popen]:
-    """``racecast serve`` in its own process on ``port``, as it is deployed.
+    env: str | None, bundle: str | None, workers: int, environ: dict[str, str]
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``racecast serve --workers N`` in its own process on a free loopback port.
 
-    The client then does not share the server's interpreter (and GIL). The server loads
-    the same bundle (``settings.bundle_uri``) and gets the benchmark key and an
-    unreachable rate limit through ``RACECAST_*`` variables. Stopped on exit.
+    Ready once ``/health`` answers 200 from every worker (new connections until ``N``
+    PIDs answered). The server gets the benchmark key and an unreachable rate limit
+    through ``RACECAST_*`` variables. Stopped (by PID) on exit.
     """
-    command = [
-        sys.executable,
-        "-m",
-        "racecast.cli",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    command += ["--bundle", str(bundle or settings.bundle_uri)]
+    port = free_port()
+    command = [sys.executable, "-m", "racecast.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", str(workers)]
+    if bundle:
+        command += ["--bundle", bundle]
     if env:
         command += ["--env", env]
-    environ = {
+    full_env = {
         **os.environ,
+        **environ,
         "RACECAST_API_KEYS": BENCH_KEY,
         "RACECAST_RATE_LIMIT_PER_MINUTE": str(10**9),
     }
     log = tempfile.TemporaryFile()
-    process = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
+        seen: set[str] = set()
+        deadline = time.monotonic() + STARTUP_S
+        while len(seen) < workers:
             if process.poll() is not None:
                 log.seek(0)
-                tail = log.read().decode("utf-8", "replace")[-2000:]
+                tail = log.read().decode("utf-8", "replace")[-3000:]
                 raise SystemExit(f"racecast serve exited with {process.returncode}:\n{tail}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"racecast serve: {len(seen)} of {workers} workers ready within {STARTUP_S} s")
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
-                    break
+                response = httpx.get(f"{base}/health", timeout=5.0, headers={"Connection": "close"})
+                if response.status_code == 200:
+                    seen.add(response.headers[WORKER_HEADER])
+                    continue
             except httpx.TransportError:
                 pass
-            if time.monotonic() > deadline:
-                raise SystemExit("racecast serve was not ready within 120 s")
             time.sleep(0.2)
-        yield process
+        yield base, process
     finally:
         process.terminate()
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
         log.close()
 
 
+async def load_run(url: str, body: str, total: int, concurrency: int, reuse: bool) -> dict[str, Any]:
+    """``total`` POSTs with ``concurrency`` in flight, with or without connection reuse."""
+    headers = {"X-API-Key": BENCH_KEY, "Content-Type": "application/json"}
+    if not reuse:
+        headers["Connection"] = "close"
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency if reuse else 0)
+    errors: dict[str, int] = {}
+    workers: dict[str, int] = {}
+    latencies: list[float] = []
+    queue = iter(range(total))
+
+    async with httpx.AsyncClient(timeout=120.0, limits=limits) as client:
+
+        async def sender() -> None:
+            for _ in queue:
+                start = time.perf_counter()
+                try:
+                    response = await client.post(url, content=body, headers=headers)
+                    key = None if response.status_code == 200 else f"http_{response.status_code}"
+                    pid = response.headers.get(WORKER_HEADER, "?")
+                    workers[pid] = workers.get(pid, 0) + 1
+                except httpx.HTTPError as exc:
+                    key = type(exc).__name__
+                latencies.append(time.perf_counter() - start)
+                if key:
+                    errors[key] = errors.get(key, 0) + 1
+
+        cpu, start = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {
+        "requests": total,
+        "concurrency": concurrency,
+        "reuse": reuse,
+        "wall_s": wall,
+        "requests_per_s": total / wall,
+        "errors": sum(errors.values()),
+        "errors_by_kind": errors,
+        "answered_by_worker": dict(sorted(workers.items())),
+        "client_cpu_s": cpu,
+        "latency": percentiles(latencies),
+    }
+
+
+# ---------------------------------------------------------------------------- hostile
 def hostile_bodies(body: str) -> dict[str, tuple[dict[str, str], bytes]]:
     """Requests of issue 13 built from the benchmark racecard: name -> (headers, body)."""
     card = json.loads(body)
@@ -224,45 +363,21 @@ def hostile_bodies(body: str) -> dict[str, tuple[dict[str, str], bytes]]:
             json_headers,
             one_meeting(
                 [
-                    {
-                        "race_id": f"R{i}",
-                        "off_time": race["off_time"],
-                        "distance_m": 1200,
-                        "runners": minimal,
-                    }
+                    {"race_id": f"R{i}", "off_time": race["off_time"], "distance_m": 1200, "runners": minimal}
                     for i in range(700)
                 ]
             ),
         ),
         "text/plain": ({**json_headers, "Content-Type": "text/plain"}, body.encode()),
-        "odds 1e300": (
-            json_headers,
-            mutated(lambda r: r["runners"][0].__setitem__("odds", {"final": 1e300})),
-        ),
-        "off time 2099": (
-            json_headers,
-            mutated(lambda r: r.__setitem__("off_time", "2099-06-01T14:30:00+00:00")),
-        ),
-        "runner without horse_id": (
-            json_headers,
-            mutated(lambda r: r["runners"][0].pop("horse_id")),
-        ),
+        "odds 1e300": (json_headers, mutated(lambda r: r["runners"][0].__setitem__("odds", {"final": 1e300}))),
+        "off time 2099": (json_headers, mutated(lambda r: r.__setitem__("off_time", "2099-06-01T14:30:00+00:00"))),
+        "runner without horse_id": (json_headers, mutated(lambda r: r["runners"][0].pop("horse_id"))),
         "wrong API key": ({**json_headers, "X-API-Key": "not-the-key"}, body.encode()),
     }
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process (Linux), MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def hostile(base: str, body: str, n: int, pid: int) -> dict[str, Any]:
     """Latency of each hostile request, of /health while it runs, and the server's RSS."""
-    import threading
-
     out: dict[str, Any] = {"rss_start_mb": rss_mb(pid), "requests": {}}
     with httpx.Client(base_url=base, timeout=120.0) as client:
         for name, (headers, content) in hostile_bodies(body).items():
@@ -291,157 +406,95 @@ def hostile(base: str, body: str, n: int, pid: int) -> dict[str, Any]:
     return out
 
 
-async def throughput(url: str, body: str, total: int, concurrency: int) -> dict[str, Any]:
-    """``total`` POSTs with ``concurrency`` in flight: wall time, rate, errors."""
-    headers = {"X-API-Key": BENCH_KEY, "Content-Type": "application/json"}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    semaphore = asyncio.Semaphore(concurrency)
-    errors: dict[str, int] = {}
-    latencies: list[float] = []
-
-    async with httpx.AsyncClient(timeout=120.0, limits=limits) as client:
-
-        async def one() -> None:
-            async with semaphore:
-                start = time.perf_counter()
-                try:
-                    response = await client.post(url, content=body, headers=headers)
-                    key = None if response.status_code == 200 else f"http_{response.status_code}"
-                except httpx.HTTPError as exc:
-                    key = type(exc).__name__
-                latencies.append(time.perf_counter() - start)
-                if key:
-                    errors[key] = errors.get(key, 0) + 1
-
-        start = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(total)))
-        wall = time.perf_counter() - start
-    return {
-        "requests": total,
-        "concurrency": concurrency,
-        "wall_s": wall,
-        "requests_per_s": total / wall,
-        "errors": sum(errors.values()),
-        "errors_by_kind": errors,
-        "latency": percentiles(latencies),
-    }
+# ---------------------------------------------------------------------------- main
+def _csv(kind):
+    return lambda text: [kind(part) for part in text.split(",") if part]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--racecard", type=Path, required=True, help="A *.racecard.json file.")
-    parser.add_argument(
-        "--bundle", default=None, help="Bundle URI or pickle (default: the champion)."
-    )
+    parser.add_argument("--bundle", default=None, help="Bundle URI or pickle (default: the champion).")
     parser.add_argument("--env", default=None, help="Kedro env (feature store, parameters).")
+    parser.add_argument("--race-id", default=None, help="Race of the race payload (default: the largest field).")
+    parser.add_argument("--card-races", type=int, default=10, help="Races of the card payload.")
+    parser.add_argument("--online", type=_csv(str), default=["sqlite", "redis"], help="Online stores: sqlite,redis.")
+    parser.add_argument("--workers", type=_csv(int), default=[1, 2], help="Worker counts, e.g. 1,2.")
+    parser.add_argument("--concurrency", type=_csv(int), default=[1, 4, 16], help="Requests in flight, e.g. 1,4,16.")
+    parser.add_argument("--requests", type=int, default=200, help="Requests of each race-payload run.")
+    parser.add_argument("--card-requests", type=int, default=40, help="Requests of each card-payload run.")
     parser.add_argument(
-        "--race-id", default=None, help="Race to post (default: the largest field)."
+        "--throughput-requests", type=int, default=2000, help="Requests of the reuse, race, highest-concurrency run."
     )
-    parser.add_argument(
-        "--requests", type=int, default=200, help="Sequential requests per latency run."
-    )
-    parser.add_argument("--throughput-requests", type=int, default=MAX_THROUGHPUT_REQUESTS)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument(
-        "--hostile-requests", type=int, default=20, help="Runs of each hostile request."
-    )
+    parser.add_argument("--hostile-requests", type=int, default=20, help="Runs of each hostile request (0: none).")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     os.chdir(ROOT)
-    total = min(args.throughput_requests, MAX_THROUGHPUT_REQUESTS)
+    if set(args.online) - {"sqlite", "redis"}:
+        parser.error("--online takes sqlite and/or redis")
 
-    body, race_id, runners = one_race_racecard(args.racecard, args.race_id)
-    settings = ServingSettings.from_project(
-        args.env,
-        bundle_uri=args.bundle,
-        api_keys=(BENCH_KEY,),
-        credentials_path=None,
-        rate_limit_per_minute=10**9,
-    )
-    start = time.perf_counter()
-    bundle = load_bundle(settings.bundle_uri)
-    load_s = time.perf_counter() - start
-    store = get_store(settings.feature_repo)
-    headers = {"X-API-Key": BENCH_KEY, "Content-Type": "application/json"}
+    from racecast.inference.settings import ServingSettings
 
-    app = create_app(settings, bundle=bundle, feature_store=store, freeze_gc=True)
-    with TestClient(app) as client:
-        post = lambda: client.post("/api/v1/predict", content=body, headers=headers)  # noqa: E731
-        timed(post, 5)
-        stages = stage_latencies(app.state.service, body, args.requests)
-        in_process = percentiles(timed(post, args.requests))
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api/v1/predict"
-    with served(settings, args.env, args.bundle, port) as process:
-        with httpx.Client(timeout=120.0) as http:
-            post = lambda: http.post(url, content=body, headers=headers)  # noqa: E731
-            timed(post, 5)
-            over_http = percentiles(timed(post, args.requests))
-        concurrent = asyncio.run(throughput(url, body, total, args.concurrency))
-        refused = hostile(f"http://127.0.0.1:{port}", body, args.hostile_requests, process.pid)
+    settings = ServingSettings.from_project(args.env, bundle_uri=args.bundle, credentials_path=None)
+    bodies = payloads(args.racecard, args.race_id, args.card_races)
+    started = dt.datetime.now(dt.UTC)
+    runs: list[dict[str, Any]] = []
+    refused: dict[str, Any] | None = None
+    for online in args.online:
+        stores = redis_store(settings.feature_repo) if online == "redis" else contextlib.nullcontext({})
+        with stores as environ:
+            for workers in args.workers:
+                with served(args.env, args.bundle, workers, environ) as (base, process):
+                    url = f"{base}/api/v1/predict"
+                    asyncio.run(load_run(url, bodies["race"]["body"], 10 * workers, workers, True))  # warm-up
+                    for payload in ("race", "card"):
+                        for reuse in (True, False):
+                            for concurrency in args.concurrency:
+                                total = args.requests if payload == "race" else args.card_requests
+                                if payload == "race" and reuse and concurrency == max(args.concurrency):
+                                    total = args.throughput_requests
+                                with LoadSampler() as load:
+                                    run = asyncio.run(
+                                        load_run(url, bodies[payload]["body"], total, concurrency, reuse)
+                                    )
+                                run.update(online=online, workers=workers, payload=payload, load_average=load.summary())
+                                runs.append(run)
+                                logger.warning(
+                                    "%s workers=%d %s reuse=%s c=%d: p50 %.1f p95 %.1f ms, %.1f req/s, "
+                                    "%d errors, load %.1f",
+                                    online, workers, payload, reuse, concurrency, run["latency"]["p50_ms"],
+                                    run["latency"]["p95_ms"], run["requests_per_s"], run["errors"],
+                                    run["load_average"]["mean"],
+                                )
+                    if refused is None and workers == 1 and args.hostile_requests > 0:
+                        with LoadSampler() as load:
+                            refused = hostile(base, bodies["race"]["body"], args.hostile_requests, process.pid)
+                        refused.update(online=online, load_average=load.summary())
 
     result = {
-        "race_id": race_id,
-        "runners": runners,
-        "model_version": str(bundle.model_version),
-        "bundle_load_s": load_s,
-        "stages": stages,
-        "in_process": in_process,
-        "http_loopback": over_http,
-        "throughput": concurrent,
+        "date": started.date().isoformat(),
+        "started_utc": started.isoformat(timespec="seconds"),
+        "finished_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": _commit(),
+        "bundle": args.bundle or settings.bundle_uri,
+        "payloads": {k: {key: v[key] for key in ("races", "runners", "race_ids")} for k, v in bodies.items()},
+        "runs": runs,
         "hostile": refused,
         "machine": {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
         },
+        "client": "httpx in the benchmark's own process (asyncio, one coroutine per request in flight)",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from serving_report import render
 
-    table = Table(
-        title=f"racecast serving: race {race_id} ({runners} runners), {bundle.model_version}"
-    )
-    for column in ("path", "n", "p50 ms", "p95 ms", "p99 ms"):
-        table.add_column(column, justify="right" if column != "path" else "left")
-    for name, stats in (
-        ("in-process (TestClient)", in_process),
-        ("HTTP loopback, sequential", over_http),
-        (f"HTTP loopback, concurrency {args.concurrency}", concurrent["latency"]),
-    ):
-        table.add_row(
-            name, str(stats["n"]), *(f"{stats[k]:.1f}" for k in ("p50_ms", "p95_ms", "p99_ms"))
-        )
-    steps = Table(title="in-process steps (explain overlaps predict in the service)")
-    for column in ("step", "p50 ms", "p95 ms"):
-        steps.add_column(column, justify="right" if column != "step" else "left")
-    for name, stats in stages.items():
-        steps.add_row(name, f"{stats['p50_ms']:.1f}", f"{stats['p95_ms']:.1f}")
-    bad = Table(title="hostile requests over HTTP (issue 13)")
-    for column in ("request", "status", "p50 ms", "p95 ms", "/health p95 ms"):
-        bad.add_column(column, justify="right" if column != "request" else "left")
-    for name, stats in refused["requests"].items():
-        bad.add_row(
-            name,
-            ",".join(map(str, stats["status"])),
-            f"{stats['latency']['p50_ms']:.1f}",
-            f"{stats['latency']['p95_ms']:.1f}",
-            f"{stats['health_during']['p95_ms']:.1f}",
-        )
-    console = Console()
-    console.print(steps)
-    console.print(table)
-    console.print(bad)
-    console.print(
-        f"server RSS {refused['rss_start_mb']:.0f} MB before the hostile requests, "
-        f"{refused['rss_end_mb']:.0f} MB after"
-    )
-    console.print(
-        f"throughput: {concurrent['requests_per_s']:.1f} requests/s over {total} requests, "
-        f"{concurrent['errors']} errors; written to {args.out}"
-    )
+    print(render(result))  # noqa: T201 (the benchmark's summary on stdout)
+    logger.warning("written to %s", args.out)
 
 
 if __name__ == "__main__":

@@ -221,22 +221,30 @@ def serve(host: str, port: int, env: str | None, bundle: str | None, insecure: b
     """Run the inference service (FastAPI + uvicorn): POST /api/v1/predict and friends.
 
     API keys come from conf/local/credentials.yml (racecast_api_keys) or RACECAST_API_KEYS;
-    without any the service refuses to start unless --insecure.
+    without any the service refuses to start unless --insecure. With --workers N, N
+    processes share the port; they share the online store (use Redis, README "Scale").
     """
+    import os
+    import sys
+
     import uvicorn
 
-    from racecast.inference.results import raceday_paths
     from racecast.inference.settings import SettingsError
-    from racecast.serving.app import create_app
+    from racecast.serving.app import SERVE_ARGS_ENV, serve_app, serve_args
+    from racecast.serving.run import FACTORY
 
+    os.environ[SERVE_ARGS_ENV] = serve_args(env, bundle, insecure)
     try:
-        settings = _serving_settings(env, bundle, allow_anonymous=True if insecure else None)
-        app = create_app(settings, raceday_paths=raceday_paths(env))
+        serve_app()  # settings, keys and paths checked here, before any worker starts
     except (SettingsError, FileNotFoundError, ValueError, KeyError) as exc:
         _fail(str(exc))
-    if workers > 1:
-        _fail("--workers > 1 needs an import string; run several `racecast serve` processes behind a proxy")
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    if workers == 1:
+        uvicorn.run(FACTORY, factory=True, host=host, port=port, log_level="info", access_log=False)
+        return
+    # uvicorn's workers re-import the main module before answering its 5 s liveness ping:
+    # hand over (same PID) to a launcher that imports only uvicorn (racecast.serving.run)
+    launcher = [sys.executable, "-m", "racecast.serving.run", "--host", host, "--port", str(port)]
+    os.execv(sys.executable, [*launcher, "--workers", str(workers)])
 
 
 @cli.command("predict")

@@ -20,16 +20,23 @@ canonical tables: a correction), and:
 
 Pushing the same results again changes nothing (``status: unchanged``, no write); a
 corrected result replaces the earlier one (``status: amended``).
+
+Several processes may push into one project (``racecast serve --workers N``, the CLI
+beside a server): a push holds an exclusive lock on ``<raceday>/.push.lock`` (``flock``,
+one host) and reads the canonical and state tables again when another process changed
+them since this one last read or wrote them, so no push works from stale tables.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,12 +261,28 @@ class RaceDay:
         self._runners: pd.DataFrame | None = None
         self._tables: dict[str, pd.DataFrame] | None = None
         self._history: StateHistory | None = None
+        self._stamp: tuple | None = None
 
     # ------------------------------------------------------------------ loading
+    def _files_stamp(self) -> tuple:
+        """(path, mtime, size) of the tables a push reads and writes."""
+        stamp = []
+        for path in (self.paths.races, self.paths.runners, *self.paths.state.values()):
+            try:
+                stat = Path(path).stat()
+            except OSError:
+                stamp.append((str(path), None, None))
+            else:
+                stamp.append((str(path), stat.st_mtime_ns, stat.st_size))
+        return tuple(stamp)
+
     def _load(self) -> None:
-        """Read the canonical tables, the offline state tables and the run history once."""
-        if self._races is not None:
+        """Read the canonical tables, the offline state tables and the run history, again
+        whenever another process changed them since this one last read or wrote them."""
+        if self._races is not None and self._stamp == self._files_stamp():
             return
+        if self._races is not None:
+            logger.info("race day: the tables changed in another process: reading them again")
         for path in (self.paths.races, self.paths.runners, *self.paths.state.values()):
             if not Path(path).is_file():
                 raise FileNotFoundError(
@@ -271,6 +294,7 @@ class RaceDay:
         self._tables = {view: pd.read_parquet(self.paths.state[view]) for view in VIEWS}
         self._history = StateHistory(races, runners, self.compute_params)
         self._races, self._runners = races, runners
+        self._stamp = self._files_stamp()
 
     def _racecard_of(self, race_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """The race's (meeting header, race) from the race-day folder or the upcoming cards."""
@@ -328,13 +352,25 @@ class RaceDay:
                 source, [{"field": "body", "reason": "json_invalid", "detail": f"not JSON: {exc}"}]
             ) from exc
         race_ids = list(dict.fromkeys(_results_race_ids(document)))
-        with self._lock:
+        with self._lock, self._process_lock():
             self._load()
             start = time.perf_counter()
             cards = {race_id: self._known_card(race_id) for race_id in race_ids}
             races, runners = self._validate(text, cards, source)
             timings = {"validate": 1000 * (time.perf_counter() - start)}
             return self._apply(document, cards, races, runners, timings)
+
+    @contextlib.contextmanager
+    def _process_lock(self) -> Iterator[None]:
+        """Exclusive across the processes of this host (``flock`` on the race-day folder)."""
+        folder = Path(self.paths.raceday)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".push.lock", "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def _validate(
         self, text: str, cards: dict[str, tuple[dict, dict]], source: str
@@ -421,6 +457,7 @@ class RaceDay:
             if tables[view] is not self._tables[view]:
                 _write_parquet(self.paths.state[view], tables[view])
         self._races, self._runners, self._tables = all_races, all_runners, tables
+        self._stamp = self._files_stamp()
         timings["files"] = 1000 * (time.perf_counter() - clock)
         logger.info("results of %s: %s (%s)", ", ".join(ids), status, summary["mode"])
         return {**summary, "status": status}

@@ -1,6 +1,7 @@
 """The FastAPI inference service: racecard in, calibrated win probabilities and stakes out.
 
-``create_app(settings)`` builds the app; ``racecast serve`` runs it with uvicorn and
+``create_app(settings)`` builds the app; ``racecast serve`` runs it with uvicorn through the
+factory :func:`serve_app` (one app per worker process with ``--workers N``) and
 ``racecast predict`` calls the same :class:`InferenceService` without a server.
 
 Routes (OpenAPI at ``/openapi.json``, docs at ``/docs``):
@@ -35,7 +36,9 @@ contract's models (:mod:`racecast.serving.openapi`).
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -72,9 +75,11 @@ from racecast.serving.schemas import HorseState, PredictResponse, RacePrediction
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["API_PREFIX", "create_app"]
+__all__ = ["API_PREFIX", "SERVE_ARGS_ENV", "create_app", "serve_app", "serve_args"]
 
 API_PREFIX = "/api/v1"
+#: Environment variable through which ``racecast serve`` hands its options to the workers.
+SERVE_ARGS_ENV = "RACECAST_SERVE_ARGS"
 #: Requests scored at the same time (the others queue in the event loop).
 _SCORING_SLOTS = 1
 
@@ -82,6 +87,31 @@ _SCORING_SLOTS = 1
 # ---------------------------------------------------------------------------- errors
 class ServiceNotReady(RuntimeError):
     """The bundle or the feature store is not loaded."""
+
+
+# ---------------------------------------------------------------------------- factory
+def serve_args(env: str | None, bundle: str | None, insecure: bool) -> str:
+    """``racecast serve``'s options as the value of :data:`SERVE_ARGS_ENV`."""
+    return json.dumps({"env": env, "bundle": bundle, "insecure": bool(insecure)})
+
+
+def serve_app() -> FastAPI:
+    """The app of one ``racecast serve`` process (uvicorn's factory, once per worker;
+    :mod:`racecast.serving.run`).
+
+    Reads the command's options from :data:`SERVE_ARGS_ENV` (:func:`serve_args`); the
+    settings, API keys and race-day paths come from the project in the current
+    directory, as for ``create_app``.
+    """
+    from racecast.inference.results import raceday_paths
+
+    args = json.loads(os.environ.get(SERVE_ARGS_ENV) or "{}")
+    settings = ServingSettings.from_project(
+        args.get("env"),
+        bundle_uri=args.get("bundle"),
+        allow_anonymous=True if args.get("insecure") else None,
+    )
+    return create_app(settings, raceday_paths=raceday_paths(args.get("env")))
 
 
 # ---------------------------------------------------------------------------- app
@@ -372,7 +402,18 @@ def create_app(
         summary="Last predictions of a race (server-owned, or posted by this key)",
         responses=error_responses(401, 404, 422, 429),
     )
-    async def get_race(race_id: str = Path(max_length=200), identity: str = Depends(authorize)) -> dict[str, Any]:
+    async def get_race(
+        request: Request, race_id: str = Path(max_length=200), identity: str = Depends(authorize)
+    ) -> dict[str, Any]:
+        board, service = request.app.state.board, request.app.state.service
+        if board is not None and service is not None:
+            # a result pushed through another worker changed the day: score it again
+            # before answering from this process's cache (README "Scale")
+            stale = await to_thread.run_sync(board.stale_day, race_id)
+            if stale is not None:
+                await to_thread.run_sync(
+                    board.refresh, service, stale, limiter=request.app.state.scoring_slots
+                )
         race = races.get(identity, race_id)
         if race is None:
             raise HTTPException(status_code=404, detail=f"race {race_id!r} has not been scored by this service")

@@ -224,6 +224,22 @@ class Board:
         if day is not None:
             self.refresh(service, self.card(day, days[day]))
 
+    def stale_day(self, race_id: str) -> DayCard | None:
+        """The day holding ``race_id`` if the board scored it and one of its racecards or
+        results changed since (a push through another worker process, or the CLI), else
+        None. Cheap: a few ``stat`` calls."""
+        with self._cards_lock:
+            held = [card for _, card in self._cards.values() if any(r.race_id == race_id for r in card.races)]
+        if not held:
+            return None
+        files = self.days().get(held[0].day)
+        if not files:
+            return None
+        card = self.card(held[0].day, files)
+        with self._score_lock:
+            scored = self._scored.get(card.day)
+        return None if scored == day_signature(card, self.raceday) else card
+
     def rescore(self, service: InferenceService, race_ids: list[str]) -> None:
         """Bring the days holding ``race_ids`` up to date (after their results were pushed),
         so the next page of the board finds its predictions current."""

@@ -1,5 +1,8 @@
 """The inference service's ASGI middleware: request id, body size, catch-all 500, metrics.
 
+Every answer carries ``X-Request-ID`` and ``X-Racecast-Worker`` (the PID of the process
+that answered: with ``racecast serve --workers N`` it names the worker, as in its log).
+
 A body over ``max_body_bytes`` is refused with 413 from its ``Content-Length`` or, without
 one, as soon as more bytes arrive; the other request bounds (content type, JSON depth and
 sizes) are checked after authentication by :func:`racecast.serving.limits.body_guard`.
@@ -11,6 +14,7 @@ dependency names the cause with ``request.state.rejection``) and logged by
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -159,7 +163,9 @@ class ServiceMiddleware:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 started, status = True, message["status"]
-                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+                tags = MutableHeaders(scope=message)
+                tags.append("X-Request-ID", request_id)
+                tags.append("X-Racecast-Worker", str(os.getpid()))
             await send(message)
 
         async def reject(code: int, detail: Any, reason: str) -> None:

@@ -1,0 +1,79 @@
+"""benchmarks/serving_report.py renders the serving benchmark's file, and only it, into the docs."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "serving_report.py"
+
+
+def _load_script():
+    # By path: an installed third-party package is also called ``benchmarks``.
+    spec = importlib.util.spec_from_file_location("racecast_bench_serving_report", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+report_module = _load_script()
+
+
+def _run(online, workers, payload, reuse, concurrency, p95, rate, errors=0):
+    return {
+        "online": online, "workers": workers, "payload": payload, "reuse": reuse, "concurrency": concurrency,
+        "requests": 2000 if concurrency == 16 else 100, "requests_per_s": rate, "errors": errors,
+        "answered_by_worker": {"101": 60, "102": 40}, "load_average": {"start": 1.0, "mean": 2.5, "max": 3.0},
+        "latency": {"n": 100, "p50_ms": p95 / 2, "p95_ms": p95, "p99_ms": p95 * 1.5, "mean_ms": p95 / 2},
+    }
+
+
+REPORT = {
+    "date": "2026-12-07",
+    "commit": "0123456789abcdef",
+    "machine": {"cpus": 2},
+    "payloads": {"race": {"races": 1, "runners": 14}, "card": {"races": 10, "runners": 120}},
+    "runs": [
+        _run("redis", 2, "race", True, 1, 9.25, 150.0),
+        _run("redis", 2, "race", False, 1, 12.5, 90.0),
+        _run("redis", 2, "card", True, 1, 80.0, 14.0),
+        _run("redis", 2, "race", True, 16, 40.0, 321.5, errors=1),
+    ],
+    "hostile": None,
+}
+
+
+def test_the_tables_carry_the_files_figures_date_and_commit():
+    summary = report_module.summary(REPORT)
+    assert "on 2026-12-07 (commit `0123456789`)" in summary
+    assert "load average 2.5-2.5" in summary
+    row = [line for line in summary.splitlines() if line.startswith("| redis | 2 ")]
+    assert row == ["| redis | 2 | 4.6 / 9.2 / 13.9 | 12.5 | 80.0 | 150.0 / 321.5 | 1 of 2,300 |"]
+    full = report_module.full(REPORT)
+    assert "| redis | 2 | race | new | 1 | 100 | 6.2 | 12.5 | 18.8 | 90.0 | 0 | 60 / 40 | 2.5 / 3.0 |" in full
+
+
+def test_write_replaces_only_the_marked_blocks(tmp_path):
+    readme, results = tmp_path / "README.md", tmp_path / "results.md"
+    readme.write_text(
+        "intro\n<!-- benchmark_serving:summary:begin -->\nold figures\n<!-- benchmark_serving:summary:end -->\nend\n"
+    )
+    results.write_text("<!-- benchmark_serving:full:begin -->\n<!-- benchmark_serving:full:end -->\n")
+    report_module.write(REPORT, {"summary": readme, "full": results})
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- benchmark_serving:summary:begin -->\n`benchmarks/serving.py` on 2026-12-07")
+    assert "old figures" not in text and text.endswith("<!-- benchmark_serving:summary:end -->\nend\n")
+    assert "| redis | 2 | card | reused | 1 |" in results.read_text()
+    results.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="no <!-- benchmark_serving:full"):
+        report_module.write(REPORT, {"full": results})
+
+
+def test_the_project_docs_have_the_markers():
+    for part, path in report_module.TARGETS.items():
+        text = path.read_text(encoding="utf-8")
+        assert f"<!-- benchmark_serving:{part}:begin -->" in text and f"<!-- benchmark_serving:{part}:end -->" in text
