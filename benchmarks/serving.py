@@ -277,7 +277,6 @@ def served(
                 response = httpx.get(f"{base}/health", timeout=5.0, headers={"Connection": "close"})
                 if response.status_code == 200:
                     seen.add(response.headers[WORKER_HEADER])
-                    continue
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
