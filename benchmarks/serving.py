@@ -16,7 +16,8 @@ process (the client: ``httpx``, no shared interpreter or GIL with the server) se
 
 * two payloads: **race**, the largest race of the racecard (14 runners in Hong Kong) as a
   one-race racecard; **card**, the first ``--card-races`` (10) races of the racecard
-  in one request, as a client scoring a whole card does;
+  in one request, as a client scoring a whole card does (races whose result was pushed
+  to the env's race-day folder are left out: the service refuses them);
 * with connection reuse (keep-alive, one pooled connection per request in flight) and
   without (``Connection: close``, a new TCP connection per request);
 * at concurrency 1, 4 and 16 (``--concurrency``): p50 / p95 / p99 latency, requests per
@@ -49,6 +50,7 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -67,6 +69,8 @@ OUT = ROOT / "data" / "08_reporting" / "benchmark_serving.json"
 BENCH_KEY = "benchmark-key-not-a-secret"
 WORKER_HEADER = "X-Racecast-Worker"
 REDIS_YAML = ROOT / "feature_repo" / "feature_store.redis.yaml"
+#: Model versions the servers answered /health with.
+MODEL_VERSION: list[str | None] = []
 #: Seconds a server gets to start every worker (a busy 2-core machine needs minutes).
 STARTUP_S = 900
 
@@ -78,10 +82,13 @@ def _active(race: dict[str, Any]) -> int:
     return sum(not r.get("non_runner", False) for r in race.get("runners", []))
 
 
-def payloads(path: Path, race_id: str | None, card_races: int) -> dict[str, dict[str, Any]]:
-    """``{"race": ..., "card": ...}``: each ``{"body", "races", "runners", "race_ids"}``."""
+def payloads(path: Path, race_id: str | None, card_races: int, run: set[str]) -> dict[str, dict[str, Any]]:
+    """``{"race": ..., "card": ...}``: each ``{"body", "races", "runners", "race_ids"}``.
+
+    Races in ``run`` (their result was pushed: the service refuses them) are left out.
+    """
     document = json.loads(path.read_text(encoding="utf-8"))
-    pairs = [(m, r) for m in document.get("meetings", []) for r in m.get("races", [])]
+    pairs = [(m, r) for m in document.get("meetings", []) for r in m.get("races", []) if r.get("race_id") not in run]
     chosen = [(m, r) for m, r in pairs if race_id is None or r.get("race_id") == race_id]
     if not chosen:
         raise SystemExit(f"{path}: no race {race_id!r}" if race_id else f"{path}: no races")
@@ -277,6 +284,7 @@ def served(
                 response = httpx.get(f"{base}/health", timeout=5.0, headers={"Connection": "close"})
                 if response.status_code == 200:
                     seen.add(response.headers[WORKER_HEADER])
+                    MODEL_VERSION.append(response.json().get("model_version"))
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
@@ -435,8 +443,13 @@ def main() -> None:
 
     from racecast.inference.settings import ServingSettings
 
+    from racecast.inference.results import raceday_paths
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     settings = ServingSettings.from_project(args.env, bundle_uri=args.bundle, credentials_path=None)
-    bodies = payloads(args.racecard, args.race_id, args.card_races)
+    folder = raceday_paths(args.env).raceday
+    run = {p.name.removesuffix(".results.json") for p in folder.glob("*.results.json")} if folder.is_dir() else set()
+    bodies = payloads(args.racecard, args.race_id, args.card_races, run)
     started = dt.datetime.now(dt.UTC)
     runs: list[dict[str, Any]] = []
     refused: dict[str, Any] | None = None
@@ -477,6 +490,7 @@ def main() -> None:
         "finished_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "commit": _commit(),
         "bundle": args.bundle or settings.bundle_uri,
+        "model_versions": sorted({str(v) for v in MODEL_VERSION}),
         "payloads": {k: {key: v[key] for key in ("races", "runners", "race_ids")} for k, v in bodies.items()},
         "runs": runs,
         "hostile": refused,
