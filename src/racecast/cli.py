@@ -231,15 +231,14 @@ def serve(host: str, port: int, env: str | None, bundle: str | None, insecure: b
 
     from racecast.inference.settings import SettingsError
     from racecast.serving.app import SERVE_ARGS_ENV, serve_app, serve_args
-    from racecast.serving.run import FACTORY
 
     os.environ[SERVE_ARGS_ENV] = serve_args(env, bundle, insecure)
     try:
-        serve_app()  # settings, keys and paths checked here, before any worker starts
+        app = serve_app()  # settings, keys and paths checked here, before any worker starts
     except (SettingsError, FileNotFoundError, ValueError, KeyError) as exc:
         _fail(str(exc))
     if workers == 1:
-        uvicorn.run(FACTORY, factory=True, host=host, port=port, log_level="info", access_log=False)
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
         return
     # uvicorn's workers re-import the main module before answering its 5 s liveness ping:
     # hand over (same PID) to a launcher that imports only uvicorn (racecast.serving.run)
