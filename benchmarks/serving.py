@@ -26,8 +26,9 @@ process (the client: ``httpx``, no shared interpreter or GIL with the server) se
 * the machine's 1-minute load average, sampled every second during each run (start,
   mean, max): the machine is shared, so read every figure beside it.
 
-The run with reuse, the race payload and concurrency 16 sends ``--throughput-requests``
-(2,000) requests; the others ``--requests`` (race) or ``--card-requests`` (card).
+The run with reuse, the race payload, concurrency 16 and the most workers sends
+``--throughput-requests`` (2,000) requests; the others ``--requests`` (race) or
+``--card-requests`` (card).
 
 Hostile requests (issue 13) go to the first store's one-worker server: each refused
 request's latency (p50 / p95 over ``--hostile-requests``) next to a valid one's, the
@@ -431,7 +432,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="Requests of each race-payload run.")
     parser.add_argument("--card-requests", type=int, default=40, help="Requests of each card-payload run.")
     parser.add_argument(
-        "--throughput-requests", type=int, default=2000, help="Requests of the reuse, race, highest-concurrency run."
+        "--throughput-requests", type=int, default=2000,
+        help="Requests of the reuse, race, highest-concurrency run of the most workers."
     )
     parser.add_argument("--hostile-requests", type=int, default=20, help="Runs of each hostile request (0: none).")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -464,7 +466,8 @@ def main() -> None:
                         for reuse in (True, False):
                             for concurrency in args.concurrency:
                                 total = args.requests if payload == "race" else args.card_requests
-                                if payload == "race" and reuse and concurrency == max(args.concurrency):
+                                if (payload == "race" and reuse and concurrency == max(args.concurrency)
+                                        and workers == max(args.workers)):
                                     total = args.throughput_requests
                                 with LoadSampler() as load:
                                     run = asyncio.run(
