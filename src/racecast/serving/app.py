@@ -15,7 +15,9 @@ Routes (OpenAPI at ``/openapi.json``, docs at ``/docs``):
   state (:mod:`racecast.serving.race_cache`): a race the server scored from its own
   racecards (the upcoming folder, pushed results), which every key reads and no post
   replaces, else what the *same* API key posted (kept under its key id). What one client
-  posts is never what another client reads.
+  posts is never what another client reads. Before answering a server-owned race, the
+  day is scored again if one of its racecards or results changed since (a push through
+  another worker of ``racecast serve --workers N``).
 * ``GET /api/v1/horses/{horse_id}``: the horse's current online state (``horse_form``).
 * ``GET /health``: 200 when the bundle is loaded and the online store answers, else 503.
 * ``GET /metrics``: Prometheus text (:mod:`racecast.serving.metrics`).
