@@ -1,5 +1,6 @@
 """Project settings. See https://docs.kedro.org/en/stable/configure/configuration_basics/"""
 
+from racecast.hooks import ThreadLimitHook
 from racecast.known_warnings import quiet_known_warnings
 from racecast.session import RacecastSession
 
@@ -18,3 +19,7 @@ CONFIG_LOADER_ARGS = {
     # rest of each block (e.g. ingestion.strict) keeps its base value.
     "merge_strategy": {"parameters": "soft"},
 }
+
+# Numerical libraries share the cores by `runtime.n_threads` (racecast.threads), whichever
+# runner runs the pipeline.
+HOOKS = (ThreadLimitHook(),)

@@ -12,6 +12,8 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Pipeline, node
 
+from racecast.runners import WORKER_TAG
+
 from .nodes import (
     fit_blend,
     fit_model,
@@ -40,9 +42,18 @@ ZOO_MODELS: tuple[str, ...] = (
 )
 
 
+class _NamedPartial(partial):
+    """A ``partial`` that keeps its ``__name__`` through multiprocessing.
+
+    ``multiprocessing`` pickles a plain ``partial`` without its ``__dict__`` (so a
+    worker of racecast.runners.ParallelRunner would log the node as ``<partial>``); a
+    subclass is pickled by ``partial.__reduce__``, which keeps it.
+    """
+
+
 def _bound(func, model_name: str):
     """``func`` with ``model_name`` bound, keeping its name for Kedro."""
-    return update_wrapper(partial(func, model_name=model_name), func)
+    return update_wrapper(_NamedPartial(func, model_name=model_name), func)
 
 
 def model_pipeline(name: str) -> Pipeline:
@@ -90,7 +101,7 @@ def model_pipeline(name: str) -> Pipeline:
             "params:spec": f"params:model_zoo.models.{name}",
             "params:cv": "params:model_zoo.cv",
         },
-        tags=["model_zoo", f"model_zoo.{name}"],
+        tags=["model_zoo", f"model_zoo.{name}", WORKER_TAG],
     )
 
 
@@ -140,6 +151,7 @@ def create_pipeline(models: Iterable[str] | None = None, **kwargs) -> Pipeline:
                 outputs="model_zoo.stacked.model",
                 name="fit_stacker",
                 namespace="model_zoo",
+                tags=[WORKER_TAG],
             ),
             node(
                 predict_stacked_holdout,
@@ -162,6 +174,7 @@ def create_pipeline(models: Iterable[str] | None = None, **kwargs) -> Pipeline:
                 outputs=["model_zoo.blend.model", "model_zoo.stacked.oof_predictions"],
                 name="fit_blend",
                 namespace="model_zoo",
+                tags=[WORKER_TAG],
             ),
             node(
                 predict_blend_holdout,

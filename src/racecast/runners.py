@@ -1,0 +1,320 @@
+"""Runners that put the model zoo's branches on every core or on a Dask cluster.
+
+``kedro run --runner=racecast.runners.ParallelRunner`` (one machine, one process per
+core) and ``kedro run --runner=racecast.runners.DaskRunner`` (a ``distributed`` cluster,
+``pip install -e .[dask]``). Both run the nodes tagged :data:`WORKER_TAG` (the zoo's
+per-model fits and predictions, the stacker and the blend) in other processes and every
+other node in the ``kedro run`` process, on a thread beside the scheduler:
+
+* a worker node must read and write persisted, picklable datasets only (no
+  ``MemoryDataset``: a worker on another host cannot share this process's memory), and
+  none of kedro-mlflow's datasets, which log to the MLflow run this process holds (a
+  tagged node that breaks this is refused before anything runs);
+* the nodes that talk to MLflow (the evaluation and monitoring artifacts, the registry)
+  and to the feature store stay here, where the run and the stores live, so the whole
+  ``kedro run`` keeps its one MLflow run;
+* each worker holds its numerical libraries to ``runtime.n_threads`` before a node runs
+  (:func:`racecast.threads.limit_threads`), as the ``kedro run`` process does.
+
+Every node computes exactly what it computes under the ``SequentialRunner`` (same
+inputs read from the same files, same thread counts), so the evaluation figures are the
+same. Kedro's own ``ParallelRunner`` cannot run this project: kedro-mlflow's artifact
+datasets are classes made at run time, which cannot be pickled to its workers.
+
+Node and dataset hooks run for the nodes of this process. For a worker node the
+``before_node_run`` hook runs here with the node's parameter inputs only (what
+kedro-mlflow logs as run parameters); dataset hooks do not run for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import os
+import pickle
+from collections import Counter
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
+from itertools import chain
+from multiprocessing import get_context
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from kedro.framework.hooks.manager import _NullPluginManager
+from kedro.io import DataCatalog
+from kedro.runner import AbstractRunner
+from kedro.runner.task import Task
+
+from racecast.threads import limit_threads
+
+if TYPE_CHECKING:
+    from kedro.io import CatalogProtocol
+    from kedro.pipeline import Pipeline
+    from kedro.pipeline.node import Node
+    from pluggy import PluginManager
+
+#: Nodes with this tag run on the runners' workers; every other node in this process.
+WORKER_TAG = "worker"
+#: The parameter that holds the numerical libraries' thread budget (racecast.threads).
+THREADS_PARAM = "params:runtime.n_threads"
+
+logger = logging.getLogger(__name__)
+
+
+def _is_parameter(name: str) -> bool:
+    return name == "parameters" or name.startswith("params:")
+
+
+def _worker_unsafe_reason(name: str, catalog: CatalogProtocol) -> str | None:
+    """Why dataset ``name`` cannot be read or written by a worker process (None: it can)."""
+    if _is_parameter(name):
+        return None
+    dataset = catalog.get(name)
+    if dataset is None or getattr(dataset, "_EPHEMERAL", False):
+        return "is not persisted (a MemoryDataset)"
+    if type(dataset).__module__.startswith("kedro_mlflow"):
+        return "logs to this process's MLflow run"
+    if getattr(dataset, "_SINGLE_PROCESS", False):
+        return "is single-process only"
+    try:
+        pickle.dumps(dataset)
+    except Exception as error:  # noqa: BLE001 - any pickling failure disqualifies it
+        return f"cannot be pickled ({type(error).__name__})"
+    return None
+
+
+def worker_nodes(pipeline: Pipeline, catalog: CatalogProtocol) -> set[Node]:
+    """The nodes of ``pipeline`` tagged :data:`WORKER_TAG`, checked for workers.
+
+    Raises:
+        ValueError: If a tagged node or one of its datasets cannot go to a worker.
+    """
+    chosen = {node for node in pipeline.nodes if WORKER_TAG in node.tags}
+    problems = []
+    for node in sorted(chosen, key=lambda n: n.name):
+        try:
+            pickle.dumps(node)
+        except Exception as error:  # noqa: BLE001
+            problems.append(f"node {node.name} cannot be pickled ({type(error).__name__})")
+        for name in chain(node.inputs, node.outputs):
+            reason = _worker_unsafe_reason(name, catalog)
+            if reason:
+                problems.append(f"{node.name}: dataset {name} {reason}")
+    if problems:
+        raise ValueError(
+            f"nodes tagged {WORKER_TAG!r} must use persisted, picklable datasets only: "
+            + "; ".join(problems)
+        )
+    return chosen
+
+
+def _node_catalog(node: Node, catalog: CatalogProtocol) -> DataCatalog:
+    """A catalog of ``node``'s datasets only (what is pickled to its worker)."""
+    return DataCatalog(
+        datasets={name: catalog.get(name) for name in chain(node.inputs, node.outputs)}
+    )
+
+
+def _timed(execute) -> float:
+    """Call ``execute`` and return its wall time in seconds."""
+    start = perf_counter()
+    execute()
+    return perf_counter() - start
+
+
+def run_on_worker(node: Node, catalog: DataCatalog, n_threads: int | None) -> float:
+    """Run ``node`` in a worker process: thread budget, then load, run, save.
+
+    Returns:
+        The node's wall time in seconds (as the worker measured it).
+    """
+    from racecast.known_warnings import quiet_known_warnings
+
+    quiet_known_warnings()
+    limit_threads(n_threads)
+    task = Task(node=node, catalog=catalog, is_async=False, hook_manager=_NullPluginManager())
+    return _timed(task.execute)
+
+
+class _WorkerRunner(AbstractRunner):
+    """Runs :data:`WORKER_TAG` nodes on ``_get_executor``'s workers, the rest here."""
+
+    def __init__(self, max_workers: int | None = None, is_async: bool = False) -> None:
+        """Args:
+        max_workers: Worker processes (default: the machine's cores, or the cluster's).
+        is_async: Load and save the inputs of this process's nodes on threads.
+        """
+        super().__init__(is_async=is_async)
+        self._max_workers = None if max_workers is None else self._validate_max_workers(max_workers)
+
+    def _get_required_workers_count(self, pipeline: Pipeline) -> int:
+        return self._max_workers or os.cpu_count() or 1
+
+    def _run(  # noqa: C901 - one scheduling loop over two executors
+        self,
+        pipeline: Pipeline,
+        catalog: CatalogProtocol,
+        hook_manager: PluginManager | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        """Run every node once its inputs exist: tagged ones on workers, others here."""
+        hook_manager = hook_manager or _NullPluginManager()
+        remote = worker_nodes(pipeline, catalog)
+        n_threads = catalog.load(THREADS_PARAM) if THREADS_PARAM in catalog else None
+        load_counts = Counter(chain.from_iterable(n.inputs for n in pipeline.nodes))
+        dependencies = pipeline.node_dependencies
+        todo, done_nodes = set(dependencies), set()
+        pending: dict[Future, Node] = {}
+        workers = self._get_executor(self._get_required_workers_count(pipeline))
+        logger.info(
+            "%s: %d node(s) on %s, %d in this process",
+            type(self).__name__,
+            len(remote),
+            self._describe_executor(workers),
+            len(pipeline.nodes) - len(remote),
+        )
+        with workers, ThreadPoolExecutor(max_workers=1, thread_name_prefix="kedro-main") as here:
+            while todo or pending:
+                ready = sorted(
+                    (n for n in todo if dependencies[n] <= done_nodes), key=lambda n: n.name
+                )
+                todo.difference_update(ready)
+                for node in ready:
+                    if node in remote:
+                        self._before_worker_node(node, catalog, hook_manager, run_id)
+                        future = workers.submit(
+                            run_on_worker, node, _node_catalog(node, catalog), n_threads
+                        )
+                    else:
+                        task = Task(
+                            node=node,
+                            catalog=catalog,
+                            hook_manager=hook_manager,
+                            is_async=self._is_async,
+                            run_id=run_id,
+                        )
+                        future = here.submit(_timed, task.execute)
+                    pending[future] = node
+                if not pending:
+                    self._raise_runtime_error(todo, done_nodes, set(ready), None)
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    node = pending.pop(future)
+                    try:
+                        seconds = future.result()
+                    except Exception:
+                        for other in pending:
+                            other.cancel()
+                        self._suggest_resume_scenario(pipeline, done_nodes, catalog)
+                        raise
+                    done_nodes.add(node)
+                    logger.info(
+                        "Completed node: %s (%s, %.1f s)",
+                        node.name,
+                        "worker" if node in remote else "main",
+                        seconds,
+                    )
+                    logger.info("Completed %d out of %d tasks", len(done_nodes), len(dependencies))
+                    self._release_datasets(node, catalog, load_counts, pipeline)
+
+    @staticmethod
+    def _before_worker_node(
+        node: Node, catalog: CatalogProtocol, hook_manager: PluginManager, run_id: str | None
+    ) -> None:
+        """``before_node_run`` here, with the worker node's parameter inputs only."""
+        params = {name: catalog.load(name) for name in node.inputs if _is_parameter(name)}
+        hook_manager.hook.before_node_run(
+            node=node, catalog=catalog, inputs=params, is_async=False, run_id=run_id
+        )
+
+    @staticmethod
+    def _describe_executor(executor: Executor) -> str:
+        return type(executor).__name__
+
+
+class ParallelRunner(_WorkerRunner):
+    """One machine: the zoo's branches on a pool of processes, one per core.
+
+    ``kedro run --runner=racecast.runners.ParallelRunner`` (``--runner-params
+    max_workers=N`` to choose the pool size). Workers are started with ``spawn`` (a
+    fresh interpreter: no OpenMP or MLflow state copied from this process).
+    """
+
+    def _get_executor(self, max_workers: int) -> Executor:
+        from kedro.framework.project import LOGGING
+
+        return ProcessPoolExecutor(
+            max_workers=max_workers,
+            mp_context=get_context("spawn"),
+            initializer=_configure_worker_logging,
+            initargs=(dict(LOGGING),),
+        )
+
+
+def _configure_worker_logging(config: dict[str, Any]) -> None:
+    """Log in a spawned worker as ``kedro run`` does (conf/logging.yml)."""
+    if config:
+        logging.config.dictConfig(config)
+
+
+class DaskRunner(_WorkerRunner):
+    """A cluster: the zoo's branches on the workers of a ``distributed`` scheduler.
+
+    ``kedro run --runner=racecast.runners.DaskRunner --runner-params address=tcp://HOST:8786``
+    (or ``DASK_SCHEDULER_ADDRESS``; with neither, a local cluster of one worker process
+    per core is started and closed with the run). The workers need racecast installed
+    and the project's data directory at the same absolute path (a shared filesystem):
+    the catalog gives them absolute file paths. Needs ``pip install -e .[dask]``.
+    """
+
+    def __init__(
+        self, address: str | None = None, max_workers: int | None = None, is_async: bool = False
+    ) -> None:
+        """Args:
+        address: Scheduler address (default: ``DASK_SCHEDULER_ADDRESS`` / Dask's config).
+        max_workers: Nodes on the cluster at once (default: its worker threads).
+        is_async: Load and save the inputs of this process's nodes on threads.
+        """
+        super().__init__(max_workers=max_workers, is_async=is_async)
+        self._address = address
+
+    def _get_executor(self, max_workers: int) -> Executor:
+        try:
+            from distributed import Client
+        except ImportError as error:
+            raise ImportError(
+                "racecast.runners.DaskRunner needs dask.distributed: pip install -e '.[dask]'"
+            ) from error
+        return _ClientExecutor(Client(self._address) if self._address else Client())
+
+    def _get_required_workers_count(self, pipeline: Pipeline) -> int:
+        return self._max_workers or 0  # the cluster decides
+
+    @staticmethod
+    def _describe_executor(executor: Executor) -> str:
+        return str(executor)
+
+
+class _ClientExecutor(Executor):
+    """A ``distributed.Client`` as a ``concurrent.futures`` executor; closes it on exit."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._executor = client.get_executor(pure=False)
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:  # noqa: D102
+        return self._executor.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:  # noqa: D102
+        self._executor.shutdown(wait=wait)
+        self._client.close()
+
+    def __str__(self) -> str:
+        info = self._client.scheduler_info()
+        return f"Dask scheduler {info.get('address')} ({len(info.get('workers', {}))} workers)"
