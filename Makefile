@@ -13,7 +13,7 @@ export FEAST_USAGE := False
 export PYTHONWARNINGS := ignore::DeprecationWarning
 export MPLBACKEND := Agg
 
-.PHONY: setup run test browser services hkjc-data hkjc-run viz mlflow-ui bench lint lock serve clean
+.PHONY: setup run run-parallel test browser services hkjc-data hkjc-run viz mlflow-ui bench lint lock serve clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: setup
 	$(BIN)/kedro run
+
+# The same run with the model zoo's branches on one process per core (racecast.runners);
+# same evaluation figures as `make run`.
+run-parallel: setup
+	$(BIN)/kedro run --runner=racecast.runners.ParallelRunner
 
 test: setup browser services
 	$(BIN)/python -m pytest

@@ -43,7 +43,7 @@ from concurrent.futures import (
 )
 from itertools import chain
 from multiprocessing import get_context
-from time import perf_counter
+from time import perf_counter, process_time, thread_time
 from typing import TYPE_CHECKING, Any
 
 from kedro.framework.hooks.manager import _NullPluginManager
@@ -121,25 +121,26 @@ def _node_catalog(node: Node, catalog: CatalogProtocol) -> DataCatalog:
     )
 
 
-def _timed(execute) -> float:
-    """Call ``execute`` and return its wall time in seconds."""
-    start = perf_counter()
+def _timed(execute, cpu_clock=thread_time) -> tuple[float, float]:
+    """Call ``execute``; return its wall and CPU seconds (``cpu_clock``: this thread's)."""
+    wall, cpu = perf_counter(), cpu_clock()
     execute()
-    return perf_counter() - start
+    return perf_counter() - wall, cpu_clock() - cpu
 
 
-def run_on_worker(node: Node, catalog: DataCatalog, n_threads: int | None) -> float:
+def run_on_worker(node: Node, catalog: DataCatalog, n_threads: int | None) -> tuple[float, float]:
     """Run ``node`` in a worker process: thread budget, then load, run, save.
 
     Returns:
-        The node's wall time in seconds (as the worker measured it).
+        The node's wall and CPU seconds in the worker (CPU of the whole worker process,
+        which runs one node at a time).
     """
     from racecast.known_warnings import quiet_known_warnings
 
     quiet_known_warnings()
     limit_threads(n_threads)
     task = Task(node=node, catalog=catalog, is_async=False, hook_manager=_NullPluginManager())
-    return _timed(task.execute)
+    return _timed(task.execute, process_time)
 
 
 class _WorkerRunner(AbstractRunner):
@@ -207,7 +208,7 @@ class _WorkerRunner(AbstractRunner):
                 for future in finished:
                     node = pending.pop(future)
                     try:
-                        seconds = future.result()
+                        wall, cpu = future.result()
                     except Exception:
                         for other in pending:
                             other.cancel()
@@ -215,10 +216,11 @@ class _WorkerRunner(AbstractRunner):
                         raise
                     done_nodes.add(node)
                     logger.info(
-                        "Completed node: %s (%s, %.1f s)",
+                        "Completed node: %s (%s, %.1f s, %.1f s CPU)",
                         node.name,
                         "worker" if node in remote else "main",
-                        seconds,
+                        wall,
+                        cpu,
                     )
                     logger.info("Completed %d out of %d tasks", len(done_nodes), len(dependencies))
                     self._release_datasets(node, catalog, load_counts, pipeline)

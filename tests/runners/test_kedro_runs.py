@@ -32,7 +32,10 @@ def _max_difference(a, b, path: str = "") -> float:
     if isinstance(a, list):
         assert len(a) == len(b), f"{path}: lengths differ"
         return max(
-            (_max_difference(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b))),
+            (
+                _max_difference(x, y, f"{path}[{i}]")
+                for i, (x, y) in enumerate(zip(a, b, strict=True))
+            ),
             default=0.0,
         )
     if isinstance(a, float) and isinstance(b, (int, float)):
