@@ -37,6 +37,7 @@ from report import publish  # noqa: E402 (benchmarks/report.py, beside this scri
 from scratch import scratch_project  # noqa: E402 (benchmarks/scratch.py)
 
 from racecast.features import entities, store
+from racecast.features.online_read import OnlineReader
 from racecast.inference.results import RaceDay, RaceDayPaths, race_ids_by_off, select_races
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
             start = time.perf_counter()
             raceday._load()  # the service loads the tables once, at its first push
             load_s = time.perf_counter() - start
-            reader = store.OnlineReader(fs, "combined_v1")
+            reader = OnlineReader(fs, "combined_v1")
             readable, total, phases = [], [], []
             for race_id in race_ids_by_off(card)[: args.races]:
                 start = time.perf_counter()

@@ -7,7 +7,7 @@ of it uses the shipped ``feature_repo/feature_store.redis.yaml`` (``RACECAST_RED
 pointing at a ``redis-server`` started here on a free loopback port, stopped by PID) with
 its own registry, and is materialized into Redis up to the same time. Both must then
 answer the same values and event times for every feature of every runner of the day,
-through racecast's :class:`~racecast.features.store.OnlineReader` and Feast's
+through racecast's :class:`~racecast.features.online_read.OnlineReader` and Feast's
 ``get_online_features``; a results push lands in both alike and the point-in-time guard
 refuses the pushed race on Redis too.
 """
@@ -26,8 +26,8 @@ import pandas as pd
 import pytest
 
 from racecast.features.online import online_features, racecard_entity_rows
+from racecast.features.online_read import OnlineReader
 from racecast.features.store import (
-    OnlineReader,
     apply_repo,
     get_store,
     materialize,

@@ -31,8 +31,9 @@ from kedro.runner import SequentialRunner
 
 from racecast.cli import cli
 from racecast.features.online import online_features, racecard_entity_rows
+from racecast.features.online_read import OnlineReader
 from racecast.features.specs import VIEWS
-from racecast.features.store import OnlineReader, apply_repo, get_store
+from racecast.features.store import apply_repo, get_store
 from racecast.inference.guard import LookAheadError, check_point_in_time
 from racecast.inference.results import RaceDay, ResultsRejected, UnknownRaceError, raceday_paths
 from racecast.inference.service import features_as_of

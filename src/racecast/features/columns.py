@@ -64,6 +64,9 @@ def require_columns(frame: pd.DataFrame, columns: list[str] | tuple[str, ...], t
         raise KeyError(f"{table}: missing required column(s) {missing}")
 
 
+_UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
+
+
 def utc_ns(values: pd.Series, column: str) -> pd.Series:
     """Return ``values`` as ``datetime64[ns, UTC]``.
 
@@ -77,10 +80,13 @@ def utc_ns(values: pd.Series, column: str) -> pd.Series:
     Raises:
         ValueError: If a value is null or cannot be parsed.
     """
-    try:
-        out = pd.to_datetime(values, utc=True).astype("datetime64[ns, UTC]")
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{column}: cannot parse as UTC timestamps ({exc})") from exc
+    if values.dtype == _UTC_NS:  # already converted (an entity frame's off_time)
+        out = values.copy()
+    else:
+        try:
+            out = pd.to_datetime(values, utc=True).astype("datetime64[ns, UTC]")
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{column}: cannot parse as UTC timestamps ({exc})") from exc
     if out.isna().any():
         raise ValueError(
             f"{column}: {int(out.isna().sum())} null timestamp(s); every race needs an off_time"

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from racecast.features import entities, specs, store, transform
+from racecast.features.online_read import OnlineReader
 
 logger = logging.getLogger(__name__)
 
@@ -113,46 +112,19 @@ def _racecard_error(source_file: str, quarantine: pd.DataFrame) -> RacecardError
     )
 
 
-_READERS: weakref.WeakKeyDictionary[Any, dict[str, store.OnlineReader]] = (
-    weakref.WeakKeyDictionary()
-)
-_READERS_LOCK = threading.Lock()
-
-
-def online_reader(feature_store: Any, service_name: str) -> store.OnlineReader:
-    """The cached :class:`~racecast.features.store.OnlineReader` of a store's service.
-
-    One reader per (open FeatureStore, service): the service is resolved once, not per
-    request. A reader lives as long as its FeatureStore object; after ``feast apply``
-    changes the definitions, open a new FeatureStore.
-
-    Args:
-        feature_store: An open FeatureStore.
-        service_name: FeatureService to read.
-
-    Returns:
-        The reader.
-    """
-    with _READERS_LOCK:
-        readers = _READERS.setdefault(feature_store, {})
-        if service_name not in readers:
-            readers[service_name] = store.OnlineReader(feature_store, service_name)
-        return readers[service_name]
-
-
 def online_features(
     entity_rows: pd.DataFrame,
     service_name: str,
     repo_path: str | Path = "feature_repo",
     params: dict[str, Any] | None = None,
     feature_store: Any = None,
-    reader: store.OnlineReader | None = None,
+    reader: OnlineReader | None = None,
     guard: Callable[[pd.DataFrame, pd.DataFrame], None] | None = None,
 ) -> pd.DataFrame:
     """Feature rows for runners from the online store, with the training set's columns.
 
     The state comes from the FeatureService's views through
-    :class:`racecast.features.store.OnlineReader` (the provider's ``online_read``, the
+    :class:`racecast.features.online_read.OnlineReader` (the provider's ``online_read``, the
     same values ``get_online_features`` returns), then goes through the same
     ``build_features`` as the training set.
 
@@ -161,9 +133,11 @@ def online_features(
         service_name: FeatureService to read (e.g. ``combined_v1``).
         repo_path: Feast repo folder.
         params: ``features.compute`` parameters (same as training).
-        feature_store: An open FeatureStore to reuse (its reader is cached, see
-            :func:`online_reader`).
-        reader: An ``OnlineReader`` of ``service_name`` to use instead.
+        feature_store: An open FeatureStore to reuse.
+        reader: An :class:`~racecast.features.online_read.OnlineReader` of
+            ``service_name`` to use (a caller that reads many times keeps one: it
+            resolves the service once and keeps the serialized entity keys); without
+            it a reader is made for this call.
         guard: Called with the entity rows and the per-view event times of their online
             rows before anything is transformed (the point-in-time guard,
             :func:`racecast.inference.guard.check_point_in_time`); it raises to refuse.
@@ -175,7 +149,7 @@ def online_features(
         ValueError: If ``reader`` reads another service than ``service_name``.
     """
     if reader is None:
-        reader = online_reader(feature_store or store.get_store(repo_path), service_name)
+        reader = OnlineReader(feature_store or store.get_store(repo_path), service_name)
     elif reader.service_name != service_name:
         raise ValueError(
             f"reader reads feature service {reader.service_name!r}, not {service_name!r}"

@@ -75,10 +75,18 @@ def _float_arrays(frame: pd.DataFrame, columns: list[str]) -> dict[str, np.ndarr
     """Column name -> float64 array for each of ``columns``.
 
     One conversion of the whole block when every value is a number or null (the usual
-    case, and the fast one for a single race); column by column otherwise.
+    case, and the fast one for a single race); column by column otherwise. The columns
+    are taken by position (``iloc``: a third of the cost of ``frame[columns]``).
     """
+    positions = frame.columns.get_indexer(columns)
     try:
-        matrix = frame[columns].to_numpy(dtype=np.float64, na_value=np.nan)
+        if (positions < 0).any():
+            raise KeyError(columns)  # duplicated or missing names: pandas' own lookup
+        block = frame.iloc[:, positions]
+    except KeyError:
+        block = frame[columns]
+    try:
+        matrix = block.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError):
         return {col: _float_array(frame[col]) for col in columns}
     return {col: matrix[:, i] for i, col in enumerate(columns)}
@@ -395,8 +403,9 @@ def _pair_features(
 ) -> dict[str, np.ndarray]:
     """Pair history; a pair with both keys known but no earlier state has 0 runs together."""
     out: dict[str, np.ndarray] = {}
+    known = {k: ~pd.isna(context[k].array) for k in ("horse_id", "jockey_id", "trainer_id")}
     for prefix, (a, b) in (("jt", ("jockey_id", "trainer_id")), ("hj", ("horse_id", "jockey_id"))):
-        keys_known = (context[a].notna() & context[b].notna()).to_numpy(bool)
+        keys_known = np.asarray(known[a] & known[b], dtype=bool)
         runs = st[f"{prefix}_runs"]
         wins = st[f"{prefix}_wins"]
         runs = np.where(np.isnan(runs) & keys_known, 0.0, runs)
@@ -541,14 +550,32 @@ def build_features(
     feats.update(_relative_arrays(feats, RELATIVE_COLUMNS, codes, n_races))
     feats.update(_market_arrays(ctx["odds_final"], codes, n_races))
 
-    numeric = [c for c in FUNDAMENTAL_FEATURES + MARKET_FEATURES if c != DEBUT_FLAG]
-    matrix = np.column_stack([feats[c] for c in numeric]) if len(context) else None
-    values = pd.DataFrame(matrix, columns=numeric, index=context.index, dtype=np.float64)
-    values[DEBUT_FLAG] = debut.astype(np.int64)
-    keys = context[[c for c in KEY_COLUMNS if c != "off_time"]].copy()
-    keys["off_time"] = off_time
-    out = pd.concat([keys, values], axis=1)
-    return out[KEY_COLUMNS + FUNDAMENTAL_FEATURES + MARKET_FEATURES]
+    return _feature_frame(context, off_time, feats, debut)
+
+
+#: Output columns of ``build_features`` after the keys.
+_FEATURE_COLUMNS = FUNDAMENTAL_FEATURES + MARKET_FEATURES
+
+
+def _feature_frame(
+    context: pd.DataFrame, off_time: pd.Series, feats: dict[str, np.ndarray], debut: np.ndarray
+) -> pd.DataFrame:
+    """The output frame: ``KEY_COLUMNS`` then every feature, float64 but the int flag.
+
+    The float features are one 2-D block (a frame of 100 separate columns costs several
+    times more to build), the flag is inserted at its place.
+    """
+    keys = pd.DataFrame(
+        {c: (off_time if c == "off_time" else context[c]).array.copy() for c in KEY_COLUMNS},
+        index=context.index,
+    )
+    numeric = [c for c in _FEATURE_COLUMNS if c != DEBUT_FLAG]
+    matrix = np.empty((len(context), len(numeric)), dtype=np.float64)
+    for j, name in enumerate(numeric):
+        matrix[:, j] = feats[name]
+    values = pd.DataFrame(matrix, columns=numeric, index=context.index, copy=False)
+    values.insert(_FEATURE_COLUMNS.index(DEBUT_FLAG), DEBUT_FLAG, debut.astype(np.int64))
+    return pd.concat([keys, values], axis=1, copy=False)
 
 
 def _joint_codes(

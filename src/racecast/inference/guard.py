@@ -61,7 +61,7 @@ def point_in_time_violations(entity_rows: pd.DataFrame, times: pd.DataFrame) -> 
     Args:
         entity_rows: Racecard entity rows (``race_id``, ``off_time`` and the join keys).
         times: Per view, epoch seconds of each runner's online state row (NaN: none),
-            aligned to ``entity_rows`` (:meth:`racecast.features.store.OnlineReader.read_with_times`).
+            aligned to ``entity_rows`` (:meth:`racecast.features.online_read.OnlineReader.read_with_times`).
 
     Returns:
         One violation per (runner, view), in row order (empty when the race is upcoming
