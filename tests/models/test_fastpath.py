@@ -22,7 +22,8 @@ from sklearn.preprocessing import StandardScaler
 from racecast.models import base
 from racecast.models.base import group_layout, make_impute_scale, make_imputer
 from racecast.models.fastpath import (
-    booster_contributions,
+    BoosterContributions,
+    FlatForest,
     booster_predict,
     decision_function,
     forest_proba,
@@ -128,9 +129,10 @@ def test_model_helpers_equal_their_libraries(fitted, test_frame) -> None:  # noq
     forest = fitted("RandomForestModel").pipeline_
     imputed = transform(forest.named_steps["impute"], X)
     np.testing.assert_array_equal(imputed, forest.named_steps["impute"].transform(X))
-    np.testing.assert_array_equal(
-        forest_proba(forest.named_steps["forest"], imputed), forest.predict_proba(X)
-    )
+    trees = forest.named_steps["forest"]
+    flat = FlatForest(trees)
+    for walk in (None, lambda: flat):  # tree by tree, and every tree walked together
+        np.testing.assert_array_equal(forest_proba(trees, imputed, walk), forest.predict_proba(X))
     ranker = fitted("LGBMRankerModel").booster_model_
     np.testing.assert_array_equal(booster_predict(ranker, X), ranker.predict(X))
     np.testing.assert_array_equal(
@@ -180,8 +182,9 @@ def test_forest_walk_follows_scikit_learn_for_missing_values_and_deep_trees() ->
     y = (np.nan_to_num(fit[:, 0]) + fit[:, 1] > 0).astype(int)
     forest = RandomForestClassifier(n_estimators=25, min_samples_leaf=1, random_state=0)
     forest.fit(fit, y)  # scikit-learn trees learn where missing values go
-    np.testing.assert_array_equal(forest_proba(forest, later), forest.predict_proba(later))
-    np.testing.assert_array_equal(forest_proba(forest, fit), forest.predict_proba(fit))
+    flat = FlatForest(forest)
+    for rows in (later, fit):
+        np.testing.assert_array_equal(forest_proba(forest, rows, lambda: flat), forest.predict_proba(rows))
 
 
 def test_forest_goes_tree_by_tree_for_many_rows(monkeypatch, fitted, test_frame) -> None:  # noqa: F811
@@ -190,11 +193,28 @@ def test_forest_goes_tree_by_tree_for_many_rows(monkeypatch, fitted, test_frame)
     X, _ = _rows(test_frame)
     forest = fitted("RandomForestModel").pipeline_
     imputed = transform(forest.named_steps["impute"], X)
-    walked = forest_proba(forest.named_steps["forest"], imputed)
+    flat = FlatForest(forest.named_steps["forest"])
+    built = []
+    walked = forest_proba(forest.named_steps["forest"], imputed, lambda: built.append(1) or flat)
+    assert built == [1]
     monkeypatch.setattr(fastpath, "FLAT_WALK_MAX_CELLS", 0)
-    by_tree = forest_proba(forest.named_steps["forest"], imputed)
+    by_tree = forest_proba(forest.named_steps["forest"], imputed, lambda: built.append(1) or flat)
+    assert built == [1], "many rows never build the flat forest"
     np.testing.assert_array_equal(by_tree, walked)
     np.testing.assert_array_equal(by_tree, forest.predict_proba(X))
+
+
+def test_random_forest_keeps_its_flat_forest_but_never_pickles_it(fitted, test_frame) -> None:  # noqa: F811
+    import pickle
+
+    model = fitted("RandomForestModel")
+    X, layout = _rows(test_frame)
+    expected = model.predict_proba_array(X[:14], group_layout(np.zeros(14)))
+    flat = model._flat_forest()
+    assert model._flat_forest() is flat  # built once per fitted forest
+    copy = pickle.loads(pickle.dumps(model))
+    assert "_flat" not in copy.__dict__
+    np.testing.assert_array_equal(copy.predict_proba_array(X[:14], group_layout(np.zeros(14))), expected)
 
 
 def test_large_batches_keep_the_libraries_threading(monkeypatch, fitted, test_frame) -> None:  # noqa: F811
@@ -229,11 +249,12 @@ def test_contributions_run_beside_predictions_on_a_private_booster(fitted, test_
     X, _ = _rows(test_frame)
     ranker = fitted("LGBMRankerModel").booster_model_
     expected = ranker.predict(X, pred_contrib=True)
-    np.testing.assert_array_equal(booster_contributions(ranker, X), expected)
+    contributions = BoosterContributions(ranker)
+    np.testing.assert_array_equal(contributions(X), expected)
     scores = ranker.predict(X)
 
     def explain(_: int) -> np.ndarray:
-        return booster_contributions(ranker, X[:14])
+        return contributions(X[:14])
 
     def predict(_: int) -> np.ndarray:
         return booster_predict(ranker, X[:14])

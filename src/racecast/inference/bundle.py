@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,14 +28,20 @@ import pandas as pd
 from racecast.evaluation.second_stage import CombinedTrack
 from racecast.features.market import market_probabilities, race_sums
 from racecast.features.specs import FUNDAMENTAL_FEATURES, ODDS_CAPPED
+from racecast.inference.lean import SKIP_MAX_WEIGHT, skipped_models, stacker_weights
 from racecast.models.base import GroupLayout, RaceModel, group_layout
-from racecast.models.fastpath import booster_contributions
+from racecast.models.fastpath import BoosterContributions
 from racecast.models.split import TIME_ORDER
 from racecast.models.trees import LGBMRankerModel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EXPLAIN_MODEL", "InferenceBundle", "OUTPUT_COLUMNS", "build_bundle"]
+__all__ = [
+    "EXPLAIN_MODEL",
+    "InferenceBundle",
+    "OUTPUT_COLUMNS",
+    "build_bundle",
+]
 
 #: Base model whose LightGBM contributions explain a prediction (any LightGBM ranker of
 #: the bundle when this one is absent).
@@ -127,6 +134,7 @@ def _check_parts(
     stacker: RaceModel,
     blend: CombinedTrack,
     fundamental_features: list[str],
+    skipped: Mapping[str, Any] | None = None,
 ) -> None:
     """Raise if the parts do not fit together the way the model_zoo pipeline built them."""
     if not base_models:
@@ -146,7 +154,7 @@ def _check_parts(
     if not isinstance(stacker, RaceModel):
         raise TypeError(f"stacker must be a RaceModel, got {type(stacker).__name__}")
     stacker_columns = _fitted_columns(stacker, "stacker")
-    expected = {f"p_{name}" for name in base_models}
+    expected = {f"p_{name}" for name in [*base_models, *(skipped or {})]}
     stacked = {c for c in stacker_columns if c.startswith("p_")}
     if stacked != expected:
         raise ValueError(
@@ -189,6 +197,10 @@ class InferenceBundle:
             figures on the validation races and whether it may be staked
             (:func:`racecast.evaluation.stakeability.staking_validation`); stakes of a
             track that is not stakeable are 0. Never the holdout.
+        stacker_weights: :func:`~racecast.inference.lean.stacker_weights` of the stacker (every zoo model).
+        skipped_models: Zoo models left out of the bundle (name -> their weights): the
+            stacker's input of a skipped model is a uniform probability per race, which
+            changes nothing when the model is ``unused`` (see :func:`build_bundle`).
     """
 
     def __init__(
@@ -203,11 +215,13 @@ class InferenceBundle:
         holdout_metrics: Mapping[str, Any],
         fingerprint: str = "",
         staking_validation: Mapping[str, Mapping[str, Any]] | None = None,
+        stacker_weights: Mapping[str, Mapping[str, Any]] | None = None,
+        skipped_models: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         if not feature_service:
             raise ValueError("feature_service must name a Feast feature service")
         fundamental = [str(c) for c in fundamental_features]
-        _check_parts(base_models, stacker, blend, fundamental)
+        _check_parts(base_models, stacker, blend, fundamental, skipped_models)
         self.feature_service = str(feature_service)
         self.fundamental_features = fundamental
         self.base_models = dict(base_models)
@@ -220,6 +234,30 @@ class InferenceBundle:
         self.staking_validation = {
             str(track): dict(figures) for track, figures in (staking_validation or {}).items()
         }
+        self.stacker_weights = {str(k): dict(v) for k, v in (stacker_weights or {}).items()}
+        self.skipped_models = {str(k): dict(v) for k, v in (skipped_models or {}).items()}
+        self._explainer_lock = threading.Lock()
+        self._contributions: tuple[Any, BoosterContributions] | None = None
+
+    @property
+    def exact(self) -> bool:
+        """Whether the bundle predicts what the evaluated stacker does (every skipped
+        model unused by the stacker)."""
+        return all(w.get("unused", False) for w in getattr(self, "skipped_models", {}).values())
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The pickled bundle: its fitted pieces, not what it built to serve them."""
+        state = dict(self.__dict__)
+        state.pop("_explainer_lock", None)
+        state.pop("_contributions", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("stacker_weights", {})  # bundles pickled before the lean bundle
+        state.setdefault("skipped_models", {})
+        self.__dict__.update(state)
+        self._explainer_lock = threading.Lock()
+        self._contributions = None
 
     def __repr__(self) -> str:
         return (
@@ -265,6 +303,9 @@ class InferenceBundle:
             )
             for name, model in self.base_models.items()
         }
+        if self.skipped_models:  # the stacker's input of a model left out: uniform per race
+            uniform = rows.normalised(np.ones(len(rows.order)))
+            base.update({f"p_{name}": uniform for name in self.skipped_models})
         stacked_input = np.column_stack(
             [
                 base[name] if name in base else rows.values[:, rows.position[name]]
@@ -387,8 +428,19 @@ class InferenceBundle:
         self._check_input(features)
         columns = _fitted_columns(ranker, "the explaining ranker")
         values = _numeric_matrix(features, columns)
-        contrib = booster_contributions(ranker.booster_model_, values)
+        contrib = self._contributions_of(ranker)(values)
         return columns, values, contrib
+
+    def _contributions_of(self, ranker: LGBMRankerModel) -> BoosterContributions:
+        """The ranker's private ``pred_contrib`` Booster, built on first use and kept."""
+        with self._explainer_lock:
+            kept = self._contributions
+            if kept is None or kept[0] is not ranker.booster_model_:
+                kept = self._contributions = (
+                    ranker.booster_model_,
+                    BoosterContributions(ranker.booster_model_),
+                )
+            return kept[1]
 
     # ------------------------------------------------------------------ internals
     def _input_arrays(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -494,8 +546,16 @@ def build_bundle(
     fundamental_features: list[str] | None = None,
     model_version: str | None = None,
     staking_validation: Mapping[str, Mapping[str, Any]] | None = None,
+    skip_max_weight: float = SKIP_MAX_WEIGHT,
 ) -> InferenceBundle:
     """Assemble an :class:`InferenceBundle` from the model_zoo pipeline's outputs.
+
+    Base models whose :func:`~racecast.inference.lean.stacker_weights` ``weight`` is at most ``skip_max_weight``
+    are left out of the bundle (they are not scored when serving). With the default 0
+    only models the stacker does not use at all are left out, and the served
+    probabilities equal the evaluated stacker's exactly; a larger value also leaves out
+    models with a small weight, and the bundle is then not ``exact`` (its predictions
+    differ from the evaluated ones; the registry description says so).
 
     Args:
         base_models: Zoo name -> fitted base model (``model_zoo.<name>.model``); exactly
@@ -512,6 +572,8 @@ def build_bundle(
             ``validation_["staking"]``, from
             :func:`~racecast.evaluation.second_stage.rolling_second_stage`;
             none there: no track is stakeable).
+        skip_max_weight: Largest stacker weight of a model left out (>= 0; default
+            :data:`~racecast.inference.lean.SKIP_MAX_WEIGHT`).
 
     Returns:
         The bundle.
@@ -523,11 +585,24 @@ def build_bundle(
         FUNDAMENTAL_FEATURES if fundamental_features is None else fundamental_features
     )
     _check_parts(base_models, stacker, blend, fundamental)
-    fingerprint = bundle_fingerprint(base_models, stacker, blend)
+    weights = stacker_weights(stacker)
+    skipped = skipped_models(weights, skip_max_weight)
+    if len(skipped) == len(base_models):
+        raise ValueError(f"skip_max_weight={skip_max_weight} would leave out every base model")
+    served = {name: model for name, model in base_models.items() if name not in skipped}
+    if skipped:
+        logger.info("bundle leaves out %s (stacker weight <= %s)", sorted(skipped), skip_max_weight)
+    if not all(w["unused"] for w in skipped.values()):
+        logger.warning(
+            "bundle leaves out models the stacker uses (%s): its probabilities differ from "
+            "the evaluated stacker's",
+            sorted(n for n, w in skipped.items() if not w["unused"]),
+        )
+    fingerprint = bundle_fingerprint(served, stacker, blend)
     bundle = InferenceBundle(
         feature_service=feature_service,
         fundamental_features=fundamental,
-        base_models=base_models,
+        base_models=served,
         stacker=stacker,
         blend=blend,
         model_version=model_version or fingerprint,
@@ -539,6 +614,8 @@ def build_bundle(
             if staking_validation is None
             else staking_validation
         ),
+        stacker_weights=weights,
+        skipped_models=skipped,
     )
     logger.info("built %r", bundle)
     return bundle

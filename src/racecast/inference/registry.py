@@ -51,6 +51,7 @@ __all__ = [
     "MODEL_NAME",
     "bundle_signature",
     "load_bundle",
+    "model_description",
     "promote_if_better",
     "read_bundle",
     "register_model",
@@ -241,6 +242,48 @@ def promote_if_better(
     return promoted, champion, champion_loss
 
 
+def model_description(bundle: InferenceBundle) -> str:
+    """The registry description of a bundle version: what it serves and what it leaves out.
+
+    Args:
+        bundle: The registered bundle.
+
+    Returns:
+        Markdown text (the MLflow UI shows it on the version's page).
+    """
+    lines = [
+        f"racecast inference bundle `{bundle.fingerprint}` on feature service "
+        f"`{bundle.feature_service}`, trained until {bundle.trained_until.isoformat()}.",
+        "",
+        f"Serves base models: {', '.join(sorted(bundle.base_models))}.",
+    ]
+    if bundle.skipped_models:
+        lines.append(
+            f"Leaves out (stacker weight ~0): {', '.join(sorted(bundle.skipped_models))}; "
+            + (
+                "the stacker does not use them, so served probabilities equal the evaluated "
+                "stacked model's exactly."
+                if bundle.exact
+                else "the stacker uses some of them: served probabilities differ from the "
+                "evaluated stacked model's."
+            )
+        )
+    else:
+        lines.append("Leaves out no model: the stacker uses every one.")
+    if bundle.stacker_weights:
+        lines += [
+            "",
+            "| model | stage-A coef | stage-B gain share | stage-B splits |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {w['stage_a_coef']:.4f} | {w['stage_b_gain_share']:.4f} | "
+            f"{w['stage_b_splits']} |"
+            for name, w in sorted(bundle.stacker_weights.items())
+        ]
+    return "\n".join(lines)
+
+
 def register_model(
     bundle: InferenceBundle, holdout_log_loss: float, model_name: str = MODEL_NAME
 ) -> dict[str, Any]:
@@ -290,9 +333,12 @@ def register_model(
         "trained_until": bundle.trained_until.isoformat(),
         "fingerprint": bundle.fingerprint,
         "base_models": ",".join(sorted(bundle.base_models)),
+        "skipped_models": ",".join(sorted(bundle.skipped_models)) or "none",
+        "exact": str(bundle.exact).lower(),
     }
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, value)
+    client.update_model_version(model_name, version, description=model_description(bundle))
     client.set_registered_model_alias(model_name, CHALLENGER, version)
     promoted, champion, champion_loss = promote_if_better(client, model_name, version, loss)
     aliases = sorted(client.get_model_version(model_name, version).aliases)

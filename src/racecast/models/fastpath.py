@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,8 @@ from sklearn.preprocessing import StandardScaler
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "booster_contributions",
+    "BoosterContributions",
+    "FlatForest",
     "booster_predict",
     "decision_function",
     "forest_proba",
@@ -138,7 +139,7 @@ def logistic_positive_proba(model: Any, X: np.ndarray) -> np.ndarray:
     return special.expit(decision_function(model, X))
 
 
-class _FlatForest:
+class FlatForest:
     """Every tree of a fitted forest in one set of node arrays (node ids offset per tree).
 
     Walking all trees at once, level by level, replaces one ``tree_.predict`` call per
@@ -187,27 +188,28 @@ class _FlatForest:
 #: racecards; training's out-of-fold predictions keep the libraries' threading).
 SMALL_BATCH_ROWS = 1024
 
-#: Largest rows x trees walked together by :class:`_FlatForest` (a request's race is
+#: Largest rows x trees walked together by :class:`FlatForest` (a request's race is
 #: ~3,000 cells; a training fold's tens of thousands of rows go tree by tree).
 FLAT_WALK_MAX_CELLS = 200_000
 
-_FLAT_FORESTS: weakref.WeakKeyDictionary[RandomForestClassifier, _FlatForest] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def forest_proba(forest: RandomForestClassifier, X: np.ndarray) -> np.ndarray:
+def forest_proba(
+    forest: RandomForestClassifier,
+    X: np.ndarray,
+    flat: Callable[[], FlatForest] | None = None,
+) -> np.ndarray:
     """``RandomForestClassifier.predict_proba`` without joblib, for a sequential forest.
 
     The same sum as scikit-learn's single-job path: each tree's leaf class fractions
     (the leaves of the float32 rows) added in estimator order, then divided by the
-    number of trees. A few rows walk every tree together (:class:`_FlatForest`, built
-    once per fitted forest), many rows go tree by tree. Forests with ``n_jobs`` other than None/1 or several outputs use
-    scikit-learn's own method.
+    number of trees. A few rows walk every tree together (:class:`FlatForest`, which
+    ``flat`` returns: the caller keeps it, built once per fitted forest), many rows (or
+    no ``flat``) go tree by tree; both add the trees in the same order. Forests with
+    ``n_jobs`` other than None/1 or several outputs use scikit-learn's own method.
 
     Args:
         forest: A fitted forest.
         X: Dense rows (already imputed).
+        flat: Returns the forest's :class:`FlatForest` (called only for a few rows).
 
     Returns:
         Class probabilities, shape ``(rows, n_classes)``.
@@ -216,17 +218,15 @@ def forest_proba(forest: RandomForestClassifier, X: np.ndarray) -> np.ndarray:
         return forest.predict_proba(X)
     rows = np.ascontiguousarray(X, dtype=np.float32)
     n_classes = int(forest.n_classes_)
-    if rows.shape[0] * len(forest.estimators_) > FLAT_WALK_MAX_CELLS:
+    if flat is None or rows.shape[0] * len(forest.estimators_) > FLAT_WALK_MAX_CELLS:
         # many rows (training's out-of-fold predictions): one tree at a time, as
         # scikit-learn does, instead of (rows x trees) arrays per level
         total = np.zeros((rows.shape[0], n_classes), dtype=np.float64)
         for estimator in forest.estimators_:
             total += estimator.tree_.predict(rows)[:, :n_classes]
         return total / len(forest.estimators_)
-    flat = _FLAT_FORESTS.get(forest)
-    if flat is None:
-        flat = _FLAT_FORESTS[forest] = _FlatForest(forest)
-    per_tree = flat.value[flat.leaves(rows)]  # (rows, trees, classes)
+    walk = flat()
+    per_tree = walk.value[walk.leaves(rows)]  # (rows, trees, classes)
     # scikit-learn adds the trees one after another into zeros: a running sum, not pairwise
     total = np.cumsum(per_tree, axis=1)[:, -1, :]
     return total / len(forest.estimators_)
@@ -264,45 +264,30 @@ def small_batch(X: np.ndarray) -> bool:
     return X.shape[0] <= SMALL_BATCH_ROWS
 
 
-#: Per LightGBM model: a private copy of its Booster for ``pred_contrib`` and its lock.
-_EXPLAIN_BOOSTERS: weakref.WeakKeyDictionary[Any, tuple[Any, threading.Lock]] = (
-    weakref.WeakKeyDictionary()
-)
-_EXPLAIN_BOOSTERS_LOCK = threading.Lock()
-
-
-def _explain_booster(model: Any) -> tuple[Any, threading.Lock]:
-    """The model's private explanation Booster (same trees, from its model string)."""
-    with _EXPLAIN_BOOSTERS_LOCK:
-        found = _EXPLAIN_BOOSTERS.get(model)
-        if found is None:
-            import lightgbm as lgb
-
-            copy = lgb.Booster(model_str=model.booster_.model_to_string())
-            found = (copy, threading.Lock())
-            _EXPLAIN_BOOSTERS[model] = found
-        return found
-
-
-def booster_contributions(model: Any, X: np.ndarray) -> np.ndarray:
+class BoosterContributions:
     """``pred_contrib`` (TreeSHAP) of a fitted LightGBM model, safe beside its predictions.
 
     LightGBM does not support a ``pred_contrib`` call concurrent with another prediction
     on the same Booster (lightgbm-org/LightGBM#5482: heap corruption; #6142: a data race
     while a predictor is set up). The service explains on a worker thread while the
     request's thread predicts with the same model, so contributions come from a private
-    copy of the Booster, built once per model from its model string (the same trees),
-    and calls on that copy are serialized by its own lock.
+    copy of the Booster, built from the model string (the same trees), and calls on that
+    copy are serialized by its own lock. Whoever explains keeps one per model (the
+    inference bundle does).
 
     Args:
         model: A fitted ``LGBMRanker`` / ``LGBMClassifier``.
-        X: Dense float64 rows.
-
-    Returns:
-        ``(n_rows, n_features + 1)`` contributions, the bias last.
     """
-    data = np.ascontiguousarray(X, dtype=np.float64)
-    booster, lock = _explain_booster(model)
-    threads = 1 if data.shape[0] <= SMALL_BATCH_ROWS else 0
-    with lock:
-        return np.asarray(booster.predict(data, pred_contrib=True, num_threads=threads))
+
+    def __init__(self, model: Any) -> None:
+        import lightgbm as lgb
+
+        self._booster = lgb.Booster(model_str=model.booster_.model_to_string())
+        self._lock = threading.Lock()
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        """``(n_rows, n_features + 1)`` contributions of dense float64 rows, the bias last."""
+        data = np.ascontiguousarray(X, dtype=np.float64)
+        threads = 1 if data.shape[0] <= SMALL_BATCH_ROWS else 0
+        with self._lock:
+            return np.asarray(self._booster.predict(data, pred_contrib=True, num_threads=threads))

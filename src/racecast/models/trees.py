@@ -26,7 +26,13 @@ from racecast.models.base import (
     make_imputer,
     merge_params,
 )
-from racecast.models.fastpath import booster_predict, forest_proba, small_batch, transform
+from racecast.models.fastpath import (
+    FlatForest,
+    booster_predict,
+    forest_proba,
+    small_batch,
+    transform,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -405,7 +411,20 @@ class RandomForestModel(ClassifierRaceModel):
 
     def _positive_proba(self, X: np.ndarray) -> np.ndarray:
         imputed = transform(self.pipeline_.named_steps["impute"], X)
-        return forest_proba(self.pipeline_.named_steps["forest"], imputed)[:, 1]
+        return forest_proba(self.pipeline_.named_steps["forest"], imputed, self._flat_forest)[:, 1]
+
+    def _flat_forest(self) -> FlatForest:
+        """The fitted forest's :class:`~racecast.models.fastpath.FlatForest`, built once
+        (kept on the model, never pickled: a refit drops it)."""
+        flat = self.__dict__.get("_flat")
+        if flat is None or flat[0] is not self.pipeline_:
+            flat = self._flat = (self.pipeline_, FlatForest(self.pipeline_.named_steps["forest"]))
+        return flat[1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_flat", None)
+        return state
 
     def _importance_values(self) -> Mapping[str, float]:
         names = imputed_feature_names(self.pipeline_.named_steps["impute"], self.feature_names_in_)

@@ -22,6 +22,7 @@ def _bundle(report=None) -> InferenceBundle:
         zoo["stacker"],
         zoo["blend"],
         "combined_v1",
+        0.0,
         **zoo["models"],
     )
 
@@ -49,6 +50,7 @@ def test_build_inference_bundle_rejects_an_empty_train_set():
             zoo["stacker"],
             zoo["blend"],
             "x",
+            0.0,
             **zoo["models"],
         )
 

@@ -26,6 +26,7 @@ def test_default_pipeline_shape():
         "evaluation_report",
         "params:features.training_service",
         "params:registry",
+        "params:registry.skip_max_weight",
     } <= pipeline.inputs()
     assert pipeline.outputs() == {"registry_result"}
     assert "inference_bundle" in pipeline.all_outputs()
@@ -45,6 +46,7 @@ def test_registry_pipeline_runs_in_memory():
         "evaluation_report": evaluation_report(2.0),
         "params:features.training_service": "combined_v1",
         "params:registry": {"enabled": True, "model_name": "racecast-win-pipeline"},
+        "params:registry.skip_max_weight": 0.0,
         **{f"model_zoo.{name}.model": model for name, model in zoo["models"].items()},
     }
     catalog = DataCatalog(

@@ -50,6 +50,7 @@ def build_inference_bundle(
     stacker: RaceModel,
     blend: BenterBlend,
     feature_service: str,
+    skip_max_weight: float,
     **base_models: RaceModel,
 ) -> InferenceBundle:
     """Assemble the inference bundle from the model zoo's fitted models.
@@ -62,6 +63,9 @@ def build_inference_bundle(
         blend: ``model_zoo.blend.model``.
         feature_service: Feast feature service the bundle scores
             (``features.training_service``).
+        skip_max_weight: ``registry.skip_max_weight``: base models with at most this
+            stacker weight are left out of the bundle (0: only models the stacker never
+            uses; :mod:`racecast.inference.lean`).
         **base_models: ``<model>`` -> ``model_zoo.<model>.model`` for every zoo model.
 
     Returns:
@@ -84,6 +88,7 @@ def build_inference_bundle(
         feature_service=feature_service,
         trained_until=pd.Timestamp(train_set["off_time"].max()),
         holdout_metrics=metrics,
+        skip_max_weight=float(skip_max_weight),
     )
 
 

@@ -11,7 +11,9 @@ from racecast.pipelines.model_zoo.pipeline import ZOO_MODELS
 from .nodes import build_inference_bundle, register_bundle
 
 #: Keyword names of ``build_inference_bundle`` that a zoo model must not take.
-_RESERVED = frozenset({"train_set", "evaluation_report", "stacker", "blend", "feature_service"})
+_RESERVED = frozenset(
+    {"train_set", "evaluation_report", "stacker", "blend", "feature_service", "skip_max_weight"}
+)
 
 
 def create_pipeline(models: Iterable[str] | None = None, **kwargs) -> Pipeline:
@@ -41,6 +43,7 @@ def create_pipeline(models: Iterable[str] | None = None, **kwargs) -> Pipeline:
                     "stacker": "model_zoo.stacked.model",
                     "blend": "model_zoo.blend.model",
                     "feature_service": "params:features.training_service",
+                    "skip_max_weight": "params:registry.skip_max_weight",
                     **{name: f"model_zoo.{name}.model" for name in names},
                 },
                 outputs="inference_bundle",
