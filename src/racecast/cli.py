@@ -258,8 +258,14 @@ def serve(host: str, port: int, env: str | None, bundle: str | None, insecure: b
     "(races already run); without it, upcoming races from the online store.",
 )
 @click.option("--race", "races", multiple=True, help="Only this race of the file (repeatable).")
+@click.option("--explain", is_flag=True, help="Add each runner's explanation (the API's explain=true).")
 def predict(
-    racecard: Path, env: str | None, bundle: str | None, as_of: str | None, races: tuple[str, ...]
+    racecard: Path,
+    env: str | None,
+    bundle: str | None,
+    as_of: str | None,
+    races: tuple[str, ...],
+    explain: bool,
 ) -> None:
     """Score RACECARD (JSON contract) and print the API's JSON answer, without a server.
 
@@ -290,7 +296,10 @@ def predict(
         if materialized_until(store) is None:
             _fail(_build_first(f"the feature store {settings.feature_repo} is empty", env))
         service = InferenceService(settings, model, store)
-        result = service.score_text(text, str(racecard), as_of=as_of)
+        try:
+            result = service.score_text(text, str(racecard), as_of=as_of, explain=explain)
+        finally:
+            service.close()
     except RacecardRequestError as exc:
         _fail("; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in exc.details))
     except (SettingsError, FileNotFoundError, ValueError, KeyError, UnknownRaceError) as exc:

@@ -22,7 +22,7 @@ Per runner:
 * ``feature_staleness_days``: days between the off and the horse's last run
   (``days_since_last_run``, or ``h_last_off_ts``); None for a debutant; ``stale`` when
   it exceeds the threshold;
-* ``explanation``: the features that move the runner's score most.
+* ``explanation``: the features that move the runner's score most (None unless asked for).
 """
 
 from __future__ import annotations
@@ -226,7 +226,8 @@ def score_races(
         entity_rows: ``racecard_entity_rows`` output (``off_time``, ``course``,
             ``odds_final``, ``n_runners`` ...).
         features: The feature rows that were scored (for staleness).
-        explanations: ``InferenceBundle.explain`` output, or None.
+        explanations: ``InferenceBundle.explain`` output, or None (not asked for: every
+            runner's ``explanation`` is None).
         model_version: The bundle's ``model_version``.
         config: Staking and staleness parameters (defaults: quarter Kelly, 100 units).
         staking_validation: The bundle's ``staking_validation`` (track -> figures); the
@@ -272,7 +273,6 @@ def score_races(
     staked = _staking(p_stake, odds, config, stakeable)
     fair = np.atleast_1d(fair_odds(p_fund))
     rank = _ranks(race_ids, p_fund)
-    explanations = explanations or {}
 
     races: dict[str, dict[str, Any]] = {}
     for i, (race_id, horse_id) in enumerate(zip(race_ids, horse_ids, strict=True)):
@@ -308,7 +308,11 @@ def score_races(
                 "stake_reason": _stake_reason(track_reason, runner_edge),
                 "feature_staleness_days": stale_days,
                 "stale": stale_days is not None and stale_days > config.staleness_threshold_days,
-                "explanation": list(explanations.get((str(race_id), str(horse_id)), [])),
+                "explanation": (
+                    None
+                    if explanations is None
+                    else list(explanations.get((str(race_id), str(horse_id)), []))
+                ),
             }
         )
         race["market"] = race["market"] and not math.isnan(odds[i])

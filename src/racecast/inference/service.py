@@ -10,10 +10,12 @@ inference bundle (:func:`racecast.inference.scoring.score_races`). It knows noth
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import json
 import logging
 import threading
+import weakref
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,6 +24,7 @@ import pandas as pd
 
 from racecast.features import store, transform
 from racecast.features.online import RacecardError, online_features, racecard_entity_rows
+from racecast.features.online_read import OnlineReader
 from racecast.features.specs import VIEWS
 from racecast.inference.guard import check_point_in_time
 from racecast.inference.problems import field_loc, problem_details
@@ -41,10 +44,8 @@ __all__ = [
 ]
 
 _HEALTH_HORSE = "__racecast_health__"
-#: Threads computing explanations alongside the predictions (shared by every service).
+#: Threads of a service computing explanations alongside the predictions.
 _EXPLAIN_WORKERS = 2
-#: Serialises the first call of :func:`_explainers`, so that exactly one pool is started.
-_EXPLAINERS_LOCK = threading.Lock()
 
 
 # ---------------------------------------------------------------------------- errors
@@ -173,25 +174,39 @@ def _json_value(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- service
-@functools.cache
-def _start_explainers() -> ThreadPoolExecutor:
-    """Start the explanation pool (cached: called once per process)."""
-    return ThreadPoolExecutor(max_workers=_EXPLAIN_WORKERS, thread_name_prefix="racecast-explain")
+class _Explanations:
+    """Explanations per race, keyed by the race's runners and fundamental features (LRU).
 
-
-def _explainers() -> ThreadPoolExecutor:
-    """The process's explanation workers, started on first use.
-
-    Explanations (LightGBM TreeSHAP: native code that releases the GIL) are computed
-    while the models predict. One small pool for the whole process, so that every
-    service (the app's, the CLI's, the scoring pipeline's) shares the same few threads.
+    A race asked for again with the same runners and features (new prices only) is
+    explained once: explanations read fundamental features only.
     """
-    with _EXPLAINERS_LOCK:
-        return _start_explainers()
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[str, bytes], dict] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, bytes]) -> dict | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[str, bytes], value: dict) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
 
 
 class InferenceService:
     """Scores racecards with a bundle and the Feast online store (shared by app and CLI).
+
+    The service owns what it reuses between requests: the online reader of its feature
+    service (resolved once), the explanation workers (started on the first request that
+    asks for explanations; :meth:`close` stops them) and the explanations per race.
 
     Args:
         settings: Service settings.
@@ -213,7 +228,40 @@ class InferenceService:
         )
         # One FeatureStore (one SQLite connection, one registry cache) for every thread.
         self._store_lock = threading.Lock()
+        self._reader: OnlineReader | None = None
         self._explain_warned = False
+        self._explained = _Explanations(settings.race_cache_size)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def _explainers(self) -> ThreadPoolExecutor:
+        """The service's explanation workers, started on first use.
+
+        Explanations (LightGBM TreeSHAP: native code that releases the GIL) are computed
+        while the models predict. The pool is stopped by :meth:`close`, or when the
+        service is garbage-collected.
+        """
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=_EXPLAIN_WORKERS, thread_name_prefix="racecast-explain"
+                )
+                weakref.finalize(self, self._pool.shutdown, wait=False)
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the explanation workers (a later explanation starts them again)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def reader(self) -> OnlineReader:
+        """The online reader of the service's feature service (made once; hold
+        :attr:`store_lock`)."""
+        if self._reader is None:
+            self._reader = OnlineReader(self.feature_store, self.feature_service)
+        return self._reader
 
     @property
     def store_lock(self) -> threading.Lock:
@@ -231,9 +279,8 @@ class InferenceService:
             frame = online_features(
                 entity_rows,
                 self.feature_service,
-                repo_path=self.settings.feature_repo,
                 params=self.settings.feature_params,
-                feature_store=self.feature_store,
+                reader=self.reader(),
                 guard=check_point_in_time,
             )
         return self._with_odds(frame, entity_rows)
@@ -270,16 +317,42 @@ class InferenceService:
             frame["odds_final"] = np.where(at >= 0, odds[np.maximum(at, 0)], np.nan)
         return frame
 
-    def _explain(self, features: pd.DataFrame) -> dict[tuple[str, str], list[dict[str, Any]]]:
-        try:
-            return self.bundle.explain(features, top_k=self.settings.explain_top_k)
-        except ValueError as exc:  # a bundle without a LightGBM ranker cannot explain
-            if not self._explain_warned:
-                logger.warning("explanations unavailable: %s", exc)
-                self._explain_warned = True
-            return {}
+    def _race_keys(self, features: pd.DataFrame) -> dict[str, tuple[str, bytes]]:
+        """Explanation cache key per race: its runners and fundamental feature values."""
+        columns = [c for c in getattr(self.bundle, "fundamental_features", []) if c in features]
+        values = features[columns].to_numpy(dtype=np.float64, na_value=np.nan)
+        horses = features["horse_id"].astype(str).to_numpy()
+        races = features["race_id"].astype(str).to_numpy()
+        keys = {}
+        for race_id in dict.fromkeys(races.tolist()):
+            rows = races == race_id
+            digest = hashlib.blake2b(values[rows].tobytes(), digest_size=16)
+            digest.update("\x1f".join(horses[rows].tolist()).encode())
+            keys[race_id] = (race_id, digest.digest())
+        return keys
 
-    def score_rows(self, entity_rows: pd.DataFrame, as_of: Any = None) -> dict[str, Any]:
+    def _explain(self, features: pd.DataFrame) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """Explanations of every runner, each race explained once (:class:`_Explanations`)."""
+        keys = self._race_keys(features)
+        found = {race_id: self._explained.get(key) for race_id, key in keys.items()}
+        missing = [race_id for race_id, value in found.items() if value is None]
+        if missing:
+            rows = features[features["race_id"].astype(str).isin(missing)]
+            try:
+                fresh = self.bundle.explain(rows, top_k=self.settings.explain_top_k)
+            except ValueError as exc:  # a bundle without a LightGBM ranker cannot explain
+                if not self._explain_warned:
+                    logger.warning("explanations unavailable: %s", exc)
+                    self._explain_warned = True
+                return {}
+            for race_id in missing:
+                found[race_id] = {k: v for k, v in fresh.items() if k[0] == race_id}
+                self._explained.put(keys[race_id], found[race_id])
+        return {k: v for per_race in found.values() for k, v in per_race.items()}
+
+    def score_rows(
+        self, entity_rows: pd.DataFrame, as_of: Any = None, explain: bool = False
+    ) -> dict[str, Any]:
         """Score parsed racecard rows.
 
         Args:
@@ -287,6 +360,7 @@ class InferenceService:
             as_of: None: upcoming races, features from the online store (refused by the
                 point-in-time guard when a race's result is already known); else
                 point in time from the offline store (:meth:`features_as_of`).
+            explain: Add each runner's explanation (else ``explanation`` is None).
 
         Returns:
             ``{"model_version", "feature_service", "races": [...]}`` (see
@@ -296,21 +370,25 @@ class InferenceService:
             features = self.features(entity_rows)
         else:
             features = self.features_as_of(entity_rows, as_of)
-        return self.score_features(entity_rows, features)
+        return self.score_features(entity_rows, features, explain)
 
-    def score_features(self, entity_rows: pd.DataFrame, features: pd.DataFrame) -> dict[str, Any]:
+    def score_features(
+        self, entity_rows: pd.DataFrame, features: pd.DataFrame, explain: bool = False
+    ) -> dict[str, Any]:
         """Score runners whose feature rows are already read (:meth:`features`).
 
         Args:
             entity_rows: :func:`parse_racecard` output.
             features: :meth:`features` of those rows.
+            explain: Add each runner's explanation, computed on a worker thread while
+                the models predict (a race asked for again is explained once).
 
         Returns:
             As :meth:`score_rows`.
         """
-        explained = _explainers().submit(self._explain, features)
+        explained = self._explainers().submit(self._explain, features) if explain else None
         predictions = self.bundle.predict(features)
-        explanations = explained.result()
+        explanations = None if explained is None else explained.result()
         races = score_races(
             predictions,
             entity_rows,
@@ -326,7 +404,9 @@ class InferenceService:
             "races": races,
         }
 
-    def score_text(self, text: str, source: str = "request", as_of: Any = None) -> dict[str, Any]:
+    def score_text(
+        self, text: str, source: str = "request", as_of: Any = None, explain: bool = False
+    ) -> dict[str, Any]:
         """Parse and score a racecard text (:func:`parse_racecard` then :meth:`score_rows`)."""
         rows = parse_racecard(
             text,
@@ -335,7 +415,7 @@ class InferenceService:
             as_of,
             self.settings.max_error_details,
         )
-        return self.score_rows(rows, as_of=as_of)
+        return self.score_rows(rows, as_of=as_of, explain=explain)
 
     def horse_state(self, horse_id: str) -> dict[str, Any] | None:
         """The horse's current ``horse_form`` features from the online store.
@@ -358,7 +438,9 @@ class InferenceService:
         last = values.get("h_last_off_ts")
         return {
             "horse_id": horse_id,
-            "last_run": None if last is None else pd.Timestamp(last, unit="s", tz="UTC").isoformat(),
+            "last_run": None
+            if last is None
+            else pd.Timestamp(last, unit="s", tz="UTC").isoformat(),
             "features": values,
         }
 

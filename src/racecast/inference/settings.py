@@ -81,7 +81,8 @@ class ServingSettings(BaseModel):
             is staked only if the bundle's validation found it stakeable, else every
             stake is 0 and ``stake_reason`` says why.
         explain_top_k: Features listed in each runner's explanation.
-        race_cache_size: Races whose last predictions ``GET /api/v1/races/{id}`` keeps.
+        race_cache_size: Races whose last predictions ``GET /api/v1/races/{id}`` keeps
+            (and races whose explanations the service keeps).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -8,7 +8,8 @@ Routes (OpenAPI at ``/openapi.json``, docs at ``/docs``):
 
 * ``POST /api/v1/predict``: a racecard (JSON contract ``racecast.racecard/1``, one or many
   races) -> per-runner probabilities, fair odds, edge, fractional-Kelly stakes,
-  staleness and explanation (:mod:`racecast.inference.scoring`). The body is validated by
+  staleness and, with ``?explain=true``, the explanation (:mod:`racecast.inference.scoring`;
+  each race explained once while its features stay the same). The body is validated by
   the ingestion parser (:func:`racecast.features.online.racecard_entity_rows`); a bad
   body is a 422 ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`` naming the field.
 * ``GET /api/v1/races/{race_id}``: the last predictions of a race, with no cross-client
@@ -252,6 +253,8 @@ def create_app(
         if freeze_gc or (freeze_gc is None and bundle is None):
             _freeze_gc()
         yield
+        if app.state.service is not None:
+            app.state.service.close()
         app.state.service = None
 
     app = FastAPI(
@@ -329,6 +332,12 @@ def create_app(
             "store as known then (races already run). Without it, races are upcoming: one "
             "whose result the online store holds is refused with 409.",
         ),
+        explain: bool = Query(
+            False,
+            description="Add each runner's explanation (the ranker's largest feature "
+            "contributions; computed once per race and features). Without it `explanation` "
+            "is null.",
+        ),
     ) -> dict[str, Any]:
         text = await _body_text(request)
         try:
@@ -340,7 +349,7 @@ def create_app(
             ) from exc
         try:
             result = await to_thread.run_sync(
-                service.score_text, text, "request", as_of, limiter=request.app.state.scoring_slots
+                service.score_text, text, "request", as_of, explain, limiter=request.app.state.scoring_slots
             )
         except RacecardRequestError as exc:
             raise RequestValidationError(exc.details) from exc

@@ -271,7 +271,7 @@ class Board:
         refused: set[str] = set()
         while len(rows):
             try:
-                answer = service.score_rows(rows)
+                answer = service.score_rows(rows, explain=True)
             except LookAheadError as exc:
                 late = {v.race_id for v in exc.violations}
                 refused |= late
@@ -294,7 +294,7 @@ class Board:
             return
         as_of = pd.to_datetime(rows["off_time"], utc=True).max().isoformat()
         try:
-            answer = service.score_rows(rows, as_of=as_of)
+            answer = service.score_rows(rows, as_of=as_of, explain=True)
         except Exception as exc:  # shown on the board, with the trace in the log
             logger.exception("board: could not score %s point in time", sorted(set(rows["race_id"])))
             for race_id in set(rows["race_id"]):
@@ -351,7 +351,7 @@ def _race_view(
                 **r,
                 "name": names.get(r["horse_id"], r["horse_id"]),
                 "cloth": card_runner.get("cloth_number"),
-                "factors": r.get("explanation", [])[:3],
+                "factors": (r.get("explanation") or [])[:3],
             }
         )
     view: dict[str, Any] = {

@@ -37,7 +37,10 @@ class RunnerPrediction(BaseModel):
     )
     feature_staleness_days: float | None = Field(description="Days since the horse's last run (null: debut).")
     stale: bool
-    explanation: list[Explanation]
+    explanation: list[Explanation] | None = Field(
+        description="The features that move the runner's score most; null unless the request "
+        "asked for explanations (explain=true)."
+    )
 
 
 class RacePrediction(BaseModel):

@@ -309,9 +309,11 @@ def score_runners(
             f"the scoring snapshot as_of {cutoff.isoformat()}; score this day with an older "
             "bundle (parameter scoring.bundle_uri)"
         )
-    scored = InferenceService(_serving_settings(serving_params), bundle, None).score_features(
-        entity_rows, features
-    )
+    service = InferenceService(_serving_settings(serving_params), bundle, None)
+    try:  # the signals keep each runner's explanation
+        scored = service.score_features(entity_rows, features, explain=True)
+    finally:
+        service.close()
     races = scored["races"]
     staked = [r for race in races for r in race["runners"] if r["stake_units"] > 0]
     for reason in sorted({race["stake_reason"] for race in races if not race["stakeable"]}):
