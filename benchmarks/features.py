@@ -7,8 +7,9 @@ repo (the project's own feature store is left alone):
   ``get_historical_features`` (ASOF DuckDB store) and ``build_features`` for every runner;
 * materialization of the online store;
 * online latency for the largest field (14 runners in Hong Kong) over ``--calls`` calls:
-  the lean online read (``OnlineReader``: the provider's ``online_read`` per view) alone,
-  read + ``build_features`` (what ``racecast.features.online`` and the service do), and
+  the lean online read (``racecast.features.online_read.OnlineReader``: one SQLite
+  statement for every view, numpy decoding) alone, read + ``build_features`` (what
+  ``racecast.features.online`` and the service do, with the reader the service keeps), and
   for comparison Feast's ``get_online_features`` + ``build_features`` (a tenth of the
   calls); p50 / p95 / p99 in milliseconds.
 
@@ -33,7 +34,8 @@ from rich.console import Console
 from rich.table import Table
 
 from racecast.features import entities, state, store, transform
-from racecast.features.online import online_features, online_reader
+from racecast.features.online import online_features
+from racecast.features.online_read import OnlineReader
 from racecast.ingestion.hkjc import adapt_hkjc
 from racecast.ingestion.validate import validate_and_split
 from racecast.project import load_parameters
@@ -116,10 +118,10 @@ def main(argv: list[str] | None = None) -> dict:
         sizes = entity_rows.groupby("race_id").size()
         race_id = sizes.idxmax()
         race = entity_rows[entity_rows["race_id"] == race_id].reset_index(drop=True)
-        # the serving path: lean online read (cached reader) + the shared transform
-        online_features(race, "combined_v1", feature_store=fs)  # warm-up: resolve the service
+        # the serving path: lean online read (the reader the service keeps) + the transform
+        reader = OnlineReader(fs, "combined_v1")
+        online_features(race, "combined_v1", reader=reader)  # warm-up
         read_only, read_transform = [], []
-        reader = online_reader(fs, "combined_v1")
         for _ in range(args.calls):
             start = time.perf_counter()
             state_rows = reader.read(race)
@@ -152,7 +154,11 @@ def main(argv: list[str] | None = None) -> dict:
             "read_and_transform": _percentiles(read_transform),
             "feast_sdk_read_and_transform": _percentiles(feast_sdk),
         },
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+        },
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2), encoding="utf-8")

@@ -104,7 +104,16 @@ def _days_since(horse_id: str) -> float:
     return np.nan if horse_id.startswith("D") else float(horse_id.removeprefix("H"))
 
 
-def fake_online_features(entity_rows, service_name, repo_path="feature_repo", params=None, feature_store=None, guard=None):
+class FakeReader:
+    """Stands in for the service's ``OnlineReader`` (``fake_online_features`` reads nothing)."""
+
+    def __init__(self, feature_store: Any, service_name: str) -> None:
+        self.service_name = service_name
+
+
+def fake_online_features(
+    entity_rows, service_name, repo_path="feature_repo", params=None, feature_store=None, reader=None, guard=None
+):
     """Feature rows of the racecard's runners, like ``build_features`` (no ``odds_final``)."""
     if service_name != FakeBundle.feature_service:
         raise KeyError(f"feature service {service_name!r} is not registered")

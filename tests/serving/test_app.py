@@ -20,6 +20,7 @@ from tests.serving.serving_fakes import (
     API_KEY,
     OTHER_KEY,
     FakeBundle,
+    FakeReader,
     FakeStore,
     fake_online_features,
     racecard,
@@ -43,6 +44,7 @@ class _Clock:
 def _no_env_keys(monkeypatch):
     monkeypatch.delenv(API_KEYS_ENV, raising=False)
     monkeypatch.setattr(service_module, "online_features", fake_online_features)
+    monkeypatch.setattr(service_module, "OnlineReader", FakeReader)
 
 
 def _client(store=None, clock=None, **overrides) -> TestClient:
@@ -61,8 +63,9 @@ def client():
         yield c
 
 
-def _predict(client, card=None, headers=HEADERS):
-    return client.post("/api/v1/predict", content=racecard_text(card), headers=headers)
+def _predict(client, card=None, headers=HEADERS, explain=True):
+    url = "/api/v1/predict" + ("?explain=true" if explain else "")
+    return client.post(url, content=racecard_text(card), headers=headers)
 
 
 def _race(body, race_id):
@@ -288,18 +291,31 @@ def test_openapi_documents_the_routes(client):
     assert "APIKeyHeader" in json.dumps(spec["components"]["securitySchemes"])
 
 
-def test_explanations_are_computed_alongside_the_predictions():
+def test_explanations_are_computed_alongside_the_predictions_only_when_asked_once_per_race():
     class _ThreadRecordingBundle(FakeBundle):
+        explained: list[list[str]] = []
+
         def explain(self, features, top_k=5):
             self.explained_on = threading.current_thread().name
+            self.explained.append(sorted(set(features["race_id"])))
             return super().explain(features, top_k)
 
     bundle = _ThreadRecordingBundle()
     app = create_app(settings(), bundle=bundle, feature_store=FakeStore(HORSES), clock=_Clock())
     with TestClient(app) as c:
+        plain = _predict(c, explain=False).json()
+        assert bundle.explained == []  # not asked: not computed
+        assert all(r["explanation"] is None for race in plain["races"] for r in race["runners"])
         body = _predict(c).json()
         assert bundle.explained_on.startswith("racecast-explain")
+        assert bundle.explained == [["R-PRICED", "R-UNPRICED"]]
         assert _race(body, "R-PRICED")["runners"][0]["explanation"]
+        again = _predict(c).json()  # the same races and features: explained from the cache
+        assert bundle.explained == [["R-PRICED", "R-UNPRICED"]]
+        assert again["races"] == body["races"]
+        spec = c.get("/openapi.json").json()
+        names = [p["name"] for p in spec["paths"]["/api/v1/predict"]["post"]["parameters"]]
+        assert "explain" in names
 
 
 def test_concurrent_requests_are_scored_one_at_a_time_and_all_answered():

@@ -26,6 +26,7 @@ from tests.serving.serving_fakes import (
     API_KEY,
     NOT_STAKEABLE,
     FakeBundle,
+    FakeReader,
     FakeStore,
     fake_online_features,
     racecard,
@@ -40,6 +41,7 @@ DAY = "2025-02-06"
 def _fake_features(monkeypatch):
     monkeypatch.delenv(API_KEYS_ENV, raising=False)
     monkeypatch.setattr(service_module, "online_features", fake_online_features)
+    monkeypatch.setattr(service_module, "OnlineReader", FakeReader)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from tests.serving.serving_fakes import (
     NOT_STAKEABLE,
     STAKEABLE,
     FakeBundle,
+    FakeReader,
     FakeStore,
     fake_online_features,
     racecard_text,
@@ -187,6 +188,7 @@ class _OldBundle(FakeBundle):
 def _answer(bundle, monkeypatch, **overrides) -> dict:
     monkeypatch.delenv(API_KEYS_ENV, raising=False)
     monkeypatch.setattr(service_module, "online_features", fake_online_features)
+    monkeypatch.setattr(service_module, "OnlineReader", FakeReader)
     app = create_app(settings(**overrides), bundle=bundle, feature_store=FakeStore())
     with TestClient(app) as client:
         response = client.post(

@@ -26,6 +26,7 @@ from racecast.signals import SchemaNotCurrentError, load_bets, load_signals
 from tests.pipelines.ingestion.builders import files, finisher, ingest, result, results
 from tests.serving.serving_fakes import (
     FakeBundle,
+    FakeReader,
     FakeStore,
     fake_online_features,
     racecard,
@@ -63,6 +64,7 @@ def feast(monkeypatch):
     monkeypatch.setattr(nodes.feature_store, "get_store", lambda repo_path: FakeStore())
     monkeypatch.setattr(nodes.feature_store, "materialized_until", lambda fs: state["until"])
     monkeypatch.setattr(service_module, "online_features", fake_online_features)
+    monkeypatch.setattr(service_module, "OnlineReader", FakeReader)
     return state
 
 
@@ -159,7 +161,7 @@ def test_scored_runners_are_the_service_answer(feast):
     predictions = _score()
 
     service = InferenceService(settings(**SERVING), FakeBundle(), FakeStore())
-    expected = service.score_rows(_rows())
+    expected = service.score_rows(_rows(), explain=True)  # the signals keep explanations
     assert predictions["races"] == expected["races"]
     assert predictions["as_of"] == FIRST_OFF
     assert (predictions["model_version"], predictions["feature_service"]) == (
