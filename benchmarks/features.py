@@ -9,7 +9,9 @@ repo (the project's own feature store is left alone):
 * online latency for the largest field (14 runners in Hong Kong) over ``--calls`` calls:
   the lean online read (``racecast.features.online_read.OnlineReader``: one SQLite
   statement for every view, numpy decoding) alone, read + ``build_features`` (what
-  ``racecast.features.online`` and the service do, with the reader the service keeps), and
+  ``racecast.features.online`` and the service do, with the reader the service keeps: a
+  race asked for again reads its entities' kept rows), the same with the kept rows
+  forgotten before every call (``cold``: a race read for the first time), and
   for comparison Feast's ``get_online_features`` + ``build_features`` (a tenth of the
   calls); p50 / p95 / p99 in milliseconds.
 
@@ -121,13 +123,19 @@ def main(argv: list[str] | None = None) -> dict:
         # the serving path: lean online read (the reader the service keeps) + the transform
         reader = OnlineReader(fs, "combined_v1")
         online_features(race, "combined_v1", reader=reader)  # warm-up
-        read_only, read_transform = [], []
+        read_only, read_transform, cold_read, cold_transform = [], [], [], []
         for _ in range(args.calls):
             start = time.perf_counter()
             state_rows = reader.read(race)
             read_only.append(time.perf_counter() - start)
             transform.build_features(race, state_rows)
             read_transform.append(time.perf_counter() - start)
+            reader.clear_cache()
+            start = time.perf_counter()
+            state_rows = reader.read(race)
+            cold_read.append(time.perf_counter() - start)
+            transform.build_features(race, state_rows)
+            cold_transform.append(time.perf_counter() - start)
         # for comparison: Feast's own get_online_features + the same transform
         feast_sdk = []
         for _ in range(max(1, args.calls // 10)):
@@ -152,6 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
             "calls": args.calls,
             "online_read": _percentiles(read_only),
             "read_and_transform": _percentiles(read_transform),
+            "online_read_cold": _percentiles(cold_read),
+            "read_and_transform_cold": _percentiles(cold_transform),
             "feast_sdk_read_and_transform": _percentiles(feast_sdk),
         },
         "machine": {
@@ -171,7 +181,13 @@ def main(argv: list[str] | None = None) -> dict:
     for name, value in result["build_seconds"].items():
         table.add_row(f"build: {name}", f"{value:.2f} s")
     table.add_row("materialize online", f"{materialize_s:.2f} s")
-    for kind in ("online_read", "read_and_transform", "feast_sdk_read_and_transform"):
+    for kind in (
+        "online_read",
+        "read_and_transform",
+        "online_read_cold",
+        "read_and_transform_cold",
+        "feast_sdk_read_and_transform",
+    ):
         for q, value in result["online"][kind].items():
             table.add_row(f"online {kind} {q} ({len(race)} runners)", f"{value:.2f} ms")
     Console().print(table)

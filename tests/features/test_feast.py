@@ -195,3 +195,22 @@ def test_stored_values_decode_like_protobuf():
             assert isinstance(expected, int | float) and not isinstance(expected, bool)
             assert number == float(expected) or (number != number and expected != expected)
     assert decoded.sum() >= 15, "the double and int64 encodings take the numpy path"
+
+
+def test_kept_rows_are_forgotten_when_the_online_store_changes(feast_project):
+    """The reader keeps decoded rows only while the store's data_version stays the same:
+    a later materialization (another connection's commit) is read, never the old rows."""
+    fs = feast_project["store"]
+    labelled = feast_project["labelled"]
+    days = labelled["off_time"].dt.normalize().drop_duplicates().sort_values()
+    store.materialize(fs, days.iloc[len(days) // 2])
+    rows = labelled.tail(30).reset_index(drop=True)
+    reader = OnlineReader(fs, "combined_v1")
+    before = reader.read(rows)
+    pd.testing.assert_frame_equal(reader.read(rows), before)  # kept rows, same answer
+    store.materialize(fs, labelled["off_time"].max() + pd.Timedelta(hours=1))
+    after = reader.read(rows)
+    pd.testing.assert_frame_equal(after, OnlineReader(fs, "combined_v1").read(rows))
+    assert not after.equals(before), "the later state is read, not the kept rows"
+    reader.clear_cache()
+    pd.testing.assert_frame_equal(reader.read(rows), after)

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from racecast.features import engines, entities, state, store, transform
-from racecast.features.online import online_reader
+from racecast.features.online_read import OnlineReader
 from tests.features import test_redis_online as redis_test
 
 from .conftest import make_world
@@ -163,7 +163,7 @@ def test_spark_into_redis_materializes_what_duckdb_into_sqlite_does(projects):
             fs = store.get_store(projects["repos"][name])
             summary = store.materialize(fs, end, projects["repos"][name])
             assert summary["mode"] == "initial", summary
-            readers[name] = online_reader(fs, SERVICE)
+            readers[name] = OnlineReader(fs, SERVICE)
     assert type(readers["scale"]._provider.online_store).__name__ == "RedisOnlineStore"
     # every entity of the world, plus one no store knows
     rows = labelled.drop_duplicates(["horse_id", "jockey_id", "trainer_id", "track_key"])

@@ -39,7 +39,11 @@ class OnlineReader:
     through protobuf, :func:`stored_value`). On any other store it calls the provider's
     ``online_read`` (what ``get_online_features`` calls underneath) per view. It returns
     exactly the stored values (tested against ``get_online_features``). It keeps the
-    serialized entity keys it has built (at most :attr:`KEY_CACHE_SIZE`). A reader lives
+    serialized entity keys it has built (at most :attr:`KEY_CACHE_SIZE`) and, on SQLite,
+    the decoded rows of the entities it has read (at most :attr:`ROW_CACHE_SIZE`) for as
+    long as the store's ``PRAGMA data_version`` stays the same: any commit to the store
+    by another connection (a materialization, a pushed result) forgets them all, so a
+    kept row is never older than the store (:meth:`clear_cache` forgets them too). A reader lives
     as long as its FeatureStore: after a teardown (a rewinding materialization) open a
     new store and reader. On-demand views are not evaluated: their inputs are request
     data, and ``build_features`` computes the market features with the same function the
@@ -57,6 +61,8 @@ class OnlineReader:
     KEY_CACHE_SIZE = 65_536
     #: Most bound parameters in one SQLite statement (SQLite's limit is 32,766).
     SQL_PARAMS = 30_000
+    #: Decoded entity rows kept between reads of the SQLite store (see :meth:`read`).
+    ROW_CACHE_SIZE = 16_384
 
     def __init__(self, store: FeatureStore, service_name: str) -> None:
         from feast.infra.provider import get_provider
@@ -91,6 +97,15 @@ class OnlineReader:
         self._sqlite: sqlite3.Connection | None = None
         self._sqlite_lock = threading.Lock()
         self._keys: dict[tuple[int, tuple[str, ...]], bytes] = {}
+        self._rows: dict[tuple[int, tuple[str, ...]], tuple[np.ndarray, np.ndarray, float]] = {}
+        self._rows_version: int | None = None
+        self._rows_lock = threading.Lock()
+
+    def clear_cache(self) -> None:
+        """Forget the decoded entity rows (the next read goes to the store for every one)."""
+        with self._rows_lock:
+            self._rows.clear()
+            self._rows_version = None
 
     def _connection(self) -> sqlite3.Connection:
         """A read-only connection to the SQLite online store, without type detection."""
@@ -142,24 +157,21 @@ class OnlineReader:
         return found
 
     def _sqlite_rows(
-        self, entities: list[tuple[np.ndarray, list[tuple]]], offsets: list[int]
+        self, wanted: list[list[tuple[int, tuple]]]
     ) -> list[tuple[int, str, bytes, Any]]:
-        """``(entity, feature_name, value, event_ts)`` of every stored row of the entities,
-        ``entity`` an index into every view's distinct entities (``offsets`` per view).
+        """``(entity, feature_name, value, event_ts)`` of every stored row of the entities
+        ``wanted`` per view as ``(entity, key values)``.
 
         One statement (several beyond :attr:`SQL_PARAMS` keys): per view, Feast's
         ``online_read`` query joined to the view's serialized keys, numbered by SQLite.
         """
         parts: list[tuple[str, list[bytes]]] = []
-        for v, ((view, _, keys), (_, distinct)) in enumerate(
-            zip(self._plan, entities, strict=True)
-        ):
-            serialized = [self._key(v, keys, values) for values in distinct]
+        for v, ((view, _, keys), need) in enumerate(zip(self._plan, wanted, strict=True)):
+            serialized = [self._key(v, keys, values) for _, values in need]
             table = f"{self._config.project}_{view.name}"
             for start in range(0, len(serialized), self.SQL_PARAMS):
                 chunk = serialized[start : start + self.SQL_PARAMS]
-                first = offsets[v] + start
-                numbered = ",".join(f"({first + i},?)" for i in range(len(chunk)))
+                numbered = ",".join(f"({g},?)" for g, _ in need[start : start + self.SQL_PARAMS])
                 parts.append(
                     (
                         f"SELECT k.i, t.feature_name, t.value, t.event_ts FROM "  # noqa: S608 (names from the registry)
@@ -190,9 +202,49 @@ class OnlineReader:
         numbers = np.full((total + 1, len(self._numeric)), np.nan)
         texts = np.full((total + 1, len(self._strings)), None, dtype=object)
         times = np.full(total + 1, np.nan)
-        rows = self._sqlite_rows(entities, offsets)
+        version = self._connection().execute("PRAGMA data_version").fetchone()[0]
+        wanted: list[list[tuple[int, tuple]]] = []
+        hits: list[int] = []
+        kept: list[tuple[np.ndarray, np.ndarray, float]] = []
+        with self._rows_lock:
+            if version != self._rows_version:  # the store changed (or never read): forget
+                self._rows.clear()
+                self._rows_version = version
+            for v, (_, distinct) in enumerate(entities):
+                need = []
+                for i, values in enumerate(distinct):
+                    found = self._rows.get((v, values))
+                    if found is None:
+                        need.append((offsets[v] + i, values))
+                    else:
+                        hits.append(offsets[v] + i)
+                        kept.append(found)
+                wanted.append(need)
+        if hits:
+            numbers[hits] = np.stack([k[0] for k in kept])
+            texts[hits] = np.stack([k[1] for k in kept])
+            times[hits] = [k[2] for k in kept]
+        if any(wanted):
+            self._decode_into(self._sqlite_rows(wanted), numbers, texts, times)
+            with self._rows_lock:
+                if self._rows_version == version:
+                    if len(self._rows) >= self.ROW_CACHE_SIZE:
+                        self._rows.clear()
+                    for v, need in enumerate(wanted):
+                        for g, values in need:
+                            self._rows[(v, values)] = (numbers[g].copy(), texts[g].copy(), times[g])
+        return numbers, texts, times
+
+    def _decode_into(
+        self,
+        rows: list[tuple[int, str, bytes, Any]],
+        numbers: np.ndarray,
+        texts: np.ndarray,
+        times: np.ndarray,
+    ) -> None:
+        """Decode stored rows into the per-entity arrays of :meth:`_read_sqlite`."""
         if not rows:
-            return numbers, texts, times
+            return
         entity, names, blobs, stamps = zip(*rows, strict=True)
         slot = np.fromiter(map(self._slot.__getitem__, names), dtype=np.intp, count=len(names))
         at = np.asarray(entity, dtype=np.intp)
@@ -219,7 +271,6 @@ class OnlineReader:
         except (TypeError, ValueError):  # datetimes or text (other Feast versions)
             when = np.asarray([_epoch_seconds(s) for s in stamps], dtype=np.float64)
         _latest(times, at, when)
-        return numbers, texts, times
 
     def _read_provider(
         self, entities: list[tuple[np.ndarray, list[tuple]]], offsets: list[int], total: int
