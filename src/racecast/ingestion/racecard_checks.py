@@ -6,7 +6,8 @@ add problems to the records in place or return them: duplicate races and runners
 without runners and draws beyond the field (``_check_races``), and a race's result
 against its racecard (``_result_problems``, ``_tie_problems``: duplicate results,
 finishers the racecard does not declare, positions beyond the field, winners, ties and
-dead heats). ``racecast.ingestion.request`` runs ``_check_races`` on pushed racecards.
+dead heats; the verdicts shared with the table rules come from
+``racecast.ingestion.rules``). ``racecast.ingestion.request`` runs ``_check_races`` on pushed racecards.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections import defaultdict
 from racecast.data.schema import TOOK_NO_PART
 from racecast.ingestion.contract import STANDBY_DRAWS, STANDBY_FIELD, Finisher, draw_limit
 from racecast.ingestion.racecard_documents import _Problem, _Race
+from racecast.ingestion.rules import beyond_field, is_win, tie_reason
 
 
 def _check_races(races: list[_Race]) -> None:
@@ -190,7 +192,7 @@ def _result_problems(race: _Race) -> list[_Problem]:
                     f"{at}.position: outcome {f.outcome!r} must have position null, got {f.position}",
                 )
             )
-        if f.position > n_active:
+        if beyond_field(f.position, n_active):
             problems.append(
                 _Problem(
                     f"result.finishers[{i}].position",
@@ -239,7 +241,7 @@ def _tie_problems(where: str, ties: dict[int, list[tuple[int, Finisher]]]) -> li
             continue
         times = {f.finish_time_s for _, f in tied if f.finish_time_s is not None}
         denied = [j for j, f in tied if f.dead_heat is False]
-        beaten = [j for j, f in tied if position == 1 and (f.lengths_behind or 0) > 0]
+        beaten = [j for j, f in tied if is_win(position) and (f.lengths_behind or 0) > 0]
         if denied or len(times) > 1 or beaten:
             why = (
                 f"finishers[{denied[0]}] says dead_heat false"
@@ -248,15 +250,10 @@ def _tie_problems(where: str, ties: dict[int, list[tuple[int, Finisher]]]) -> li
                 if len(times) > 1
                 else f"finishers[{beaten[0]}] is beaten by some lengths"
             )
-            reason = (
-                "two_winners_without_dead_heat"
-                if position == 1
-                else "tied_position_without_dead_heat"
-            )
             problems.append(
                 _Problem(
                     f"result.finishers[{i}].position",
-                    reason,
+                    tie_reason(position),
                     f"{where}.finishers: {len(tied)} runners share position {position} but it is "
                     f"not a dead heat: {why}",
                 )

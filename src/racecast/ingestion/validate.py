@@ -217,7 +217,7 @@ def validate_and_split(
     runner_problems = _stack(
         [
             _schema_problems(runners, _RUNNERS, "runners"),
-            _runner_checks(races, runners),
+            _runner_checks(races, runners, source),
             odd_runners,
         ]
     )
