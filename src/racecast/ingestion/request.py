@@ -12,9 +12,10 @@ table-level rules of ``validate_and_split`` as plain Python over the few rows:
 * every column check of the pandera schemas (``_RACES``, ``_RUNNERS``) is read from the
   schema objects themselves (nullable, unique, ``isin``, ``in_range``, ``ge`` / ``gt`` /
   ``le`` / ``lt``, ``str_matches``); a check of any other kind makes it give up;
-* the cross-record rules of ``validate_and_split`` that can apply to a racecard without
-  results: source, race month, field sizes, races without active runners, shared draws,
-  runners of unknown races, duplicates.
+* the cross-record rules that can apply to a racecard without results (source, race
+  month, field sizes, races without active runners, shared draws, runners of unknown
+  races): the same rule objects ``validate_and_split`` evaluates
+  (``racecast.ingestion.rules.RULES``), in their per-record form (``Rule.fast``).
 
 It never produces an error of its own. Whenever anything is not provably clean (the
 text is not a racecard, a record has a problem, a rule fails, a race has a result, a
@@ -31,7 +32,6 @@ import json
 import logging
 import math
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -52,6 +52,7 @@ from racecast.ingestion.racecard_rows import (
     _row,
 )
 from racecast.ingestion.racecards import _read_racecard
+from racecast.ingestion.rules import Records, rules_for
 from racecast.ingestion.table_checks import _RACES, _RUNNERS
 
 logger = logging.getLogger(__name__)
@@ -166,31 +167,18 @@ def _passes_schemas(races: list[Row], runners: list[Row]) -> bool:
     return len(set(keys)) == len(keys)
 
 
-def _active(runner: Row) -> bool:
-    return not runner.get("non_runner")
-
-
 def _passes_race_rules(races: list[Row], runners: list[Row], source: str) -> bool:
-    """The cross-record rules of ``validate_and_split`` for races without a result."""
-    by_race: dict[Any, list[Row]] = {race["race_id"]: [] for race in races}
-    for runner in runners:
-        if runner["race_id"] not in by_race:
-            return False  # runner_unknown_race
-        by_race[runner["race_id"]].append(runner)
-    for race in races:
-        field = by_race[race["race_id"]]
-        active = [r for r in field if _active(r)]
-        if race["status"] != "pending" or race.get("source") != source:
-            return False
-        if race["race_month"] != race["meeting_date"][:7]:
-            return False
-        if not active or race["n_declared"] != len(field) or race["n_runners"] != len(active):
-            return False
-        # duplicate_draw: an active runner's draw shared with any runner of the race
-        draws = Counter(r["draw"] for r in field if not _is_null(r.get("draw")))
-        if any(draws[r["draw"]] > 1 for r in active if not _is_null(r.get("draw"))):
-            return False
-    return True
+    """The cross-record rules of ``validate_and_split`` for races without a result.
+
+    Evaluates the rule objects of ``racecast.ingestion.rules.RULES`` that can apply to a
+    racecard (``results=False``) in their per-record form; a race must be pending, and
+    a rule without a per-record form fails (the caller takes the batch path).
+    """
+    if any(race.get("status") != "pending" for race in races):
+        return False
+    records = Records(list(races), list(runners), source)
+    rules = [*rules_for("races", results=False), *rules_for("runners", results=False)]
+    return all(rule.fast is not None and not rule.fast(records) for rule in rules)
 
 
 def _implausible(

@@ -8,7 +8,9 @@ evaluates these objects and none keeps a copy:
 * batch validation (:func:`racecast.ingestion.validate.validate_and_split`, through
   ``racecast.ingestion.table_checks``) evaluates every rule over the whole batch;
 * request validation (:mod:`racecast.ingestion.request`) evaluates the rules that
-  can apply to a racecard (``results=False``) over the few rows of one request;
+  can apply to a racecard (``results=False``) over the few rows of one request, in
+  the rule's plain-Python form (``Rule.fast``, kept next to its vectorised check and
+  tested against it); a rule without one sends the request to the batch path;
 * the racecard result checks (:mod:`racecast.ingestion.racecard_checks`) read a
   result from its document, before any table exists; they call the same elementwise
   verdicts (:func:`beyond_field`, :func:`is_win`, :func:`tie_reason`), which take scalars and Series
@@ -26,6 +28,7 @@ import pandas as pd
 
 __all__ = [
     "RULES",
+    "Records",
     "Rule",
     "Tables",
     "beyond_field",
@@ -150,6 +153,58 @@ class Tables:
         )
 
 
+def _null(value: Any) -> bool:
+    """Null as pandas sees it in a canonical column (None, NaN, NA, NaT)."""
+    return value is None or bool(pd.isna(value)) if not isinstance(value, str) else False
+
+
+class Records:
+    """Canonical race and runner rows of one request (plain dicts), for the fast forms.
+
+    Args:
+        races: Race rows.
+        runners: Runner rows.
+        source: ``ingestion.source``.
+    """
+
+    def __init__(
+        self, races: list[dict[str, Any]], runners: list[dict[str, Any]], source: str
+    ) -> None:
+        self.races = races
+        self.runners = runners
+        self.source = source
+
+    @cached_property
+    def by_race(self) -> dict[Any, list[dict[str, Any]]]:
+        """Runners per race_id of a race (runners of unknown races left out)."""
+        out: dict[Any, list[dict[str, Any]]] = {race.get("race_id"): [] for race in self.races}
+        for runner in self.runners:
+            if runner.get("race_id") in out:
+                out[runner.get("race_id")].append(runner)
+        return out
+
+    @staticmethod
+    def active(runner: dict[str, Any]) -> bool:
+        """Not a non-runner (a null flag counts as active, as in :class:`Tables`)."""
+        return not (not _null(runner.get("non_runner")) and runner.get("non_runner"))
+
+    def field(self, race: dict[str, Any]) -> tuple[int, int]:
+        """Declared and active runners of a race."""
+        field = self.by_race.get(race.get("race_id"), [])
+        return len(field), sum(1 for r in field if self.active(r))
+
+
+def _shared_draw(rows: Records) -> bool:
+    """An active runner's draw shared with any runner of its race."""
+    for field in rows.by_race.values():
+        draws = [r.get("draw") for r in field if not _null(r.get("draw"))]
+        for runner in field:
+            draw = runner.get("draw")
+            if rows.active(runner) and not _null(draw) and draws.count(draw) > 1:
+                return True
+    return False
+
+
 def _where(frame: pd.DataFrame, runners: bool) -> pd.Series:
     """Name each record for messages: file, race and (for runners) horse."""
     text = (
@@ -173,6 +228,9 @@ class Rule:
         check: True per record that breaks the rule (NA counts as False).
         message: Detail per record.
         results: Whether it can only fire on result columns (never on a racecard).
+        fast: The same rule over the few rows of one request (:class:`Records`): True
+            when a record breaks it. None: the request path cannot evaluate it and
+            takes the batch path.
     """
 
     name: str
@@ -181,6 +239,7 @@ class Rule:
     check: Callable[[Tables], pd.Series]
     message: Callable[[Tables], pd.Series]
     results: bool = False
+    fast: Callable[[Records], bool] | None = None
 
     def problems(self, tables: Tables) -> pd.DataFrame:
         """The records that break the rule: ``row, field, reason, detail``."""
@@ -211,48 +270,73 @@ RULES: tuple[Rule, ...] = (
         "races",
         "source",
         lambda t: t.races["source"].notna() & (t.races["source"] != t.source),
-        lambda t: t.race_where
-        + ": source = "
-        + t.races["source"].fillna("")
-        + f" differs from ingestion.source {t.source!r}",
+        lambda t: (
+            t.race_where
+            + ": source = "
+            + t.races["source"].fillna("")
+            + f" differs from ingestion.source {t.source!r}"
+        ),
+        fast=lambda r: any(
+            not _null(race.get("source")) and race.get("source") != r.source for race in r.races
+        ),
     ),
     Rule(
         "invalid_value",
         "races",
         "race_month",
-        lambda t: t.races["race_month"].notna()
-        & (t.races["race_month"] != t.races["meeting_date"].str[:7]),
-        lambda t: t.race_where
-        + ": race_month = "
-        + t.races["race_month"].fillna("")
-        + " is not the month of meeting_date "
-        + t.races["meeting_date"].fillna("(null)"),
+        lambda t: (
+            t.races["race_month"].notna()
+            & (t.races["race_month"] != t.races["meeting_date"].str[:7])
+        ),
+        lambda t: (
+            t.race_where
+            + ": race_month = "
+            + t.races["race_month"].fillna("")
+            + " is not the month of meeting_date "
+            + t.races["meeting_date"].fillna("(null)")
+        ),
+        fast=lambda r: any(
+            not _null(race.get("race_month"))
+            and not _null(race.get("meeting_date"))
+            and race.get("race_month") != race.get("meeting_date")[:7]
+            for race in r.races
+        ),
     ),
     Rule(
         "race_without_runners",
         "races",
         "runners",
         lambda t: t.facts["active"] == 0,
-        lambda t: t.race_where
-        + ": the race has "
-        + t.facts["declared"].astype(str)
-        + " declared runners and no active one",
+        lambda t: (
+            t.race_where
+            + ": the race has "
+            + t.facts["declared"].astype(str)
+            + " declared runners and no active one"
+        ),
+        fast=lambda r: any(r.field(race)[1] == 0 for race in r.races),
     ),
     Rule(
         "field_size_mismatch",
         "races",
         "n_runners",
-        lambda t: (t.races["n_declared"] != t.facts["declared"])
-        | (t.races["n_runners"] != t.facts["active"]),
-        lambda t: t.race_where
-        + ": n_declared/n_runners = "
-        + t.races["n_declared"].astype(str)
-        + "/"
-        + t.races["n_runners"].astype(str)
-        + " but the runners table has "
-        + t.facts["declared"].astype(str)
-        + "/"
-        + t.facts["active"].astype(str),
+        lambda t: (
+            (t.races["n_declared"] != t.facts["declared"])
+            | (t.races["n_runners"] != t.facts["active"])
+        ),
+        lambda t: (
+            t.race_where
+            + ": n_declared/n_runners = "
+            + t.races["n_declared"].astype(str)
+            + "/"
+            + t.races["n_runners"].astype(str)
+            + " but the runners table has "
+            + t.facts["declared"].astype(str)
+            + "/"
+            + t.facts["active"].astype(str)
+        ),
+        fast=lambda r: any(
+            (race.get("n_declared"), race.get("n_runners")) != r.field(race) for race in r.races
+        ),
     ),
     Rule(
         "official_without_winner",
@@ -266,15 +350,19 @@ RULES: tuple[Rule, ...] = (
         "dead_heat_flag_mismatch",
         "races",
         "post_dead_heat_win",
-        lambda t: t.official
-        & t.races["post_dead_heat_win"].notna()
-        & (t.races["post_dead_heat_win"] != (t.facts["winners"] > 1)),
-        lambda t: t.race_where
-        + ": post_dead_heat_win = "
-        + t.races["post_dead_heat_win"].astype(str)
-        + " but "
-        + t.facts["winners"].astype(str)
-        + " runners are at position 1",
+        lambda t: (
+            t.official
+            & t.races["post_dead_heat_win"].notna()
+            & (t.races["post_dead_heat_win"] != (t.facts["winners"] > 1))
+        ),
+        lambda t: (
+            t.race_where
+            + ": post_dead_heat_win = "
+            + t.races["post_dead_heat_win"].astype(str)
+            + " but "
+            + t.facts["winners"].astype(str)
+            + " runners are at position 1"
+        ),
         results=True,
     ),
     # runners
@@ -284,31 +372,41 @@ RULES: tuple[Rule, ...] = (
         "race_id",
         lambda t: ~t.runners["race_id"].isin(t.races["race_id"]),
         lambda t: t.runner_where + ": race_id is not in the races table",
+        fast=lambda r: any(runner.get("race_id") not in r.by_race for runner in r.runners),
     ),
     Rule(
         "duplicate_draw",
         "runners",
         "draw",
-        lambda t: t.active
-        & t.runners["draw"].notna()
-        & t.runners.duplicated(["race_id", "draw"], keep=False),
-        lambda t: t.runner_where
-        + ": draw "
-        + t.runners["draw"].astype(str)
-        + " is shared by another active runner",
+        lambda t: (
+            t.active
+            & t.runners["draw"].notna()
+            & t.runners.duplicated(["race_id", "draw"], keep=False)
+        ),
+        lambda t: (
+            t.runner_where
+            + ": draw "
+            + t.runners["draw"].astype(str)
+            + " is shared by another active runner"
+        ),
+        fast=_shared_draw,
     ),
     Rule(
         "result_on_unofficial_race",
         "runners",
         "post_position",
-        lambda t: ~t.runner_official
-        & t.runners["race_id"].isin(t.races["race_id"])
-        & _position(t).notna(),
-        lambda t: t.runner_where
-        + ": post_position = "
-        + _position(t).astype(str)
-        + " but the race status is "
-        + t.runner_status.fillna("(null)").astype(str),
+        lambda t: (
+            ~t.runner_official
+            & t.runners["race_id"].isin(t.races["race_id"])
+            & _position(t).notna()
+        ),
+        lambda t: (
+            t.runner_where
+            + ": post_position = "
+            + _position(t).astype(str)
+            + " but the race status is "
+            + t.runner_status.fillna("(null)").astype(str)
+        ),
         results=True,
     ),
     Rule(
@@ -323,16 +421,20 @@ RULES: tuple[Rule, ...] = (
         "position_beyond_field",
         "runners",
         "post_position",
-        lambda t: t.runner_official
-        & t.active
-        & _position(t).notna()
-        & beyond_field(_position(t), t.field_size),
-        lambda t: t.runner_where
-        + ": post_position = "
-        + _position(t).astype(str)
-        + " is beyond the field of "
-        + t.field_size.astype(str)
-        + " runners",
+        lambda t: (
+            t.runner_official
+            & t.active
+            & _position(t).notna()
+            & beyond_field(_position(t), t.field_size)
+        ),
+        lambda t: (
+            t.runner_where
+            + ": post_position = "
+            + _position(t).astype(str)
+            + " is beyond the field of "
+            + t.field_size.astype(str)
+            + " runners"
+        ),
         results=True,
     ),
     Rule(
@@ -340,35 +442,42 @@ RULES: tuple[Rule, ...] = (
         "runners",
         "post_dead_heat",
         lambda t: t.runner_official & t.active & t.runners["post_dead_heat"].eq(True) & ~t.tie,
-        lambda t: t.runner_where
-        + ": post_dead_heat is true but no other runner shares post_position = "
-        + _position(t).astype(str),
+        lambda t: (
+            t.runner_where
+            + ": post_dead_heat is true but no other runner shares post_position = "
+            + _position(t).astype(str)
+        ),
         results=True,
     ),
     Rule(
         TWO_WINNERS,
         "runners",
         "post_dead_heat",
-        lambda t: t.runner_official
-        & t.tie
-        & t.runners["post_dead_heat"].eq(False)
-        & is_win(_position(t)),
-        lambda t: t.runner_where
-        + ": shares post_position = 1 with another runner but post_dead_heat is false",
+        lambda t: (
+            t.runner_official & t.tie & t.runners["post_dead_heat"].eq(False) & is_win(_position(t))
+        ),
+        lambda t: (
+            t.runner_where
+            + ": shares post_position = 1 with another runner but post_dead_heat is false"
+        ),
         results=True,
     ),
     Rule(
         TIED_POSITION,
         "runners",
         "post_dead_heat",
-        lambda t: t.runner_official
-        & t.tie
-        & t.runners["post_dead_heat"].eq(False)
-        & ~is_win(_position(t)),
-        lambda t: t.runner_where
-        + ": shares post_position = "
-        + _position(t).astype(str)
-        + " with another runner but post_dead_heat is false",
+        lambda t: (
+            t.runner_official
+            & t.tie
+            & t.runners["post_dead_heat"].eq(False)
+            & ~is_win(_position(t))
+        ),
+        lambda t: (
+            t.runner_where
+            + ": shares post_position = "
+            + _position(t).astype(str)
+            + " with another runner but post_dead_heat is false"
+        ),
         results=True,
     ),
 )
