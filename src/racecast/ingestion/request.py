@@ -270,7 +270,7 @@ def _implausible_rows(
     for violation in found:
         row = tables[violation.table][violation.row]
         horse = row.get("horse_id") if violation.table == "runners" else None
-        # table_checks._where: "<file>: race <race_id>[ horse <horse_id>]"
+        # rules._where: "<file>: race <race_id>[ horse <horse_id>]"
         where = f"{row.get('source_file')}: race {row.get('race_id')}"
         where += f" horse {horse}" if horse is not None else ""
         out.append(
