@@ -83,13 +83,20 @@ def _active(race: dict[str, Any]) -> int:
     return sum(not r.get("non_runner", False) for r in race.get("runners", []))
 
 
-def payloads(path: Path, race_id: str | None, card_races: int, run: set[str]) -> dict[str, dict[str, Any]]:
+def payloads(
+    path: Path, race_id: str | None, card_races: int, run: set[str]
+) -> dict[str, dict[str, Any]]:
     """``{"race": ..., "card": ...}``: each ``{"body", "races", "runners", "race_ids"}``.
 
     Races in ``run`` (their result was pushed: the service refuses them) are left out.
     """
     document = json.loads(path.read_text(encoding="utf-8"))
-    pairs = [(m, r) for m in document.get("meetings", []) for r in m.get("races", []) if r.get("race_id") not in run]
+    pairs = [
+        (m, r)
+        for m in document.get("meetings", [])
+        for r in m.get("races", [])
+        if r.get("race_id") not in run
+    ]
     chosen = [(m, r) for m, r in pairs if race_id is None or r.get("race_id") == race_id]
     if not chosen:
         raise SystemExit(f"{path}: no race {race_id!r}" if race_id else f"{path}: no races")
@@ -197,8 +204,19 @@ def redis_store(feature_repo: Path) -> Iterator[dict[str, str]]:
     with tempfile.TemporaryDirectory(prefix="racecast-bench-redis-") as scratch:
         port = free_port()
         process = subprocess.Popen(
-            [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", scratch],
+            [
+                server,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                scratch,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -217,7 +235,10 @@ def redis_store(feature_repo: Path) -> Iterator[dict[str, str]]:
             )
             yaml_path = Path(scratch) / "feature_store.yaml"
             yaml_path.write_text(text, encoding="utf-8")
-            environ = {"FEAST_FS_YAML_FILE_PATH": str(yaml_path), "RACECAST_REDIS_URL": f"127.0.0.1:{port}"}
+            environ = {
+                "FEAST_FS_YAML_FILE_PATH": str(yaml_path),
+                "RACECAST_REDIS_URL": f"127.0.0.1:{port}",
+            }
             saved = {k: os.environ.get(k) for k in environ}
             os.environ.update(environ)
             try:
@@ -227,7 +248,9 @@ def redis_store(feature_repo: Path) -> Iterator[dict[str, str]]:
                 if store.config.online_store.type != "redis":
                     raise SystemExit("the scratch Redis configuration was not picked up")
                 materialize(store, end, feature_repo)
-                logger.warning("redis: materialized up to %s in %.1f s", end, time.perf_counter() - start)
+                logger.warning(
+                    "redis: materialized up to %s in %.1f s", end, time.perf_counter() - start
+                )
             finally:
                 for key, value in saved.items():
                     if value is None:
@@ -256,8 +279,18 @@ def served(
     through ``RACECAST_*`` variables. Stopped (by PID) on exit.
     """
     port = free_port()
-    command = [sys.executable, "-m", "racecast.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", str(workers)]
+    command = [
+        sys.executable,
+        "-m",
+        "racecast.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
     if bundle:
         command += ["--bundle", bundle]
     if env:
@@ -269,7 +302,9 @@ def served(
         "RACECAST_RATE_LIMIT_PER_MINUTE": str(10**9),
     }
     log = tempfile.TemporaryFile()
-    process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         seen: set[str] = set()
@@ -280,7 +315,9 @@ def served(
                 tail = log.read().decode("utf-8", "replace")[-3000:]
                 raise SystemExit(f"racecast serve exited with {process.returncode}:\n{tail}")
             if time.monotonic() > deadline:
-                raise SystemExit(f"racecast serve: {len(seen)} of {workers} workers ready within {STARTUP_S} s")
+                raise SystemExit(
+                    f"racecast serve: {len(seen)} of {workers} workers ready within {STARTUP_S} s"
+                )
             try:
                 response = httpx.get(f"{base}/health", timeout=5.0, headers={"Connection": "close"})
                 if response.status_code == 200:
@@ -300,12 +337,16 @@ def served(
         log.close()
 
 
-async def load_run(url: str, body: str, total: int, concurrency: int, reuse: bool) -> dict[str, Any]:
+async def load_run(
+    url: str, body: str, total: int, concurrency: int, reuse: bool
+) -> dict[str, Any]:
     """``total`` POSTs with ``concurrency`` in flight, with or without connection reuse."""
     headers = {"X-API-Key": BENCH_KEY, "Content-Type": "application/json"}
     if not reuse:
         headers["Connection"] = "close"
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency if reuse else 0)
+    limits = httpx.Limits(
+        max_connections=concurrency, max_keepalive_connections=concurrency if reuse else 0
+    )
     errors: dict[str, int] = {}
     workers: dict[str, int] = {}
     latencies: list[float] = []
@@ -371,15 +412,29 @@ def hostile_bodies(body: str) -> dict[str, tuple[dict[str, str], bytes]]:
             json_headers,
             one_meeting(
                 [
-                    {"race_id": f"R{i}", "off_time": race["off_time"], "distance_m": 1200, "runners": minimal}
+                    {
+                        "race_id": f"R{i}",
+                        "off_time": race["off_time"],
+                        "distance_m": 1200,
+                        "runners": minimal,
+                    }
                     for i in range(700)
                 ]
             ),
         ),
         "text/plain": ({**json_headers, "Content-Type": "text/plain"}, body.encode()),
-        "odds 1e300": (json_headers, mutated(lambda r: r["runners"][0].__setitem__("odds", {"final": 1e300}))),
-        "off time 2099": (json_headers, mutated(lambda r: r.__setitem__("off_time", "2099-06-01T14:30:00+00:00"))),
-        "runner without horse_id": (json_headers, mutated(lambda r: r["runners"][0].pop("horse_id"))),
+        "odds 1e300": (
+            json_headers,
+            mutated(lambda r: r["runners"][0].__setitem__("odds", {"final": 1e300})),
+        ),
+        "off time 2099": (
+            json_headers,
+            mutated(lambda r: r.__setitem__("off_time", "2099-06-01T14:30:00+00:00")),
+        ),
+        "runner without horse_id": (
+            json_headers,
+            mutated(lambda r: r["runners"][0].pop("horse_id")),
+        ),
         "wrong API key": ({**json_headers, "X-API-Key": "not-the-key"}, body.encode()),
     }
 
@@ -422,20 +477,38 @@ def _csv(kind):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--racecard", type=Path, required=True, help="A *.racecard.json file.")
-    parser.add_argument("--bundle", default=None, help="Bundle URI or pickle (default: the champion).")
-    parser.add_argument("--env", default=None, help="Kedro env (feature store, parameters).")
-    parser.add_argument("--race-id", default=None, help="Race of the race payload (default: the largest field).")
-    parser.add_argument("--card-races", type=int, default=10, help="Races of the card payload.")
-    parser.add_argument("--online", type=_csv(str), default=["sqlite", "redis"], help="Online stores: sqlite,redis.")
-    parser.add_argument("--workers", type=_csv(int), default=[1, 2], help="Worker counts, e.g. 1,2.")
-    parser.add_argument("--concurrency", type=_csv(int), default=[1, 4, 16], help="Requests in flight, e.g. 1,4,16.")
-    parser.add_argument("--requests", type=int, default=200, help="Requests of each race-payload run.")
-    parser.add_argument("--card-requests", type=int, default=40, help="Requests of each card-payload run.")
     parser.add_argument(
-        "--throughput-requests", type=int, default=2000,
-        help="Requests of the reuse, race, highest-concurrency run of the most workers."
+        "--bundle", default=None, help="Bundle URI or pickle (default: the champion)."
     )
-    parser.add_argument("--hostile-requests", type=int, default=20, help="Runs of each hostile request (0: none).")
+    parser.add_argument("--env", default=None, help="Kedro env (feature store, parameters).")
+    parser.add_argument(
+        "--race-id", default=None, help="Race of the race payload (default: the largest field)."
+    )
+    parser.add_argument("--card-races", type=int, default=10, help="Races of the card payload.")
+    parser.add_argument(
+        "--online", type=_csv(str), default=["sqlite", "redis"], help="Online stores: sqlite,redis."
+    )
+    parser.add_argument(
+        "--workers", type=_csv(int), default=[1, 2], help="Worker counts, e.g. 1,2."
+    )
+    parser.add_argument(
+        "--concurrency", type=_csv(int), default=[1, 4, 16], help="Requests in flight, e.g. 1,4,16."
+    )
+    parser.add_argument(
+        "--requests", type=int, default=200, help="Requests of each race-payload run."
+    )
+    parser.add_argument(
+        "--card-requests", type=int, default=40, help="Requests of each card-payload run."
+    )
+    parser.add_argument(
+        "--throughput-requests",
+        type=int,
+        default=2000,
+        help="Requests of the reuse, race, highest-concurrency run of the most workers.",
+    )
+    parser.add_argument(
+        "--hostile-requests", type=int, default=20, help="Runs of each hostile request (0: none)."
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
@@ -443,48 +516,75 @@ def main() -> None:
     if set(args.online) - {"sqlite", "redis"}:
         parser.error("--online takes sqlite and/or redis")
 
-    from racecast.inference.settings import ServingSettings
-
     from racecast.inference.results import raceday_paths
+    from racecast.inference.settings import ServingSettings
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     settings = ServingSettings.from_project(args.env, bundle_uri=args.bundle, credentials_path=None)
     folder = raceday_paths(args.env).raceday
-    run = {p.name.removesuffix(".results.json") for p in folder.glob("*.results.json")} if folder.is_dir() else set()
+    run = (
+        {p.name.removesuffix(".results.json") for p in folder.glob("*.results.json")}
+        if folder.is_dir()
+        else set()
+    )
     bodies = payloads(args.racecard, args.race_id, args.card_races, run)
     started = dt.datetime.now(dt.UTC)
     runs: list[dict[str, Any]] = []
     refused: dict[str, Any] | None = None
     for online in args.online:
-        stores = redis_store(settings.feature_repo) if online == "redis" else contextlib.nullcontext({})
+        stores = (
+            redis_store(settings.feature_repo) if online == "redis" else contextlib.nullcontext({})
+        )
         with stores as environ:
             for workers in args.workers:
                 with served(args.env, args.bundle, workers, environ) as (base, process):
                     url = f"{base}/api/v1/predict"
-                    asyncio.run(load_run(url, bodies["race"]["body"], 10 * workers, workers, True))  # warm-up
+                    asyncio.run(
+                        load_run(url, bodies["race"]["body"], 10 * workers, workers, True)
+                    )  # warm-up
                     for payload in ("race", "card"):
                         for reuse in (True, False):
                             for concurrency in args.concurrency:
                                 total = args.requests if payload == "race" else args.card_requests
-                                if (payload == "race" and reuse and concurrency == max(args.concurrency)
-                                        and workers == max(args.workers)):
+                                if (
+                                    payload == "race"
+                                    and reuse
+                                    and concurrency == max(args.concurrency)
+                                    and workers == max(args.workers)
+                                ):
                                     total = args.throughput_requests
                                 with LoadSampler() as load:
                                     run = asyncio.run(
-                                        load_run(url, bodies[payload]["body"], total, concurrency, reuse)
+                                        load_run(
+                                            url, bodies[payload]["body"], total, concurrency, reuse
+                                        )
                                     )
-                                run.update(online=online, workers=workers, payload=payload, load_average=load.summary())
+                                run.update(
+                                    online=online,
+                                    workers=workers,
+                                    payload=payload,
+                                    load_average=load.summary(),
+                                )
                                 runs.append(run)
                                 logger.warning(
                                     "%s workers=%d %s reuse=%s c=%d: p50 %.1f p95 %.1f ms, %.1f req/s, "
                                     "%d errors, load %.1f",
-                                    online, workers, payload, reuse, concurrency, run["latency"]["p50_ms"],
-                                    run["latency"]["p95_ms"], run["requests_per_s"], run["errors"],
+                                    online,
+                                    workers,
+                                    payload,
+                                    reuse,
+                                    concurrency,
+                                    run["latency"]["p50_ms"],
+                                    run["latency"]["p95_ms"],
+                                    run["requests_per_s"],
+                                    run["errors"],
                                     run["load_average"]["mean"],
                                 )
                     if refused is None and workers == 1 and args.hostile_requests > 0:
                         with LoadSampler() as load:
-                            refused = hostile(base, bodies["race"]["body"], args.hostile_requests, process.pid)
+                            refused = hostile(
+                                base, bodies["race"]["body"], args.hostile_requests, process.pid
+                            )
                         refused.update(online=online, load_average=load.summary())
 
     result = {
@@ -494,7 +594,9 @@ def main() -> None:
         "commit": _commit(),
         "bundle": args.bundle or settings.bundle_uri,
         "model_versions": sorted({str(v) for v in MODEL_VERSION}),
-        "payloads": {k: {key: v[key] for key in ("races", "runners", "race_ids")} for k, v in bodies.items()},
+        "payloads": {
+            k: {key: v[key] for key in ("races", "runners", "race_ids")} for k, v in bodies.items()
+        },
         "runs": runs,
         "hostile": refused,
         "machine": {

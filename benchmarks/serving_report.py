@@ -14,6 +14,7 @@ docs/results.md (part ``full``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 from pathlib import Path
@@ -66,15 +67,18 @@ def summary(report: dict[str, Any]) -> str:
     ]
     for online in dict.fromkeys(r["online"] for r in runs):
         for workers in sorted({r["workers"] for r in runs if r["online"] == online}):
-            def one(**k: Any) -> dict[str, Any] | None:
-                return _pick(runs, online=online, workers=workers, **k)
+            one = functools.partial(_pick, runs, online=online, workers=workers)
 
             reused = one(payload="race", reuse=True, concurrency=min(levels))
             fresh = one(payload="race", reuse=False, concurrency=min(levels))
             card = one(payload="card", reuse=True, concurrency=min(levels))
             rates = [one(payload="race", reuse=True, concurrency=c) for c in levels]
-            errors = sum(r["errors"] for r in runs if r["online"] == online and r["workers"] == workers)
-            total = sum(r["requests"] for r in runs if r["online"] == online and r["workers"] == workers)
+            errors = sum(
+                r["errors"] for r in runs if r["online"] == online and r["workers"] == workers
+            )
+            total = sum(
+                r["requests"] for r in runs if r["online"] == online and r["workers"] == workers
+            )
             lat = reused["latency"] if reused else {}
             rate = " / ".join(f"{r['requests_per_s']:.1f}" if r else "–" for r in rates)
             lines.append(
@@ -137,17 +141,23 @@ def write(report: dict[str, Any], targets: dict[str, Path] = TARGETS) -> None:
     for part, path in targets.items():
         text = path.read_text(encoding="utf-8")
         pattern = re.compile(
-            rf"(<!-- benchmark_serving:{part}:begin -->\n).*?(<!-- benchmark_serving:{part}:end -->)", re.S
+            rf"(<!-- benchmark_serving:{part}:begin -->\n).*?(<!-- benchmark_serving:{part}:end -->)",
+            re.S,
         )
         if not pattern.search(text):
             raise SystemExit(f"{path}: no <!-- benchmark_serving:{part}:begin/end --> markers")
-        path.write_text(pattern.sub(lambda m: m[1] + parts[part] + "\n" + m[2], text), encoding="utf-8")
+        block = parts[part]
+        path.write_text(
+            pattern.sub(lambda m, block=block: m[1] + block + "\n" + m[2], text), encoding="utf-8"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, default=SOURCE)
-    parser.add_argument("--write", action="store_true", help="Replace the tables in README.md and docs/results.md.")
+    parser.add_argument(
+        "--write", action="store_true", help="Replace the tables in README.md and docs/results.md."
+    )
     args = parser.parse_args()
     report = json.loads(args.source.read_text(encoding="utf-8"))
     if args.write:
