@@ -17,7 +17,7 @@ from collections import defaultdict
 from racecast.data.schema import TOOK_NO_PART
 from racecast.ingestion.contract import STANDBY_DRAWS, STANDBY_FIELD, Finisher, draw_limit
 from racecast.ingestion.racecard_documents import _Problem, _Race
-from racecast.ingestion.rules import beyond_field, is_win, tie_reason
+from racecast.ingestion.rules import POSITION_BEYOND_FIELD, beyond_field, is_win, tie_reason
 
 
 def _check_races(races: list[_Race]) -> None:
@@ -196,7 +196,7 @@ def _result_problems(race: _Race) -> list[_Problem]:
             problems.append(
                 _Problem(
                     f"result.finishers[{i}].position",
-                    "position_beyond_field",
+                    POSITION_BEYOND_FIELD,
                     f"{at}.position: position {f.position} is beyond the field of {n_active} runners",
                 )
             )

@@ -17,6 +17,11 @@ import pandas as pd
 
 from racecast.data.schema import TOOK_NO_PART, conform
 from racecast.ingestion.racecard_documents import _Problem, _Race
+from racecast.ingestion.rules import (
+    QUARANTINED_RACE_FIELD,
+    QUARANTINED_RUNNER_FIELD,
+    RACE_QUARANTINED,
+)
 from racecast.ingestion.text import safe_text
 
 _MAX_CAUSES = 3
@@ -172,8 +177,8 @@ def _quarantine_rows(race: _Race) -> list[dict[str, Any]]:
             race.source_file,
             race.race_id,
             None,
-            "runners",
-            "race_quarantined",
+            QUARANTINED_RACE_FIELD,
+            RACE_QUARANTINED,
             f"{where}: race {race.race_id!r} is quarantined because of its runners: {summary}",
         )
     ]
@@ -183,8 +188,8 @@ def _quarantine_rows(race: _Race) -> list[dict[str, Any]]:
                 race.source_file,
                 race.race_id,
                 runner.horse_id,
-                "race",
-                "race_quarantined",
+                QUARANTINED_RUNNER_FIELD,
+                RACE_QUARANTINED,
                 f"{where}.runners[{runner.index}]: quarantined with its race {race.race_id!r}: {summary}",
             )
         )

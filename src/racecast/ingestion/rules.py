@@ -27,6 +27,10 @@ from typing import Any
 import pandas as pd
 
 __all__ = [
+    "POSITION_BEYOND_FIELD",
+    "QUARANTINED_RACE_FIELD",
+    "QUARANTINED_RUNNER_FIELD",
+    "RACE_QUARANTINED",
     "RULES",
     "Records",
     "Rule",
@@ -55,6 +59,12 @@ def tie_reason(position: int) -> str:
 
 TWO_WINNERS = "two_winners_without_dead_heat"
 TIED_POSITION = "tied_position_without_dead_heat"
+POSITION_BEYOND_FIELD = "position_beyond_field"
+#: Reason of the rows of records quarantined with their race, and their fields: a race
+#: blamed for its runners (``runners``), a runner for its race (``race``).
+RACE_QUARANTINED = "race_quarantined"
+QUARANTINED_RACE_FIELD = "runners"
+QUARANTINED_RUNNER_FIELD = "race"
 
 
 class Tables:
@@ -418,7 +428,7 @@ RULES: tuple[Rule, ...] = (
         results=True,
     ),
     Rule(
-        "position_beyond_field",
+        POSITION_BEYOND_FIELD,
         "runners",
         "post_position",
         lambda t: (

@@ -54,6 +54,11 @@ from racecast.data.schema import (
     conform,
 )
 from racecast.ingestion.plausibility import Plausibility
+from racecast.ingestion.rules import (
+    QUARANTINED_RACE_FIELD,
+    QUARANTINED_RUNNER_FIELD,
+    RACE_QUARANTINED,
+)
 from racecast.ingestion.table_checks import (
     _RACES,
     _RUNNERS,
@@ -446,8 +451,8 @@ def _quarantine_masks(
             None,
             pd.DataFrame(
                 {
-                    "field": "runners",
-                    "reason": "race_quarantined",
+                    "field": QUARANTINED_RACE_FIELD,
+                    "reason": RACE_QUARANTINED,
                     "detail": (
                         where_race[quiet]
                         + ": quarantined because of its records: "
@@ -464,8 +469,8 @@ def _quarantine_masks(
             horse_ids,
             pd.DataFrame(
                 {
-                    "field": "race",
-                    "reason": "race_quarantined",
+                    "field": QUARANTINED_RUNNER_FIELD,
+                    "reason": RACE_QUARANTINED,
                     "detail": (
                         where_runner[in_bad_race]
                         + ": quarantined with its race: "
