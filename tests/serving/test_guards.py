@@ -30,6 +30,7 @@ from tests.serving.serving_fakes import (
     API_KEY,
     OTHER_KEY,
     FakeBundle,
+    FakeReader,
     FakeStore,
     fake_online_features,
     racecard,
@@ -60,6 +61,7 @@ class _Clock:
 def _fakes(monkeypatch):
     monkeypatch.delenv(API_KEYS_ENV, raising=False)
     monkeypatch.setattr(service_module, "online_features", fake_online_features)
+    monkeypatch.setattr(service_module, "OnlineReader", FakeReader)
 
 
 def _client(clock=None, **overrides) -> TestClient:
