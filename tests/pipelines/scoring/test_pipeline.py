@@ -210,7 +210,7 @@ def test_republishing_the_same_day_leaves_the_signals_table_unchanged(project, b
         {**serving, "feature_repo": project / "feature_repo", "credentials_path": None}
     )
     service = InferenceService(settings, bundle, get_store("feature_repo"))
-    answer = service.score_text(racecards[f"{day}.racecard"], f"{day}.racecard.json")
+    answer = service.score_text(racecards[f"{day}.racecard"], f"{day}.racecard.json", explain=True)
     assert first.load("scoring_predictions")["races"] == answer["races"]
 
     again = _run(project, bundle, history, [day], FUNDAMENTAL).load("scoring_report")
