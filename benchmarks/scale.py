@@ -28,13 +28,13 @@ kept) and ``benchmark_scale.png`` (log-log: seconds and peak MiB per stage again
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import platform
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from services import ServiceUnavailable, redis_server  # noqa: E402 (benchmarks/services.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "data" / "08_reporting"
@@ -284,44 +285,6 @@ def measure(stage: str, work: Path, scale: float, env: dict[str, str], timeout: 
     return {"status": "ok", "process_seconds": round(seconds, 3), "peak_mib": round(max(peak / 2**20, own), 1), **facts}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_redis(folder: Path) -> tuple[subprocess.Popen | None, str | None]:
-    """A redis-server on a free loopback port (no persistence), or (None, reason)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return None, "redis-server is not installed"
-    port = _free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    import redis
-
-    for _ in range(100):
-        try:
-            if redis.Redis(port=port, socket_timeout=1).ping():
-                return process, f"127.0.0.1:{port}"
-        except redis.exceptions.ConnectionError:
-            time.sleep(0.1)
-    process.terminate()
-    process.wait()
-    return None, "redis-server did not answer"
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def spark_missing() -> str | None:
     import importlib.util
 
@@ -336,7 +299,11 @@ def run_world(name: str, scale: float, work: Path, args: argparse.Namespace) -> 
     """Every stage of one world, in order; a failed stage stops the ones that need it."""
     work.mkdir(parents=True, exist_ok=True)
     shutil.copytree(ROOT / "feature_repo", work / "feature_repo", ignore=shutil.ignore_patterns("data"), dirs_exist_ok=True)
-    redis_process, redis_url = start_redis(work)
+    stack = contextlib.ExitStack()
+    try:
+        redis_url, redis_missing = stack.enter_context(redis_server(work)), None
+    except ServiceUnavailable as exc:
+        redis_url, redis_missing = None, str(exc)
     env = {**os.environ, "FEAST_USAGE": "False", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
     stages: dict[str, Any] = {}
     try:
@@ -345,23 +312,22 @@ def run_world(name: str, scale: float, work: Path, args: argparse.Namespace) -> 
                 continue
             reason = None
             if stage in ("join_spark",):
-                reason = spark_missing() or (None if redis_process else redis_url)
+                reason = spark_missing() or redis_missing
                 if reason is None and scale > args.spark_max_scale:
                     reason = f"--spark-max-scale {args.spark_max_scale}"
-            if stage in ("join_spark", "materialize_redis") and redis_process is None:
-                reason = redis_url
+            if stage in ("join_spark", "materialize_redis") and redis_missing:
+                reason = redis_missing
             if reason:
                 stages[stage] = {"status": "skipped", "reason": reason}
                 logger.warning("%s %s: skipped (%s)", name, stage, reason)
                 continue
-            run_env = {**env, "RACECAST_REDIS_URL": redis_url} if redis_url and redis_process else env
+            run_env = {**env, "RACECAST_REDIS_URL": redis_url} if redis_url else env
             stages[stage] = measure(stage, work, scale, run_env, args.timeout)
             logger.warning("%s %s: %s", name, stage, stages[stage])
             if stages[stage]["status"] != "ok" and stage not in ("join_spark", "materialize_redis"):
                 break
     finally:
-        if redis_process is not None:
-            _stop(redis_process)
+        stack.close()
     ingest = stages.get("ingest", {})
     return {"world": name, "scale": scale, "races": ingest.get("races"), "runners": ingest.get("runners"), "stages": stages}
 

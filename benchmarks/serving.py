@@ -50,9 +50,7 @@ import json
 import logging
 import os
 import platform
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -64,6 +62,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from services import ServiceUnavailable, free_port, redis_server  # noqa: E402 (benchmarks/services.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "data" / "08_reporting" / "benchmark_serving.json"
@@ -159,12 +158,6 @@ class LoadSampler:
         return {"start": float(values[0]), "mean": float(values.mean()), "max": float(values.max())}
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def rss_mb(pid: int) -> float:
     """Resident memory of a process (Linux), MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -191,80 +184,42 @@ def redis_store(feature_repo: Path) -> Iterator[dict[str, str]]:
     scratch copy of ``feature_store.redis.yaml`` with its own registry, and
     ``RACECAST_REDIS_URL``); the project's own Redis registry is left alone.
     """
-    import redis
-
     from racecast.features.store import apply_repo, get_store, materialize, materialized_until
 
-    server = shutil.which("redis-server")
-    if server is None:
-        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
     end = materialized_until(get_store(feature_repo))
     if end is None:
         raise SystemExit(f"the feature store {feature_repo} is empty: run `kedro run` first")
-    with tempfile.TemporaryDirectory(prefix="racecast-bench-redis-") as scratch:
-        port = free_port()
-        process = subprocess.Popen(
-            [
-                server,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                scratch,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    with contextlib.ExitStack() as stack:
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="racecast-bench-redis-"))
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping():
-                        break
-                except redis.exceptions.ConnectionError:
-                    if time.monotonic() > deadline or process.poll() is not None:
-                        raise
-                    time.sleep(0.1)
-            text = REDIS_YAML.read_text(encoding="utf-8").replace(
-                "registry: data/registry.redis.db", f"registry: {scratch}/registry.db"
+            url = stack.enter_context(redis_server(Path(scratch)))
+        except ServiceUnavailable as exc:
+            raise SystemExit(str(exc)) from None
+        text = REDIS_YAML.read_text(encoding="utf-8").replace(
+            "registry: data/registry.redis.db", f"registry: {scratch}/registry.db"
+        )
+        yaml_path = Path(scratch) / "feature_store.yaml"
+        yaml_path.write_text(text, encoding="utf-8")
+        environ = {"FEAST_FS_YAML_FILE_PATH": str(yaml_path), "RACECAST_REDIS_URL": url}
+        saved = {k: os.environ.get(k) for k in environ}
+        os.environ.update(environ)
+        try:
+            start = time.perf_counter()
+            apply_repo(feature_repo)
+            store = get_store(feature_repo)
+            if store.config.online_store.type != "redis":
+                raise SystemExit("the scratch Redis configuration was not picked up")
+            materialize(store, end, feature_repo)
+            logger.warning(
+                "redis: materialized up to %s in %.1f s", end, time.perf_counter() - start
             )
-            yaml_path = Path(scratch) / "feature_store.yaml"
-            yaml_path.write_text(text, encoding="utf-8")
-            environ = {
-                "FEAST_FS_YAML_FILE_PATH": str(yaml_path),
-                "RACECAST_REDIS_URL": f"127.0.0.1:{port}",
-            }
-            saved = {k: os.environ.get(k) for k in environ}
-            os.environ.update(environ)
-            try:
-                start = time.perf_counter()
-                apply_repo(feature_repo)
-                store = get_store(feature_repo)
-                if store.config.online_store.type != "redis":
-                    raise SystemExit("the scratch Redis configuration was not picked up")
-                materialize(store, end, feature_repo)
-                logger.warning(
-                    "redis: materialized up to %s in %.1f s", end, time.perf_counter() - start
-                )
-            finally:
-                for key, value in saved.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
-            yield environ
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        yield environ
 
 
 # ---------------------------------------------------------------------------- server
