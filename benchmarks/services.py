@@ -22,11 +22,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def stop(process: subprocess.Popen) -> None:
-    """Terminate ``process`` and wait for it (killed after 10 s)."""
+def stop(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """Terminate ``process`` and wait for it (killed after ``timeout_s``)."""
     process.terminate()
     try:
-        process.wait(timeout=10)
+        process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()

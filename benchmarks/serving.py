@@ -62,7 +62,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from services import ServiceUnavailable, free_port, redis_server  # noqa: E402 (benchmarks/services.py)
+from services import ServiceUnavailable, free_port, redis_server, stop  # noqa: E402 (benchmarks/services.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "data" / "08_reporting" / "benchmark_serving.json"
@@ -283,12 +283,7 @@ def served(
             time.sleep(0.2)
         yield base, process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout_s=60)  # uvicorn's workers finish their requests first
         log.close()
 
 
