@@ -4,8 +4,8 @@ The pandera schemas of the primary tables (``_RACES``, ``_RUNNERS``: the canonic
 schemas plus the ingestion-only columns) and the checks that turn records into
 problems (one row per record, field, reason and message): schema failure cases
 (``_schema_problems``), plausibility rules (``_plausibility_problems``), the
-cross-record rules of races and runners (``_race_checks``, ``_runner_checks``: they
-evaluate the rule objects of ``racecast.ingestion.rules.RULES``), and the standby-draw
+cross-record rules of races and runners (``_rule_checks``: it
+evaluates the rule objects of ``racecast.ingestion.rules.RULES``), and the standby-draw
 warnings (``_draw_warnings``), which never quarantine. ``racecast.ingestion.validate`` turns problems into quarantine and report.
 """
 
@@ -177,31 +177,15 @@ def _plausibility_problems(
     return out[0], out[1]
 
 
-def _race_checks(races: pd.DataFrame, runners: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Problems of race records: the race rules of ``racecast.ingestion.rules.RULES``.
+def _rule_checks(tables: Tables, table: str) -> pd.DataFrame:
+    """Problems of ``table``'s records (``races`` or ``runners``): its rules in ``RULES``.
 
     Args:
-        races: Canonical races.
-        runners: Canonical runners.
-        source: ``params["source"]``.
+        tables: The batch's canonical races and runners, built once for both tables so
+            the per-race facts the rules share are computed once.
+        table: ``races`` or ``runners``.
 
     Returns:
-        Problems of race records.
+        Problems of that table's records.
     """
-    tables = Tables(races, runners, source)
-    return _stack([rule.problems(tables) for rule in rules_for("races")])
-
-
-def _runner_checks(races: pd.DataFrame, runners: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Problems of runner records: the runner rules of ``racecast.ingestion.rules.RULES``.
-
-    Args:
-        races: Canonical races.
-        runners: Canonical runners.
-        source: ``params["source"]``.
-
-    Returns:
-        Problems of runner records.
-    """
-    tables = Tables(races, runners, source)
-    return _stack([rule.problems(tables) for rule in rules_for("runners")])
+    return _stack([rule.problems(tables) for rule in rules_for(table)])

@@ -58,6 +58,7 @@ from racecast.ingestion.rules import (
     QUARANTINED_RACE_FIELD,
     QUARANTINED_RUNNER_FIELD,
     RACE_QUARANTINED,
+    Tables,
 )
 from racecast.ingestion.table_checks import (
     _RACES,
@@ -65,8 +66,7 @@ from racecast.ingestion.table_checks import (
     IngestionInternalError,
     _draw_warnings,
     _plausibility_problems,
-    _race_checks,
-    _runner_checks,
+    _rule_checks,
     _schema_problems,
     _stack,
     _where,
@@ -212,17 +212,18 @@ def validate_and_split(
         adapter_rows = adapter_rows[keep_row].reset_index(drop=True)
 
     odd_races, odd_runners = _plausibility_problems(races, runners, rules, params.get("as_of"))
+    tables = Tables(races, runners, source)
     race_problems = _stack(
         [
             _schema_problems(races, _RACES, "races"),
-            _race_checks(races, runners, source),
+            _rule_checks(tables, "races"),
             odd_races,
         ]
     )
     runner_problems = _stack(
         [
             _schema_problems(runners, _RUNNERS, "runners"),
-            _runner_checks(races, runners, source),
+            _rule_checks(tables, "runners"),
             odd_runners,
         ]
     )
