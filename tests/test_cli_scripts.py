@@ -204,3 +204,16 @@ def test_a_command_run_in_process_leaves_the_callers_logging_as_it_was():
 
     assert result.exit_code == 0 and result.stdout.startswith("sha256:")
     assert (list(root.handlers), [logging.getLogger(n).level for n in names]) == before
+
+
+def test_races_names_the_race_and_field_of_a_bad_off_time(tmp_path):
+    _conf(tmp_path)
+    card = json.loads(racecard_text())
+    race = card["meetings"][0]["races"][0]
+    race["off_time"] = "tea time"
+    (tmp_path / "bad.racecard.json").write_text(json.dumps(card), encoding="utf-8")
+    code, out, err = _racecast(tmp_path, "races", "bad.racecard.json")
+    assert code == 2 and out == ""
+    lines = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and f"race {race['race_id']}: off_time 'tea time'" in lines[0], err
+    assert "Traceback" not in err

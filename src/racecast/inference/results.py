@@ -49,6 +49,7 @@ from racecast.features.store import write_online
 from racecast.ingestion.contract import RACECARD_FORMAT
 from racecast.ingestion.racecards import parse_racecards
 from racecast.ingestion.validate import validate_and_split
+from racecast.signals.models import to_utc
 
 logger = logging.getLogger(__name__)
 
@@ -203,9 +204,13 @@ def select_races(text: str, race_ids: Iterable[str], source: str = "document") -
 def race_ids_by_off(text: str) -> list[str]:
     """Race ids of a racecard document in off-time order (then race id)."""
     races = [race for _, race in _card_races(text) if race.get("race_id") is not None]
+    offs = {
+        id(race): to_utc(race.get("off_time"), f"race {race['race_id']}: off_time")
+        for race in races
+    }
     return [
         str(race["race_id"])
-        for race in sorted(races, key=lambda r: (pd.Timestamp(str(r.get("off_time"))), str(r["race_id"])))
+        for race in sorted(races, key=lambda r: (offs[id(r)], str(r["race_id"])))
     ]
 
 
