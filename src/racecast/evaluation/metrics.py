@@ -98,8 +98,8 @@ def market_probability(
     odds = frame[odds_col].to_numpy(dtype=float, na_value=np.nan)
     if (odds < 1).any():
         raise ValueError(f"column '{odds_col}' has decimal odds below 1 (odds include the stake)")
-    codes, uniques = pd.factorize(frame[race_col])
-    p, _ = market_probabilities(odds, codes, len(uniques))
+    codes, races = _race_codes(frame, race_col)
+    p, _ = market_probabilities(odds, codes, len(races))
     return pd.Series(p, index=frame.index, name="p_market")
 
 

@@ -24,6 +24,8 @@ from scipy import optimize
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from racecast.data.races import race_codes
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -60,9 +62,7 @@ class RaceData:
     """Per-runner terms sorted by race, with the race boundaries (for per-race softmax)."""
 
     def __init__(self, x: np.ndarray, groups: np.ndarray) -> None:
-        codes, _ = pd.factorize(groups, sort=False)
-        if (codes < 0).any():
-            raise ValueError("race ids (groups) have missing values")
+        codes, _ = race_codes(groups, "groups")
         self.order = np.argsort(codes, kind="mergesort")
         self.x = x[self.order]
         sorted_codes = codes[self.order]
@@ -90,7 +90,7 @@ class RaceData:
 
 def single_winner_rows(won: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Boolean mask of the rows of races with exactly one winner."""
-    codes, _ = pd.factorize(groups, sort=False)
+    codes, _ = race_codes(groups, "groups")
     winners = np.bincount(codes, weights=np.asarray(won, dtype=float))
     return winners[codes] == 1
 
@@ -177,7 +177,7 @@ def market_terms(
     p = np.asarray(p_market, dtype=float)
     if not np.isfinite(p).all():
         raise ValueError(f"p_market has {int((~np.isfinite(p)).sum())} missing values")
-    codes, _ = pd.factorize(groups, sort=False)
+    codes, _ = race_codes(groups, "groups")
     field = np.bincount(codes)[codes].astype(float)
     flag = np.nan_to_num(np.asarray(capped, dtype=float), nan=0.0)
     return np.column_stack([MARKET_TERMS[t](p, flag, field) for t in terms])
