@@ -214,7 +214,7 @@ def _serving_settings(env: str | None, bundle: str | None, **overrides):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
 @click.option("--env", default=None, help=ENV_HELP)
-@click.option("--bundle", default=None, help="Bundle URI or pickle path (default: models:/racecast-win@champion).")
+@click.option("--bundle", default=None, help="Bundle URI or pickle path (default: the env's serving.bundle_uri).")
 @click.option("--insecure", is_flag=True, help="Serve without API keys (allow_anonymous); never in production.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="uvicorn workers.")
 def serve(host: str, port: int, env: str | None, bundle: str | None, insecure: bool, workers: int) -> None:
@@ -249,7 +249,7 @@ def serve(host: str, port: int, env: str | None, bundle: str | None, insecure: b
 @cli.command("predict")
 @click.argument("racecard", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--env", default=None, help=ENV_HELP)
-@click.option("--bundle", default=None, help="Bundle URI or pickle path (default: models:/racecast-win@champion).")
+@click.option("--bundle", default=None, help="Bundle URI or pickle path (default: the env's serving.bundle_uri).")
 @click.option(
     "--as-of",
     "as_of",

@@ -15,8 +15,8 @@ class _Bundle:
 
 
 def test_every_thread_of_a_service_gets_its_pool_until_closed() -> None:
-    service = InferenceService(ServingSettings(allow_anonymous=True), _Bundle(), None)
-    other = InferenceService(ServingSettings(allow_anonymous=True), _Bundle(), None)
+    service = InferenceService(ServingSettings(bundle_uri="unused.pkl", allow_anonymous=True), _Bundle(), None)
+    other = InferenceService(ServingSettings(bundle_uri="unused.pkl", allow_anonymous=True), _Bundle(), None)
     barrier = threading.Barrier(8)
     pools: list[ThreadPoolExecutor] = []
 

@@ -108,7 +108,7 @@ def test_combined_track_stakes_on_the_blend_and_falls_back_without_market():
 def test_the_combined_track_is_the_one_default():
     assert DEFAULT_STAKING_TRACK == "combined"
     assert ScoringConfig().staking_track == DEFAULT_STAKING_TRACK
-    assert ServingSettings().staking_track == DEFAULT_STAKING_TRACK
+    assert ServingSettings(bundle_uri="unused.pkl").staking_track == DEFAULT_STAKING_TRACK
 
 
 @pytest.mark.parametrize("track", ["fundamental", "combined"])

@@ -23,10 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from racecast.inference.scoring import DEFAULT_STAKING_TRACK
 from racecast.ingestion.plausibility import Plausibility
 
-__all__ = ["DEFAULT_BUNDLE_URI", "ENV_PREFIX", "ServingSettings", "SettingsError"]
+__all__ = ["ENV_PREFIX", "ServingSettings", "SettingsError"]
 
 #: The registry's champion: what ``racecast serve`` scores with unless told otherwise.
-DEFAULT_BUNDLE_URI = "models:/racecast-win@champion"
 
 #: Prefix of the environment variables that override settings.
 ENV_PREFIX = "RACECAST_"
@@ -45,7 +44,8 @@ class ServingSettings(BaseModel):
 
     Attributes:
         bundle_uri: ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or a path to
-            a bundle pickle (see :func:`racecast.inference.registry.load_bundle`).
+            a bundle pickle (see :func:`racecast.inference.registry.load_bundle`); no
+            default here: a project's is ``serving.bundle_uri`` (its env's champion).
         feature_repo: Feast repo folder (``feature_store.yaml``).
         feature_service: Feast FeatureService to read; None = the bundle's own.
         feature_params: ``features.compute`` parameters (the training set's).
@@ -87,7 +87,7 @@ class ServingSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    bundle_uri: str = DEFAULT_BUNDLE_URI
+    bundle_uri: str
     feature_repo: Path = Path("feature_repo")
     feature_service: str | None = None
     feature_params: dict[str, Any] = Field(default_factory=dict)
@@ -190,7 +190,8 @@ class ServingSettings(BaseModel):
         for name in ("feature_repo", "credentials_path"):
             if values.get(name) is not None and not Path(values[name]).is_absolute():
                 values[name] = base / values[name]
-        bundle_uri = str(values.get("bundle_uri", DEFAULT_BUNDLE_URI))
-        if not bundle_uri.startswith("models:/") and not Path(bundle_uri).is_absolute():
-            values["bundle_uri"] = str(base / bundle_uri)
+        bundle_uri = values.get("bundle_uri")
+        if bundle_uri is not None and not str(bundle_uri).startswith("models:/"):
+            if not Path(str(bundle_uri)).is_absolute():
+                values["bundle_uri"] = str(base / str(bundle_uri))
         return cls.build(values)

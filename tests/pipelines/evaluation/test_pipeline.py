@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from racecast.pipelines.evaluation import create_pipeline
+from tests.catalog_files import catalog_file
 from tests.pipelines.evaluation.test_nodes import PARAMS, FakeBlend, make_holdout
 
-CATALOG_FILE = (
-    Path(__file__).resolve().parents[3]
-    / "conf"
-    / "base"
-    / "catalog"
-    / "08_reporting_evaluation.yml"
-)
 FILES = {
     "evaluation_report": "evaluation.json",
     "evaluation_table": "evaluation.md",
@@ -46,7 +38,7 @@ def test_oracle_input_only_when_asked(with_oracle):
 
 def test_catalog_entries_write_the_reports(tmp_path, holdout):
     hold, info, preds, oracle = holdout
-    config = yaml.safe_load(CATALOG_FILE.read_text())
+    config = catalog_file("08_reporting_evaluation")
     assert (
         config["evaluation_metrics"]["type"]
         == "kedro_mlflow.io.metrics.MlflowMetricsHistoryDataset"

@@ -8,20 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from racecast.pipelines.monitoring import MONITORED_MODEL, create_pipeline
+from tests.catalog_files import catalog_file
 from tests.monitoring.test_drift import CATEGORICAL, FEATURES, RACE_LEVEL, make_runners
 
-CATALOG_FILE = (
-    Path(__file__).resolve().parents[3]
-    / "conf"
-    / "base"
-    / "catalog"
-    / "08_reporting_monitoring.yml"
-)
 PARAMS = {
     "window": {"last_days": 20},
     "reference": {"last_days": None},
@@ -72,7 +65,7 @@ def inputs(shift: float = 0.0, shuffle: bool = False) -> dict:
 
 def run(data: dict, tmp_path: Path) -> tuple[dict, dict]:
     """Run the pipeline with the report and plot entries of the catalog file in tmp_path."""
-    config = yaml.safe_load(CATALOG_FILE.read_text())
+    config = catalog_file("08_reporting_monitoring")
     assert (
         config["monitoring_metrics"]["type"]
         == "kedro_mlflow.io.metrics.MlflowMetricsHistoryDataset"
@@ -142,5 +135,5 @@ def test_degraded_model_asks_for_retraining(tmp_path):
 
 @pytest.mark.parametrize("name", ["monitoring_report", "monitoring_plot"])
 def test_catalog_writes_to_the_reporting_layer(name):
-    config = yaml.safe_load(CATALOG_FILE.read_text())
+    config = catalog_file("08_reporting_monitoring")
     assert config[name]["dataset"]["filepath"].startswith("data/08_reporting/")

@@ -11,17 +11,15 @@ from __future__ import annotations
 import pickle
 
 import pytest
-import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from racecast.data.datasets import LazyPickleDataset, loaded
 from racecast.pipelines.scoring import nodes
+from tests.catalog_files import catalog_file
 from tests.pipelines.scoring import test_pipeline as scoring_run
 from tests.pipelines.scoring.test_pipeline import bundle, project  # noqa: F401 (fixtures)
 from tests.serving.serving_fakes import FakeBundle
-
-BUNDLE_CATALOG = scoring_run.CATALOG_DIR / "06_models_bundle.yml"
 
 
 def _never_called():
@@ -46,7 +44,7 @@ def test_select_bundle_reads_the_runs_bundle_only_when_no_uri_is_set(tmp_path):
 
 
 def test_the_catalog_entry_is_lazy(tmp_path):
-    entry = yaml.safe_load(BUNDLE_CATALOG.read_text())["inference_bundle"]
+    entry = catalog_file("06_models_bundle")["inference_bundle"]
     assert entry["type"] == "racecast.data.datasets.LazyPickleDataset"
     dataset = LazyPickleDataset(filepath=str(tmp_path / "inference_bundle.pkl"))
 
@@ -70,7 +68,7 @@ def test_a_kedro_run_with_bundle_uri_needs_no_bundle_pickle(project, bundle):  #
     elsewhere = project / "models" / "champion.pkl"
     elsewhere.parent.mkdir()
     elsewhere.write_bytes(pickle.dumps(bundle))
-    config = {**scoring_run._catalog_config(), **yaml.safe_load(BUNDLE_CATALOG.read_text())}
+    config = {**scoring_run._catalog_config(), **catalog_file("06_models_bundle")}
     catalog = DataCatalog.from_config(config)
     for name, value in scoring_run._parameters().items():
         catalog[name] = MemoryDataset(value)

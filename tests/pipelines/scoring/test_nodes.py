@@ -22,7 +22,9 @@ from racecast.features.online import RacecardError, racecard_entity_rows
 from racecast.inference import service as service_module
 from racecast.inference.service import InferenceService
 from racecast.pipelines.scoring import nodes
+from racecast.project import load_parameters
 from racecast.signals import SchemaNotCurrentError, load_bets, load_signals
+from tests.catalog_files import ROOT
 from tests.pipelines.ingestion.builders import files, finisher, ingest, result, results
 from tests.serving.serving_fakes import (
     FakeBundle,
@@ -39,7 +41,7 @@ PARAMETERS = Path(__file__).resolve().parents[3] / "conf" / "base" / "parameters
 #: are the runners whose p_win beats the price; the default combined track is
 #: tested in test_scored_runners_are_the_service_answer and test_stakeability.py).
 SERVING = {
-    **yaml.safe_load((PARAMETERS / "serving.yml").read_text())["serving"],
+    **load_parameters(None, ROOT)["serving"],
     "staking_track": "fundamental",
 }
 FEATURES = {"repo_path": "feature_repo", "compute": {}}

@@ -17,7 +17,6 @@ from pathlib import Path
 import kedro.framework.project
 import pandas as pd
 import pytest
-import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
@@ -32,15 +31,15 @@ from racecast.pipelines.features import create_pipeline as create_features
 from racecast.pipelines.ingestion import create_pipeline as create_ingestion
 from racecast.pipelines.scoring import create_pipeline
 from racecast.pipelines.simulation.nodes import simulate_world
+from racecast.project import load_parameters
 from racecast.signals import DEFAULT_URL, load_bets, load_signals
+from tests.catalog_files import catalog_file
 from tests.pipelines.model_zoo.test_pipeline import _feed
 from tests.pipelines.simulation.test_pipeline import SMALL
 from tests.serving.serving_fakes import STAKEABLE
 from tests.serving.tiny_zoo import make_bundle
 
 ROOT = Path(__file__).resolve().parents[3]
-CATALOG_DIR = ROOT / "conf" / "base" / "catalog"
-PARAMETERS_DIR = ROOT / "conf" / "base" / "parameters"
 #: Six race days starting after the tiny bundle's training races (early 2024).
 WORLD = {**SMALL, "n_days": 6, "start_date": "2024-06-03"}
 #: Catalog files of the datasets ingestion, features and scoring read and write.
@@ -75,16 +74,16 @@ def _world() -> tuple[dict[str, str], list[str]]:
 def _catalog_config() -> dict:
     config: dict = {}
     for name in CATALOG_FILES:
-        config.update(yaml.safe_load((CATALOG_DIR / f"{name}.yml").read_text()))
+        config.update(catalog_file(name))
     return config
 
 
 def _parameters() -> dict:
     """``params:...`` entries of the project's parameters, as Kedro feeds them."""
     feed: dict = {}
+    parameters = load_parameters(None, ROOT)
     for name in ("ingestion", "features", "serving", "scoring", "registry"):
-        params = yaml.safe_load((PARAMETERS_DIR / f"{name}.yml").read_text())[name]
-        _feed(f"params:{name}", params, feed)
+        _feed(f"params:{name}", parameters[name], feed)
     return feed
 
 
@@ -159,7 +158,7 @@ def test_pipeline_shape_and_catalog():
         assert n.tags & {"publish", "settle"} == (
             {"settle"} if n.name == "scoring.settle_bets" else {"publish"}
         )
-    config = yaml.safe_load((CATALOG_DIR / "07_model_output_scoring.yml").read_text())
+    config = catalog_file("07_model_output_scoring")
     # every output but the as_of string is a catalog dataset; all but the ones built from
     # the bundle (which follows the evaluation report) carry a kedro-viz layer
     assert set(config) == pipeline.all_outputs() - {"scoring_as_of"}

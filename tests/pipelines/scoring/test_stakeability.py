@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from racecast.pipelines.scoring import nodes
+from racecast.project import load_parameters
 from racecast.signals import DEFAULT_URL, load_bets, load_signals
+from tests.catalog_files import ROOT
 from tests.pipelines.scoring.test_nodes import (  # noqa: F401 (feast is a fixture)
-    PARAMETERS,
     _score,
     feast,
     scoring_params,
@@ -41,7 +41,7 @@ def _publish(tmp_path, combined: dict):
 
 def nodes_serving() -> dict:
     """The project's ``serving`` parameters (no staking_track: the default, combined)."""
-    serving = yaml.safe_load((PARAMETERS / "serving.yml").read_text())["serving"]
+    serving = load_parameters(None, ROOT)["serving"]
     assert "staking_track" not in serving and settings(**serving).staking_track == "combined"
     return serving
 

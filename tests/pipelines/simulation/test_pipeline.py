@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pandas as pd
-import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from racecast.pipelines.simulation import create_pipeline
+from tests.catalog_files import catalog_file
 
-CATALOG_DIR = Path(__file__).resolve().parents[3] / "conf" / "base" / "catalog"
 OUTPUTS = [
     "raw_racecards",
     "oracle_win_probabilities",
@@ -53,8 +51,8 @@ def test_pipeline_runs_in_memory():
 
 def test_pipeline_writes_the_files_the_catalog_promises(tmp_path):
     # The project's own catalog entries, redirected to a temporary folder.
-    raw = yaml.safe_load((CATALOG_DIR / "01_raw.yml").read_text())
-    primary = yaml.safe_load((CATALOG_DIR / "03_primary.yml").read_text())
+    raw = catalog_file("01_raw")
+    primary = catalog_file("03_primary")
     config = {
         "raw_racecards": {**raw["raw_racecards"], "path": str(tmp_path / "racecards")},
         "raw_upcoming_racecards": {
