@@ -10,8 +10,15 @@ or one yaml file inside the folder, e.g. ``feature_repo/feature_store.scale.yaml
 project holding the repo folder, else the default; a placeholder with none of the three
 is an error naming them.
 
-The workarounds below are written for, and checked against, Feast ``FEAST_VERSION``;
-:func:`check_feast_version` fails on any other version so that they are reviewed.
+Every racecast workaround of Feast internals is written for, and checked against, Feast
+``FEAST_VERSION``; :func:`check_feast_version` fails on any other version so that they
+are reviewed. They are the ones below (SQL registry path, Spark in UTC, Spark entity rows
+and served frames) and two that live with the code they speed up, each calling the check:
+
+- :class:`racecast.features.offline_store.AsofDuckDBOfflineStore` swaps Feast's ibis
+  ``point_in_time_join`` for an ASOF join while it runs;
+- :class:`racecast.features.online_read.OnlineReader` reads Feast's SQLite online table
+  layout and decodes its ``Value`` protobufs directly.
 """
 
 from __future__ import annotations

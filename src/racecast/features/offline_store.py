@@ -7,7 +7,8 @@ the same lookup -- the latest state row with ``event_timestamp <= entity timesta
 within the view's TTL -- in well under a second. Everything else (sources, on-demand
 views, retrieval jobs, materialization) is Feast's own DuckDB store, unchanged.
 
-Select it in ``feature_store.yaml``::
+A workaround of Feast internals (see :mod:`racecast.features.engines`, which lists them
+all and holds the version check). Select it in ``feature_store.yaml``::
 
     offline_store:
       type: racecast.features.offline_store.AsofDuckDBOfflineStore
@@ -21,6 +22,8 @@ from typing import Any
 import ibis
 from feast.infra.offline_stores import ibis as feast_ibis
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
+
+from racecast.features.engines import check_feast_version
 
 
 class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
@@ -79,7 +82,13 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
 
     @staticmethod
     def get_historical_features(*args: Any, **kwargs: Any):  # noqa: ANN205 - Feast's signature
-        """Feast's DuckDB historical retrieval, joined with ``asof_point_in_time_join``."""
+        """Feast's DuckDB historical retrieval, joined with ``asof_point_in_time_join``.
+
+        The swap of ``feast.infra.offline_stores.ibis.point_in_time_join`` is a Feast
+        internal: :func:`~racecast.features.engines.check_feast_version` refuses any other
+        Feast release than the one it was written for.
+        """
+        check_feast_version()
         original = feast_ibis.point_in_time_join
         feast_ibis.point_in_time_join = asof_point_in_time_join
         try:

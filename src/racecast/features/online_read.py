@@ -21,6 +21,7 @@ import pandas as pd
 from feast import FeatureStore
 from feast.types import String
 
+from racecast.features.engines import check_feast_version
 from racecast.features.store import service
 
 __all__ = ["OnlineReader", "proto_value", "stored_value"]
@@ -66,6 +67,8 @@ class OnlineReader:
 
     def __init__(self, store: FeatureStore, service_name: str) -> None:
         from feast.infra.provider import get_provider
+
+        check_feast_version()  # the SQLite layout and Value decoding are Feast internals
 
         svc = service(store, service_name)
         views = {fv.name: fv for fv in store.list_feature_views()}

@@ -1,0 +1,40 @@
+"""Every workaround of Feast internals refuses a Feast release it was not written for."""
+
+from __future__ import annotations
+
+import feast
+import pytest
+
+from racecast.features import engines
+from racecast.features.offline_store import AsofDuckDBOfflineStore
+from racecast.features.online_read import OnlineReader
+
+
+@pytest.fixture
+def other_feast(monkeypatch):
+    """Feast reporting a release the workarounds were not checked against."""
+    monkeypatch.setattr(feast, "__version__", "0.50.0")
+
+
+def test_the_pinned_release_passes():
+    assert feast.__version__ == engines.FEAST_VERSION
+    engines.check_feast_version()
+
+
+def test_another_release_fails_naming_both_versions(other_feast):
+    with pytest.raises(RuntimeError, match=r"feast 0\.49\.0, found feast 0\.50\.0"):
+        engines.check_feast_version()
+
+
+def test_the_asof_offline_store_checks_before_touching_feast(other_feast, monkeypatch):
+    from feast.infra.offline_stores import ibis as feast_ibis
+
+    original = feast_ibis.point_in_time_join
+    with pytest.raises(RuntimeError, match="0.50.0"):
+        AsofDuckDBOfflineStore.get_historical_features()
+    assert feast_ibis.point_in_time_join is original  # nothing swapped
+
+
+def test_the_online_reader_checks_before_reading(other_feast):
+    with pytest.raises(RuntimeError, match="0.50.0"):
+        OnlineReader(store=None, service_name="fundamental_v1")
