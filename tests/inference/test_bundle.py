@@ -203,3 +203,39 @@ def test_build_bundle_checks_that_the_parts_fit(zoo):
         build_bundle(
             zoo["models"], zoo["stacker"], zoo["blend"], feature_service="", trained_until="2024"
         )
+
+
+@pytest.mark.parametrize("choice", ["market_corrected", "benter", "residual"])
+def test_bundle_scores_only_the_chosen_candidate_with_the_same_numbers(bundle, features, choice):
+    """Serving computes the chosen candidate alone (``predict_combined``); its numbers are
+    ``predict_candidates``' for every choice the decision rule can make."""
+    import copy
+
+    from racecast.features.market import market_probabilities
+
+    chosen = copy.copy(bundle)
+    chosen.blend = copy.copy(bundle.blend)
+    chosen.blend.choice_ = choice
+    assert chosen.blend.residual_ is not None  # the tiny zoo fits a residual booster
+    out = chosen.predict(features)
+    has = out["p_market"].notna().to_numpy()
+    # the same inputs the bundle gives the blend, through predict_candidates
+    rows = features[has].sort_values(["off_time", "race_id", "horse_id"], kind="mergesort")
+    expected = chosen.blend.predict_candidates(
+        _by_runner(chosen.predict(rows), "p_fundamental")
+        .loc[list(zip(rows["race_id"], rows["horse_id"], strict=True))]
+        .to_numpy(),
+        market_probabilities(
+            rows["odds_final"].to_numpy(float),
+            pd.factorize(rows["race_id"])[0],
+            rows["race_id"].nunique(),
+        )[0],
+        np.zeros(len(rows)) if "odds_capped" not in rows else rows["odds_capped"].to_numpy(float),
+        rows[list(chosen.blend.residual_.feature_names_in_)].to_numpy(float, na_value=np.nan),
+        rows["race_id"].to_numpy(),
+    )
+    served = _by_runner(out, "p_combined").loc[
+        list(zip(rows["race_id"], rows["horse_id"], strict=True))
+    ]
+    np.testing.assert_array_equal(served.to_numpy(), expected[choice])
+    np.testing.assert_array_equal(expected["combined"], expected[choice])

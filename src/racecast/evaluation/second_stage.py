@@ -113,17 +113,52 @@ class CombinedTrack:
         Returns:
             ``{"market_corrected", "benter", "residual"?, "combined"}`` arrays in input order.
         """
+        return self._candidates(p_fund, p_market, capped, features, groups, None)
+
+    def predict_combined(
+        self,
+        p_fund: np.ndarray,
+        p_market: np.ndarray,
+        capped: np.ndarray,
+        features: np.ndarray | None,
+        groups: np.ndarray,
+    ) -> np.ndarray:
+        """The chosen candidate's probabilities only (``predict_candidates(...)["combined"]``).
+
+        The same computation as :meth:`predict_candidates` restricted to ``choice_`` (and
+        ``market_corrected``, which every candidate reads): serving scores the choice
+        only, so a residual booster that was not chosen costs nothing.
+
+        Args:
+            As for :meth:`predict_candidates`.
+
+        Returns:
+            Probabilities in input order.
+        """
+        return self._candidates(p_fund, p_market, capped, features, groups, self.choice_)[
+            "combined"
+        ]
+
+    def _candidates(
+        self,
+        p_fund: np.ndarray,
+        p_market: np.ndarray,
+        capped: np.ndarray,
+        features: np.ndarray | None,
+        groups: np.ndarray,
+        only: str | None,
+    ) -> dict[str, np.ndarray]:
+        """Every candidate (``only`` None), or ``market_corrected`` and ``only``."""
         if not hasattr(self, "choice_"):
             raise RuntimeError("CombinedTrack is not fitted (see rolling_second_stage)")
         groups = np.asarray(groups)
         p_mc = self.market_.predict_proba(p_market, capped, groups)
-        out = {
-            "market_corrected": p_mc,
-            "benter": np.asarray(
+        out = {"market_corrected": p_mc}
+        if only in (None, "benter"):
+            out["benter"] = np.asarray(
                 self.benter_.predict_proba(np.column_stack([p_fund, p_mc]), groups=groups)
-            ),
-        }
-        if self.residual_ is not None and features is not None:
+            )
+        if only in (None, "residual") and self.residual_ is not None and features is not None:
             offset = self.market_.utility(p_market, capped, groups)
             out["residual"] = self.residual_.predict_proba_array(features, groups, offset)
         out["combined"] = out[self.choice_]

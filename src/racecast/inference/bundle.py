@@ -332,13 +332,16 @@ class InferenceBundle:
         combined = p_fund.copy()
         has_market = ~np.isnan(p_market)
         if has_market.any():
-            combined[has_market] = self.blend.predict_candidates(
+            residual = self.blend.residual_
+            combined[has_market] = self.blend.predict_combined(
                 p_fund[has_market],
                 p_market[has_market],
                 capped[has_market],
-                rows.columns(self.blend.residual_)[has_market],
+                None
+                if residual is None or self.blend.choice_ != "residual"
+                else rows.columns(residual)[has_market],
                 rows.race_ids[has_market],
-            )["combined"]
+            )
         return combined
 
     def explainer(self) -> tuple[str, LGBMRankerModel]:

@@ -17,6 +17,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from racecast.models.fastpath import small_batch
 from racecast.models.market import RaceData, single_winner_rows
 
 logger = logging.getLogger(__name__)
@@ -132,7 +133,10 @@ class ResidualBooster(BaseEstimator):
     ) -> np.ndarray:
         """Per-race softmax of ``offset + trees(x)`` (x: feature matrix in fitted order)."""
         check_is_fitted(self, "booster_")
-        u = np.asarray(offset, dtype=float) + self.booster_.predict(np.asarray(x, dtype=float))
+        data = np.asarray(x, dtype=float)
+        # a request's race on one thread (rows are scored independently: same numbers)
+        threads = {"num_threads": 1} if small_batch(data) else {}
+        u = np.asarray(offset, dtype=float) + self.booster_.predict(data, **threads)
         data = RaceData(u[:, None], np.asarray(groups))
         p, _ = data.softmax(np.ones(1))
         return data.unsort(p)

@@ -1,0 +1,235 @@
+"""Where one race's serving time goes: every stage of ``POST /api/v1/predict``, in process.
+
+Run from the repository root after ``kedro run`` (a bundle and a materialized store)::
+
+    .venv/bin/python benchmarks/serving_profile.py \\
+        [--racecard data/01_raw/upcoming/<day>.racecard.json] [--bundle PATH_OR_URI] \\
+        [--env ENV] [--calls 300]
+
+The largest race of the racecard (the first upcoming racecard by default) is scored
+``--calls`` times through each stage on its own, with the objects the service keeps
+(one :class:`~racecast.inference.service.InferenceService`, its online reader):
+
+* ``parse``: the body's JSON check and the racecard parser (:func:`parse_racecard`);
+* ``online_read``: the lean online read with the point-in-time guard's event times
+  (the reader's decoded-row cache warm, as for a race asked for again);
+* ``transform``: ``build_features`` of the read state; ``features``: read + transform
+  + odds (:meth:`InferenceService.features`);
+* ``model:<name>``: each base model's ``predict_proba_array`` on the race;
+  ``stacker``, ``blend``: the meta-learner and the combined track;
+  ``bundle_predict``: the whole :meth:`InferenceBundle.predict`;
+* ``score_races``: probabilities -> the response's races (fair odds, stakes);
+* ``response``: the response model's validation and JSON text (what FastAPI does
+  with a ``response_model``);
+* ``service``: :meth:`InferenceService.score_text` (parse to races);
+* ``asgi``: the app in process through ``httpx.ASGITransport`` (routing, auth, guards,
+  middleware, response), without a socket.
+
+Prints p50 / p95 / p99 in milliseconds per stage with the 1-minute load average and
+writes ``data/08_reporting/serving_profile.json``. With ``--cprofile N`` it also prints
+the top ``N`` functions of a cProfile of ``service`` calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import datetime as dt
+import io
+import json
+import logging
+import os
+import pstats
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "data" / "08_reporting" / "serving_profile.json"
+
+
+def _timed(func: Callable[[], Any], calls: int) -> dict[str, float]:
+    func()  # warm-up
+    seconds = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        func()
+        seconds.append(time.perf_counter() - start)
+    ms = np.asarray(seconds) * 1000.0
+    return {f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)}
+
+
+def _race_body(path: Path) -> tuple[str, int]:
+    """The largest race of a racecard file as a one-race racecard text."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    pairs = [(m, r) for m in document.get("meetings", []) for r in m.get("races", [])]
+    meeting, race = max(
+        pairs, key=lambda mr: sum(not x.get("non_runner", False) for x in mr[1]["runners"])
+    )
+    body = {**document, "meetings": [{**meeting, "races": [race]}]}
+    return json.dumps(body), sum(not x.get("non_runner", False) for x in race["runners"])
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--racecard", type=Path, default=None)
+    parser.add_argument(
+        "--bundle", default=None, help="Bundle URI or pickle (default: the champion)."
+    )
+    parser.add_argument("--env", default=None)
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--cprofile", type=int, default=0, help="Print the top N functions.")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    os.chdir(ROOT)
+
+    import httpx
+    from fastapi.encoders import jsonable_encoder
+
+    from racecast.features import store, transform
+    from racecast.inference.guard import check_point_in_time
+    from racecast.inference.registry import load_bundle
+    from racecast.inference.scoring import score_races
+    from racecast.inference.service import InferenceService, parse_racecard
+    from racecast.inference.settings import ServingSettings
+    from racecast.serving.app import create_app
+    from racecast.serving.schemas import PredictResponse
+
+    racecard = (
+        args.racecard or sorted((ROOT / "data" / "01_raw" / "upcoming").glob("*.racecard.json"))[0]
+    )
+    text, runners = _race_body(racecard)
+    settings = ServingSettings.from_project(
+        args.env, bundle_uri=args.bundle, credentials_path=None, allow_anonymous=True
+    )
+    bundle = load_bundle(settings.bundle_uri)
+    feature_store = store.get_store(settings.feature_repo)
+    service = InferenceService(settings, bundle, feature_store)
+    rows = parse_racecard(text)
+    reader = service.reader()
+    features = service.features(rows)
+    served, _ = reader.read_with_times(rows)
+
+    stages: dict[str, Callable[[], Any]] = {
+        "parse": lambda: parse_racecard(text, "request", settings.plausibility, None),
+        "online_read": lambda: check_point_in_time(rows, reader.read_with_times(rows)[1]),
+        "transform": lambda: transform.build_features(rows, served, settings.feature_params),
+        "features": lambda: service.features(rows),
+    }
+    from racecast.inference.bundle import _TimeOrdered
+
+    values, odds = bundle._input_arrays(features)
+    ordered = _TimeOrdered.of(features, values, bundle.fundamental_features)
+    stages["bundle_inputs"] = lambda: _TimeOrdered.of(
+        features, bundle._input_arrays(features)[0], bundle.fundamental_features
+    )
+    for name, model in bundle.base_models.items():
+        X = ordered.columns(model)
+        stages[f"model:{name}"] = lambda m=model, X=X: m.predict_proba_array(X, ordered.layout)
+    base = {
+        f"p_{n}": ordered.normalised(m.predict_proba_array(ordered.columns(m), ordered.layout))
+        for n, m in bundle.base_models.items()
+    }
+    for n in bundle.skipped_models:
+        base[f"p_{n}"] = ordered.normalised(np.ones(len(ordered.order)))
+    stacked = np.column_stack(
+        [
+            base[c] if c in base else ordered.values[:, ordered.position[c]]
+            for c in (str(c) for c in bundle.stacker.feature_names_in_)
+        ]
+    )
+    stages["stacker"] = lambda: bundle.stacker.predict_proba_array(stacked, ordered.layout)
+    p_fund = ordered.normalised(bundle.stacker.predict_proba_array(stacked, ordered.layout))
+    p_market = (
+        np.full(len(p_fund), 1.0 / len(p_fund))
+        if np.isnan(odds).any()
+        else (1 / odds) / (1 / odds).sum()
+    )
+    stages["blend"] = lambda: bundle._blend(p_fund, p_market, np.zeros(len(p_fund)), ordered)
+    stages["bundle_predict"] = lambda: bundle.predict(features)
+    predictions = bundle.predict(features)
+
+    def races() -> list[dict[str, Any]]:
+        return score_races(
+            predictions,
+            rows,
+            features,
+            None,
+            model_version=str(bundle.model_version),
+            config=service.scoring,
+            staking_validation=bundle.staking_validation,
+        )
+
+    stages["score_races"] = races
+    result = service.score_rows(rows)
+    stages["response"] = lambda: json.dumps(
+        jsonable_encoder(PredictResponse.model_validate(result))
+    ).encode()
+    stages["service"] = lambda: service.score_text(text)
+
+    app = create_app(settings, bundle=bundle, feature_store=feature_store, freeze_gc=False)
+
+    async def through_asgi(n: int) -> list[float]:
+        seconds = []
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://racecast") as client:
+                for i in range(n + 1):
+                    start = time.perf_counter()
+                    response = await client.post(
+                        "/api/v1/predict",
+                        content=text,
+                        headers={"Content-Type": "application/json"},
+                    )
+                    if response.status_code != 200:
+                        raise SystemExit(
+                            f"ASGI predict: {response.status_code} {response.text[:300]}"
+                        )
+                    if i:
+                        seconds.append(time.perf_counter() - start)
+        return seconds
+
+    timings = {name: _timed(func, args.calls) for name, func in stages.items()}
+    ms = np.asarray(asyncio.run(through_asgi(args.calls))) * 1000.0
+    timings["asgi"] = {f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)}
+    out = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "racecard": str(racecard),
+        "runners": runners,
+        "bundle": settings.bundle_uri,
+        "models": sorted(bundle.base_models),
+        "skipped_models": sorted(bundle.skipped_models),
+        "calls": args.calls,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "stages": timings,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2), encoding="utf-8")
+    say = sys.stdout.write
+    say(f"{runners} runners, load {out['load_average']}, {args.calls} calls per stage\n")
+    for name, figures in timings.items():
+        say(
+            f"  {name:24s} p50 {figures['p50_ms']:8.3f}  p95 {figures['p95_ms']:8.3f}  "
+            f"p99 {figures['p99_ms']:8.3f} ms\n"
+        )
+    if args.cprofile:
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(args.calls):
+            service.score_text(text)
+        profile.disable()
+        stream = io.StringIO()
+        pstats.Stats(profile, stream=stream).sort_stats("tottime").print_stats(args.cprofile)
+        say(stream.getvalue())
+    sys.stderr.write(f"written to {args.out}\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()
