@@ -64,14 +64,22 @@ def asof_point_in_time_join(
             **{alias: table[key] for key, alias in key_names.items()},
             **{name: table[name] for name in feature_refs},
         )
-        predicates = [acc[join_key_map[key]] == right[alias] for key, alias in key_names.items()]
-        joined = acc.asof_join(right, on=acc[event_timestamp_col] >= right[ts_name], predicates=predicates)
+        # The lookup depends only on the view's keys and the timestamp: ASOF-join the distinct
+        # (keys, timestamp) probes -- a narrow left side, not the entity rows with every column
+        # joined so far -- then hash-join the found features back onto the entity rows.
+        probe_columns = [*dict.fromkeys(join_key_map.values()), event_timestamp_col]
+        probe_names = {col: f"__racecast_probe_{i}_{n}" for n, col in enumerate(probe_columns)}
+        probes = entity_table.select(**{alias: entity_table[col] for col, alias in probe_names.items()}).distinct()
+        predicates = [probes[probe_names[join_key_map[key]]] == right[alias] for key, alias in key_names.items()]
+        found = probes.asof_join(right, on=probes[probe_names[event_timestamp_col]] >= right[ts_name], predicates=predicates)
         if ttl:
-            fresh = joined[ts_name] >= joined[event_timestamp_col] - ibis.interval(seconds=int(ttl.total_seconds()))
-            joined = joined.mutate(
-                **{name: ibis.ifelse(fresh, joined[name], ibis.null().cast(joined[name].type())) for name in feature_refs}
+            fresh = found[ts_name] >= found[probe_names[event_timestamp_col]] - ibis.interval(seconds=int(ttl.total_seconds()))
+            found = found.mutate(
+                **{name: ibis.ifelse(fresh, found[name], ibis.null().cast(found[name].type())) for name in feature_refs}
             )
-        acc = joined.drop(ts_name, *key_names.values())
+        found = found.select(*probe_names.values(), *feature_refs)
+        back = [acc[col] == found[alias] for col, alias in probe_names.items()]
+        acc = acc.left_join(found, back).drop(*probe_names.values())
     if "entity_row_id" in acc.columns:
         acc = acc.drop("entity_row_id")
     return acc
