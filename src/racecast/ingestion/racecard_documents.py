@@ -90,6 +90,12 @@ class _Race:
 # --- files -------------------------------------------------------------------------------
 
 
+def file_kind(partition_id: str) -> str:
+    """The kind a partition id names (``racecard``, ``results``; ``""`` when neither)."""
+    kind = partition_id.rsplit(".", 1)[-1] if "." in partition_id else ""
+    return kind if kind in FILE_KINDS else ""
+
+
 def _read_document(
     partition_id: str, file: str, load: Callable[[], str]
 ) -> tuple[str, dict, None] | tuple[None, None, str]:
@@ -103,8 +109,8 @@ def _read_document(
     Returns:
         ``(kind, document, None)`` for a usable file, ``(None, None, error)`` otherwise.
     """
-    kind = partition_id.rsplit(".", 1)[-1] if "." in partition_id else ""
-    if kind not in FILE_KINDS:
+    kind = file_kind(partition_id)
+    if not kind:
         return (
             None,
             None,

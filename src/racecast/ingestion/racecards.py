@@ -39,7 +39,7 @@ import datetime as dt
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -69,6 +69,7 @@ from racecast.ingestion.racecard_documents import (
     _Runner,
     _validate,
     _without,
+    file_kind,
 )
 from racecast.ingestion.racecard_rows import (
     _canonical_rows,
@@ -113,21 +114,27 @@ def parse_racecards(
         )
     months = parse_months(params.get("months"))
 
-    documents: dict[str, list[tuple[str, dict]]] = {"racecard": [], "results": []}
-    rejected: list[dict[str, str]] = []
-    for partition_id in sorted(raw_racecards):
-        file = safe_text(f"{partition_id}.json")
-        kind, document, error = _read_document(partition_id, file, raw_racecards[partition_id])
-        if error is not None:
-            logger.warning("ingestion: rejected %s", error)
-            rejected.append({"file": file, "error": error})
-        else:
-            documents[kind].append((file, document))
+    # One document in memory at a time: every racecard first (the races the results name),
+    # then every results file; rejections are reported in file order.
+    ids = sorted(raw_racecards)
+    rejected: list[tuple[int, dict[str, str]]] = []
+
+    def documents(results: bool) -> Iterator[tuple[str, dict]]:
+        for position, partition_id in enumerate(ids):
+            if (file_kind(partition_id) == "results") != results:
+                continue
+            file = safe_text(f"{partition_id}.json")
+            _kind, document, error = _read_document(partition_id, file, raw_racecards[partition_id])
+            if error is not None:
+                logger.warning("ingestion: rejected %s", error)
+                rejected.append((position, {"file": file, "error": error}))
+            else:
+                yield file, document
 
     races: list[_Race] = []
     rows: list[dict[str, Any]] = []
     skipped_ids: set[str] = set()
-    for file, document in documents["racecard"]:
+    for file, document in documents(results=False):
         file_races, file_rows, file_skipped = _read_racecard(file, document, months)
         races.extend(file_races)
         rows.extend(file_rows)
@@ -137,7 +144,7 @@ def parse_racecards(
     for race in races:
         if not race.race_id.startswith("?"):
             by_id[race.race_id].append(race)
-    for file, document in documents["results"]:
+    for file, document in documents(results=True):
         rows.extend(_read_results(file, document, by_id, skipped_ids))
     for race in races:
         race.problems.extend(_result_problems(race))
@@ -154,7 +161,7 @@ def parse_racecards(
 
     summary = {
         "files_read": len(raw_racecards),
-        "files_rejected": rejected,
+        "files_rejected": [error for _, error in sorted(rejected, key=lambda item: item[0])],
         "races_in": len(races),
         "runners_in": sum(len(r.runners or []) for r in races),
     }
