@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from racecast.features import entities, state, store, transform
@@ -93,13 +94,46 @@ def materialize_online(feast_apply_summary: dict[str, Any], entity_rows: pd.Data
     return {**window, "feature_views": feast_apply_summary["feature_views"]}
 
 
+def race_chunks(race_id: pd.Series, max_rows: int | None) -> list[np.ndarray]:
+    """Row positions of consecutive groups of whole races of at most about ``max_rows`` rows.
+
+    Races are taken in the order of their first row and cut where the running row count
+    crosses a multiple of ``max_rows`` (a race is never split, so a chunk may exceed it by
+    less than one race). ``None`` or a frame no larger than ``max_rows``: one chunk.
+    """
+    n = len(race_id)
+    if not max_rows or n <= max_rows:
+        return [np.arange(n)]
+    codes, _ = pd.factorize(race_id, use_na_sentinel=False)
+    sizes = np.bincount(codes)
+    chunk_of_row = ((np.cumsum(sizes) - sizes) // int(max_rows))[codes]
+    order = np.argsort(chunk_of_row, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(chunk_of_row[order])) + 1)
+
+
+def _training_rows(fs: Any, labelled: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """The training rows of ``labelled`` (whole races): Feast's point-in-time join, then the transform."""
+    served = store.historical_state(fs, labelled, params["training_service"])
+    features = transform.build_features(labelled, served, params.get("compute", {}))
+    del served
+    return pd.concat(
+        [features.reset_index(drop=True), labelled[["odds_final", ODDS_CAPPED, CARD_ORDER, *LABEL_COLUMNS]].reset_index(drop=True)],
+        axis=1,
+    )
+
+
 def build_training_set(entity_rows: pd.DataFrame, feast_apply_summary: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
-    """Point-in-time join through Feast, then the shared transform.
+    """Point-in-time join through Feast, then the shared transform, in chunks of whole races.
+
+    Every feature of a runner depends only on its own race and on state strictly before
+    it, so the chunks (``training_chunk_runners`` runners each, about) bound the join's
+    memory without changing a value; the rows come back in ``entity_rows``' order.
 
     Args:
         entity_rows: One row per runner (races with an official result only are kept).
         feast_apply_summary: Output of ``apply_feature_store`` (orders the nodes).
-        params: ``features`` parameters (``repo_path``, ``training_service``).
+        params: ``features`` parameters (``repo_path``, ``training_service``,
+            ``training_chunk_runners``).
 
     Returns:
         Keys, off time, ``odds_final``, ``odds_capped`` (the price is the source's display
@@ -108,12 +142,19 @@ def build_training_set(entity_rows: pd.DataFrame, feast_apply_summary: dict[str,
     """
     labelled = entity_rows[entity_rows["won"].notna()].reset_index(drop=True)
     fs = store.get_store(params["repo_path"])
-    served = store.historical_state(fs, labelled, params["training_service"])
-    features = transform.build_features(labelled, served, params.get("compute", {}))
-    out = pd.concat(
-        [features.reset_index(drop=True), labelled[["odds_final", ODDS_CAPPED, CARD_ORDER, *LABEL_COLUMNS]].reset_index(drop=True)],
-        axis=1,
-    )
+    chunks = race_chunks(labelled["race_id"], params.get("training_chunk_runners"))
+    if len(chunks) == 1:
+        out = _training_rows(fs, labelled, params)
+    else:
+        parts = []
+        for i, rows in enumerate(chunks):
+            parts.append(_training_rows(fs, labelled.iloc[rows], params))
+            logger.info("training set: chunk %d/%d, %d runners", i + 1, len(chunks), len(rows))
+        out = pd.concat(parts, ignore_index=True)
+        del parts
+        positions = np.concatenate(chunks)
+        if (np.diff(positions) < 0).any():  # races were not contiguous: back to entity_rows' order
+            out = out.iloc[np.argsort(positions, kind="stable")].reset_index(drop=True)
     if out.duplicated(["race_id", "horse_id"]).any() or len(out) != len(labelled):
         raise RuntimeError("training set: expected exactly one row per runner")
     logger.info("training set: %d runners in %d races, %d columns", len(out), out["race_id"].nunique(), out.shape[1])
