@@ -7,7 +7,8 @@ recorded as skipped with the reason).
 
 For each world -- the synthetic world at ``k`` times the default number of race days
 (``simulation.n_days * k``: k times the runners, the same populations, so every jockey,
-trainer and track has k times the history), and the Hong Kong data when present
+trainer and track has k times the history; the world starts earlier so that it ends where
+the default one does, before today), and the Hong Kong data when present
 (``data/01_raw/hkjc`` or ``../shared/data/hkracing``) -- these stages run, each in its
 own process so that its peak memory is its own (resident set of the process and its
 children, the Spark JVM included, sampled every 50 ms, and the process's own maximum);
@@ -15,8 +16,8 @@ children, the Spark JVM included, sampled every 50 ms, and the process's own max
 process:
 
 ``simulate`` (synthetic only), ``ingest`` (parse + validate), ``state`` (state tables and
-entity rows), ``join_duckdb`` (feast apply + point-in-time join on the ASOF DuckDB store
-+ ``build_features``), ``join_spark`` (the same join on Spark ``local[2]``, checked equal
+entity rows), ``join_duckdb`` (feast apply + the ``build_training_set`` node: point-in-time join on the
+ASOF DuckDB store + ``build_features``, in chunks of ``features.training_chunk_runners``), ``join_spark`` (the same join on Spark ``local[2]``, checked equal
 to DuckDB's), ``materialize_sqlite``, ``materialize_redis`` (a redis-server started on a
 free loopback port, stopped by PID), ``train`` (the zoo's ``lgbm_ranker`` on the protocol
 training split) and ``score`` (its win probabilities for the holdout runners).
@@ -71,7 +72,13 @@ def _stage_simulate(work: Path, scale: float) -> dict[str, Any]:
     from racecast.simulation import SimulationConfig, simulate, to_json_text
 
     params = dict(_params()["simulation"])
-    params["n_days"] = int(round(params["n_days"] * scale))
+    n_days = int(round(params["n_days"] * scale))
+    # Start earlier, so that every world ends where the default one does: a world running
+    # decades past today would be quarantined by ingestion's off-time plausibility rule.
+    start = pd.Timestamp(params["start_date"]) - pd.Timedelta(
+        days=round((n_days - params["n_days"]) * params["mean_days_between_race_days"])
+    )
+    params.update(n_days=n_days, start_date=start.date().isoformat())
     world = simulate(SimulationConfig.from_params(params))
     raw = work / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -79,7 +86,7 @@ def _stage_simulate(work: Path, scale: float) -> dict[str, Any]:
         (raw / f"{day}.racecard.json").write_text(to_json_text(doc), encoding="utf-8")
     for day, doc in world.results.items():
         (raw / f"{day}.results.json").write_text(to_json_text(doc), encoding="utf-8")
-    return {"n_days": params["n_days"]}
+    return {"n_days": n_days, "start_date": params["start_date"]}
 
 
 def _stage_ingest(work: Path, scale: float) -> dict[str, Any]:
@@ -125,26 +132,16 @@ def _stage_state(work: Path, scale: float) -> dict[str, Any]:
     return {"state_rows": int(sum(len(t) for t in tables.values()))}
 
 
-def _labelled(work: Path) -> pd.DataFrame:
-    rows = pd.read_parquet(work / "entity_rows.parquet")
-    return rows[rows["won"].notna()].reset_index(drop=True)
-
-
 def _join(work: Path, repo: str, name: str) -> dict[str, Any]:
-    from racecast.features import store, transform
-    from racecast.features.specs import CARD_ORDER, LABEL_COLUMNS
+    from racecast.features import store
+    from racecast.pipelines.features.nodes import build_training_set
 
     os.chdir(work)
     store.apply_repo(repo)
-    labelled = _labelled(work)
-    served = store.historical_state(store.get_store(repo), labelled, SERVICE)
-    features = transform.build_features(labelled, served, _params()["features"].get("compute", {}))
-    training = pd.concat(
-        [features.reset_index(drop=True), labelled[["odds_final", CARD_ORDER, *LABEL_COLUMNS]].reset_index(drop=True)],
-        axis=1,
-    )
+    params = {**_params()["features"], "repo_path": repo}
+    training = build_training_set(pd.read_parquet(work / "entity_rows.parquet"), {}, params)
     training.to_parquet(work / f"training_{name}.parquet")
-    return {"training_rows": len(training)}
+    return {"training_rows": len(training), "training_chunk_runners": params.get("training_chunk_runners")}
 
 
 def _stage_join_duckdb(work: Path, scale: float) -> dict[str, Any]:
@@ -255,15 +252,17 @@ def measure(stage: str, work: Path, scale: float, env: dict[str, str], timeout: 
 
     report = work / f".{stage}.json"
     report.unlink(missing_ok=True)
+    load_start = [round(x, 2) for x in os.getloadavg()]
     log = work / f"{stage}.log"
     command = [sys.executable, str(Path(__file__).resolve()), "--stage", stage, "--work", str(work), "--scale", str(scale)]
     start = time.perf_counter()
     with log.open("wb") as sink:
         child = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
-        handle, peak = psutil.Process(child.pid), 0
+        handle, peak, load_max = psutil.Process(child.pid), 0, 0.0
         try:
             while child.poll() is None:
                 peak = max(peak, _tree_rss(handle))
+                load_max = max(load_max, os.getloadavg()[0])
                 if time.perf_counter() - start > timeout:
                     break
                 time.sleep(0.05)
@@ -274,15 +273,21 @@ def measure(stage: str, work: Path, scale: float, env: dict[str, str], timeout: 
                 timed_out = True
             else:
                 timed_out = False
+    load = {
+        "load_average_start": load_start,  # 1, 5, 15 minutes
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        "load_1min_max": round(load_max, 2),
+    }
     if timed_out:
-        return {"status": "timeout", "process_seconds": round(time.perf_counter() - start, 2)}
+        return {"status": "timeout", "process_seconds": round(time.perf_counter() - start, 2), **load}
     seconds = time.perf_counter() - start
     if child.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
-        return {"status": "failed", "process_seconds": round(seconds, 2), "error": " | ".join(tail)[-600:]}
+        return {"status": "failed", "process_seconds": round(seconds, 2), "error": " | ".join(tail)[-600:], **load}
     facts = json.loads(report.read_text(encoding="utf-8"))
     own = facts.pop("self_max_rss_mb")
-    return {"status": "ok", "process_seconds": round(seconds, 3), "peak_mib": round(max(peak / 2**20, own), 1), **facts}
+    peak_mib = round(max(peak / 2**20, own), 1)
+    return {"status": "ok", "process_seconds": round(seconds, 3), "peak_mib": peak_mib, **facts, **load}
 
 
 def spark_missing() -> str | None:
@@ -295,8 +300,13 @@ def spark_missing() -> str | None:
     return None if java_binary() else "no Java runtime"
 
 
-def run_world(name: str, scale: float, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Every stage of one world, in order; a failed stage stops the ones that need it."""
+def run_world(
+    name: str, scale: float, work: Path, args: argparse.Namespace, before: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The stages of one world (all, or ``args.stages``), in order; a failed stage stops the ones that need it.
+
+    ``before`` is this world's earlier record: its other stages are kept (``--stages`` reruns some).
+    """
     work.mkdir(parents=True, exist_ok=True)
     shutil.copytree(ROOT / "feature_repo", work / "feature_repo", ignore=shutil.ignore_patterns("data"), dirs_exist_ok=True)
     stack = contextlib.ExitStack()
@@ -305,10 +315,10 @@ def run_world(name: str, scale: float, work: Path, args: argparse.Namespace) -> 
     except ServiceUnavailable as exc:
         redis_url, redis_missing = None, str(exc)
     env = {**os.environ, "FEAST_USAGE": "False", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
-    stages: dict[str, Any] = {}
+    stages: dict[str, Any] = dict((before or {}).get("stages", {})) if args.stages else {}
     try:
         for stage in STAGES:
-            if stage == "simulate" and scale == 0:
+            if (stage == "simulate" and scale == 0) or (args.stages and stage not in args.stages):
                 continue
             reason = None
             if stage in ("join_spark",):
@@ -328,6 +338,7 @@ def run_world(name: str, scale: float, work: Path, args: argparse.Namespace) -> 
                 break
     finally:
         stack.close()
+    stages = {stage: stages[stage] for stage in STAGES if stage in stages}
     ingest = stages.get("ingest", {})
     return {"world": name, "scale": scale, "races": ingest.get("races"), "runners": ingest.get("runners"), "stages": stages}
 
@@ -394,10 +405,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--spark-max-scale", type=float, default=30.0, help="skip the Spark join above this scale")
     parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds per stage")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
+    parser.add_argument(
+        "--stages", default=None,
+        help="run only these stages (comma-separated; needs --work holding the earlier stages' files); "
+        "the world's other stages are kept from --output",
+    )
     parser.add_argument("--output", type=Path, default=OUT / "benchmark_scale.json")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.stages:
+        args.stages = [x for x in args.stages.split(",") if x]
+        if unknown := set(args.stages) - set(STAGES):
+            parser.error(f"unknown stages {sorted(unknown)}; known: {', '.join(STAGES)}")
+        if args.work is None:
+            parser.error("--stages needs --work (the folder holding the earlier stages' files)")
     if args.stage:
         run_stage(args.stage, args.work, args.scale, args.work / f".{args.stage}.json")
         return None
@@ -425,9 +447,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         },
         "worlds": [w for w in previous.get("worlds", []) if w["world"] not in {n for n, _ in worlds}],
     }
+    before = {w["world"]: w for w in previous.get("worlds", [])}
+    done: list[dict[str, Any]] = []
     try:
         for name, scale in worlds:
-            report["worlds"].append(run_world(name, scale, scratch / name.replace(" ", "_"), args))
+            world = run_world(name, scale, scratch / name.replace(" ", "_"), args, before.get(name))
+            done.append(world)
+            # worlds another run wrote meanwhile are kept too
+            latest = json.loads(args.output.read_text()) if args.output.is_file() else {"worlds": []}
+            ours = {w["world"] for w in done}
+            report["worlds"] = [w for w in latest.get("worlds", []) if w["world"] not in ours] + done
             report["worlds"].sort(key=lambda w: (w["scale"] == 0, w["scale"]))
             report["growth_exponent"] = growth(report["worlds"])
             args.output.parent.mkdir(parents=True, exist_ok=True)

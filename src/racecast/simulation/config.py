@@ -71,7 +71,7 @@ class SimulationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = Field(20230401, ge=0)
-    n_days: int = Field(300, ge=1, le=5000)
+    n_days: int = Field(300, ge=1, le=10_000)  # up to the 30x world of benchmarks/scale.py
     start_date: dt.date = dt.date(2023, 4, 1)
     mean_days_between_race_days: float = Field(2.4, ge=1.0, le=30.0)
     horses: int = Field(2200, ge=10, le=99_999)
