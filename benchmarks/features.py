@@ -7,13 +7,16 @@ repo (the project's own feature store is left alone):
   ``get_historical_features`` (ASOF DuckDB store) and ``build_features`` for every runner;
 * materialization of the online store;
 * online latency for the largest field (14 runners in Hong Kong) over ``--calls`` calls:
-  the lean online read (``racecast.features.online_read.OnlineReader``: one SQLite
-  statement for every view, numpy decoding) alone, read + ``build_features`` (what
-  ``racecast.features.online`` and the service do, with the reader the service keeps: a
-  race asked for again reads its entities' kept rows), the same with the kept rows
-  forgotten before every call (``cold``: a race read for the first time), and
-  for comparison Feast's ``get_online_features`` + ``build_features`` (a tenth of the
-  calls); p50 / p95 / p99 in milliseconds.
+  the lean online read (``racecast.features.online_read.OnlineReader.read_state``: one
+  SQLite statement for every view, numpy decoding) alone, read + transform (what
+  ``racecast.features.online`` and the service do: the reader's columns straight into
+  ``build_features_from_state``, with the reader the service keeps: a race asked for
+  again reads its entities' kept rows), the same with the kept rows forgotten before
+  every call (``cold``: a race read for the first time), the same numbers through
+  frames (``reader.read`` + ``build_features``), read + transform in CPU time of the
+  calling thread (``_cpu``: without the waits for a core of a busy machine), and for comparison Feast's
+  ``get_online_features`` + ``build_features`` (a tenth of the calls); p50 / p95 / p99
+  in milliseconds, with the load average at the end.
 
 Prints a table and writes ``data/08_reporting/benchmark_features.json``.
 """
@@ -124,18 +127,26 @@ def main(argv: list[str] | None = None) -> dict:
         reader = OnlineReader(fs, "combined_v1")
         online_features(race, "combined_v1", reader=reader)  # warm-up
         read_only, read_transform, cold_read, cold_transform = [], [], [], []
+        frames, cpu = [], []
         for _ in range(args.calls):
-            start = time.perf_counter()
-            state_rows = reader.read(race)
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            numeric, text, _ = reader.read_state(race)
             read_only.append(time.perf_counter() - start)
-            transform.build_features(race, state_rows)
+            transform.build_features_from_state(race, numeric, text)
             read_transform.append(time.perf_counter() - start)
+            # CPU time of this thread: the same call without the time spent waiting for a
+            # core (on a busy machine the wall time is mostly that wait)
+            cpu.append(time.thread_time() - start_cpu)
             reader.clear_cache()
             start = time.perf_counter()
-            state_rows = reader.read(race)
+            numeric, text, _ = reader.read_state(race)
             cold_read.append(time.perf_counter() - start)
-            transform.build_features(race, state_rows)
+            transform.build_features_from_state(race, numeric, text)
             cold_transform.append(time.perf_counter() - start)
+            # the same through frames: reader.read's state frame into build_features
+            start = time.perf_counter()
+            transform.build_features(race, reader.read(race))
+            frames.append(time.perf_counter() - start)
         # for comparison: Feast's own get_online_features + the same transform
         feast_sdk = []
         for _ in range(max(1, args.calls // 10)):
@@ -162,8 +173,11 @@ def main(argv: list[str] | None = None) -> dict:
             "read_and_transform": _percentiles(read_transform),
             "online_read_cold": _percentiles(cold_read),
             "read_and_transform_cold": _percentiles(cold_transform),
+            "read_and_transform_cpu": _percentiles(cpu),
+            "read_and_transform_via_frames": _percentiles(frames),
             "feast_sdk_read_and_transform": _percentiles(feast_sdk),
         },
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
@@ -185,7 +199,9 @@ def main(argv: list[str] | None = None) -> dict:
         "online_read",
         "read_and_transform",
         "online_read_cold",
+        "read_and_transform_cpu",
         "read_and_transform_cold",
+        "read_and_transform_via_frames",
         "feast_sdk_read_and_transform",
     ):
         for q, value in result["online"][kind].items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -59,7 +60,9 @@ def test_apply_registers_the_contracts(feast_project):
     }
     assert served_market == set(MARKET_FEATURES)
     assert not fundamental & set(MARKET_FEATURES)
-    assert "market_odds" not in {p.name for p in fs.get_feature_service("fundamental_v1").feature_view_projections}
+    assert "market_odds" not in {
+        p.name for p in fs.get_feature_service("fundamental_v1").feature_view_projections
+    }
 
 
 def test_historical_features_equal_reference_join_one_row_per_runner(feast_project):
@@ -67,7 +70,9 @@ def test_historical_features_equal_reference_join_one_row_per_runner(feast_proje
     served = store.historical_state(feast_project["store"], labelled, "combined_v1")
     assert len(served) == len(labelled)
     via_feast = transform.build_features(labelled, served)
-    reference = transform.build_features(labelled, transform.point_in_time_join(labelled, feast_project["tables"]))
+    reference = transform.build_features(
+        labelled, transform.point_in_time_join(labelled, feast_project["tables"])
+    )
     pd.testing.assert_frame_equal(via_feast, reference, check_dtype=False)
     # debutants (no earlier horse state) are kept, flagged, with missing form
     debut = via_feast["is_debut"] == 1
@@ -113,7 +118,9 @@ def test_unknown_horse_online_is_a_debutant_not_an_error(feast_project):
     labelled = feast_project["labelled"]
     store.materialize(fs, labelled["off_time"].max() + pd.Timedelta(hours=1))
     race = labelled[labelled["race_id"] == labelled["race_id"].iloc[-1]].reset_index(drop=True)
-    race = race.assign(horse_id=race["horse_id"].astype("string").where(race.index != 0, "NEVER-SEEN"))
+    race = race.assign(
+        horse_id=race["horse_id"].astype("string").where(race.index != 0, "NEVER-SEEN")
+    )
     online = online_features(race, "fundamental_v1", feature_store=fs)
     assert online.loc[0, "is_debut"] == 1
     assert online.loc[0, "h_runs"] != online.loc[0, "h_runs"]  # NaN, not 0
@@ -214,3 +221,34 @@ def test_kept_rows_are_forgotten_when_the_online_store_changes(feast_project):
     assert not after.equals(before), "the later state is read, not the kept rows"
     reader.clear_cache()
     pd.testing.assert_frame_equal(reader.read(rows), after)
+
+
+def test_serving_columns_give_the_frame_path_features_for_every_race(feast_project):
+    """The serving path (the reader's columns straight into ``build_features_from_state``)
+    equals ``build_features`` of the reader's state frame on every feature of every race,
+    with an unknown horse and a runner without a trainer among them."""
+    fs = feast_project["store"]
+    labelled = feast_project["labelled"]
+    store.materialize(fs, labelled["off_time"].max() + pd.Timedelta(hours=1))
+    rows = labelled.copy()
+    rows["horse_id"] = rows["horse_id"].astype("string")
+    rows.loc[0, "horse_id"] = "NEVER-SEEN"
+    rows["trainer_id"] = rows["trainer_id"].astype("string")
+    rows.loc[1, "trainer_id"] = pd.NA
+    reader = OnlineReader(fs, "combined_v1")
+    frame = reader.read(rows)
+    numeric, text, times = reader.read_state(rows)
+    assert set(numeric) | set(text) == set(frame.columns)
+    for name, values in numeric.items():
+        np.testing.assert_array_equal(values, frame[name].to_numpy(dtype=float))
+    for name, values in text.items():
+        assert [None if pd.isna(v) else v for v in frame[name]] == list(values)
+    pd.testing.assert_frame_equal(times, reader.read_with_times(rows)[1])
+    assert rows["race_id"].nunique() > 20
+    for race_id in rows["race_id"].unique():
+        at = (rows["race_id"] == race_id).to_numpy()
+        race = rows[at]
+        numeric, text, _ = reader.read_state(race)
+        served = transform.build_features_from_state(race, numeric, text)
+        pd.testing.assert_frame_equal(served, transform.build_features(race, frame[at]))
+        pd.testing.assert_frame_equal(served, online_features(race, "combined_v1", reader=reader))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from racecast.features import entities, state, transform
 from racecast.features.specs import VIEWS
@@ -49,3 +50,53 @@ def test_record_at_course_paths_agree_on_awkward_records():
     np.testing.assert_array_equal(small[1], expected_wins)
     np.testing.assert_array_equal(bulk[0], np.tile(expected_runs, 20))
     np.testing.assert_array_equal(bulk[1], np.tile(expected_wins, 20))
+
+
+def test_state_as_columns_gives_build_features_numbers_in_bulk_and_per_race():
+    """``build_features_from_state`` (what serving calls with the online reader's arrays:
+    float64 columns, object text with None) equals ``build_features`` of the state frame
+    (``string`` text with NA) on every feature, in bulk (the vectorised paths) and for
+    every race alone (the scalar paths)."""
+    races, runners = make_world(seed=5, n_races=60, n_days=20)
+    tables = state.build_state_tables(races, runners)
+    context = entities.entity_frame(races, runners)
+    joined = transform.point_in_time_join(context, tables)
+    served = joined[[c for spec in VIEWS.values() for c in spec.features]]
+    strings = ["h_course_record", "h_last_gear"]
+    assert all(served[c].dtype == "string" for c in strings) and served[strings].isna().any().all()
+
+    def columns(rows: np.ndarray) -> tuple[dict, dict]:
+        part = served[rows]
+        numeric = {c: part[c].to_numpy(dtype=float) for c in part.columns if c not in strings}
+        text = {
+            c: np.asarray([None if pd.isna(v) else v for v in part[c]], object) for c in strings
+        }
+        return numeric, text
+
+    everything = np.ones(len(context), dtype=bool)
+    bulk = transform.build_features(context, served)
+    pd.testing.assert_frame_equal(
+        transform.build_features_from_state(context, *columns(everything)), bulk
+    )
+    for race_id in context["race_id"].unique():
+        rows = (context["race_id"] == race_id).to_numpy()
+        pd.testing.assert_frame_equal(
+            transform.build_features_from_state(context[rows], *columns(rows)),
+            transform.build_features(context[rows], served[rows]),
+        )
+
+
+def test_state_as_columns_refuses_missing_or_misaligned_columns():
+    races, runners = make_world(seed=5, n_races=4, n_days=2)
+    context = entities.entity_frame(races, runners)
+    served = transform.point_in_time_join(context, state.build_state_tables(races, runners))
+    numeric = {c: served[c].to_numpy(dtype=float) for c in transform._NUMERIC_STATE}
+    text = {c: served[c] for c in ("h_course_record", "h_last_gear")}
+    with pytest.raises(KeyError, match="h_runs"):
+        transform.build_features_from_state(
+            context, {k: v for k, v in numeric.items() if k != "h_runs"}, text
+        )
+    with pytest.raises(ValueError, match="one value per context row"):
+        transform.build_features_from_state(
+            context, {**numeric, "h_runs": numeric["h_runs"][:-1]}, text
+        )

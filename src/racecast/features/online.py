@@ -125,8 +125,9 @@ def online_features(
 
     The state comes from the FeatureService's views through
     :class:`racecast.features.online_read.OnlineReader` (the provider's ``online_read``, the
-    same values ``get_online_features`` returns), then goes through the same
-    ``build_features`` as the training set.
+    same values ``get_online_features`` returns), then goes through the same transform
+    as the training set (``build_features_from_state``, which ``build_features`` calls:
+    the reader's columns go to it without a state frame).
 
     Args:
         entity_rows: Output of ``racecard_entity_rows``.
@@ -154,12 +155,11 @@ def online_features(
         raise ValueError(
             f"reader reads feature service {reader.service_name!r}, not {service_name!r}"
         )
-    if guard is None:
-        served = reader.read(entity_rows)
-    else:
-        served, times = reader.read_with_times(entity_rows)
+    # the decoded columns go to the transform as they are (no state frame for a request)
+    numeric, text, times = reader.read_state(entity_rows)
+    if guard is not None:
         guard(entity_rows, times)
-    return transform.build_features(entity_rows, served, params or {})
+    return transform.build_features_from_state(entity_rows, numeric, text, params or {})
 
 
 def feature_rows_to_json(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -341,7 +341,32 @@ class OnlineReader:
         """
         return self._read(entity_rows, with_times=True)
 
-    def _read(self, entity_rows: pd.DataFrame, with_times: bool) -> tuple[pd.DataFrame, Any]:
+    def read_state(
+        self, entity_rows: pd.DataFrame
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], pd.DataFrame]:
+        """:meth:`read_with_times` as columns: what serving hands to the transform
+        (:func:`racecast.features.transform.build_features_from_state`) without a frame.
+
+        Args:
+            entity_rows: As for :meth:`read`.
+
+        Returns:
+            ``(numeric, text, times)``: numeric feature -> float64 array (NaN where
+            missing), text feature -> object array (None where missing), both aligned
+            to ``entity_rows``; ``times`` as :meth:`read_with_times` gives it.
+
+        Raises:
+            KeyError: If a join key column is missing.
+        """
+        numeric, text, stamps = self._read_arrays(entity_rows)
+        numbers = {name: numeric[:, j] for j, name in enumerate(self._numeric)}
+        strings = {name: text[:, s] for s, name in enumerate(self._strings)}
+        return numbers, strings, pd.DataFrame(stamps, index=entity_rows.index)
+
+    def _read_arrays(
+        self, entity_rows: pd.DataFrame
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """(numeric matrix, text matrix, view -> event times), one row per runner."""
         entities = self._entities(entity_rows)
         sizes = [len(distinct) for _, distinct in entities]
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp).tolist()
@@ -359,15 +384,19 @@ class OnlineReader:
             dtype=np.intp,
         ).reshape(len(entities), len(entity_rows))
         numeric = numbers[runner[self._numeric_view].T, np.arange(len(self._numeric))]
+        text = texts[runner[self._string_view].T, np.arange(len(self._strings))]
+        stamps = {view.name: times[runner[v]] for v, (view, _, _) in enumerate(self._plan)}
+        return numeric, text, stamps
+
+    def _read(self, entity_rows: pd.DataFrame, with_times: bool) -> tuple[pd.DataFrame, Any]:
+        numeric, text, stamps = self._read_arrays(entity_rows)
         frame = pd.DataFrame(numeric, index=entity_rows.index, columns=self._numeric)
         if self._strings:
-            text = texts[runner[self._string_view].T, np.arange(len(self._strings))]
             for s, name in enumerate(self._strings):
                 frame[name] = pd.array(text[:, s], dtype="string")
             frame = frame[self.columns]
         if not with_times:
             return frame, None
-        stamps = {view.name: times[runner[v]] for v, (view, _, _) in enumerate(self._plan)}
         return frame, pd.DataFrame(stamps, index=entity_rows.index)
 
 

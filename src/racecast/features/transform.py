@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -372,7 +373,7 @@ def _shrunk(wins: np.ndarray, runs: np.ndarray, k: float, prior: float) -> np.nd
 def _suitability(
     context: pd.DataFrame,
     ctx: dict[str, np.ndarray],
-    state: pd.DataFrame,
+    course_record: pd.Series,
     st: dict[str, np.ndarray],
     p: dict[str, Any],
 ) -> dict[str, np.ndarray]:
@@ -391,7 +392,7 @@ def _suitability(
         wins = _pick(st, wins_cols, slot)
         out[f"{names[kind]}_runs"] = runs
         out[f"{names[kind]}_win_rate"] = _shrunk(wins, runs, p["horse_k"], p["win_prior"])
-    runs, wins = _record_at_course(state["h_course_record"], context["course"])
+    runs, wins = _record_at_course(course_record, context["course"])
     out["course_runs"] = runs
     out["course_win_rate"] = _shrunk(wins, runs, p["horse_k"], p["win_prior"])
     out["going_code"] = np.where(slots["going"] >= 0, slots["going"], np.nan)
@@ -488,9 +489,8 @@ _CHANGES = {
 _STATE_STRINGS = frozenset({"h_course_record", "h_last_gear"})
 
 
-def _numeric_state_columns() -> list[str]:
-    """Every state feature the transform reads as a number."""
-    return [c for c in all_state_features() if c not in _STATE_STRINGS]
+#: Every state feature the transform reads as a number.
+_NUMERIC_STATE = tuple(c for c in all_state_features() if c not in _STATE_STRINGS)
 
 
 def build_features(
@@ -498,8 +498,9 @@ def build_features(
 ) -> pd.DataFrame:
     """Turn racecard context + joined entity state into the model features.
 
-    Works on numpy arrays column by column (a 14-runner race takes about a millisecond,
-    the Hong Kong training set about a second), so training and serving can share it.
+    Works on numpy arrays column by column, so training (the Hong Kong training set in
+    about a second) and serving share it: the state frame's columns go to
+    :func:`build_features_from_state`, the one implementation of the transform.
 
     Args:
         context: ``entity_frame`` rows (``CONTEXT_COLUMNS``; labels are ignored).
@@ -516,16 +517,57 @@ def build_features(
         KeyError: If a context column or a state feature is missing.
         ValueError: If ``context`` and ``state`` are not index-aligned.
     """
-    p = resolve_params(params)
-    require_columns(context, CONTEXT_COLUMNS, "context")
     require_columns(state, all_state_features(), "joined state")
     if not context.index.equals(state.index):
         raise ValueError(
             "state: index must equal the context index (one joined state row per context row)"
         )
+    numeric = _float_arrays(state, list(_NUMERIC_STATE))
+    return build_features_from_state(
+        context, numeric, {c: state[c] for c in _STATE_STRINGS}, params
+    )
+
+
+def build_features_from_state(
+    context: pd.DataFrame,
+    numeric: Mapping[str, np.ndarray],
+    text: Mapping[str, Any],
+    params: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """:func:`build_features` with the joined state given as columns, not as a frame.
+
+    The transform itself: :func:`build_features` calls it with its state frame's columns,
+    serving with the online reader's decoded arrays (no state frame is built).
+
+    Args:
+        context: As for :func:`build_features`.
+        numeric: Numeric state feature -> float64 array aligned with ``context`` (NaN: none).
+        text: ``h_course_record``, ``h_last_gear`` -> Series or object array (None: none).
+        params: As for :func:`build_features`.
+
+    Returns:
+        As :func:`build_features`.
+
+    Raises:
+        KeyError: If a context column or a state feature is missing.
+        ValueError: If a state column's length differs from ``context``'s.
+    """
+    p = resolve_params(params)
+    require_columns(context, CONTEXT_COLUMNS, "context")
+    missing = [c for c in _NUMERIC_STATE if c not in numeric]
+    missing += [c for c in sorted(_STATE_STRINGS) if c not in text]
+    if missing:
+        raise KeyError(f"joined state lacks columns {missing[:10]}")
+    st = {c: np.asarray(numeric[c], dtype=np.float64) for c in _NUMERIC_STATE}
+    strings = {  # a Series is taken as it is (build_features' own columns)
+        c: v if isinstance(v := text[c], pd.Series) else pd.Series(v, context.index, object)
+        for c in _STATE_STRINGS
+    }
+    wrong = [c for c, v in (*st.items(), *strings.items()) if len(v) != len(context)]
+    if wrong:
+        raise ValueError(f"state: columns {wrong[:10]} do not have one value per context row")
     off_time = utc_ns(context["off_time"], "context.off_time")
     off_ts = off_time.to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
-    st = _float_arrays(state, _numeric_state_columns())
     ctx = _float_arrays(context, [*_CONTEXT_NUMERIC, "odds_final"])
     h_runs = st["h_runs"]
     debut = np.isnan(h_runs) | (h_runs == 0)
@@ -537,10 +579,10 @@ def build_features(
     for col in _HORSE_PASSTHROUGH:
         feats[col] = np.where(debut, np.nan, st[col])
     feats["days_since_last_run"] = (off_ts - st["h_last_off_ts"]) / SECONDS_PER_DAY
-    feats.update(_suitability(context, ctx, state, st, p))
+    feats.update(_suitability(context, ctx, strings["h_course_record"], st, p))
     for name, (now, last) in _CHANGES.items():
         feats[name] = ctx[now] - st[last]
-    feats.update(_gear_features(context["gear"], state["h_last_gear"], debut))
+    feats.update(_gear_features(context["gear"], strings["h_last_gear"], debut))
     for col in _CONNECTION_PASSTHROUGH:
         feats[col] = st[col]
     feats.update(_pair_features(context, st, p))
