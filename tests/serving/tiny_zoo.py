@@ -65,7 +65,41 @@ def _fitted_zoo() -> dict[str, Any]:
         "blend": blend,
         "stacked_holdout": stacked,
         "blend_holdout": nodes.predict_blend_holdout(blend, stacked, hold),
+        "params": params,
+        "oof": oof,
+        "holdout": holdout,
     }
+
+
+@functools.lru_cache(maxsize=1)
+def _serving_zoo() -> dict[str, Any]:
+    from racecast.pipelines.model_zoo import serving
+
+    zoo = fitted_zoo()
+    # a tolerance no loss reaches: the subset drops every model it may (all but one)
+    params = {
+        **zoo["params"],
+        "serving_subset": {"tolerance": 10.0, "drop_order": ["lgbm_ranker"]},
+    }
+    train, hold = zoo["train"], zoo["hold"]
+    subset = serving.select_serving_subset(train, params, **zoo["oof"])
+    stacker = serving.fit_serving_stacker(train, params, subset, **zoo["oof"])
+    stacked = nodes.predict_stacked_holdout(stacker, hold, **zoo["holdout"])
+    blend = serving.fit_serving_blend(train, params, subset, **zoo["oof"])
+    return {
+        "params": params,
+        "subset": subset,
+        "stacker": stacker,
+        "blend": blend,
+        "stacked_holdout": stacked,
+        "blend_holdout": nodes.predict_blend_holdout(blend, stacked, hold),
+    }
+
+
+def serving_zoo() -> dict[str, Any]:
+    """The tiny zoo's serving subset (``lgbm_ranker`` left out), its stacker, blend and
+    their holdout predictions (shared, do not mutate)."""
+    return _serving_zoo()
 
 
 def fitted_zoo() -> dict[str, Any]:

@@ -201,6 +201,13 @@ class InferenceBundle:
         skipped_models: Zoo models left out of the bundle (name -> their weights): the
             stacker's input of a skipped model is a uniform probability per race, which
             changes nothing when the model is ``unused`` (see :func:`build_bundle`).
+        serving_subset: The serving subset the stacker and blend were refitted on
+            (``model_zoo.serving_subset``: the kept and dropped zoo models, the
+            tolerance, the inner-split figures and the reason); empty when the bundle
+            holds the full zoo's stack. Its stacker and blend are the subset's own, so
+            the served probabilities equal the subset's evaluated ones.
+        explain_model: The zoo's LightGBM ranker when the serving subset left it out: it
+            explains predictions (:meth:`explain`) and predicts nothing.
     """
 
     def __init__(
@@ -217,6 +224,8 @@ class InferenceBundle:
         staking_validation: Mapping[str, Mapping[str, Any]] | None = None,
         stacker_weights: Mapping[str, Mapping[str, Any]] | None = None,
         skipped_models: Mapping[str, Mapping[str, Any]] | None = None,
+        serving_subset: Mapping[str, Any] | None = None,
+        explain_model: RaceModel | None = None,
     ) -> None:
         if not feature_service:
             raise ValueError("feature_service must name a Feast feature service")
@@ -236,6 +245,8 @@ class InferenceBundle:
         }
         self.stacker_weights = {str(k): dict(v) for k, v in (stacker_weights or {}).items()}
         self.skipped_models = {str(k): dict(v) for k, v in (skipped_models or {}).items()}
+        self.serving_subset = dict(serving_subset or {})
+        self.explain_model = explain_model
         self._explainer_lock = threading.Lock()
         self._contributions: tuple[Any, BoosterContributions] | None = None
 
@@ -255,6 +266,8 @@ class InferenceBundle:
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("stacker_weights", {})  # bundles pickled before the lean bundle
         state.setdefault("skipped_models", {})
+        state.setdefault("serving_subset", {})  # bundles pickled before the serving subset
+        state.setdefault("explain_model", None)
         self.__dict__.update(state)
         self._explainer_lock = threading.Lock()
         self._contributions = None
@@ -348,13 +361,15 @@ class InferenceBundle:
         """The base model whose contributions explain predictions.
 
         Returns:
-            ``(name, model)``: :data:`EXPLAIN_MODEL` when it is a LightGBM ranker, else
-            the first LightGBM ranker of ``base_models``.
+            ``(name, model)``: :data:`EXPLAIN_MODEL` when it is a LightGBM ranker (of
+            ``base_models``, else ``explain_model``), else the first LightGBM ranker of
+            ``base_models``.
 
         Raises:
             ValueError: If the bundle has no LightGBM ranker.
         """
         candidates = [(EXPLAIN_MODEL, self.base_models.get(EXPLAIN_MODEL))]
+        candidates += [(EXPLAIN_MODEL, getattr(self, "explain_model", None))]
         candidates += sorted(self.base_models.items())
         for name, model in candidates:
             if isinstance(model, LGBMRankerModel):
@@ -550,6 +565,8 @@ def build_bundle(
     model_version: str | None = None,
     staking_validation: Mapping[str, Mapping[str, Any]] | None = None,
     skip_max_weight: float = SKIP_MAX_WEIGHT,
+    serving_subset: Mapping[str, Any] | None = None,
+    explain_model: RaceModel | None = None,
 ) -> InferenceBundle:
     """Assemble an :class:`InferenceBundle` from the model_zoo pipeline's outputs.
 
@@ -577,6 +594,11 @@ def build_bundle(
             none there: no track is stakeable).
         skip_max_weight: Largest stacker weight of a model left out (>= 0; default
             :data:`~racecast.inference.lean.SKIP_MAX_WEIGHT`).
+        serving_subset: ``model_zoo.serving_subset`` when ``stacker`` and ``blend`` are
+            the serving subset's (``base_models`` then holds the subset's models:
+            :mod:`racecast.pipelines.model_zoo.serving`); recorded in the bundle.
+        explain_model: The zoo's :data:`EXPLAIN_MODEL` when ``base_models`` lacks it
+            (kept for explanations only).
 
     Returns:
         The bundle.
@@ -619,6 +641,8 @@ def build_bundle(
         ),
         stacker_weights=weights,
         skipped_models=skipped,
+        serving_subset=serving_subset,
+        explain_model=None if EXPLAIN_MODEL in served else explain_model,
     )
     logger.info("built %r", bundle)
     return bundle

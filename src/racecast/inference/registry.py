@@ -257,6 +257,14 @@ def model_description(bundle: InferenceBundle) -> str:
         "",
         f"Serves base models: {', '.join(sorted(bundle.base_models))}.",
     ]
+    subset = getattr(bundle, "serving_subset", {}) or {}
+    if subset.get("dropped"):
+        lines.append(
+            f"Serving subset: the stacker and blend were refitted without "
+            f"{', '.join(subset['dropped'])} ({subset.get('reason', '')}); served "
+            "probabilities equal the subset's own evaluated ones (serving_stacked, "
+            "serving_blend in evaluation.json)."
+        )
     if bundle.skipped_models:
         lines.append(
             f"Leaves out (stacker weight ~0): {', '.join(sorted(bundle.skipped_models))}; "
@@ -334,6 +342,8 @@ def register_model(
         "fingerprint": bundle.fingerprint,
         "base_models": ",".join(sorted(bundle.base_models)),
         "skipped_models": ",".join(sorted(bundle.skipped_models)) or "none",
+        "serving_subset_dropped": ",".join((bundle.serving_subset or {}).get("dropped", []))
+        or "none",
         "exact": str(bundle.exact).lower(),
     }
     for key, value in tags.items():

@@ -66,6 +66,15 @@ def test_catalog_entries_write_the_reports(tmp_path, holdout):
         "params:evaluation": PARAMS,
         "evaluation_metrics": None,
         **{f"model_zoo.{n}.holdout_predictions": p for n, p in preds.items()},
+        # the serving subset's stack (here the full stack's predictions, one model kept)
+        "model_zoo.serving_stacked.holdout_predictions": preds["stacked"],
+        "model_zoo.serving_blend.holdout_predictions": preds["blend"],
+        "model_zoo.serving_subset": {
+            "models": ["uniform"],
+            "dropped": [],
+            "tolerance": 0.002,
+            "reason": "serving subset disabled: every zoo model is served",
+        },
     }
     for name, value in inputs.items():
         catalog[name] = MemoryDataset(value) if value is not None else MemoryDataset()
@@ -77,6 +86,9 @@ def test_catalog_entries_write_the_reports(tmp_path, holdout):
     assert report["split"]["oracle"] is True
     assert "signal_recovered" in report["models"]["stacked"]
     assert (tmp_path / "evaluation.md").read_text().startswith("# Holdout evaluation")
+    assert report["serving"]["models"] == ["uniform"]
+    assert report["serving"]["serving_stacked_minus_stacked_log_loss"] == 0.0
+    assert "## Serving bundle" in (tmp_path / "evaluation.md").read_text()
 
 
 @pytest.fixture

@@ -81,8 +81,14 @@ def test_model_zoo_and_evaluation_run_in_memory():
 
     report = catalog.load("evaluation_report")
     candidates = {"market_corrected", "benter", "residual"}
-    assert set(report["models"]) == {"market", *models, "stacked", "blend", *candidates}
+    serving = {"serving_stacked", "serving_blend"}
+    assert set(report["models"]) == {"market", *models, "stacked", "blend", *candidates, *serving}
     assert report["models"]["blend"]["track"] == "combined"
+    assert report["models"]["serving_blend"]["track"] == "combined"
+    assert report["models"]["serving_stacked"]["track"] == "fundamental"
+    subset = catalog.load("model_zoo.serving_subset")
+    assert report["serving"]["models"] == subset["models"] and set(subset["models"]) <= set(models)
+    assert "## Serving bundle" in catalog.load("evaluation_table")
     assert report["models"]["market_corrected"]["track"] == "market"
     assert report["combined"]["choice"] == track.choice_
     holdout = report["combined"]["holdout"]["blend_vs_market_corrected"]

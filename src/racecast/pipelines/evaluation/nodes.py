@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 MARKET = "market"
 STACKED = "stacked"
 BLEND = "blend"
+#: The serving subset's stacker and combined track (racecast.pipelines.model_zoo.serving).
+SERVING_STACKED = "serving_stacked"
+SERVING_BLEND = "serving_blend"
 MARKET_CORRECTED = "market_corrected"
 CANDIDATE_NAMES = ("benter", "residual")
 ORACLE_COLUMN = "p_oracle"
@@ -46,7 +49,7 @@ FRAME_COLUMNS = ["race_id", "horse_id", "off_time", "odds_final", "won", "positi
 def _track(name: str) -> str:
     if name in (MARKET, MARKET_CORRECTED):
         return "market"
-    if name == BLEND:
+    if name in (BLEND, SERVING_BLEND):
         return "combined"
     if name in CANDIDATE_NAMES:
         return "candidate"
@@ -174,6 +177,7 @@ def evaluate_models(
     split_info: dict[str, Any],
     blend_model: Any,
     params: dict[str, Any],
+    serving_subset: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every protocol metric of every model on the scored holdout races.
 
@@ -183,9 +187,13 @@ def evaluate_models(
         blend_model: The fitted ``CombinedTrack`` (its terms, coefficients, decision
             and staking validation are reported).
         params: ``evaluation`` parameters (``kelly_fraction``).
+        serving_subset: ``model_zoo.serving_subset`` (the zoo models the served stack
+            keeps, chosen on the inner split); reported as ``serving`` beside the
+            ``serving_stacked`` / ``serving_blend`` holdout figures.
 
     Returns:
-        ``{"split": {...}, "models": {name: {"track": ..., metrics...}}, "combined": {...}}``;
+        ``{"split": {...}, "models": {name: {"track": ..., metrics...}}, "combined": {...},
+        "serving": {...}}``;
         ``combined`` (see :func:`_combined_report`) holds the decision taken on training
         races and the holdout gains over ``market_corrected``.
     """
@@ -198,7 +206,7 @@ def evaluate_models(
             f"p_{name}",
             market_col="p_market",
             oracle_col=oracle_col,
-            combined=name == BLEND,
+            combined=name in (BLEND, SERVING_BLEND),
             kelly_fraction=kelly_fraction,
         )
         models[name] = {"track": _track(name), **{k: _clean(v) for k, v in metrics.items()}}
@@ -211,6 +219,8 @@ def evaluate_models(
         "oracle": oracle_col is not None,
     }
     report: dict[str, Any] = {"split": split, "models": models}
+    if serving_subset is not None:
+        report["serving"] = _serving_report(serving_subset, models)
     decision = getattr(blend_model, "decision_", None)
     if decision is not None:
         report["combined"] = _combined_report(holdout_frame, blend_model, decision)
@@ -228,6 +238,45 @@ def evaluate_models(
         models.get(BLEND, {}).get("pseudo_r2"),
     )
     return report
+
+
+def _serving_report(subset: dict[str, Any], models: dict[str, Any]) -> dict[str, Any]:
+    """The serving subset beside the full stack's holdout log loss (what serving gives up)."""
+    out = {k: subset.get(k) for k in ("models", "dropped", "tolerance", "reason", "inner")}
+    for served, full in ((SERVING_STACKED, STACKED), (SERVING_BLEND, BLEND)):
+        a = (models.get(served) or {}).get("log_loss")
+        b = (models.get(full) or {}).get("log_loss")
+        out[f"{served}_minus_{full}_log_loss"] = None if a is None or b is None else a - b
+    return _clean_tree(out)
+
+
+def _clean_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _clean_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean_tree(v) for v in value]
+    return _clean(value)
+
+
+def serving_lines(report: dict[str, Any]) -> list[str]:
+    """The serving subset: which models the served stack keeps and what it costs."""
+    serving = report.get("serving")
+    if not serving:
+        return []
+    lines = [
+        "## Serving bundle",
+        "",
+        f"The service scores {len(serving['models'])} zoo models: "
+        + ", ".join(f"`{n}`" for n in serving["models"])
+        + ("." if not serving["dropped"] else f"; left out: {', '.join(serving['dropped'])}."),
+    ]
+    if serving.get("reason"):
+        lines.append(f"Chosen on the inner split of the training races: {serving['reason']}.")
+    for served, full in ((SERVING_STACKED, STACKED), (SERVING_BLEND, BLEND)):
+        delta = serving.get(f"{served}_minus_{full}_log_loss")
+        if delta is not None:
+            lines.append(f"- holdout log loss, `{served}` minus `{full}`: {_fmt(delta)}")
+    return ["", *lines]
 
 
 TABLE_COLUMNS = [
@@ -286,6 +335,7 @@ def evaluation_table(report: dict[str, Any]) -> str:
     ]
     if "combined" in report:
         lines += ["", *verdict_lines(report)]
+    lines += serving_lines(report)
     return "\n".join(lines) + "\n"
 
 

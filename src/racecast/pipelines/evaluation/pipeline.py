@@ -31,8 +31,8 @@ def create_pipeline(
     Args:
         models: Zoo base models to score (default: the model_zoo's ``ZOO_MODELS``);
             ``stacked``, ``blend`` (the combined track), ``market_corrected`` and the
-            combined-track candidates ``benter`` and ``residual`` are always scored, with
-            the market.
+            combined-track candidates ``benter`` and ``residual`` and the serving subset's
+            ``serving_stacked`` and ``serving_blend`` are always scored, with the market.
         with_oracle: Take ``oracle_win_probabilities`` as an input (it exists only when
             the synthetic world is the source; the registry passes ``False`` for the others).
 
@@ -46,6 +46,8 @@ def create_pipeline(
         "market_corrected",
         "benter",
         "residual",
+        "serving_stacked",
+        "serving_blend",
     ]
     frame_inputs = {
         "holdout_set": "model_zoo.holdout_set",
@@ -69,6 +71,7 @@ def create_pipeline(
                     "model_zoo.split_info",
                     "model_zoo.blend.model",
                     "params:evaluation",
+                    "model_zoo.serving_subset",
                 ],
                 outputs="evaluation_report",
                 name="evaluate_models",

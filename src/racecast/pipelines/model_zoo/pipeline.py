@@ -26,6 +26,7 @@ from .nodes import (
     split_training_set,
     tune_hyperparameters,
 )
+from .serving import fit_serving_blend, fit_serving_stacker, select_serving_subset
 
 #: The default zoo: the keys of ``model_zoo.models`` in conf/base/parameters/model_zoo.yml.
 #: ``semantic`` (SemanticScorer) is left out: the training set has no text column.
@@ -113,7 +114,9 @@ def create_pipeline(models: Iterable[str] | None = None, **kwargs) -> Pipeline:
             ``model_zoo.models.<name>`` in the parameters.
 
     Returns:
-        split -> tune -> per-model (OOF, refit, holdout) -> stacker -> blend.
+        split -> tune -> per-model (OOF, refit, holdout) -> stacker -> blend, and the
+        serving subset (:mod:`.serving`: chosen on the inner split, its own stacker and
+        blend and their holdout predictions).
     """
     names = list(ZOO_MODELS if models is None else models)
     if not names:
@@ -205,4 +208,74 @@ def create_pipeline(models: Iterable[str] | None = None, **kwargs) -> Pipeline:
         ],
         tags=["model_zoo"],
     )
-    return shared + sum((model_pipeline(name) for name in names), start=Pipeline([])) + stacking
+    serving = Pipeline(
+        [
+            node(
+                select_serving_subset,
+                inputs={
+                    "train_set": "model_zoo.train_set",
+                    "params": "params:model_zoo",
+                    **oof_inputs,
+                },
+                outputs="model_zoo.serving_subset",
+                name="select_serving_subset",
+                namespace="model_zoo",
+                tags=[WORKER_TAG],
+            ),
+            node(
+                fit_serving_stacker,
+                inputs={
+                    "train_set": "model_zoo.train_set",
+                    "params": "params:model_zoo",
+                    "subset": "model_zoo.serving_subset",
+                    **oof_inputs,
+                },
+                outputs="model_zoo.serving_stacked.model",
+                name="fit_serving_stacker",
+                namespace="model_zoo",
+                tags=[WORKER_TAG],
+            ),
+            node(
+                predict_stacked_holdout,
+                inputs={
+                    "stacked_model": "model_zoo.serving_stacked.model",
+                    "holdout_set": "model_zoo.holdout_set",
+                    **holdout_inputs,
+                },
+                outputs="model_zoo.serving_stacked.holdout_predictions",
+                name="predict_serving_stacked_holdout",
+                namespace="model_zoo",
+            ),
+            node(
+                fit_serving_blend,
+                inputs={
+                    "train_set": "model_zoo.train_set",
+                    "params": "params:model_zoo",
+                    "subset": "model_zoo.serving_subset",
+                    **oof_inputs,
+                },
+                outputs="model_zoo.serving_blend.model",
+                name="fit_serving_blend",
+                namespace="model_zoo",
+                tags=[WORKER_TAG],
+            ),
+            node(
+                predict_blend_holdout,
+                inputs=[
+                    "model_zoo.serving_blend.model",
+                    "model_zoo.serving_stacked.holdout_predictions",
+                    "model_zoo.holdout_set",
+                ],
+                outputs="model_zoo.serving_blend.holdout_predictions",
+                name="predict_serving_blend_holdout",
+                namespace="model_zoo",
+            ),
+        ],
+        tags=["model_zoo"],
+    )
+    return (
+        shared
+        + sum((model_pipeline(name) for name in names), start=Pipeline([]))
+        + stacking
+        + serving
+    )

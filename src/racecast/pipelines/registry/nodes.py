@@ -17,7 +17,7 @@ import pandas as pd
 
 from racecast.data.datasets import loaded
 from racecast.evaluation.blend import BenterBlend
-from racecast.inference.bundle import InferenceBundle, build_bundle
+from racecast.inference.bundle import EXPLAIN_MODEL, InferenceBundle, build_bundle
 from racecast.models.base import RaceModel
 
 logger = logging.getLogger(__name__)
@@ -27,11 +27,28 @@ BUNDLE_METRIC_MODELS = ("stacked", "blend", "market")
 
 #: Report model whose holdout log loss decides the promotion (the fundamental track).
 SELECTION_MODEL = "stacked"
+#: The serving subset's report models (racecast.pipelines.model_zoo.serving): when the
+#: report has them, the bundle serves them, so they stand for ``stacked`` and ``blend``.
+SERVED_AS = {"stacked": "serving_stacked", "blend": "serving_blend"}
+
+
+def _served_models(evaluation_report: Mapping[str, Any]) -> dict[str, Any]:
+    """The report's models as the bundle serves them: ``stacked`` and ``blend`` are the
+    serving subset's figures when the report has them (the full stack's are kept as
+    ``full_stacked`` and ``full_blend``)."""
+    models = dict(evaluation_report.get("models", {}) or {})
+    for name, served in SERVED_AS.items():
+        if served in models:
+            if name in models:
+                models[f"full_{name}"] = models[name]
+            models[name] = models[served]
+    return models
 
 
 def _holdout_log_loss(evaluation_report: Mapping[str, Any]) -> float:
-    """``evaluation_report["models"]["stacked"]["log_loss"]``, checked."""
-    value = (evaluation_report.get("models", {}).get(SELECTION_MODEL) or {}).get("log_loss")
+    """Holdout log loss of the served stack (``serving_stacked`` when the report has it,
+    else ``stacked``), checked."""
+    value = (_served_models(evaluation_report).get(SELECTION_MODEL) or {}).get("log_loss")
     try:
         loss = float(value)
     except (TypeError, ValueError):
@@ -51,6 +68,7 @@ def build_inference_bundle(
     blend: BenterBlend,
     feature_service: str,
     skip_max_weight: float,
+    serving_subset: dict[str, Any] | None = None,
     **base_models: RaceModel,
 ) -> InferenceBundle:
     """Assemble the inference bundle from the model zoo's fitted models.
@@ -59,13 +77,19 @@ def build_inference_bundle(
         train_set: Training runners (``model_zoo.train_set``); the last ``off_time``
             becomes ``trained_until``.
         evaluation_report: Holdout report of the evaluation pipeline.
-        stacker: ``model_zoo.stacked.model``.
-        blend: ``model_zoo.blend.model``.
+        stacker: The served stacker: ``model_zoo.serving_stacked.model`` (the serving
+            subset's) or ``model_zoo.stacked.model``.
+        blend: The served combined track: ``model_zoo.serving_blend.model`` or
+            ``model_zoo.blend.model``.
         feature_service: Feast feature service the bundle scores
             (``features.training_service``).
         skip_max_weight: ``registry.skip_max_weight``: base models with at most this
             stacker weight are left out of the bundle (0: only models the stacker never
             uses; :mod:`racecast.inference.lean`).
+        serving_subset: ``model_zoo.serving_subset`` (None: the full zoo is served);
+            only its models go into the bundle, and the report's ``serving_stacked`` /
+            ``serving_blend`` figures become the bundle's ``stacked`` / ``blend``; the
+            LightGBM ranker stays in the bundle for explanations when it is left out.
         **base_models: ``<model>`` -> ``model_zoo.<model>.model`` for every zoo model.
 
     Returns:
@@ -79,8 +103,16 @@ def build_inference_bundle(
         raise KeyError("model_zoo.train_set lacks the off_time column")
     if train_set.empty:
         raise ValueError("model_zoo.train_set is empty: there is no trained model to bundle")
-    models = evaluation_report.get("models", {}) or {}
-    metrics = {name: dict(models[name]) for name in BUNDLE_METRIC_MODELS if name in models}
+    models = _served_models(evaluation_report)
+    metrics = {
+        name: dict(models[name])
+        for name in (*BUNDLE_METRIC_MODELS, *(f"full_{n}" for n in SERVED_AS))
+        if name in models
+    }
+    explain_model = base_models.get(EXPLAIN_MODEL)
+    if serving_subset is not None:
+        kept = set(serving_subset["models"])
+        base_models = {name: model for name, model in base_models.items() if name in kept}
     return build_bundle(
         base_models,
         stacker,
@@ -89,6 +121,8 @@ def build_inference_bundle(
         trained_until=pd.Timestamp(train_set["off_time"].max()),
         holdout_metrics=metrics,
         skip_max_weight=float(skip_max_weight),
+        serving_subset=serving_subset,
+        explain_model=explain_model,
     )
 
 
@@ -105,7 +139,8 @@ def register_bundle(
     Args:
         inference_bundle: Output of :func:`build_inference_bundle` (or the function that
             loads it: the catalog's ``LazyPickleDataset``).
-        evaluation_report: Holdout report; ``models.stacked.log_loss`` decides promotion.
+        evaluation_report: Holdout report; the served stack's log loss
+            (``models.serving_stacked``, else ``models.stacked``) decides promotion.
         params: ``registry`` parameters (``enabled``, ``model_name``).
 
     Returns:

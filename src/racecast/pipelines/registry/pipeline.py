@@ -12,7 +12,15 @@ from .nodes import build_inference_bundle, register_bundle
 
 #: Keyword names of ``build_inference_bundle`` that a zoo model must not take.
 _RESERVED = frozenset(
-    {"train_set", "evaluation_report", "stacker", "blend", "feature_service", "skip_max_weight"}
+    {
+        "train_set",
+        "evaluation_report",
+        "stacker",
+        "blend",
+        "feature_service",
+        "skip_max_weight",
+        "serving_subset",
+    }
 )
 
 
@@ -21,7 +29,8 @@ def create_pipeline(models: Iterable[str] | None = None, **kwargs) -> Pipeline:
 
     Args:
         models: Zoo base models in the bundle (default: the model_zoo's ``ZOO_MODELS``);
-            exactly the models the stacker was fitted on.
+            the serving subset's models among them are bundled with the subset's stacker
+            and blend (``model_zoo.serving_*``).
 
     Returns:
         ``build_inference_bundle`` -> ``inference_bundle``, then ``register_bundle`` ->
@@ -40,10 +49,11 @@ def create_pipeline(models: Iterable[str] | None = None, **kwargs) -> Pipeline:
                 inputs={
                     "train_set": "model_zoo.train_set",
                     "evaluation_report": "evaluation_report",
-                    "stacker": "model_zoo.stacked.model",
-                    "blend": "model_zoo.blend.model",
+                    "stacker": "model_zoo.serving_stacked.model",
+                    "blend": "model_zoo.serving_blend.model",
                     "feature_service": "params:features.training_service",
                     "skip_max_weight": "params:registry.skip_max_weight",
+                    "serving_subset": "model_zoo.serving_subset",
                     **{name: f"model_zoo.{name}.model" for name in names},
                 },
                 outputs="inference_bundle",
