@@ -83,9 +83,9 @@ def _serving_zoo() -> dict[str, Any]:
     }
     train, hold = zoo["train"], zoo["hold"]
     subset = serving.select_serving_subset(train, params, **zoo["oof"])
-    stacker = serving.fit_serving_stacker(train, params, subset, **zoo["oof"])
+    stacker = serving.fit_serving_stacker(train, params, subset, zoo["stacker"], **zoo["oof"])
     stacked = nodes.predict_stacked_holdout(stacker, hold, **zoo["holdout"])
-    blend = serving.fit_serving_blend(train, params, subset, **zoo["oof"])
+    blend = serving.fit_serving_blend(train, params, subset, zoo["blend"], **zoo["oof"])
     return {
         "params": params,
         "subset": subset,

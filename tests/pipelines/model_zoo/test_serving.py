@@ -53,6 +53,18 @@ def test_disabled_subset_serves_every_model():
     params = {**zoo["params"], "serving_subset": {"enabled": False}}
     chosen = serving.select_serving_subset(zoo["train"], params, **zoo["oof"])
     assert chosen["models"] == list(zoo["oof"]) and chosen["dropped"] == []
+    # nothing left out: the full stack is served as fitted, not fitted again
+    train = zoo["train"]
+    stacker = serving.fit_serving_stacker(train, params, chosen, zoo["stacker"], **zoo["oof"])
+    blend = serving.fit_serving_blend(train, params, chosen, zoo["blend"], **zoo["oof"])
+    assert stacker is zoo["stacker"] and blend is zoo["blend"]
+
+
+def test_zoo_names_that_clash_with_node_inputs_are_refused():
+    from racecast.pipelines.model_zoo.pipeline import create_pipeline
+
+    with pytest.raises(ValueError, match="clash"):
+        create_pipeline(models=["subset"])
 
 
 @pytest.mark.parametrize(

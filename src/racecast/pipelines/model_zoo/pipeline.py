@@ -43,6 +43,12 @@ ZOO_MODELS: tuple[str, ...] = (
 )
 
 
+#: Keyword names of the stacking and serving nodes that a zoo model must not take.
+_RESERVED = frozenset(
+    {"train_set", "params", "subset", "full_stacker", "full_blend", "stacked_model", "holdout_set"}
+)
+
+
 class _NamedPartial(partial):
     """A ``partial`` that keeps its ``__name__`` through multiprocessing.
 
@@ -121,6 +127,9 @@ def create_pipeline(models: Iterable[str] | None = None, **kwargs) -> Pipeline:
     names = list(ZOO_MODELS if models is None else models)
     if not names:
         raise ValueError("the model zoo needs at least one model")
+    clash = sorted(set(names) & _RESERVED)
+    if clash:
+        raise ValueError(f"zoo model names {clash} clash with the stacking nodes' inputs")
     oof_inputs = {name: f"model_zoo.{name}.oof_predictions" for name in names}
     holdout_inputs = {name: f"model_zoo.{name}.holdout_predictions" for name in names}
     shared = Pipeline(
@@ -228,6 +237,7 @@ def create_pipeline(models: Iterable[str] | None = None, **kwargs) -> Pipeline:
                     "train_set": "model_zoo.train_set",
                     "params": "params:model_zoo",
                     "subset": "model_zoo.serving_subset",
+                    "full_stacker": "model_zoo.stacked.model",
                     **oof_inputs,
                 },
                 outputs="model_zoo.serving_stacked.model",
@@ -252,6 +262,7 @@ def create_pipeline(models: Iterable[str] | None = None, **kwargs) -> Pipeline:
                     "train_set": "model_zoo.train_set",
                     "params": "params:model_zoo",
                     "subset": "model_zoo.serving_subset",
+                    "full_blend": "model_zoo.blend.model",
                     **oof_inputs,
                 },
                 outputs="model_zoo.serving_blend.model",

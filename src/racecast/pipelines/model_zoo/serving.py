@@ -161,9 +161,13 @@ def fit_serving_stacker(
     train_set: pd.DataFrame,
     params: dict[str, Any],
     subset: dict[str, Any],
+    full_stacker: RaceModel,
     **oof_predictions: pd.DataFrame,
 ) -> RaceModel:
-    """:func:`~racecast.pipelines.model_zoo.nodes.fit_stacker` on the subset's models."""
+    """:func:`~racecast.pipelines.model_zoo.nodes.fit_stacker` on the subset's models
+    (``full_stacker``, ``model_zoo.stacked.model``, when the subset leaves none out)."""
+    if not subset.get("dropped"):
+        return full_stacker
     return fit_stacker(train_set, params, **subset_of(subset, oof_predictions))
 
 
@@ -171,8 +175,12 @@ def fit_serving_blend(
     train_set: pd.DataFrame,
     params: dict[str, Any],
     subset: dict[str, Any],
+    full_blend: CombinedTrack,
     **oof_predictions: pd.DataFrame,
 ) -> CombinedTrack:
-    """:func:`~racecast.pipelines.model_zoo.nodes.fit_blend` on the subset's models."""
+    """:func:`~racecast.pipelines.model_zoo.nodes.fit_blend` on the subset's models
+    (``full_blend``, ``model_zoo.blend.model``, when the subset leaves none out)."""
+    if not subset.get("dropped"):
+        return full_blend
     track, _ = fit_blend(train_set, params, **subset_of(subset, oof_predictions))
     return track
