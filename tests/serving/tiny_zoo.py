@@ -79,7 +79,7 @@ def _serving_zoo() -> dict[str, Any]:
     # a tolerance no loss reaches: the subset drops every model it may (all but one)
     params = {
         **zoo["params"],
-        "serving_subset": {"tolerance": 10.0, "drop_order": ["lgbm_ranker"]},
+        "serving_subset": {"enabled": True, "tolerance": 10.0, "drop_order": ["lgbm_ranker"]},
     }
     train, hold = zoo["train"], zoo["hold"]
     subset = serving.select_serving_subset(train, params, **zoo["oof"])

@@ -40,7 +40,11 @@ def test_a_model_whose_removal_costs_more_than_the_tolerance_is_kept():
     cost = full["trials"][0]["cost"]
     params = {
         **zoo["params"],
-        "serving_subset": {"tolerance": cost - 1e-6, "drop_order": ["lgbm_ranker"]},
+        "serving_subset": {
+            "enabled": True,
+            "tolerance": cost - 1e-6,
+            "drop_order": ["lgbm_ranker"],
+        },
     }
     chosen = serving.select_serving_subset(zoo["train"], params, **zoo["oof"])
     assert chosen["models"] == ["lgbm_ranker", "lgbm_classifier"] and not chosen["dropped"]

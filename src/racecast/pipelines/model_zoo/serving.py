@@ -42,8 +42,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["fit_serving_blend", "fit_serving_stacker", "select_serving_subset", "subset_of"]
 
-#: ``model_zoo.serving_subset`` defaults.
-DEFAULTS: dict[str, Any] = {"enabled": True, "tolerance": 0.002, "inner_fraction": 0.3}
+#: ``model_zoo.serving_subset`` defaults (their one home; ``model_zoo.yml`` sets the
+#: ``drop_order`` and any override). Off: the full stack is served, exactly as evaluated.
+DEFAULTS: dict[str, Any] = {"enabled": False, "tolerance": 0.002, "inner_fraction": 0.3}
 
 
 def _settings(params: Mapping[str, Any]) -> dict[str, Any]:
