@@ -109,3 +109,21 @@ def test_asof_join_leaves_rows_with_a_null_key_unmatched_in_that_view_only():
     out = out.set_index("race_id").sort_index()
     assert out["rides"].notna().tolist() == [True, False, True]
     assert out["rate"].notna().tolist() == [True, True, False]
+
+
+@pytest.mark.parametrize("ttl", [None, timedelta(days=2)])
+def test_asof_join_of_a_late_window_equals_feast_join(ttl):
+    """Entity rows late in the state's span (a chunk of a long history): state rows outside
+    what they can use are left out of the join, and nothing changes."""
+    entities, state = _tables(5)
+    entities["event_timestamp"] = pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(
+        np.linspace(250, 330, len(entities)).round(), unit="h"
+    )
+    con = ibis.duckdb.connect()
+    spec = [(ibis.memtable(state), "event_timestamp", None, {"jockey_id": "jockey_id"}, ["rides", "rate"], ttl)]
+    ours = con.execute(asof_point_in_time_join(ibis.memtable(entities), spec)).sort_values("race_id")
+    theirs = con.execute(feast_ibis.point_in_time_join(ibis.memtable(entities), spec)).sort_values("race_id")
+    pd.testing.assert_frame_equal(ours.reset_index(drop=True), theirs[ours.columns].reset_index(drop=True), check_dtype=False)
+    assert ours["rides"].notna().any()
+    if ttl:  # some rows found state only older than the TTL: null, as in Feast
+        assert ours.loc[ours["jockey_id"] != "new", "rides"].isna().any()

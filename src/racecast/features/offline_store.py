@@ -64,6 +64,13 @@ def asof_point_in_time_join(
             **{alias: table[key] for key, alias in key_names.items()},
             **{name: table[name] for name in feature_refs},
         )
+        # Only state rows some entity row can use: none after the last entity timestamp and,
+        # with a TTL, none expired before the first (each would be a miss or a null anyway).
+        when = entity_table[event_timestamp_col]
+        usable = right[ts_name] <= when.max().as_scalar()
+        if ttl:
+            usable &= right[ts_name] >= when.min().as_scalar() - ibis.interval(seconds=int(ttl.total_seconds()))
+        right = right.filter(usable)
         # The lookup depends only on the view's keys and the timestamp: ASOF-join the distinct
         # (keys, timestamp) probes -- a narrow left side, not the entity rows with every column
         # joined so far -- then hash-join the found features back onto the entity rows.
