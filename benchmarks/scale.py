@@ -226,9 +226,10 @@ def run_stage(stage: str, work: Path, scale: float, report: Path) -> None:
     import racecast.ingestion.validate  # noqa: F401
     import racecast.models.factory  # noqa: F401
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     facts = globals()[f"_stage_{stage}"](work, scale)
     facts["stage_seconds"] = round(time.perf_counter() - start, 3)
+    facts["stage_cpu_seconds"] = round(time.process_time() - cpu, 3)  # this process's threads; less load-bound
     facts["self_max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report.write_text(json.dumps(facts), encoding="utf-8")
 
@@ -365,6 +366,68 @@ def growth(worlds: list[dict[str, Any]]) -> dict[str, Any]:
     return slopes
 
 
+EMBEDDED = tuple(s for s in STAGES if s not in ("join_spark", "materialize_redis"))
+
+
+def growth_fit(worlds: list[dict[str, Any]], min_scale: float = 1.0) -> dict[str, Any]:
+    """Least-squares log-log slope of each stage's seconds and peak MiB against runners.
+
+    Over the synthetic worlds of at least ``min_scale`` (below it fixed costs dominate);
+    a stage needs two such worlds.
+    """
+    synthetic = [w for w in worlds if w["scale"] >= min_scale and w.get("runners")]
+    fits: dict[str, Any] = {}
+    for stage in STAGES:
+        done = [(w["runners"], w["stages"][stage]) for w in synthetic if w["stages"].get(stage, {}).get("status") == "ok"]
+        if len(done) < 2:
+            continue
+        x = np.log([r for r, _ in done])
+        fits[stage] = {
+            "runners": [r for r, _ in done],
+            "seconds_exponent": round(float(np.polyfit(x, np.log([f["stage_seconds"] for _, f in done]), 1)[0]), 2),
+            "peak_mib_exponent": round(float(np.polyfit(x, np.log([f["peak_mib"] for _, f in done]), 1)[0]), 2),
+        }
+    return fits
+
+
+def embedded_peak(world: dict[str, Any]) -> float | None:
+    """The largest peak MiB of the default (embedded: SQLite + DuckDB) path's stages that ran."""
+    peaks = [world["stages"][s]["peak_mib"] for s in EMBEDDED if world["stages"].get(s, {}).get("status") == "ok"]
+    return max(peaks) if peaks else None
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as markdown tables (seconds and peak MiB per stage and world; exponents; load)."""
+    worlds = report["worlds"]
+
+    def cell(world: dict[str, Any], stage: str) -> str:
+        done = world["stages"].get(stage)
+        if done is None:
+            return "not run"
+        if done["status"] != "ok":
+            return done["status"]
+        return f"{done['stage_seconds']:,.1f} s / {done['peak_mib']:,.0f} MiB"
+
+    names = [f"{w['world']} ({w['runners']:,} runners)" if w.get("runners") else w["world"] for w in worlds]
+    lines = ["| stage (seconds / peak MiB) | " + " | ".join(names) + " |", "|---" * (len(worlds) + 1) + "|"]
+    lines += [f"| {stage} | " + " | ".join(cell(w, stage) for w in worlds) + " |" for stage in STAGES]
+    peaks = [f"{w['embedded_peak_mib']:,.0f} MiB" if w.get("embedded_peak_mib") else "-" for w in worlds]
+    lines.append("| embedded path peak | " + " | ".join(peaks) + " |")
+    loads = []
+    for w in worlds:
+        maxima = [d["load_1min_max"] for d in w["stages"].values() if "load_1min_max" in d]
+        loads.append(f"{min(maxima):.1f}-{max(maxima):.1f}" if maxima else "-")
+    lines.append("| 1-min load average (max per stage, range) | " + " | ".join(loads) + " |")
+    fits = report.get("growth_fit_from_1x", {})
+    if fits:
+        lines += ["", "| stage | worlds (runners) | seconds exponent | peak MiB exponent |", "|---|---|---|---|"]
+        lines += [
+            f"| {stage} | {', '.join(f'{r:,}' for r in fit['runners'])} | {fit['seconds_exponent']} | {fit['peak_mib_exponent']} |"
+            for stage, fit in fits.items()
+        ]
+    return "\n".join(lines)
+
+
 def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -411,6 +474,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         "the world's other stages are kept from --output",
     )
     parser.add_argument("--output", type=Path, default=OUT / "benchmark_scale.json")
+    parser.add_argument("--markdown", action="store_true", help="print --output's tables as markdown and exit")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -420,6 +484,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             parser.error(f"unknown stages {sorted(unknown)}; known: {', '.join(STAGES)}")
         if args.work is None:
             parser.error("--stages needs --work (the folder holding the earlier stages' files)")
+    if args.markdown:
+        print(markdown(json.loads(args.output.read_text(encoding="utf-8"))))  # noqa: T201
+        return None
     if args.stage:
         run_stage(args.stage, args.work, args.scale, args.work / f".{args.stage}.json")
         return None
@@ -452,20 +519,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     try:
         for name, scale in worlds:
             world = run_world(name, scale, scratch / name.replace(" ", "_"), args, before.get(name))
-            done.append(world)
-            # worlds another run wrote meanwhile are kept too
+            # worlds (and, with --stages, this world's other stages) another run wrote meanwhile are kept
             latest = json.loads(args.output.read_text()) if args.output.is_file() else {"worlds": []}
+            on_disk = {w["world"]: w for w in latest.get("worlds", [])}
+            if args.stages and name in on_disk:
+                merged = {**on_disk[name]["stages"], **{s: world["stages"][s] for s in args.stages if s in world["stages"]}}
+                world["stages"] = {s: merged[s] for s in STAGES if s in merged}
+                ingest = world["stages"].get("ingest", {})
+                world.update(races=ingest.get("races"), runners=ingest.get("runners"))
+            done.append(world)
             ours = {w["world"] for w in done}
             report["worlds"] = [w for w in latest.get("worlds", []) if w["world"] not in ours] + done
             report["worlds"].sort(key=lambda w: (w["scale"] == 0, w["scale"]))
+            for w in report["worlds"]:
+                w["embedded_peak_mib"] = embedded_peak(w)
             report["growth_exponent"] = growth(report["worlds"])
+            report["growth_fit_from_1x"] = growth_fit(report["worlds"])
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(json.dumps(report, indent=2), encoding="utf-8")
             plot(report, args.output.with_suffix(".png"))
     finally:
         if args.work is None:
             shutil.rmtree(scratch, ignore_errors=True)
-    print(json.dumps({"output": str(args.output), "growth_exponent": report.get("growth_exponent")}, indent=2))  # noqa: T201
+    summary = {"output": str(args.output), "growth_fit_from_1x": report.get("growth_fit_from_1x")}
+    print(json.dumps(summary, indent=2))  # noqa: T201
     return report
 
 
