@@ -387,6 +387,12 @@ def growth_fit(worlds: list[dict[str, Any]], min_scale: float = 1.0) -> dict[str
             "seconds_exponent": round(float(np.polyfit(x, np.log([f["stage_seconds"] for _, f in done]), 1)[0]), 2),
             "peak_mib_exponent": round(float(np.polyfit(x, np.log([f["peak_mib"] for _, f in done]), 1)[0]), 2),
         }
+        cpu = [(r, f["stage_cpu_seconds"]) for r, f in done if f.get("stage_cpu_seconds")]
+        if len(cpu) >= 2:  # CPU seconds of the stage's process: far less bound to the machine's load
+            fits[stage]["cpu_runners"] = [r for r, _ in cpu]
+            fits[stage]["cpu_seconds_exponent"] = round(
+                float(np.polyfit(np.log([r for r, _ in cpu]), np.log([c for _, c in cpu]), 1)[0]), 2
+            )
     return fits
 
 
@@ -420,11 +426,29 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append("| 1-min load average (max per stage, range) | " + " | ".join(loads) + " |")
     fits = report.get("growth_fit_from_1x", {})
     if fits:
-        lines += ["", "| stage | worlds (runners) | seconds exponent | peak MiB exponent |", "|---|---|---|---|"]
         lines += [
-            f"| {stage} | {', '.join(f'{r:,}' for r in fit['runners'])} | {fit['seconds_exponent']} | {fit['peak_mib_exponent']} |"
-            for stage, fit in fits.items()
+            "",
+            "| stage | worlds (runners) | seconds exponent | peak MiB exponent | CPU seconds exponent (worlds) |",
+            "|---|---|---|---|---|",
         ]
+        for stage, fit in fits.items():
+            cpu = (
+                f"{fit['cpu_seconds_exponent']} ({', '.join(f'{r:,}' for r in fit['cpu_runners'])})"
+                if "cpu_seconds_exponent" in fit else "-"
+            )
+            lines.append(
+                f"| {stage} | {', '.join(f'{r:,}' for r in fit['runners'])} | {fit['seconds_exponent']} "
+                f"| {fit['peak_mib_exponent']} | {cpu} |"
+            )
+        cpu_cells = [
+            " | ".join(
+                f"{w['stages'][s]['stage_cpu_seconds']:,.1f}" if w["stages"].get(s, {}).get("stage_cpu_seconds") else "-"
+                for w in worlds
+            )
+            for s in STAGES
+        ]
+        lines += ["", "| stage: CPU seconds | " + " | ".join(names) + " |", "|---" * (len(worlds) + 1) + "|"]
+        lines += [f"| {stage} | {cells} |" for stage, cells in zip(STAGES, cpu_cells, strict=True)]
     return "\n".join(lines)
 
 
