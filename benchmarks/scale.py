@@ -161,15 +161,34 @@ def _stage_join_spark(work: Path, scale: float) -> dict[str, Any]:
     return out
 
 
+def _fresh_store(work: Path, repo: str) -> None:
+    """Untimed: an empty online store and a registry without materialization history.
+
+    A rerun (``--stages``) in the same folder would otherwise materialize nothing.
+    """
+    from racecast.features import store
+
+    os.chdir(work)
+    store.apply_repo(repo)
+    store.get_store(repo).teardown()  # the online tables and the registry file
+    store.apply_repo(repo)
+
+
 def _materialize(work: Path, repo: str) -> dict[str, Any]:
     from racecast.features import store
 
     os.chdir(work)
-    if repo != "feature_repo":
-        store.apply_repo(repo)
     end = pd.read_parquet(work / "entity_rows.parquet", columns=["event_timestamp"])["event_timestamp"].max()
-    store.materialize(store.get_store(repo), end + pd.Timedelta(minutes=1), repo)
-    return {}
+    window = store.materialize(store.get_store(repo), end + pd.Timedelta(minutes=1), repo)
+    return {"mode": window.get("mode")}
+
+
+def _prepare_materialize_sqlite(work: Path) -> None:
+    _fresh_store(work, "feature_repo")
+
+
+def _prepare_materialize_redis(work: Path) -> None:
+    _fresh_store(work, f"feature_repo/{REDIS_YAML}")
 
 
 def _stage_materialize_sqlite(work: Path, scale: float) -> dict[str, Any]:
@@ -226,6 +245,9 @@ def run_stage(stage: str, work: Path, scale: float, report: Path) -> None:
     import racecast.ingestion.validate  # noqa: F401
     import racecast.models.factory  # noqa: F401
 
+    prepare = globals().get(f"_prepare_{stage}")
+    if prepare is not None:
+        prepare(work)
     start, cpu = time.perf_counter(), time.process_time()
     facts = globals()[f"_stage_{stage}"](work, scale)
     facts["stage_seconds"] = round(time.perf_counter() - start, 3)
