@@ -1,9 +1,9 @@
 """Scale benchmark: how each stage's time and peak memory grow with the size of the world.
 
 Run from the repository root: ``.venv/bin/python benchmarks/scale.py [--scales 1,10,30]
-[--no-hk] [--spark-max-scale 30] [--work DIR]`` (``pip install -e ".[scale]"``, Java 17
-and ``redis-server`` for the Spark and Redis stages; a stage whose engine is missing is
-recorded as skipped with the reason).
+[--no-hk] [--spark-max-scale 30] [--work DIR] [--stages a,b]`` (``pip install -e ".[scale]"``,
+Java 17 and ``redis-server`` for the Spark and Redis stages; a stage whose engine is missing
+is recorded as skipped with the reason); ``--markdown`` prints the JSON's tables.
 
 For each world -- the synthetic world at ``k`` times the default number of race days
 (``simulation.n_days * k``: k times the runners, the same populations, so every jockey,
@@ -12,18 +12,25 @@ the default one does, before today), and the Hong Kong data when present
 (``data/01_raw/hkjc`` or ``../shared/data/hkracing``) -- these stages run, each in its
 own process so that its peak memory is its own (resident set of the process and its
 children, the Spark JVM included, sampled every 50 ms, and the process's own maximum);
-``stage_seconds`` is the stage's work after its imports, ``process_seconds`` the whole
-process:
+``stage_seconds`` is the stage's work after its imports (``stage_cpu_seconds`` the CPU
+time of its process's threads, less bound to the machine's load), ``process_seconds`` the
+whole process; the 1, 5 and 15-minute load averages at its start and end and the largest
+1-minute one during it are recorded with it:
 
 ``simulate`` (synthetic only), ``ingest`` (parse + validate), ``state`` (state tables and
-entity rows), ``join_duckdb`` (feast apply + the ``build_training_set`` node: point-in-time join on the
-ASOF DuckDB store + ``build_features``, in chunks of ``features.training_chunk_runners``), ``join_spark`` (the same join on Spark ``local[2]``, checked equal
-to DuckDB's), ``materialize_sqlite``, ``materialize_redis`` (a redis-server started on a
-free loopback port, stopped by PID), ``train`` (the zoo's ``lgbm_ranker`` on the protocol
-training split) and ``score`` (its win probabilities for the holdout runners).
+entity rows), ``join_duckdb`` (feast apply + the ``build_training_set`` node: point-in-time
+join on the ASOF DuckDB store + ``build_features``, in chunks of
+``features.training_chunk_runners``), ``join_spark`` (the same join on Spark ``local[2]``,
+checked equal to DuckDB's), ``materialize_sqlite``, ``materialize_redis`` (a redis-server
+started on a free loopback port, stopped by PID; both start from an empty online store and
+a fresh registry), ``train`` (the zoo's ``lgbm_ranker`` on the protocol training split) and
+``score`` (its win probabilities for the holdout runners).
 
-Writes ``data/08_reporting/benchmark_scale.json`` (worlds already there and not rerun are
-kept) and ``benchmark_scale.png`` (log-log: seconds and peak MiB per stage against runners).
+Writes ``data/08_reporting/benchmark_scale.json`` (worlds, and with ``--stages`` a world's
+other stages, already there and not rerun are kept; each world's ``embedded_peak_mib``;
+``growth_fit_from_1x``: least-squares log-log slopes of seconds, CPU seconds and peak MiB
+against runners over the worlds from 1x) and ``benchmark_scale.png`` (log-log: seconds and
+peak MiB per stage against runners).
 """
 
 from __future__ import annotations
