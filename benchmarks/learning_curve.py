@@ -154,7 +154,9 @@ def learning_curve(
         "inner_validation": market_pseudo_r2(validate),
         "protocol_holdout": market_pseudo_r2(hold),
     }
-    relevance_top = zoo.get("cv", {}).get("relevance_top")
+    cv = zoo.get("cv", {}) or {}
+    relevance_top = cv.get("relevance_top")
+    by_model = cv.get("relevance_top_by_model") or {}
     rows = []
     for fraction in fractions:
         start = min(int(round((1.0 - fraction) * len(unique_days))), len(unique_days) - 1)
@@ -167,10 +169,9 @@ def learning_curve(
         for name in models:
             spec = zoo["models"][name]
             ranker = "rank" in str(spec.get("class", "")).lower()
+            top = by_model.get(name, relevance_top if ranker else None)
             started = time.perf_counter()
-            value = model_pseudo_r2(
-                spec, int(relevance_top) if ranker and relevance_top else None, subset, validate
-            )
+            value = model_pseudo_r2(spec, int(top) if top else None, subset, validate)
             row[name] = {
                 "pseudo_r2": value,
                 "share_of_market": value / market["inner_validation"],

@@ -22,7 +22,12 @@ from sklearn.exceptions import NotFittedError
 from racecast.models import base
 from racecast.models.base import group_layout, relevance_from_position, winner_weights
 from racecast.models.factory import build_model
-from racecast.models.linear import ConditionalLogit, conditional_logit_loss
+from racecast.models.linear import (
+    ConditionalLogit,
+    conditional_logit_loss,
+    exploded_logit_loss,
+    rank_stages,
+)
 from racecast.models.neural import RaceSetAttention, RaceSetNetwork, pad_races
 from racecast.models.semantic import OpenAICompatibleProvider, SemanticScorer, TfidfProvider
 from racecast.models.trees import CatBoostRankerModel, LGBMRankerModel, XGBRankerModel
@@ -339,6 +344,66 @@ def test_conditional_logit_fit_ignores_row_order(train_frame) -> None:
     b = ConditionalLogit().fit(*split(shuffled))
     # same likelihood, different summation order: optimiser tolerance, not float eps
     np.testing.assert_allclose(a.coef_.to_numpy(), b.coef_.to_numpy(), atol=1e-4)
+
+
+def test_rank_stages_follow_relevance_with_ties_and_depth() -> None:
+    groups = pd.Series(["a"] * 5 + ["b"] * 4)
+    layout = group_layout(groups)
+    # race a: winner, then relevance 2, 2 (a dead heat for second), 1, 0
+    # race b: a dead heat for first (both won), then relevance 1, 0, 0
+    y = np.array([1, 0, 0, 0, 0, 1, 1, 0, 0])
+    relevance = np.array([3, 2, 2, 1, 0, 3, 3, 1, 0])
+    assert rank_stages(y, relevance, layout, 3).tolist() == [0, 1, 1, 2, -1, 0, 0, 1, -1]
+    assert rank_stages(y, relevance, layout, 2).tolist() == [0, 1, 1, -1, -1, 0, 0, 1, -1]
+    assert rank_stages(y, None, layout, 3).tolist() == [0, -1, -1, -1, -1, 0, 0, -1, -1]
+
+
+def test_exploded_logit_one_stage_is_the_conditional_logit_and_gradient_is_exact() -> None:
+    rng = np.random.default_rng(0)
+    groups = pd.Series(np.repeat(np.arange(20), rng.integers(2, 8, 20)))
+    layout = group_layout(groups)
+    Z = rng.normal(size=(len(groups), 4))
+    y = np.zeros(len(groups), dtype=int)
+    y[layout.starts] = 1
+    y[layout.starts[0] + 1] = 1  # a dead heat
+    beta = rng.normal(size=4)
+    w = winner_weights(y, layout)
+    race_w = np.add.reduceat(w, layout.starts)[layout.codes]
+    one = exploded_logit_loss(beta, Z, rank_stages(y, None, layout, 1), layout, 0.1)
+    reference = conditional_logit_loss(beta, Z, w, race_w, layout, 0.1)
+    np.testing.assert_allclose(one[0], reference[0], rtol=1e-12)
+    np.testing.assert_allclose(one[1], reference[1], rtol=1e-10, atol=1e-12)
+    relevance = np.asarray(
+        pd.Series(rng.random(len(groups))).groupby(layout.codes).rank(ascending=False)
+    )
+    relevance = np.where(y == 1, 9, np.clip(6 - relevance, 0, None)).astype(int)
+    stage = rank_stages(y, relevance, layout, 4)
+    assert stage.max() == 3
+    args = (Z, stage, layout, 0.1)
+    error = check_grad(
+        lambda b: exploded_logit_loss(b, *args)[0],
+        lambda b: exploded_logit_loss(b, *args)[1],
+        beta,
+    )
+    assert error < 1e-5
+
+
+def test_exploded_logit_uses_the_places_to_estimate_better() -> None:
+    # Plackett-Luce finishing orders: every place is a draw from the same utilities, so
+    # reading the first places must estimate BETA more closely than the winners alone.
+    frame = make_races(150, seed=4)
+    X, y, groups = split(frame)
+    relevance = relevance_from_position(frame["position"], top=12)
+    winners_only = ConditionalLogit(alpha=1e-4).fit(X, y, groups, relevance=relevance)
+    exploded = ConditionalLogit(alpha=1e-4, rank_depth=12).fit(X, y, groups, relevance=relevance)
+    plain = ConditionalLogit(alpha=1e-4).fit(X, y, groups)
+    np.testing.assert_allclose(winners_only.coef_, plain.coef_)  # depth 1: relevance unused
+    error_win = np.linalg.norm(winners_only.coef_[FEATURES].to_numpy() - BETA)
+    error_exploded = np.linalg.norm(exploded.coef_[FEATURES].to_numpy() - BETA)
+    assert error_exploded < 0.5 * error_win
+    np.testing.assert_allclose(exploded.coef_[FEATURES].to_numpy(), BETA, atol=0.2)
+    with pytest.raises(ValueError, match="rank_depth must be at least 1"):
+        ConditionalLogit(rank_depth=0).fit(X, y, groups)
 
 
 # --------------------------------------------------------------- set attention

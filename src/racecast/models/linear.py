@@ -62,6 +62,92 @@ def conditional_logit_loss(
     return loss, grad
 
 
+def rank_stages(
+    y: np.ndarray, relevance: np.ndarray | None, layout: GroupLayout, depth: int
+) -> np.ndarray:
+    """The stage at which each sorted row is chosen in an exploded (rank-ordered) logit.
+
+    Stage 0 chooses the winners (``y == 1``; a dead heat chooses its winners together).
+    Stages ``1 .. depth - 1`` choose, among the runners not yet chosen, those with the
+    next-highest positive ``relevance`` of their race (runners sharing a relevance, e.g.
+    a dead heat for a place, are chosen together). Everything else is never chosen.
+
+    Args:
+        y: 0/1 ``won`` per sorted row.
+        relevance: Graded relevance per sorted row (higher = finished earlier; 0 =
+            unplaced), or ``None`` (winners only).
+        layout: The rows' :class:`GroupLayout`.
+        depth: Number of stages (>= 1).
+
+    Returns:
+        Stage per sorted row (``0 .. depth - 1``), ``-1`` for rows never chosen.
+    """
+    stage = np.where(y == 1, 0, -1).astype(np.int64)
+    if relevance is None or depth <= 1:
+        return stage
+    placed = (relevance > 0) & (y != 1)
+    level = (
+        pd.Series(np.where(placed, relevance, np.nan))
+        .groupby(layout.codes)
+        .rank(method="dense", ascending=False)
+        .to_numpy()
+    )
+    later = placed & (level < depth)
+    stage[later] = level[later].astype(np.int64)
+    return stage
+
+
+def exploded_logit_loss(
+    beta: np.ndarray,
+    Z: np.ndarray,
+    stage: np.ndarray,
+    layout: GroupLayout,
+    alpha: float,
+) -> tuple[float, np.ndarray]:
+    """Penalised mean negative log-likelihood of the exploded (Plackett-Luce) logit.
+
+    Stage ``s`` chooses its rows among the runners of the race not chosen at an
+    earlier stage, with the conditional logit's probabilities; the loss is the mean
+    over every (race, stage) choice of ``-log p`` (rows chosen together, e.g. dead
+    heats, split the choice's unit weight) plus ``alpha/2 * |beta|^2``. With one stage
+    it equals :func:`conditional_logit_loss`.
+
+    Args:
+        beta: Coefficients, one per column of ``Z``.
+        Z: Standardised design matrix, rows sorted by race.
+        stage: Stage of each row (:func:`rank_stages`; ``-1`` = never chosen).
+        layout: Row layout of ``Z``.
+        alpha: L2 penalty strength.
+
+    Returns:
+        The loss and its gradient with respect to ``beta``.
+    """
+    z = Z @ beta
+    residual = np.zeros(len(z))
+    log_lik = 0.0
+    total = 0.0
+    for s in range(int(stage.max()) + 1):
+        chosen = (stage == s).astype(np.float64)
+        n_chosen = np.add.reduceat(chosen, layout.starts)
+        weights = chosen / np.where(n_chosen > 0, n_chosen, 1.0)[layout.codes]
+        race_weight = (n_chosen > 0).astype(np.float64)[layout.codes]
+        remaining = (stage == -1) | (stage >= s)
+        masked = np.where(remaining, z, -np.inf)
+        maxima = np.maximum.reduceat(masked, layout.starts)
+        maxima = np.where(np.isfinite(maxima), maxima, 0.0)[layout.codes]
+        e = np.where(remaining, np.exp(np.where(remaining, z, 0.0) - maxima), 0.0)
+        sums = np.add.reduceat(e, layout.starts)
+        sums = np.where(sums > 0, sums, 1.0)[layout.codes]
+        log_p = np.where(remaining, z - maxima - np.log(sums), 0.0)
+        log_lik += float(weights @ log_p)
+        residual += weights - race_weight * e / sums
+        total += float(weights.sum())
+    total = max(total, 1e-12)
+    loss = -log_lik / total + 0.5 * alpha * float(beta @ beta)
+    grad = -(Z.T @ residual) / total + alpha * beta
+    return loss, grad
+
+
 class ConditionalLogit(RaceModel):
     """Bolton-Chapman / Benter conditional (multinomial) logit.
 
@@ -74,11 +160,22 @@ class ConditionalLogit(RaceModel):
     so every race with a result carries unit weight; races without a winner contribute
     nothing to the likelihood.
 
+    With ``rank_depth > 1`` and a graded ``relevance`` (:func:`~racecast.models.base.
+    relevance_from_position`), the likelihood is the exploded (rank-ordered,
+    Plackett-Luce) logit of the first ``rank_depth`` places: the winner is chosen from
+    the field, the runner-up from the rest, and so on (:func:`exploded_logit_loss`).
+    The places carry the same utilities as the win, so they add information about the
+    coefficients; ``alpha`` then applies to the mean log-likelihood per choice. The
+    relevance must reach that deep (``relevance_top >= rank_depth``) for every place to
+    count. The prediction is unchanged: the softmax of the utilities over the field.
+
     Args:
         alpha: L2 penalty on the standardised coefficients (applied to the *mean*
             per-race log-likelihood, so its effect does not shrink with more races).
         max_iter: L-BFGS iteration cap.
         tol: L-BFGS gradient tolerance (``gtol``).
+        rank_depth: Places whose order the likelihood uses (1 = the winner only; needs
+            ``relevance`` for more).
 
     Attributes:
         coef_: Coefficient per transformed feature (features, then ``missing:<name>``
@@ -90,10 +187,13 @@ class ConditionalLogit(RaceModel):
 
     probability_method: ClassVar[str] = "softmax"
 
-    def __init__(self, alpha: float = 1e-3, max_iter: int = 500, tol: float = 1e-7) -> None:
+    def __init__(
+        self, alpha: float = 1e-3, max_iter: int = 500, tol: float = 1e-7, rank_depth: int = 1
+    ) -> None:
         self.alpha = alpha
         self.max_iter = max_iter
         self.tol = tol
+        self.rank_depth = rank_depth
 
     def _fit_sorted(
         self,
@@ -104,14 +204,22 @@ class ConditionalLogit(RaceModel):
     ) -> None:
         if self.alpha < 0:
             raise ValueError(f"alpha must be non-negative, got {self.alpha}")
+        if int(self.rank_depth) < 1:
+            raise ValueError(f"rank_depth must be at least 1, got {self.rank_depth}")
         pre = make_impute_scale()
         Z = pre.fit_transform(X)
-        weights = winner_weights(y, layout)
-        race_weight = np.add.reduceat(weights, layout.starts)[layout.codes]
+        if int(self.rank_depth) > 1 and relevance is not None:
+            stage = rank_stages(y, relevance, layout, int(self.rank_depth))
+            loss, args = exploded_logit_loss, (Z, stage, layout, float(self.alpha))
+        else:
+            weights = winner_weights(y, layout)
+            race_weight = np.add.reduceat(weights, layout.starts)[layout.codes]
+            loss = conditional_logit_loss
+            args = (Z, weights, race_weight, layout, float(self.alpha))
         result = minimize(
-            conditional_logit_loss,
+            loss,
             np.zeros(Z.shape[1]),
-            args=(Z, weights, race_weight, layout, float(self.alpha)),
+            args=args,
             jac=True,
             method="L-BFGS-B",
             options={"maxiter": int(self.max_iter), "gtol": float(self.tol)},

@@ -77,6 +77,39 @@ def test_zoo_models_match_the_parameters():
     assert params["tune"] is False
 
 
+def test_a_model_can_have_its_own_relevance_top(split):
+    train, _, _ = split
+    cv = {"relevance_top": 3, "relevance_top_by_model": {"conditional_logit": 8}}
+    ranker = nodes._relevance(train, cv, "lgbm_ranker")
+    logit = nodes._relevance(train, cv, "conditional_logit")
+    assert ranker.max() == 3 and logit.max() == 8
+    position = train["position"].astype("float64").to_numpy()
+    placed = position <= 8
+    np.testing.assert_array_equal(logit.to_numpy()[placed], 9 - position[placed])
+    # the exploded logit reads those places: its OOF differs from the winner-only logit's
+    spec = {"class": "ConditionalLogit", "kwargs": {"max_iter": 200, "rank_depth": 8}}
+    winner_only = {"class": "ConditionalLogit", "kwargs": {"max_iter": 200}}
+    cv = {**cv, "n_folds": 2, "min_train_fraction": 0.4}
+    tuned = {"tuned": False}
+    a = nodes.fit_oof(train, spec, cv, tuned, model_name="conditional_logit")
+    b = nodes.fit_oof(train, winner_only, cv, tuned, model_name="conditional_logit")
+    assert a["p"].notna().sum() == b["p"].notna().sum() > 0
+    assert not np.allclose(a["p"].dropna(), b["p"].dropna())
+
+
+def test_real_data_envs_keep_the_winner_only_logit_and_the_hk_stacker():
+    conf = PARAMS_FILE.parents[2]
+    for env in ("hkjc", "racecards"):
+        override = yaml.safe_load((conf / env / "parameters" / "model_zoo.yml").read_text())
+        zoo = override["model_zoo"]
+        assert zoo["models"]["conditional_logit"]["kwargs"]["rank_depth"] == 1
+        assert zoo["stacker"]["kwargs"] == {
+            "C": 0.01,
+            "calibration_prior": 20.0,
+            "use_stage_b": True,
+        }
+
+
 def test_split_cuts_at_a_whole_race_day(training_set):
     train, hold, info = nodes.split_training_set(training_set, small_params())
     expected = holdout_split(training_set, 0.2)

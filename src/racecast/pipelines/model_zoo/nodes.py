@@ -66,9 +66,17 @@ def _xyg(frame: pd.DataFrame, features: list[str]) -> tuple[pd.DataFrame, pd.Ser
     return frame[features], frame["won"].astype("int64"), frame["race_id"]
 
 
-def _relevance(frame: pd.DataFrame, cv: Mapping[str, Any]) -> pd.Series | None:
-    """Graded relevance from finishing position (``cv.relevance_top``; null = use ``won``)."""
-    top = cv.get("relevance_top")
+def _relevance(
+    frame: pd.DataFrame, cv: Mapping[str, Any], model_name: str | None = None
+) -> pd.Series | None:
+    """Graded relevance from finishing position; null top = use ``won``.
+
+    The top is ``cv.relevance_top_by_model[model_name]`` when the model has one (e.g.
+    the exploded conditional logit, which reads that many places), else
+    ``cv.relevance_top``.
+    """
+    by_model = cv.get("relevance_top_by_model") or {}
+    top = by_model[model_name] if model_name in by_model else cv.get("relevance_top")
     if not top:
         return None
     return relevance_from_position(frame["position"].astype("float64"), top=int(top))
@@ -186,7 +194,7 @@ def tune_hyperparameters(train_set: pd.DataFrame, params: dict[str, Any]) -> dic
     X, y, groups = _xyg(train, FUNDAMENTAL_FEATURES)
     days = compute_race_days(train)
     min_days = _min_train_days(days, cv, n_folds)
-    relevance = _relevance(train, cv)
+    relevance = _relevance(train, cv, name)
     spec = models[name]
 
     def objective(trial: optuna.Trial) -> float:
@@ -253,7 +261,8 @@ def fit_oof(
     Args:
         train_set: Training runners.
         spec: The model's spec (``module``, ``class``, ``kwargs``).
-        cv: ``model_zoo.cv`` (``n_folds``, ``min_train_fraction``, ``relevance_top``).
+        cv: ``model_zoo.cv`` (``n_folds``, ``min_train_fraction``, ``relevance_top``,
+            ``relevance_top_by_model``).
         tuned_params: Output of :func:`tune_hyperparameters`.
         model_name: The zoo name of the model (bound when the pipeline is built).
 
@@ -274,7 +283,7 @@ def fit_oof(
         days,
         n_folds,
         _min_train_days(days, cv, n_folds),
-        _relevance(train, cv),
+        _relevance(train, cv, model_name),
         name=model_name,
     )
     return _prediction_frame(train, p)
@@ -293,7 +302,7 @@ def fit_model(
     Args:
         train_set: Training runners.
         spec: The model's spec.
-        cv: ``model_zoo.cv`` (``relevance_top``).
+        cv: ``model_zoo.cv`` (``relevance_top``, ``relevance_top_by_model``).
         tuned_params: Output of :func:`tune_hyperparameters`.
         model_name: The zoo name of the model.
 
@@ -304,7 +313,7 @@ def fit_model(
     train = _sorted(train_set)
     X, y, groups = _xyg(train, FUNDAMENTAL_FEATURES)
     model = build_model(_spec_with_tuning(model_name, spec, tuned_params))
-    relevance = _relevance(train, cv)
+    relevance = _relevance(train, cv, model_name)
     if relevance is None:
         model.fit(X, y, groups)
     else:
