@@ -595,8 +595,9 @@ def build_bundle(
         skip_max_weight: Largest stacker weight of a model left out (>= 0; default
             :data:`~racecast.inference.lean.SKIP_MAX_WEIGHT`).
         serving_subset: ``model_zoo.serving_subset`` when ``stacker`` and ``blend`` are
-            the serving subset's (``base_models`` then holds the subset's models:
-            :mod:`racecast.pipelines.model_zoo.serving`); recorded in the bundle.
+            the serving subset's (``base_models`` then holds the subset's models, as the
+            ``model_zoo`` pipeline's ``select_serving_subset`` node chose them); recorded
+            in the bundle.
         explain_model: The zoo's :data:`EXPLAIN_MODEL` when ``base_models`` lacks it
             (kept for explanations only).
 
