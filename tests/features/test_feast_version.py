@@ -38,3 +38,15 @@ def test_the_asof_offline_store_checks_before_touching_feast(other_feast, monkey
 def test_the_online_reader_checks_before_reading(other_feast):
     with pytest.raises(RuntimeError, match="0.50.0"):
         OnlineReader(store=None, service_name="fundamental_v1")
+
+
+def test_the_asof_spark_store_checks_before_touching_feast(other_feast):
+    pytest.importorskip("pyspark", reason='the Spark store needs pyspark (pip install -e ".[scale]")')
+    from feast.infra.offline_stores.contrib.spark_offline_store import spark as feast_spark
+
+    from racecast.features.offline_store_spark import AsofSparkOfflineStore
+
+    original = feast_spark.MULTIPLE_FEATURE_VIEW_POINT_IN_TIME_JOIN
+    with pytest.raises(RuntimeError, match="0.50.0"):
+        AsofSparkOfflineStore.get_historical_features()
+    assert feast_spark.MULTIPLE_FEATURE_VIEW_POINT_IN_TIME_JOIN is original  # nothing swapped

@@ -115,7 +115,8 @@ def _store(projects: dict, name: str):
 
 def test_the_scale_yaml_opens_spark_redis_and_a_sql_registry_over_spark_sources(projects):
     fs = _store(projects, "scale")
-    assert fs.config.offline_store.type == "spark"
+    assert fs.config.offline_store.type == engines.SPARK_ASOF_TYPE
+    assert type(fs._get_provider().offline_store).__name__ == "AsofSparkOfflineStore"
     assert fs.config.online_store.type == "redis"
     assert fs.config.registry.registry_type == "sql"
     registry = Path(fs.config.registry.path.removeprefix("sqlite:///"))
@@ -201,3 +202,109 @@ def test_settings_come_from_the_environment_else_credentials_else_the_default(tm
     assert engines.expand(text, folder, environ={}) == "a: from-file\nb: file-y\nc: z\n"
     environ = {"RACECAST_X": "env-x", "RACECAST_Z": "env-z"}
     assert engines.expand(text, folder, environ=environ) == "a: env-x\nb: file-y\nc: env-z\n"
+
+
+# ------------------------------------------------------- edge cases on a hand-built repo
+T = pd.Timestamp("2024-01-10 12:00", tz="UTC")
+DAY = pd.Timedelta(days=1)
+# view v (TTL 2 days, created timestamps): (entity, event, created, x, n, s)
+V_ROWS = [
+    ("e1", T - 5 * DAY, T - 5 * DAY, 1.0, 1, "a"),
+    ("e1", T - DAY, T - DAY, 2.0, 2, "b"),
+    ("e1", T - DAY, T - DAY + pd.Timedelta(hours=1), 3.0, 3, "c"),  # created later: wins
+    ("e1", T - DAY, T - DAY - pd.Timedelta(hours=1), 4.0, 4, "d"),  # created earlier: loses
+    ("e1", T, T, None, None, None),  # the latest row has null features: they win
+    ("e2", T - 3 * DAY, T - 3 * DAY, 5.0, 5, "e"),
+    ("e3", T + DAY, T + DAY, 6.0, 6, "f"),  # after every probe of e3
+    ("e5", T, T, 7.0, 7, "g"),
+    ("e6", T - 2 * DAY, T - 2 * DAY, 8.0, 8, "h"),  # exactly the TTL before the probe
+]
+# view w (no TTL, no created timestamp): (entity, event, y)
+W_ROWS = [("e2", T - 30 * DAY, 1.5), ("e1", T - DAY, 2.5), ("e1", T + DAY, 3.5)]
+# probes (entity, timestamp) -> expected x of v and y of w (None: no row)
+PROBES = [
+    ("e1", T - DAY, 3.0, 2.5),  # equal timestamps: the rows at T - 1 day count, latest created
+    ("e1", T, None, 2.5),  # the null-valued row at T is the latest
+    ("e1", T - 6 * DAY, None, None),  # nothing earlier
+    ("e2", T, None, 1.5),  # older than v's TTL; w has none
+    ("e2", T - 2 * DAY, 5.0, 1.5),
+    ("e3", T, None, None),  # only a later row
+    ("e4", T, None, None),  # an entity no view knows
+    ("e5", T, 7.0, None),  # a row at the probe's own timestamp
+    ("e6", T, 8.0, None),  # a row exactly TTL old is kept
+    ("e1", T - DAY, 3.0, 2.5),  # a duplicate entity row
+    ("e1", T + DAY, None, 3.5),
+    ("e1", T - 4 * DAY, 1.0, None),
+]
+
+
+def _edge_store(root: Path, kind: str):
+    """A one-entity, two-view store over the hand-built tables, on the offline store ``kind``."""
+    from datetime import timedelta
+
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource
+    from feast.data_format import ParquetFormat
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+    from feast.repo_config import RepoConfig
+    from feast.types import Float64, Int64, String
+
+    offline = {
+        "duckdb": {"type": "racecast.features.offline_store.AsofDuckDBOfflineStore"},
+        "asof_spark": {"type": engines.SPARK_ASOF_TYPE},
+        "feast_spark": {"type": "spark"},
+    }[kind]
+    config = RepoConfig(
+        project="edge",
+        provider="local",
+        registry=str(root / f"registry_{kind}.db"),
+        online_store={"type": "sqlite", "path": str(root / f"online_{kind}.db")},
+        offline_store=offline,
+        entity_key_serialization_version=3,
+        repo_path=root,
+    )
+    source = FileSource if kind == "duckdb" else SparkSource
+    extra = {"file_format": ParquetFormat() if kind == "duckdb" else "parquet"}
+    thing = Entity(name="thing", join_keys=["eid"])
+    v = FeatureView(
+        name="v", entities=[thing], ttl=timedelta(days=2),
+        schema=[Field(name="x", dtype=Float64), Field(name="n", dtype=Int64), Field(name="s", dtype=String)],
+        source=source(name="v_src", path=str(root / "v.parquet"), timestamp_field="event_timestamp",
+                      created_timestamp_column="created", **extra),
+    )
+    w = FeatureView(
+        name="w", entities=[thing], ttl=timedelta(0), schema=[Field(name="y", dtype=Float64)],
+        source=source(name="w_src", path=str(root / "w.parquet"), timestamp_field="event_timestamp", **extra),
+    )
+    store = FeatureStore(config=config)
+    store.apply([thing, v, w])
+    return store
+
+
+@pytest.mark.parametrize("full_names", [False, True])
+def test_the_asof_spark_join_keeps_feasts_rules_on_the_edge_cases(tmp_path, spark, full_names):
+    v = pd.DataFrame(V_ROWS, columns=["eid", "event_timestamp", "created", "x", "n", "s"]).astype({"n": "Int64"})
+    w = pd.DataFrame(W_ROWS, columns=["eid", "event_timestamp", "y"])
+    v.to_parquet(tmp_path / "v.parquet", coerce_timestamps="us")
+    w.to_parquet(tmp_path / "w.parquet", coerce_timestamps="us")
+    rows = pd.DataFrame(PROBES, columns=["eid", "event_timestamp", "want_x", "want_y"])
+    asked = rows[["eid", "event_timestamp"]].assign(row=range(len(rows)))
+    features = ["v:x", "v:n", "v:s", "w:y"]
+    served = {}
+    for kind in ("duckdb", "asof_spark", "feast_spark"):
+        store = _edge_store(tmp_path, kind)
+        job_rows = asked if kind == "duckdb" else engines.spark_entity_rows(asked)
+        out = store.get_historical_features(entity_df=job_rows, features=features, full_feature_names=full_names).to_df()
+        out = out if kind == "duckdb" else engines.spark_served(out)
+        served[kind] = out.sort_values("row").reset_index(drop=True)
+    x, y = ("v__x", "w__y") if full_names else ("x", "y")
+    asof, feast_spark, duck = served["asof_spark"], served["feast_spark"], served["duckdb"]
+    # Feast's own Spark join: same columns, order and dtypes
+    pd.testing.assert_frame_equal(asof, feast_spark)
+    names = [c.replace(":", "__") if full_names else c.split(":")[1] for c in features]
+    assert list(asof.columns) == ["eid", "event_timestamp", "row", *names]
+    # the rules, spelled out
+    assert asof[x].tolist() == pytest.approx(rows["want_x"].astype(float).tolist(), nan_ok=True)
+    assert asof[y].tolist() == pytest.approx(rows["want_y"].astype(float).tolist(), nan_ok=True)
+    assert asof.loc[0, "v__s" if full_names else "s"] == "c" and pd.isna(asof.loc[1, "v__s" if full_names else "s"])
+    # and the ASOF DuckDB store's values
+    pd.testing.assert_frame_equal(asof, duck[asof.columns], check_dtype=False)

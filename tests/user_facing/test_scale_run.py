@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from racecast.features import engines
 from racecast.features.store import get_store
 from tests.features import test_redis_online as redis_test
 from tests.features.test_spark_offline import spark_skip_reason
@@ -68,7 +69,8 @@ def test_the_scale_run_used_redis_spark_and_a_sql_registry(scale_project, redis_
     os.environ[redis_test.URL_VARIABLE] = redis_url
     try:
         store = get_store(scale_project / "feature_repo" / "feature_store.scale.yaml")
-        assert (store.config.online_store.type, store.config.offline_store.type) == ("redis", "spark")
+        types = (store.config.online_store.type, store.config.offline_store.type)
+        assert types == ("redis", engines.SPARK_ASOF_TYPE)
         assert store.config.registry.registry_type == "sql"
         views = store.list_feature_views()
         assert views and all(type(v.batch_source).__name__ == "SparkSource" for v in views)

@@ -13,10 +13,12 @@ is an error naming them.
 Every racecast workaround of Feast internals is written for, and checked against, Feast
 ``FEAST_VERSION``; :func:`check_feast_version` fails on any other version so that they
 are reviewed. They are the ones below (SQL registry path, Spark in UTC, Spark entity rows
-and served frames) and two that live with the code they speed up, each calling the check:
+and served frames) and three that live with the code they speed up, each calling the check:
 
 - :class:`racecast.features.offline_store.AsofDuckDBOfflineStore` swaps Feast's ibis
   ``point_in_time_join`` for an ASOF join while it runs;
+- :class:`racecast.features.offline_store_spark.AsofSparkOfflineStore` swaps Feast's Spark
+  point-in-time query template for a sort-based as-of one while it renders;
 - :class:`racecast.features.online_read.OnlineReader` reads Feast's SQLite online table
   layout and decodes its ``Value`` protobufs directly.
 """
@@ -40,6 +42,10 @@ FEAST_VERSION = "0.49.0"
 #: Feast's own variable naming the active yaml of a repo (read by ``feast.utils``).
 FEAST_YAML_VARIABLE = "FEAST_FS_YAML_FILE_PATH"
 DEFAULT_YAML = "feature_store.yaml"
+#: The ``offline_store.type`` of racecast's as-of Spark store (a Feast Spark store).
+SPARK_ASOF_TYPE = "racecast.features.offline_store_spark.AsofSparkOfflineStore"
+#: Offline store types that are Feast's Spark store (SparkSources, pyspark and Java).
+SPARK_TYPES = ("spark", SPARK_ASOF_TYPE)
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -154,7 +160,7 @@ def load_config(repo_path: str | Path) -> tuple[Path, Path, Any]:
     if isinstance(registry, dict) and registry.get("registry_type") == "sql":
         raw["registry"] = _sqlite_registry_workaround(registry, folder)
     offline = raw.get("offline_store")
-    if isinstance(offline, dict) and offline.get("type") == "spark":
+    if isinstance(offline, dict) and offline.get("type") in SPARK_TYPES:
         raw["offline_store"] = _spark_in_utc(offline)
     config = RepoConfig(**raw)
     config.repo_path = folder
@@ -247,7 +253,7 @@ def state_source(view: str, data_dir: Path, folder: Path) -> Any:
         "timestamp_field": "event_timestamp",
         "description": f"Post-race state of {view}, written by the Kedro features pipeline.",
     }
-    if offline_store_type(folder) == "spark":
+    if offline_store_type(folder) in SPARK_TYPES:
         from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import (
             SparkSource,
         )
@@ -312,7 +318,7 @@ def check_offline(config: Any) -> None:
     Raises:
         EngineUnavailable: If pyspark or Java is missing.
     """
-    if getattr(config.offline_store, "type", None) != "spark":
+    if not is_spark(config):
         return
     if importlib.util.find_spec("pyspark") is None:
         raise EngineUnavailable(
@@ -328,8 +334,8 @@ def check_offline(config: Any) -> None:
 
 # ---------------------------------------------------------------- Spark workarounds
 def is_spark(config: Any) -> bool:
-    """Whether the store's offline store is Feast's Spark store."""
-    return getattr(config.offline_store, "type", None) == "spark"
+    """Whether the store's offline store is Feast's Spark store (or racecast's as-of one)."""
+    return getattr(config.offline_store, "type", None) in SPARK_TYPES
 
 
 def spark_entity_rows(entity_rows: pd.DataFrame) -> pd.DataFrame:

@@ -42,7 +42,8 @@ def asof_point_in_time_join(
 
     Same contract as ``feast.infra.offline_stores.ibis.point_in_time_join``: for each
     entity row and view, the view row with the latest ``timestamp_field <= entity
-    timestamp`` among rows of the same join keys, ignored when older than the TTL; every
+    timestamp`` among rows of the same join keys (of rows with equal timestamps, the one
+    created last), ignored when older than the TTL; every
     entity row is kept (left join), features are null when nothing matches.
 
     Args:
@@ -56,14 +57,21 @@ def asof_point_in_time_join(
         The entity table with every requested feature column.
     """
     acc = entity_table
-    for i, (table, ts_field, _created, join_key_map, feature_refs, ttl) in enumerate(feature_tables):
+    for i, (table, ts_field, created, join_key_map, feature_refs, ttl) in enumerate(feature_tables):
         ts_name = f"__racecast_fts_{i}"
         key_names = {key: f"__racecast_key_{i}_{key}" for key in join_key_map}
         right = table.select(
             **{ts_name: table[ts_field]},
             **{alias: table[key] for key, alias in key_names.items()},
             **{name: table[name] for name in feature_refs},
+            **({"__racecast_created": table[created]} if created else {}),
         )
+        if created:  # of rows with equal keys and timestamp, the latest created one
+            rank = ibis.row_number().over(
+                group_by=[*key_names.values(), ts_name], order_by=ibis.desc(right["__racecast_created"])
+            )
+            right = right.mutate(__racecast_rank=rank)
+            right = right.filter(right["__racecast_rank"] == 0).drop("__racecast_rank", "__racecast_created")
         # Only state rows some entity row can use: none after the last entity timestamp and,
         # with a TTL, none expired before the first (each would be a miss or a null anyway).
         when = entity_table[event_timestamp_col]
