@@ -8,6 +8,8 @@ slot, draw range, category codes, and the shrunk rate every win rate uses.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -122,15 +124,46 @@ def track_key(course: pd.Series, surface: pd.Series, distance_m: pd.Series) -> p
     Returns:
         A ``string`` Series aligned with ``course``; null where any part is null.
     """
-    dist = pd.to_numeric(distance_m, errors="coerce").round().astype("Int64").astype("string")
-    key = (
-        course.astype("string").str.strip()
-        + "|"
-        + surface.astype("string").str.strip().str.lower()
-        + "|"
-        + dist
+    keys = track_keys(course.array, surface.array, distance_m.array)
+    return pd.Series(keys, index=course.index, dtype="string", name="track_key")
+
+
+def track_keys(course: Any, surface: Any, distance_m: Any) -> list[str | None]:
+    """:func:`track_key` of array-likes, as a list (None where any part is null).
+
+    Each distinct (course, surface, whole metres) is keyed once, so a request's race
+    pays no pandas string operations and a training table pays one per track.
+    """
+    if not isinstance(getattr(distance_m, "dtype", None), pd.Int64Dtype):
+        distance_m = pd.to_numeric(pd.Series(distance_m), errors="coerce").round().astype("Int64")
+    parts = zip(
+        _string_values(course), _string_values(surface), list(distance_m), strict=True
     )
-    return key.rename("track_key")
+    known: dict[tuple[Any, Any, Any], str | None] = {}
+    out = []
+    for part in parts:
+        key = known.get(part, _UNKEYED)
+        if key is _UNKEYED:
+            key = known[part] = _track_key_of(*part)
+        out.append(key)
+    return out
+
+
+_UNKEYED = object()
+
+
+def _track_key_of(course: Any, surface: Any, metres: Any) -> str | None:
+    """One track key of typed parts (``str`` or NA, ``str`` or NA, ``int`` or NA)."""
+    if course is pd.NA or surface is pd.NA or metres is pd.NA:
+        return None
+    return f"{course.strip()}|{surface.strip().lower()}|{metres}"
+
+
+def _string_values(values: Any) -> list[Any]:
+    """Values as the ``string`` dtype gives them: ``str`` or ``pd.NA``."""
+    if isinstance(values, pd.arrays.StringArray) and values.dtype == "string":
+        return values.tolist()
+    return pd.array(values, dtype="string").tolist()
 
 
 def going_group(going: pd.Series) -> pd.Series:

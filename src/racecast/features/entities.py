@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from racecast.data.schema import TOOK_NO_PART
-from racecast.features.columns import as_float, require_columns, track_key, utc_ns
+from racecast.features.columns import as_float, require_columns, track_key, track_keys, utc_ns
 from racecast.features.specs import (
     CARD_ORDER,
     CONTEXT_COLUMNS,
@@ -158,26 +158,31 @@ def _entity_columns_small(
     """The small path of ``entity_frame`` on columns that hold every needed field.
 
     Plain Python over the few rows and per-column takes instead of a merge, a sort and a
-    dozen pandas steps (the track key is :func:`track_key` itself, as in training). Only
-    the clean case is handled: unique non-null race ids, every runner in a race, every
-    race with an off_time. Anything else returns None, so the batch path warns about or
-    rejects it with its own messages.
+    dozen pandas steps (the track key is :func:`track_keys`, the rule of training's
+    :func:`track_key`). Only the clean case is handled: unique non-null race ids, every
+    runner in a race, every race with an off_time. Anything else returns None, so the
+    batch path warns about or rejects it with its own messages.
     """
-    race_ids = pd.array(races["race_id"], dtype="string").tolist()
+    race_id_array = _string_array(races["race_id"])
+    race_ids = race_id_array.tolist()
     if any(r is pd.NA for r in race_ids) or len(set(race_ids)) != len(race_ids):
         return None
     if pd.isna(races["off_time"]).any():
         return None
     position = {r: i for i, r in enumerate(race_ids)}
-    runner_races = pd.array(runners["race_id"], dtype="string").tolist()
-    race_of = [position.get(r, -1) for r in runner_races]
+    race_of = [position.get(r, -1) for r in _string_array(runners["race_id"]).tolist()]
     if min(race_of, default=0) < 0:
         return None
     off_ns = _utc_ns_array(races["off_time"])
-    status = ["pending" if s is pd.NA else s.lower() for s in _strings(races["status"])]
-    non_runner = pd.array(runners["non_runner"]).astype("boolean").fillna(False).tolist()
+    status = [
+        "pending" if s is pd.NA else s.lower() for s in _string_array(races["status"]).tolist()
+    ]
+    flags = runners["non_runner"]
+    if not isinstance(flags, pd.arrays.BooleanArray):
+        flags = pd.array(flags).astype(_BOOLEAN)
+    non_runner = flags.fillna(False).tolist()
     if "post_outcome" in runners:  # took no part: out of the race like a non-runner
-        outcome = _strings(runners["post_outcome"])
+        outcome = _string_array(runners["post_outcome"]).tolist()
         non_runner = [
             nr or (o is not pd.NA and o == TOOK_NO_PART)
             for nr, o in zip(non_runner, outcome, strict=True)
@@ -187,12 +192,11 @@ def _entity_columns_small(
     keep.sort(key=lambda i: (stamps[race_of[i]], race_ids[race_of[i]]))
     rows = np.asarray([race_of[i] for i in keep], dtype=np.int64)
     take = np.asarray(keep, dtype=np.int64)
+    keys = track_keys(races["course"], races["surface"], races["distance_m"])
     race_level = {
-        "race_id": pd.array(race_ids, dtype="string"),
+        "race_id": race_id_array,
         "off_time": off_ns,
-        "track_key": track_key(
-            pd.Series(races["course"]), pd.Series(races["surface"]), pd.Series(races["distance_m"])
-        ).array,
+        "track_key": pd.array(keys, dtype=_STRING),
         **{c: races[c] for c in RACE_FIELDS if c not in ("race_id", "off_time", "status")},
     }
     columns: dict[str, Any] = {}
@@ -203,7 +207,7 @@ def _entity_columns_small(
         elif col in race_level:
             columns[col] = race_level[col].take(rows)
         elif col in ("horse_id", "jockey_id", "trainer_id"):
-            columns[col] = pd.array(runners[col], dtype="string").take(take)
+            columns[col] = _string_array(runners[col]).take(take)
         else:
             columns[col] = runners[col].take(take)
     index = pd.RangeIndex(len(keep))
@@ -217,17 +221,31 @@ def _entity_columns_small(
         card = runners[CARD_ORDER].take(take) if CARD_ORDER in runners else None
         columns.update(_null_labels(index, card))
     columns[ODDS_CAPPED] = (
-        pd.array(runners[ODDS_CAPPED], dtype="boolean").take(take)
+        pd.array(runners[ODDS_CAPPED], dtype=_BOOLEAN).take(take)
         if ODDS_CAPPED in runners
-        else pd.array([pd.NA] * len(keep), dtype="boolean")
+        else _null_array(_BOOLEAN, len(keep))
     )
     columns["event_timestamp"] = columns["off_time"]
-    return pd.DataFrame({name: columns[name] for name in ENTITY_COLUMNS}, index=index)
+    return pd.DataFrame({name: columns[name] for name in ENTITY_COLUMNS}, index=index, copy=False)
 
 
-def _strings(values: Any) -> list[Any]:
-    """``values`` as the ``string`` dtype gives them: str or ``pd.NA``."""
-    return pd.array(values, dtype="string").tolist()
+_STRING = pd.StringDtype()
+_BOOLEAN = pd.BooleanDtype()
+_INT64 = pd.Int64Dtype()
+
+
+def _string_array(values: Any) -> Any:
+    """``values`` as a ``string`` array (as is when it is one)."""
+    if isinstance(values, pd.arrays.StringArray) and values.dtype == _STRING:
+        return values
+    return pd.array(values, dtype=_STRING)
+
+
+def _null_array(dtype: Any, length: int) -> Any:
+    """An all-null masked array (``Int64`` or ``boolean``) of ``length`` rows."""
+    kind = pd.arrays.IntegerArray if dtype == _INT64 else pd.arrays.BooleanArray
+    values = np.zeros(length, dtype=np.int64 if dtype == _INT64 else bool)
+    return kind(values, np.ones(length, dtype=bool))
 
 
 def _utc_ns_array(values: Any) -> Any:
@@ -237,16 +255,13 @@ def _utc_ns_array(values: Any) -> Any:
     return utc_ns(pd.Series(values), "races.off_time").array
 
 
-def _null_labels(index: pd.Index, card: Any) -> dict[str, pd.Series]:
+def _null_labels(index: pd.Index, card: Any) -> dict[str, Any]:
     """``_label_columns`` when no race is official: null labels and the card order."""
-    labels = {
-        name: pd.Series(pd.array([pd.NA] * len(index), dtype="Int64"), index=index)
-        for name in LABEL_COLUMNS
-    }
+    labels = {name: _null_array(_INT64, len(index)) for name in LABEL_COLUMNS}
     if card is None:
-        order = pd.Series(pd.array([pd.NA] * len(index), dtype="Int64"), index=index)
+        order = _null_array(_INT64, len(index))
     elif isinstance(card.dtype, pd.Int64Dtype):
-        order = pd.Series(card, index=index)
+        order = pd.array(card, dtype=_INT64)
     else:
         order = pd.to_numeric(pd.Series(card, index=index), errors="coerce").astype("Int64")
     return labels | {CARD_ORDER: order}
