@@ -256,3 +256,43 @@ def test_race_numbers_when_asked_for_are_the_parsers() -> None:
     parsed = parse_racecards({FILE.removesuffix(".json"): lambda: text}, {"source": "racecards"})
     expected = parsed[0].set_index("race_id")["race_no"]
     assert races.set_index("race_id")["race_no"].sort_index().equals(expected.sort_index())
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype"),
+    [
+        ([1, None, 3, -(2**63)], "Int64"),
+        ([2**63, 1], "Int64"),  # beyond int64: pd.array's own error
+        ([True, 1], "Int64"),  # a bool is no int here: pd.array decides
+        ([True, None, False], "boolean"),
+        ([None, None], "boolean"),
+        (["a", None, "b"], "string"),
+        (
+            [
+                pd.Timestamp("2025-02-06T15:15:00+00:00"),
+                None,
+                pd.Timestamp("2025-02-06T23:15:00+08:00"),  # another zone: same instant in UTC
+                pd.Timestamp("2025-02-06T15:15:00.123456789Z"),
+            ],
+            "datetime64[ns, UTC]",
+        ),
+        (["2025-02-06T15:15:00Z", None], "datetime64[ns, UTC]"),  # text: to_datetime's path
+        ([pd.Timestamp("2500-01-01T00:00:00Z").as_unit("s")], "datetime64[ns, UTC]"),
+    ],
+)
+def test_typed_columns_equal_pandas_own_construction(values, dtype) -> None:
+    """``_column`` builds plain columns from values and masks: the arrays pandas builds."""
+
+    def pandas_way() -> Any:
+        if dtype.startswith("datetime64"):
+            return pd.to_datetime(pd.Series(values, dtype=object), utc=True).array
+        return pd.array(values, dtype=dtype)
+
+    try:
+        expected = pandas_way()
+    except (TypeError, ValueError, OverflowError) as error:
+        with pytest.raises(type(error)):
+            request._column(values, dtype)
+        return
+    got = request._column(values, dtype)
+    pd.testing.assert_extension_array_equal(pd.array(got), pd.array(expected))
