@@ -82,16 +82,33 @@ def utc_ns(values: pd.Series, column: str) -> pd.Series:
     Raises:
         ValueError: If a value is null or cannot be parsed.
     """
+    return pd.Series(utc_ns_array(values, column), index=values.index, name=values.name)
+
+
+def utc_ns_array(values: pd.Series, column: str) -> pd.api.extensions.ExtensionArray:
+    """:func:`utc_ns` as a new array (an entity frame's off times are only copied).
+
+    Args:
+        values: As for :func:`utc_ns`.
+        column: As for :func:`utc_ns`.
+
+    Returns:
+        A new ``datetime64[ns, UTC]`` array aligned with ``values``.
+
+    Raises:
+        ValueError: If a value is null or cannot be parsed.
+    """
     if values.dtype == _UTC_NS:  # already converted (an entity frame's off_time)
-        out = values.copy()
+        out = values.array.copy()
     else:
         try:
-            out = pd.to_datetime(values, utc=True).astype("datetime64[ns, UTC]")
+            out = pd.to_datetime(values, utc=True).astype("datetime64[ns, UTC]").array
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{column}: cannot parse as UTC timestamps ({exc})") from exc
-    if out.isna().any():
+    missing = out.isna()
+    if missing.any():
         raise ValueError(
-            f"{column}: {int(out.isna().sum())} null timestamp(s); every race needs an off_time"
+            f"{column}: {int(missing.sum())} null timestamp(s); every race needs an off_time"
         )
     return out
 

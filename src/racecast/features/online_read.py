@@ -123,22 +123,26 @@ class OnlineReader:
         and the distinct key tuples (values as text) in order of first appearance."""
         n = len(entity_rows)
         present = set(entity_rows.columns)
-        columns = {
-            k: entity_rows[k].to_numpy(dtype=object) for k in self._join_keys if k in present
-        }
-        known = {k: ~pd.isna(values) for k, values in columns.items()}
+        text: dict[str, list[str | None]] = {}
+        for k in self._join_keys:
+            if k in present:
+                values = entity_rows[k].to_numpy(dtype=object)
+                null = pd.isna(values).tolist()
+                text[k] = [
+                    None if m else str(v) for v, m in zip(values.tolist(), null, strict=True)
+                ]
         out = []
         for view, _, keys in self._plan:
             missing = [k for k in keys if k not in present]
             if missing:
                 raise KeyError(f"entity rows lack join key(s) {missing} of view {view.name}")
-            rows = np.logical_and.reduce([known[k] for k in keys]) if keys else np.ones(n, bool)
-            index = np.full(n, -1, dtype=np.intp)
+            index = [-1] * n
             distinct: dict[tuple[str, ...], int] = {}
-            values = [columns[k] for k in keys]
-            for i in np.flatnonzero(rows).tolist():
-                index[i] = distinct.setdefault(tuple(str(c[i]) for c in values), len(distinct))
-            out.append((index, list(distinct)))
+            rows = zip(*(text[k] for k in keys), strict=True) if keys else [()] * n
+            for i, values in enumerate(rows):
+                if None not in values:
+                    index[i] = distinct.setdefault(values, len(distinct))
+            out.append((np.asarray(index, dtype=np.intp), list(distinct)))
         return out
 
     def _key(self, view: int, keys: list[str], values: tuple[str, ...]) -> bytes:
@@ -361,12 +365,11 @@ class OnlineReader:
         numeric, text, stamps = self._read_arrays(entity_rows)
         numbers = {name: numeric[:, j] for j, name in enumerate(self._numeric)}
         strings = {name: text[:, s] for s, name in enumerate(self._strings)}
-        return numbers, strings, pd.DataFrame(stamps, index=entity_rows.index)
+        return numbers, strings, self._times(stamps, entity_rows.index)
 
-    def _read_arrays(
-        self, entity_rows: pd.DataFrame
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """(numeric matrix, text matrix, view -> event times), one row per runner."""
+    def _read_arrays(self, entity_rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(numeric matrix, text matrix, event times matrix: a column per view of
+        :attr:`_plan`), one row per runner."""
         entities = self._entities(entity_rows)
         sizes = [len(distinct) for _, distinct in entities]
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp).tolist()
@@ -385,8 +388,7 @@ class OnlineReader:
         ).reshape(len(entities), len(entity_rows))
         numeric = numbers[runner[self._numeric_view].T, np.arange(len(self._numeric))]
         text = texts[runner[self._string_view].T, np.arange(len(self._strings))]
-        stamps = {view.name: times[runner[v]] for v, (view, _, _) in enumerate(self._plan)}
-        return numeric, text, stamps
+        return numeric, text, times[runner].T
 
     def _read(self, entity_rows: pd.DataFrame, with_times: bool) -> tuple[pd.DataFrame, Any]:
         numeric, text, stamps = self._read_arrays(entity_rows)
@@ -397,7 +399,12 @@ class OnlineReader:
             frame = frame[self.columns]
         if not with_times:
             return frame, None
-        return frame, pd.DataFrame(stamps, index=entity_rows.index)
+        return frame, self._times(stamps, entity_rows.index)
+
+    def _times(self, stamps: np.ndarray, index: pd.Index) -> pd.DataFrame:
+        """The event times frame: one column per view (one block: a frame of columns costs
+        more than the read of a race)."""
+        return pd.DataFrame(stamps, index=index, columns=[view.name for view, _, _ in self._plan])
 
 
 class _Slots(dict):

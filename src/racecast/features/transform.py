@@ -20,7 +20,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from racecast.data.races import race_codes
+from racecast.features.columnar import (
+    SMALL,
+    classify,
+    codes_by_race,
+    float_arrays,
+    float_column,
+    frame_from_columns,
+    group_means,
+    group_ranks,
+    object_column,
+    pick,
+)
 from racecast.features.columns import (
     as_float,
     category_codes,
@@ -28,6 +39,7 @@ from racecast.features.columns import (
     require_columns,
     surface_slot,
     utc_ns,
+    utc_ns_array,
 )
 from racecast.features.market import market_probabilities
 from racecast.features.specs import (
@@ -59,86 +71,26 @@ SECONDS_PER_DAY = 86400.0
 
 
 # --------------------------------------------------------------------------------------
-# Columnar helpers: the transform works on numpy arrays so that one race (serving) costs
-# microseconds per feature while 80k runners (training) stay vectorised.
+# Array helpers: the transform works on numpy arrays (``racecast.features.columnar``) so
+# that one race (serving) costs microseconds per feature while 80k runners (training)
+# stay vectorised.
 # --------------------------------------------------------------------------------------
 
-
-def _float_array(values: pd.Series) -> np.ndarray:
-    """``values`` as a float64 array, nulls and non-numbers as NaN (like ``as_float``)."""
-    dtype = values.dtype
-    if isinstance(dtype, np.dtype) and dtype.kind in "fiub":
-        return values.to_numpy(dtype=np.float64)
-    return as_float(values).to_numpy(dtype=np.float64)
-
-
-def _float_arrays(frame: pd.DataFrame, columns: list[str]) -> dict[str, np.ndarray]:
-    """Column name -> float64 array for each of ``columns``.
-
-    One conversion of the whole block when every value is a number or null (the usual
-    case, and the fast one for a single race); column by column otherwise. The columns
-    are taken by position (``iloc``: a third of the cost of ``frame[columns]``).
-    """
-    positions = frame.columns.get_indexer(columns)
-    try:
-        if (positions < 0).any():
-            raise KeyError(columns)  # duplicated or missing names: pandas' own lookup
-        block = frame.iloc[:, positions]
-    except KeyError:
-        block = frame[columns]
-    try:
-        matrix = block.to_numpy(dtype=np.float64, na_value=np.nan)
-    except (TypeError, ValueError):
-        return {col: _float_array(frame[col]) for col in columns}
-    return {col: matrix[:, i] for i, col in enumerate(columns)}
-
-
-def _race_codes(race: pd.Series) -> tuple[np.ndarray, int]:
-    """Integer code per row of its race (``racecast.data.races.race_codes``) and the race count."""
-    codes, races = race_codes(race, f"column {race.name!r}")
-    return codes, len(races)
-
-
-def _group_mean(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
-    """Per-row mean over the row's group, NaN skipped (NaN for an all-NaN group)."""
-    known = ~np.isnan(values)
-    sums = np.bincount(codes, weights=np.where(known, values, 0.0), minlength=n_groups)
-    counts = np.bincount(codes, weights=known.astype(np.float64), minlength=n_groups)
-    means = np.full(n_groups, np.nan)
-    np.divide(sums, counts, out=means, where=counts > 0)
-    return means[codes]
-
-
-def _group_rank(values: np.ndarray, codes: np.ndarray, *, ascending: bool) -> np.ndarray:
-    """Rank within the group, ties share the lowest rank (``method="min"``), NaN unranked."""
-    ranks = np.full(len(values), np.nan)
-    rows = np.flatnonzero(~np.isnan(values))
-    if rows.size == 0:
-        return ranks
-    key = values[rows] if ascending else -values[rows]
-    group = codes[rows]
-    order = np.lexsort((key, group))
-    g, k = group[order], key[order]
-    position = np.arange(order.size)
-    new_group = np.ones(order.size, dtype=bool)
-    new_group[1:] = g[1:] != g[:-1]
-    new_tie = new_group.copy()
-    new_tie[1:] |= k[1:] != k[:-1]
-    group_start = np.maximum.accumulate(np.where(new_group, position, 0))
-    tie_start = np.maximum.accumulate(np.where(new_tie, position, 0))
-    ranks[rows[order]] = (tie_start - group_start + 1).astype(np.float64)
-    return ranks
+#: Inputs up to this many rows (a race or two, the serving case) take the small paths.
+_SMALL = SMALL
 
 
 def _relative_arrays(
-    values: dict[str, np.ndarray], columns: list[str], codes: np.ndarray, n_groups: int
+    values: Mapping[str, np.ndarray], columns: list[str], codes: np.ndarray, n_groups: int
 ) -> dict[str, np.ndarray]:
     """``c_rel`` (minus the race mean) and ``c_rank`` (descending) for every column."""
+    matrix = np.column_stack([values[col] for col in columns])
+    means = group_means(matrix, codes, n_groups)
+    ranks = group_ranks(matrix, codes, ascending=False)
     out: dict[str, np.ndarray] = {}
-    for col in columns:
-        x = values[col]
-        out[f"{col}_rel"] = x - _group_mean(x, codes, n_groups)
-        out[f"{col}_rank"] = _group_rank(x, codes, ascending=False)
+    for j, col in enumerate(columns):
+        out[f"{col}_rel"] = matrix[:, j] - means[:, j]
+        out[f"{col}_rank"] = ranks[:, j]
     return out
 
 
@@ -150,27 +102,9 @@ def _market_arrays(odds: np.ndarray, codes: np.ndarray, n_groups: int) -> dict[s
     with np.errstate(divide="ignore"):
         return {
             "mkt_log_prob": np.log(prob),
-            "mkt_odds_rank": _group_rank(valid, codes, ascending=True),
+            "mkt_odds_rank": group_ranks(valid[:, None], codes, ascending=True)[:, 0],
             "mkt_norm_odds": valid * book,
         }
-
-
-#: Inputs up to this many rows (a race or two, the serving case) take the scalar paths.
-_SMALL = 64
-
-
-def _classify(values: pd.Series, classify: Any) -> np.ndarray:
-    """Apply a scalar classifier to each DISTINCT value once (null -> ``classify(None)``)."""
-    if len(values) <= _SMALL:
-        # a race or two (serving): the cached classifier per value beats factorizing
-        return np.asarray(
-            [classify(None if pd.isna(v) else v) for v in values.to_numpy(dtype=object)] + [None],
-            dtype=object,
-        )[:-1]
-    codes, uniques = pd.factorize(values.astype(object), sort=False, use_na_sentinel=True)
-    table = [classify(u) for u in uniques]
-    table.append(classify(None))
-    return np.asarray(table, dtype=object)[codes]
 
 
 # --------------------------------------------------------------------------------------
@@ -195,8 +129,9 @@ def race_relative(frame: pd.DataFrame, columns: list[str], group: str = "race_id
         A new frame aligned with ``frame`` with ``c_rel``, ``c_rank`` per column, in order.
     """
     require_columns(frame, [group, *columns], "race_relative input")
-    codes, n_groups = _race_codes(frame[group])
-    out = _relative_arrays(_float_arrays(frame, columns), columns, codes, n_groups)
+    codes, n_groups = codes_by_race(object_column(frame[group]), f"column {group!r}")
+    values = {col: float_column(frame[col]) for col in columns}
+    out = _relative_arrays(values, columns, codes, n_groups)
     return pd.DataFrame(out, index=frame.index)
 
 
@@ -216,8 +151,8 @@ def market_features(context: pd.DataFrame) -> pd.DataFrame:
         A new frame aligned with ``context`` with ``MARKET_FEATURES``.
     """
     require_columns(context, ["race_id", "odds_final"], "market context")
-    codes, n_groups = _race_codes(context["race_id"])
-    out = _market_arrays(_float_array(context["odds_final"]), codes, n_groups)
+    codes, n_groups = codes_by_race(object_column(context["race_id"]), "column 'race_id'")
+    out = _market_arrays(float_column(context["odds_final"]), codes, n_groups)
     return pd.DataFrame(out, index=context.index)[MARKET_FEATURES]
 
 
@@ -226,24 +161,18 @@ def market_features(context: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------
 
 
-def _pick(state: dict[str, np.ndarray], columns: list[str], slot: np.ndarray) -> np.ndarray:
-    """Take, per row, the column at position ``slot`` (-1 -> NaN)."""
-    out = np.full(len(slot), np.nan)
-    for position, col in enumerate(columns):
-        rows = slot == position
-        out[rows] = state[col][rows]
-    return out
-
-
-def _record_at_course(record: pd.Series, course: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def _record_at_course(record: Any, course: Any) -> tuple[np.ndarray, np.ndarray]:
     """Runs and wins at this course from ``h_course_record`` text (NaN if no record).
 
     The record is ``"ST=5/1;HV=3/0"``; the entry of this course is found with numpy's
     element-wise string partition (no row loop). A known record without this course, or
-    a malformed entry, counts 0 runs and 0 wins.
+    a malformed entry, counts 0 runs and 0 wins. ``record`` and ``course``: Series or
+    object arrays.
     """
     if len(record) <= _SMALL:
         return _record_at_course_small(record, course)
+    record = pd.Series(object_column(record), dtype=object)
+    course = pd.Series(object_column(course), dtype=object)
     known = record.notna().to_numpy(bool)
     here = course.astype("string").str.strip()
     course_known = here.notna().to_numpy(bool)
@@ -259,12 +188,12 @@ def _record_at_course(record: pd.Series, course: pd.Series) -> tuple[np.ndarray,
     return np.where(known, runs, np.nan), np.where(known, wins, np.nan)
 
 
-def _record_at_course_small(record: pd.Series, course: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def _record_at_course_small(record: Any, course: Any) -> tuple[np.ndarray, np.ndarray]:
     """``_record_at_course`` for a few runners: the same partitions with ``str`` methods."""
     runs = np.full(len(record), np.nan)
     wins = np.full(len(record), np.nan)
     for i, (text, here) in enumerate(
-        zip(record.to_numpy(object), course.to_numpy(object), strict=True)
+        zip(object_column(record).tolist(), object_column(course).tolist(), strict=True)
     ):
         if pd.isna(text):
             continue
@@ -297,11 +226,11 @@ def _normalised_gear(gear: str | None) -> str | None:
 
 
 def _gear_features(
-    gear_now: pd.Series, gear_last: pd.Series, debut: np.ndarray
+    gear_now: np.ndarray, gear_last: np.ndarray, debut: np.ndarray
 ) -> dict[str, np.ndarray]:
     """``first_time_gear`` (gear now, none last run) and ``gear_changed`` (0/1, NaN if unknown)."""
-    now = _classify(gear_now, _normalised_gear)
-    last = _classify(gear_last, _normalised_gear)
+    now = classify(gear_now, _normalised_gear)
+    last = classify(gear_last, _normalised_gear)
     now_known = np.not_equal(now, None)
     last_known = np.not_equal(last, None)
     known = now_known & last_known & ~debut
@@ -324,9 +253,9 @@ def _sex_flag_pair(sex: str | None) -> tuple[float, float]:
     return (float(norm in FEMALE_SEXES), float(norm in ENTIRE_SEXES))
 
 
-def _sex_flags(sex: pd.Series) -> dict[str, np.ndarray]:
+def _sex_flags(sex: np.ndarray) -> dict[str, np.ndarray]:
     """``sex_female`` and ``sex_entire`` (0/1; NaN when the sex is unknown)."""
-    pairs = _classify(sex, _sex_flag_pair)
+    pairs = classify(sex, _sex_flag_pair)
     flags = np.array([*pairs], dtype=np.float64).reshape(len(sex), 2)
     return {"sex_female": flags[:, 0], "sex_entire": flags[:, 1]}
 
@@ -345,9 +274,9 @@ def _surface_slot(surface: str | None) -> int:
     return int(category_codes(slot, SURFACE_SLOTS)[0])
 
 
-def _slot_codes(values: pd.Series, classify: Any) -> np.ndarray:
+def _slot_codes(values: np.ndarray, classifier: Any) -> np.ndarray:
     """Integer slots of a categorical context column, classified once per distinct value."""
-    return _classify(values, classify).astype(np.int64)
+    return classify(values, classifier).astype(np.int64)
 
 
 def _distance_slot(distance_m: np.ndarray) -> np.ndarray:
@@ -371,28 +300,27 @@ def _shrunk(wins: np.ndarray, runs: np.ndarray, k: float, prior: float) -> np.nd
 
 
 def _suitability(
-    context: pd.DataFrame,
     ctx: dict[str, np.ndarray],
-    course_record: pd.Series,
+    course_record: np.ndarray,
     st: dict[str, np.ndarray],
     p: dict[str, Any],
 ) -> dict[str, np.ndarray]:
     """The horse's record under THIS race's distance band, going, surface, course, draw range."""
     slots = {
         "dist": _distance_slot(ctx["distance_m"]),
-        "going": _slot_codes(context["going"], _going_slot),
-        "surf": _slot_codes(context["surface"], _surface_slot),
+        "going": _slot_codes(ctx["going"], _going_slot),
+        "surf": _slot_codes(ctx["surface"], _surface_slot),
         "draw": _draw_slot(ctx["draw"], ctx["n_runners"]),
     }
     names = {"dist": "dist", "going": "going", "surf": "surface", "draw": "draw_range"}
     out: dict[str, np.ndarray] = {}
     for kind, slot in slots.items():
         runs_cols, wins_cols = suitability_columns(kind)
-        runs = _pick(st, runs_cols, slot)
-        wins = _pick(st, wins_cols, slot)
+        runs = pick(st, runs_cols, slot)
+        wins = pick(st, wins_cols, slot)
         out[f"{names[kind]}_runs"] = runs
         out[f"{names[kind]}_win_rate"] = _shrunk(wins, runs, p["horse_k"], p["win_prior"])
-    runs, wins = _record_at_course(course_record, context["course"])
+    runs, wins = _record_at_course(course_record, ctx["course"])
     out["course_runs"] = runs
     out["course_win_rate"] = _shrunk(wins, runs, p["horse_k"], p["win_prior"])
     out["going_code"] = np.where(slots["going"] >= 0, slots["going"], np.nan)
@@ -400,11 +328,11 @@ def _suitability(
 
 
 def _pair_features(
-    context: pd.DataFrame, st: dict[str, np.ndarray], p: dict[str, Any]
+    ctx: dict[str, np.ndarray], st: dict[str, np.ndarray], p: dict[str, Any]
 ) -> dict[str, np.ndarray]:
     """Pair history; a pair with both keys known but no earlier state has 0 runs together."""
     out: dict[str, np.ndarray] = {}
-    known = {k: ~pd.isna(context[k].array) for k in ("horse_id", "jockey_id", "trainer_id")}
+    known = {k: ~pd.isna(ctx[k]) for k in ("horse_id", "jockey_id", "trainer_id")}
     for prefix, (a, b) in (("jt", ("jockey_id", "trainer_id")), ("hj", ("horse_id", "jockey_id"))):
         keys_known = np.asarray(known[a] & known[b], dtype=bool)
         runs = st[f"{prefix}_runs"]
@@ -420,7 +348,7 @@ def _draw_bias(draw: np.ndarray, st: dict[str, np.ndarray]) -> np.ndarray:
     """The track-profile draw bias of this runner's draw (draws >= 16 share slot 16)."""
     slot = np.minimum(draw, DRAW_SLOTS) - 1
     slot = np.where(np.isnan(slot) | (slot < 0), -1, slot).astype(np.int64)
-    return _pick(st, draw_bias_columns(), slot)
+    return pick(st, draw_bias_columns(), slot)
 
 
 def _handicap_features(
@@ -434,7 +362,7 @@ def _handicap_features(
     """
     vs_rating = feats["h_mean3_pr"] - feats["rating"]
     weight = feats["weight_carried_kg"]
-    extra = weight - _group_mean(weight, codes, n_races)
+    extra = weight - group_means(weight[:, None], codes, n_races)[:, 0]
     return {
         "pr_vs_rating": vs_rating,
         "pr_weight_adv": vs_rating - p["pr_units_per_kg"] * extra,
@@ -486,6 +414,10 @@ _CHANGES = {
     "body_weight_change": ("body_weight_kg", "h_last_body_weight"),
     "rating_change": ("rating", "h_last_rating"),
 }
+_CONTEXT_TEXT = [
+    *("race_id", "horse_id", "jockey_id", "trainer_id"),
+    *("course", "surface", "going", "sex", "gear"),
+]
 _STATE_STRINGS = frozenset({"h_course_record", "h_last_gear"})
 
 
@@ -522,7 +454,7 @@ def build_features(
         raise ValueError(
             "state: index must equal the context index (one joined state row per context row)"
         )
-    numeric = _float_arrays(state, list(_NUMERIC_STATE))
+    numeric = float_arrays(state, list(_NUMERIC_STATE))
     return build_features_from_state(
         context, numeric, {c: state[c] for c in _STATE_STRINGS}, params
     )
@@ -559,65 +491,49 @@ def build_features_from_state(
     if missing:
         raise KeyError(f"joined state lacks columns {missing[:10]}")
     st = {c: np.asarray(numeric[c], dtype=np.float64) for c in _NUMERIC_STATE}
-    strings = {  # a Series is taken as it is (build_features' own columns)
-        c: v if isinstance(v := text[c], pd.Series) else pd.Series(v, context.index, object)
-        for c in _STATE_STRINGS
-    }
+    strings = {c: object_column(text[c]) for c in _STATE_STRINGS}
     wrong = [c for c, v in (*st.items(), *strings.items()) if len(v) != len(context)]
     if wrong:
         raise ValueError(f"state: columns {wrong[:10]} do not have one value per context row")
-    off_time = utc_ns(context["off_time"], "context.off_time")
+    off_time = utc_ns_array(context["off_time"], "context.off_time")
     off_ts = off_time.to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
-    ctx = _float_arrays(context, [*_CONTEXT_NUMERIC, "odds_final"])
+    # the context frame taken apart once: numbers as float64, text as object arrays
+    ctx = {c: float_column(context[c]) for c in (*_CONTEXT_NUMERIC, "odds_final")}
+    ctx.update((c, object_column(context[c])) for c in _CONTEXT_TEXT)
     h_runs = st["h_runs"]
     debut = np.isnan(h_runs) | (h_runs == 0)
 
     feats: dict[str, np.ndarray] = {c: ctx[c] for c in _CONTEXT_NUMERIC}
     with np.errstate(invalid="ignore", divide="ignore"):
         feats["draw_frac"] = ctx["draw"] / np.where(ctx["n_runners"] > 0, ctx["n_runners"], np.nan)
-    feats.update(_sex_flags(context["sex"]))
+    feats.update(_sex_flags(ctx["sex"]))
     for col in _HORSE_PASSTHROUGH:
         feats[col] = np.where(debut, np.nan, st[col])
     feats["days_since_last_run"] = (off_ts - st["h_last_off_ts"]) / SECONDS_PER_DAY
-    feats.update(_suitability(context, ctx, strings["h_course_record"], st, p))
+    feats.update(_suitability(ctx, strings["h_course_record"], st, p))
     for name, (now, last) in _CHANGES.items():
         feats[name] = ctx[now] - st[last]
-    feats.update(_gear_features(context["gear"], strings["h_last_gear"], debut))
+    feats.update(_gear_features(ctx["gear"], strings["h_last_gear"], debut))
     for col in _CONNECTION_PASSTHROUGH:
         feats[col] = st[col]
-    feats.update(_pair_features(context, st, p))
+    feats.update(_pair_features(ctx, st, p))
     feats["draw_bias"] = _draw_bias(ctx["draw"], st)
-    codes, n_races = _race_codes(context["race_id"])
+    codes, n_races = codes_by_race(ctx["race_id"], "column 'race_id'")
     feats.update(_handicap_features(feats, codes, n_races, p))
     feats.update(_relative_arrays(feats, RELATIVE_COLUMNS, codes, n_races))
     feats.update(_market_arrays(ctx["odds_final"], codes, n_races))
 
-    return _feature_frame(context, off_time, feats, debut)
+    keys = {c: off_time if c == "off_time" else context[c].array for c in KEY_COLUMNS}
+    columns, floats = _output_columns()
+    return frame_from_columns(context.index, columns, keys, floats, feats, (DEBUT_FLAG, debut))
 
 
-#: Output columns of ``build_features`` after the keys.
-_FEATURE_COLUMNS = FUNDAMENTAL_FEATURES + MARKET_FEATURES
-
-
-def _feature_frame(
-    context: pd.DataFrame, off_time: pd.Series, feats: dict[str, np.ndarray], debut: np.ndarray
-) -> pd.DataFrame:
-    """The output frame: ``KEY_COLUMNS`` then every feature, float64 but the int flag.
-
-    The float features are one 2-D block (a frame of 100 separate columns costs several
-    times more to build), the flag is inserted at its place.
-    """
-    keys = pd.DataFrame(
-        {c: (off_time if c == "off_time" else context[c]).array.copy() for c in KEY_COLUMNS},
-        index=context.index,
-    )
-    numeric = [c for c in _FEATURE_COLUMNS if c != DEBUT_FLAG]
-    matrix = np.empty((len(context), len(numeric)), dtype=np.float64)
-    for j, name in enumerate(numeric):
-        matrix[:, j] = feats[name]
-    values = pd.DataFrame(matrix, columns=numeric, index=context.index, copy=False)
-    values.insert(_FEATURE_COLUMNS.index(DEBUT_FLAG), DEBUT_FLAG, debut.astype(np.int64))
-    return pd.concat([keys, values], axis=1, copy=False)
+@functools.lru_cache(maxsize=1)
+def _output_columns() -> tuple[pd.Index, list[str]]:
+    """``build_features``' columns (``KEY_COLUMNS``, then every feature) and the float ones
+    (every feature but the int flag ``is_debut``)."""
+    features = FUNDAMENTAL_FEATURES + MARKET_FEATURES
+    return pd.Index([*KEY_COLUMNS, *features]), [c for c in features if c != DEBUT_FLAG]
 
 
 def _joint_codes(

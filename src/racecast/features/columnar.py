@@ -1,0 +1,224 @@
+"""Array helpers of the shared transform (:mod:`racecast.features.transform`).
+
+The transform takes its input frames apart into numpy arrays once, computes every
+feature on arrays and builds its output frame once. These helpers keep both of its
+callers fast: one race at serving time (a dozen rows, where pandas' fixed cost per call
+would dominate) and the training set (80k rows and more, vectorised). Where the two
+need different algorithms (:data:`SMALL`), both give bit-identical numbers: group sums
+add the rows in row order like ``np.bincount``, ranks count the better rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from racecast.data.races import race_codes
+from racecast.features.columns import as_float
+
+#: Inputs up to this many rows (a race or two, the serving case) take the small paths.
+SMALL = 64
+
+
+def float_column(values: pd.Series) -> np.ndarray:
+    """``values`` as a float64 array, nulls and non-numbers as NaN (like ``as_float``)."""
+    dtype = values.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "fiub":
+        return values.to_numpy(dtype=np.float64)
+    try:
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):  # text that is not all numbers: pandas' coercion
+        return as_float(values).to_numpy(dtype=np.float64)
+
+
+def float_arrays(frame: pd.DataFrame, columns: list[str]) -> dict[str, np.ndarray]:
+    """Column name -> float64 array for each of ``columns`` of a frame.
+
+    One conversion of the whole block when every value is a number or null (the usual
+    case, and the fast one for many columns); column by column otherwise. The columns
+    are taken by position (``iloc``: a third of the cost of ``frame[columns]``).
+    """
+    positions = frame.columns.get_indexer(columns)
+    try:
+        if (positions < 0).any():
+            raise KeyError(columns)  # duplicated or missing names: pandas' own lookup
+        block = frame.iloc[:, positions]
+    except KeyError:
+        block = frame[columns]
+    try:
+        matrix = block.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        return {col: float_column(frame[col]) for col in columns}
+    return {col: matrix[:, i] for i, col in enumerate(columns)}
+
+
+def object_column(values: Any) -> np.ndarray:
+    """A Series' (or array's) values as a 1-D object array (nulls as pandas gives them)."""
+    if isinstance(values, pd.Series):
+        values = values.array
+    return np.asarray(values, dtype=object)
+
+
+def codes_by_race(race_id: np.ndarray, what: str) -> tuple[np.ndarray, int]:
+    """Integer code per row of its race, in order of first appearance, and the race count.
+
+    ``racecast.data.races.race_codes`` (``pd.factorize``), with the common serving case
+    (a few rows of one race) answered without it.
+    """
+    if 0 < len(race_id) <= SMALL:
+        first = race_id[0]
+        if not pd.isna(first) and all(r == first for r in race_id.tolist()):
+            return np.zeros(len(race_id), dtype=np.int64), 1
+    codes, races = race_codes(race_id, what)
+    return codes, len(races)
+
+
+def group_means(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per row and column of ``values`` (rows x columns): the mean over the row's group,
+    NaN skipped (NaN for an all-NaN group).
+
+    The sums add the rows in row order (as ``np.bincount`` does), so a race alone and the
+    same race inside a bulk build get the same bits.
+    """
+    known = ~np.isnan(values)
+    filled = np.where(known, values, 0.0)
+    if len(values) <= SMALL:
+        sums = np.zeros((n_groups, values.shape[1]))
+        counts = np.zeros((n_groups, values.shape[1]))
+        for row, group in enumerate(codes.tolist()):
+            sums[group] += filled[row]
+            counts[group] += known[row]
+    else:
+        columns = range(values.shape[1])
+        sums = np.column_stack(
+            [np.bincount(codes, weights=filled[:, j], minlength=n_groups) for j in columns]
+        )
+        counts = np.column_stack(
+            [np.bincount(codes, weights=known[:, j] * 1.0, minlength=n_groups) for j in columns]
+        )
+    means = np.full(sums.shape, np.nan)
+    np.divide(sums, counts, out=means, where=counts > 0)
+    return means[codes]
+
+
+def group_ranks(values: np.ndarray, codes: np.ndarray, *, ascending: bool) -> np.ndarray:
+    """Per column of ``values`` (rows x columns): the rank within the row's group, ties
+    share the lowest rank (``method="min"``), NaN unranked.
+
+    A few rows: 1 + the number of rows of the group that rank strictly better (one
+    broadcast comparison for every column); many: a sort per column.
+    """
+    if len(values) <= SMALL:
+        other, this = values[None, :, :], values[:, None, :]
+        better = other < this if ascending else other > this
+        better &= (codes[None, :] == codes[:, None])[:, :, None]
+        ranks = better.sum(axis=1).astype(np.float64) + 1.0
+        ranks[np.isnan(values)] = np.nan
+        return ranks
+    return np.column_stack(
+        [_rank_sorted(values[:, j], codes, ascending) for j in range(values.shape[1])]
+    )
+
+
+def _rank_sorted(values: np.ndarray, codes: np.ndarray, ascending: bool) -> np.ndarray:
+    """:func:`group_ranks` of one column by sorting (group, value)."""
+    ranks = np.full(len(values), np.nan)
+    rows = np.flatnonzero(~np.isnan(values))
+    if rows.size == 0:
+        return ranks
+    key = values[rows] if ascending else -values[rows]
+    group = codes[rows]
+    order = np.lexsort((key, group))
+    g, k = group[order], key[order]
+    position = np.arange(order.size)
+    new_group = np.ones(order.size, dtype=bool)
+    new_group[1:] = g[1:] != g[:-1]
+    new_tie = new_group.copy()
+    new_tie[1:] |= k[1:] != k[:-1]
+    group_start = np.maximum.accumulate(np.where(new_group, position, 0))
+    tie_start = np.maximum.accumulate(np.where(new_tie, position, 0))
+    ranks[rows[order]] = (tie_start - group_start + 1).astype(np.float64)
+    return ranks
+
+
+def classify(values: np.ndarray, classifier: Callable[[Any], Any]) -> np.ndarray:
+    """Apply a scalar classifier to each DISTINCT value once (null -> ``classifier(None)``).
+
+    Args:
+        values: Object array (nulls as None, NaN or ``pd.NA``).
+        classifier: Cached function of one value.
+
+    Returns:
+        An object array of the classifier's answers.
+    """
+    if len(values) <= SMALL:
+        # a race or two (serving): the cached classifier per value beats factorizing
+        return np.asarray(
+            [classifier(None if pd.isna(v) else v) for v in values.tolist()] + [None],
+            dtype=object,
+        )[:-1]
+    codes, uniques = pd.factorize(values, sort=False, use_na_sentinel=True)
+    table = [classifier(u) for u in uniques]
+    table.append(classifier(None))
+    return np.asarray(table, dtype=object)[codes]
+
+
+def pick(state: dict[str, np.ndarray], columns: Sequence[str], slot: np.ndarray) -> np.ndarray:
+    """Take, per row, the column at position ``slot`` (-1 -> NaN)."""
+    n = len(slot)
+    table = np.empty((n, len(columns) + 1))
+    for position, col in enumerate(columns):
+        table[:, position] = state[col]
+    table[:, -1] = np.nan
+    return table[np.arange(n), slot]
+
+
+def frame_from_columns(
+    index: pd.Index,
+    columns: pd.Index,
+    keys: dict[str, Any],
+    floats: list[str],
+    values: dict[str, np.ndarray],
+    flag: tuple[str, np.ndarray],
+) -> pd.DataFrame:
+    """One frame from key columns (any arrays), float64 columns and one int64 column.
+
+    The float columns are one 2-D block and every block is placed directly (pandas'
+    pseudo-public ``pandas.core.internals.api.make_block``): building the frame column by
+    column or by concatenating frames costs several times the transform of one race.
+
+    Args:
+        index: The frame's index.
+        columns: Every column, in order (each name once).
+        keys: Key column -> array (copied).
+        floats: The float columns, in order.
+        values: Float column -> 1-D array.
+        flag: ``(name, values)`` of the int64 column.
+
+    Returns:
+        The frame, consolidated: one float block, one int block, one block per key.
+    """
+    from pandas.core.internals import BlockManager
+    from pandas.core.internals.api import make_block
+
+    position = {name: i for i, name in enumerate(columns)}
+    matrix = np.empty((len(floats), len(index)), dtype=np.float64)
+    for j, name in enumerate(floats):
+        matrix[j] = values[name]
+    name, flag_values = flag
+    blocks = [
+        make_block(matrix, placement=[position[c] for c in floats]),
+        make_block(
+            np.asarray(flag_values, dtype=np.int64).reshape(1, -1), placement=[position[name]]
+        ),
+    ]
+    for col, array in keys.items():
+        array = array.copy()
+        if isinstance(array.dtype, np.dtype):  # numpy values: a 2-D block
+            array = np.asarray(array).reshape(1, -1)
+        blocks.append(make_block(array, placement=[position[col]], ndim=2))
+    manager = BlockManager(blocks, [columns.view(), index])
+    return pd.DataFrame._from_mgr(manager, axes=manager.axes)
