@@ -19,8 +19,9 @@ The largest race of the racecard (the first upcoming racecard by default) is sco
   ``stacker``, ``blend``: the meta-learner and the combined track;
   ``bundle_predict``: the whole :meth:`InferenceBundle.predict`;
 * ``score_races``: probabilities -> the response's races (fair odds, stakes);
-* ``response``: the response model's validation and JSON text (what FastAPI does
-  with a ``response_model``);
+* ``response``: the response model's validation and JSON bytes (what FastAPI does
+  with a ``response_model`` and its default response class: pydantic's
+  ``validate_python`` then ``dump_json``);
 * ``service``: :meth:`InferenceService.score_text` (parse to races);
 * ``asgi``: the app in process through ``httpx.ASGITransport`` (routing, auth, guards,
   middleware, response), without a socket.
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.chdir(ROOT)
 
     import httpx
-    from fastapi.encoders import jsonable_encoder
+    from pydantic import TypeAdapter
 
     from racecast.features import store, transform
     from racecast.inference.guard import check_point_in_time
@@ -174,9 +175,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     stages["score_races"] = races
     result = service.score_rows(rows)
-    stages["response"] = lambda: json.dumps(
-        jsonable_encoder(PredictResponse.model_validate(result))
-    ).encode()
+    # what FastAPI does with a response_model and its default response class: pydantic
+    # validates the endpoint's dict and writes the JSON bytes itself (no jsonable_encoder)
+    adapter = TypeAdapter(PredictResponse)
+    stages["response"] = lambda: adapter.dump_json(adapter.validate_python(result))
     stages["service"] = lambda: service.score_text(text)
 
     app = create_app(settings, bundle=bundle, feature_store=feature_store, freeze_gc=False)

@@ -266,3 +266,56 @@ def test_contributions_run_beside_predictions_on_a_private_booster(fitted, test_
             np.testing.assert_array_equal(future.result(), expected[:14])
         for future in predicted:
             np.testing.assert_array_equal(future.result(), scores[:14])
+
+
+def test_isotonic_predict_equals_scikit_learn() -> None:
+    from sklearn.isotonic import IsotonicRegression
+
+    from racecast.models.fastpath import isotonic_predict
+
+    rng = np.random.default_rng(3)
+    score = rng.normal(size=400)
+    y = (score + rng.normal(size=400) > 0).astype(float)
+    later = np.concatenate([rng.normal(scale=2.0, size=50), [score.min(), score.max(), -9.0, 9.0]])
+    for bounds in ("clip", "nan"):
+        iso = IsotonicRegression(out_of_bounds=bounds, y_min=0.0, y_max=1.0).fit(score, y)
+        got = isotonic_predict(iso, later)
+        np.testing.assert_array_equal(got, iso.predict(later))
+        assert got.dtype == iso.predict(later).dtype
+    with pytest.raises(ValueError):  # a missing score: the library's own check
+        isotonic_predict(iso, np.array([0.1, np.nan]))
+
+
+def test_catboost_scores_a_race_as_its_library_does(fitted, test_frame) -> None:  # noqa: F811
+    model = fitted("CatBoostRankerModel")
+    X, layout = _rows(test_frame)
+    race = X[layout.order][:14]
+    np.testing.assert_array_equal(
+        model._score_sorted(race, group_layout(np.zeros(14))),
+        model.booster_model_.predict(race),  # float64 rows, the library's own conversion
+    )
+
+
+def test_race_codes_of_a_few_ids_equal_pandas_factorize() -> None:
+    import pandas as pd
+
+    from racecast.data.races import race_codes
+
+    cases = [
+        np.array(["R2", "R1", "R2", "R3", "R1"], dtype=object),
+        np.array(["R1"], dtype=object),
+        np.array(["R1", None, "R2"], dtype=object),  # missing: pandas' error
+        np.array(["R1", 7, "R1"], dtype=object),  # not text: pandas decides
+    ]
+    for ids in cases:
+        try:
+            expected_codes, expected_races = pd.factorize(ids, use_na_sentinel=True)
+            assert (expected_codes >= 0).all()
+        except AssertionError:
+            with pytest.raises(ValueError, match="missing race ids"):
+                race_codes(ids)
+            continue
+        codes, races = race_codes(ids)
+        np.testing.assert_array_equal(codes, expected_codes)
+        assert codes.dtype == np.int64
+        pd.testing.assert_index_equal(races, pd.Index(expected_races))

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import special
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
+from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -35,6 +36,7 @@ __all__ = [
     "booster_predict",
     "decision_function",
     "forest_proba",
+    "isotonic_predict",
     "logistic_positive_proba",
     "small_batch",
     "transform",
@@ -137,6 +139,34 @@ def logistic_positive_proba(model: Any, X: np.ndarray) -> np.ndarray:
     if type(final) is not LogisticRegression or len(final.classes_) != 2:
         return model.predict_proba(X)[:, 1]
     return special.expit(decision_function(model, X))
+
+
+def isotonic_predict(model: Any, T: np.ndarray) -> np.ndarray:
+    """``IsotonicRegression.predict`` of finite 1-D float64 scores without its input checks.
+
+    The library's own steps after ``check_array``: clip to the fitted range when
+    ``out_of_bounds="clip"``, then its fitted interpolation ``f_``. Anything else (another
+    dtype or shape, a missing or infinite value, a subclass) takes ``model.predict``.
+
+    Args:
+        model: A fitted ``IsotonicRegression``.
+        T: Scores.
+
+    Returns:
+        ``model.predict(T)``.
+    """
+    if (
+        type(model) is not IsotonicRegression
+        or not isinstance(T, np.ndarray)
+        or T.ndim != 1
+        or T.dtype != np.float64
+        or model.X_thresholds_.dtype != np.float64
+        or not np.isfinite(T).all()
+    ):
+        return model.predict(T)
+    if model.out_of_bounds == "clip":
+        T = np.clip(T, model.X_min_, model.X_max_)
+    return model.f_(T).astype(T.dtype)
 
 
 class FlatForest:

@@ -73,7 +73,7 @@ from racecast.models.base import (
     segment_log_softmax,
     winner_weights,
 )
-from racecast.models.fastpath import booster_predict, decision_function
+from racecast.models.fastpath import booster_predict, decision_function, isotonic_predict
 from racecast.models.linear import conditional_logit_loss
 
 logger = logging.getLogger(__name__)
@@ -380,7 +380,7 @@ class StackedMetaLearner(RaceModel):
 
     def _calibrated_log_proba(self, score: np.ndarray, layout: GroupLayout) -> np.ndarray:
         """Per-race log of the floored isotonic probabilities, normalised."""
-        calibrated = np.clip(self.isotonic_.predict(score), self.prob_floor, 1.0)
+        calibrated = np.clip(isotonic_predict(self.isotonic_, score), self.prob_floor, 1.0)
         return segment_log_softmax(np.log(calibrated), layout)
 
     def _stage_a_log_proba(self, X: np.ndarray, layout: GroupLayout) -> np.ndarray:

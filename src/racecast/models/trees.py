@@ -259,8 +259,13 @@ class CatBoostRankerModel(RaceModel):
 
     def _score_sorted(self, X: np.ndarray, layout: GroupLayout) -> np.ndarray:
         # a race on one thread (a busy second core would stall it); rows are scored
-        # independently, so the thread count never changes a score
-        return self.booster_model_.predict(X, thread_count=1 if small_batch(X) else -1)
+        # independently, so the thread count never changes a score. CatBoost keeps
+        # features as float32: a race is handed over as float32 (the same rounding its
+        # Pool applies, without its per-call conversion)
+        if small_batch(X):
+            rows = np.ascontiguousarray(X, dtype=np.float32)
+            return self.booster_model_.predict(rows, thread_count=1)
+        return self.booster_model_.predict(X, thread_count=-1)
 
     def _importance_values(self) -> Mapping[str, float]:
         values = self.booster_model_.get_feature_importance(type="PredictionValuesChange")
