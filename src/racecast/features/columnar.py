@@ -11,6 +11,7 @@ add the rows in row order like ``np.bincount``, ranks count the better rows.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,11 @@ def object_column(values: Any) -> np.ndarray:
     return np.asarray(values, dtype=object)
 
 
+def is_null(value: Any) -> bool:
+    """``pd.isna`` of one scalar, without its cost for text (never null)."""
+    return not isinstance(value, str) and bool(pd.isna(value))
+
+
 def codes_by_race(race_id: np.ndarray, what: str) -> tuple[np.ndarray, int]:
     """Integer code per row of its race, in order of first appearance, and the race count.
 
@@ -70,7 +76,7 @@ def codes_by_race(race_id: np.ndarray, what: str) -> tuple[np.ndarray, int]:
     """
     if 0 < len(race_id) <= SMALL:
         first = race_id[0]
-        if not pd.isna(first) and all(r == first for r in race_id.tolist()):
+        if not is_null(first) and all(r == first for r in race_id.tolist()):
             return np.zeros(len(race_id), dtype=np.int64), 1
     codes, races = race_codes(race_id, what)
     return codes, len(races)
@@ -80,17 +86,20 @@ def group_means(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndar
     """Per row and column of ``values`` (rows x columns): the mean over the row's group,
     NaN skipped (NaN for an all-NaN group).
 
-    The sums add the rows in row order (as ``np.bincount`` does), so a race alone and the
-    same race inside a bulk build get the same bits.
+    The sums add the rows in row order from 0.0 (as ``np.bincount`` does; ``cumsum`` adds
+    in row order too, and ``+ 0.0`` makes a sum of negative zeros +0.0 as bincount's
+    start does), so a race alone and the same race inside a bulk build get the same bits.
     """
     known = ~np.isnan(values)
     filled = np.where(known, values, 0.0)
     if len(values) <= SMALL:
         sums = np.zeros((n_groups, values.shape[1]))
         counts = np.zeros((n_groups, values.shape[1]))
-        for row, group in enumerate(codes.tolist()):
-            sums[group] += filled[row]
-            counts[group] += known[row]
+        for group in range(n_groups):
+            rows = codes == group if n_groups > 1 else slice(None)
+            if n_groups == 1 or rows.any():
+                sums[group] = filled[rows].cumsum(axis=0)[-1] + 0.0
+                counts[group] = known[rows].sum(axis=0)
     else:
         columns = range(values.shape[1])
         sums = np.column_stack(
@@ -157,7 +166,7 @@ def classify(values: np.ndarray, classifier: Callable[[Any], Any]) -> np.ndarray
     if len(values) <= SMALL:
         # a race or two (serving): the cached classifier per value beats factorizing
         return np.asarray(
-            [classifier(None if pd.isna(v) else v) for v in values.tolist()] + [None],
+            [classifier(None if is_null(v) else v) for v in values.tolist()] + [None],
             dtype=object,
         )[:-1]
     codes, uniques = pd.factorize(values, sort=False, use_na_sentinel=True)
@@ -176,13 +185,37 @@ def pick(state: dict[str, np.ndarray], columns: Sequence[str], slot: np.ndarray)
     return table[np.arange(n), slot]
 
 
+@dataclass(frozen=True)
+class FrameLayout:
+    """Where :func:`frame_from_columns` puts each column (built once per column list)."""
+
+    columns: pd.Index
+    floats: tuple[str, ...]
+    float_positions: tuple[int, ...]
+    flag: str
+    flag_position: int
+    key_positions: dict[str, int]
+
+    @classmethod
+    def of(cls, keys: Sequence[str], floats: Sequence[str], flag: str, order: Sequence[str]):
+        """The layout of ``order`` (every name once) with these key, float and flag columns."""
+        position = {name: i for i, name in enumerate(order)}
+        return cls(
+            columns=pd.Index(list(order)),
+            floats=tuple(floats),
+            float_positions=tuple(position[c] for c in floats),
+            flag=flag,
+            flag_position=position[flag],
+            key_positions={c: position[c] for c in keys},
+        )
+
+
 def frame_from_columns(
+    layout: FrameLayout,
     index: pd.Index,
-    columns: pd.Index,
     keys: dict[str, Any],
-    floats: list[str],
     values: dict[str, np.ndarray],
-    flag: tuple[str, np.ndarray],
+    flag: np.ndarray,
 ) -> pd.DataFrame:
     """One frame from key columns (any arrays), float64 columns and one int64 column.
 
@@ -191,12 +224,11 @@ def frame_from_columns(
     column or by concatenating frames costs several times the transform of one race.
 
     Args:
+        layout: Where each column goes.
         index: The frame's index.
-        columns: Every column, in order (each name once).
         keys: Key column -> array (copied).
-        floats: The float columns, in order.
-        values: Float column -> 1-D array.
-        flag: ``(name, values)`` of the int64 column.
+        values: Float column -> 1-D array (every one of ``layout.floats``).
+        flag: The int64 column's values.
 
     Returns:
         The frame, consolidated: one float block, one int block, one block per key.
@@ -204,21 +236,18 @@ def frame_from_columns(
     from pandas.core.internals import BlockManager
     from pandas.core.internals.api import make_block
 
-    position = {name: i for i, name in enumerate(columns)}
-    matrix = np.empty((len(floats), len(index)), dtype=np.float64)
-    for j, name in enumerate(floats):
+    matrix = np.empty((len(layout.floats), len(index)), dtype=np.float64)
+    for j, name in enumerate(layout.floats):
         matrix[j] = values[name]
-    name, flag_values = flag
+    flag_values = np.asarray(flag, dtype=np.int64).reshape(1, -1)
     blocks = [
-        make_block(matrix, placement=[position[c] for c in floats]),
-        make_block(
-            np.asarray(flag_values, dtype=np.int64).reshape(1, -1), placement=[position[name]]
-        ),
+        make_block(matrix, placement=layout.float_positions),
+        make_block(flag_values, placement=[layout.flag_position]),
     ]
-    for col, array in keys.items():
-        array = array.copy()
+    for col, position in layout.key_positions.items():
+        array = keys[col].copy()
         if isinstance(array.dtype, np.dtype):  # numpy values: a 2-D block
             array = np.asarray(array).reshape(1, -1)
-        blocks.append(make_block(array, placement=[position[col]], ndim=2))
-    manager = BlockManager(blocks, [columns.view(), index])
+        blocks.append(make_block(array, placement=[position], ndim=2))
+    manager = BlockManager(blocks, [layout.columns.view(), index])
     return pd.DataFrame._from_mgr(manager, axes=manager.axes)

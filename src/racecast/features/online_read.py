@@ -10,6 +10,7 @@ encodings are Feast 0.49's.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import struct
 import threading
@@ -95,20 +96,21 @@ class OnlineReader:
         self._slot.update({name: -1 - s for s, name in enumerate(self._strings)})
         self._numeric_view = np.asarray([view_of[c] for c in self._numeric], dtype=np.intp)
         self._string_view = np.asarray([view_of[c] for c in self._strings], dtype=np.intp)
+        self._numeric_slots = np.arange(len(self._numeric))[:, None]
+        self._string_slots = np.arange(len(self._strings))[:, None]
+        self._time_columns = pd.Index([view.name for view, _, _ in self._plan])
         self._join_keys = sorted({k for _, _, keys in self._plan for k in keys})
         self._sqlite_path = _sqlite_online_path(store.config)
         self._sqlite: sqlite3.Connection | None = None
         self._sqlite_lock = threading.Lock()
         self._keys: dict[tuple[int, tuple[str, ...]], bytes] = {}
-        self._rows: dict[tuple[int, tuple[str, ...]], tuple[np.ndarray, np.ndarray, float]] = {}
-        self._rows_version: int | None = None
+        self._kept = _KeptRows(len(self._numeric), len(self._strings), self.ROW_CACHE_SIZE)
         self._rows_lock = threading.Lock()
 
     def clear_cache(self) -> None:
         """Forget the decoded entity rows (the next read goes to the store for every one)."""
         with self._rows_lock:
-            self._rows.clear()
-            self._rows_version = None
+            self._kept.clear()
 
     def _connection(self) -> sqlite3.Connection:
         """A read-only connection to the SQLite online store, without type detection."""
@@ -211,35 +213,34 @@ class OnlineReader:
         times = np.full(total + 1, np.nan)
         version = self._connection().execute("PRAGMA data_version").fetchone()[0]
         wanted: list[list[tuple[int, tuple]]] = []
-        hits: list[int] = []
-        kept: list[tuple[np.ndarray, np.ndarray, float]] = []
+        kept = self._kept
         with self._rows_lock:
-            if version != self._rows_version:  # the store changed (or never read): forget
-                self._rows.clear()
-                self._rows_version = version
+            if version != kept.version:  # the store changed (or never read): forget
+                kept.clear()
+                kept.version = version
+            hits: list[int] = []
+            rows: list[int] = []
             for v, (_, distinct) in enumerate(entities):
                 need = []
                 for i, values in enumerate(distinct):
-                    found = self._rows.get((v, values))
-                    if found is None:
+                    row = kept.row.get((v, values))
+                    if row is None:
                         need.append((offsets[v] + i, values))
                     else:
                         hits.append(offsets[v] + i)
-                        kept.append(found)
+                        rows.append(row)
                 wanted.append(need)
-        if hits:
-            numbers[hits] = np.stack([k[0] for k in kept])
-            texts[hits] = np.stack([k[1] for k in kept])
-            times[hits] = [k[2] for k in kept]
+            if hits:
+                numbers[hits] = kept.numbers[rows]
+                texts[hits] = kept.texts[rows]
+                times[hits] = kept.times[rows]
         if any(wanted):
             self._decode_into(self._sqlite_rows(wanted), numbers, texts, times)
+            read = [g for need in wanted for g, _ in need]
+            keys = [(v, values) for v, need in enumerate(wanted) for _, values in need]
             with self._rows_lock:
-                if self._rows_version == version:
-                    if len(self._rows) >= self.ROW_CACHE_SIZE:
-                        self._rows.clear()
-                    for v, need in enumerate(wanted):
-                        for g, values in need:
-                            self._rows[(v, values)] = (numbers[g].copy(), texts[g].copy(), times[g])
+                if kept.version == version:
+                    kept.store(keys, numbers[read], texts[read], times[read])
         return numbers, texts, times
 
     def _decode_into(
@@ -363,39 +364,36 @@ class OnlineReader:
             KeyError: If a join key column is missing.
         """
         numeric, text, stamps = self._read_arrays(entity_rows)
-        numbers = {name: numeric[:, j] for j, name in enumerate(self._numeric)}
-        strings = {name: text[:, s] for s, name in enumerate(self._strings)}
+        numbers = dict(zip(self._numeric, numeric, strict=True))
+        strings = dict(zip(self._strings, text, strict=True))
         return numbers, strings, self._times(stamps, entity_rows.index)
 
     def _read_arrays(self, entity_rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(numeric matrix, text matrix, event times matrix: a column per view of
-        :attr:`_plan`), one row per runner."""
+        """(numeric values: a row per numeric feature, text values: a row per text
+        feature, event times: a column per view of :attr:`_plan`), a runner per column
+        (per row for the times)."""
         entities = self._entities(entity_rows)
         sizes = [len(distinct) for _, distinct in entities]
-        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp).tolist()
-        total = int(sum(sizes))
+        offsets = [0, *itertools.accumulate(sizes)][:-1]
+        total = sum(sizes)
         if self._sqlite_path is not None and Path(self._sqlite_path).is_file():
             numbers, texts, times = self._read_sqlite(entities, offsets, total)
         else:
             numbers, texts, times = self._read_provider(entities, offsets, total)
         # each runner's row of every view's entity table (the extra last row: no entity)
-        runner = np.asarray(
-            [
-                np.where(index >= 0, offsets[v] + index, total)
-                for v, (index, _) in enumerate(entities)
-            ],
-            dtype=np.intp,
-        ).reshape(len(entities), len(entity_rows))
-        numeric = numbers[runner[self._numeric_view].T, np.arange(len(self._numeric))]
-        text = texts[runner[self._string_view].T, np.arange(len(self._strings))]
+        index = np.asarray([index for index, _ in entities], dtype=np.intp)
+        index = index.reshape(len(entities), len(entity_rows))
+        runner = np.where(index >= 0, index + np.asarray(offsets, dtype=np.intp)[:, None], total)
+        numeric = numbers[runner[self._numeric_view], self._numeric_slots]
+        text = texts[runner[self._string_view], self._string_slots]
         return numeric, text, times[runner].T
 
     def _read(self, entity_rows: pd.DataFrame, with_times: bool) -> tuple[pd.DataFrame, Any]:
         numeric, text, stamps = self._read_arrays(entity_rows)
-        frame = pd.DataFrame(numeric, index=entity_rows.index, columns=self._numeric)
+        frame = pd.DataFrame(numeric.T, index=entity_rows.index, columns=self._numeric)
         if self._strings:
             for s, name in enumerate(self._strings):
-                frame[name] = pd.array(text[:, s], dtype="string")
+                frame[name] = pd.array(text[s], dtype="string")
             frame = frame[self.columns]
         if not with_times:
             return frame, None
@@ -404,7 +402,58 @@ class OnlineReader:
     def _times(self, stamps: np.ndarray, index: pd.Index) -> pd.DataFrame:
         """The event times frame: one column per view (one block: a frame of columns costs
         more than the read of a race)."""
-        return pd.DataFrame(stamps, index=index, columns=[view.name for view, _, _ in self._plan])
+        return pd.DataFrame(stamps, index=index, columns=self._time_columns.view())
+
+
+class _KeptRows:
+    """Decoded entity rows kept between reads: one matrix of rows per kind (numeric, text,
+    event time) and a dict ``(view, key values) -> row``, so the rows of a request's
+    entities come back in one gather. Full at ``capacity`` rows: then all are forgotten.
+    Not locked: :class:`OnlineReader` holds its lock around every use."""
+
+    def __init__(self, numeric: int, text: int, capacity: int) -> None:
+        self.capacity = capacity
+        self.row: dict[tuple[int, tuple[str, ...]], int] = {}
+        self.version: int | None = None  # the store's PRAGMA data_version the rows are of
+        self.used = 0
+        self.numbers = np.empty((0, numeric))
+        self.texts = np.empty((0, text), dtype=object)
+        self.times = np.empty(0)
+
+    def clear(self) -> None:
+        """Forget every row."""
+        self.row.clear()
+        self.version = None
+        self.used = 0
+
+    def store(
+        self,
+        keys: list[tuple[int, tuple[str, ...]]],
+        numbers: np.ndarray,
+        texts: np.ndarray,
+        times: np.ndarray,
+    ) -> None:
+        """Keep the rows of ``keys`` (the first ``capacity`` of them when there are more)."""
+        keys = keys[: self.capacity]
+        if self.used + len(keys) > self.capacity:
+            self.row.clear()
+            self.used = 0
+        start, end = self.used, self.used + len(keys)
+        if end > len(self.times):  # grow geometrically up to the capacity
+            size = min(self.capacity, max(end, 2 * len(self.times), 1024))
+            grown = (
+                np.full((size, self.numbers.shape[1]), np.nan),
+                np.full((size, self.texts.shape[1]), None, dtype=object),
+                np.full(size, np.nan),
+            )
+            for new, old in zip(grown, (self.numbers, self.texts, self.times), strict=True):
+                new[: self.used] = old[: self.used]
+            self.numbers, self.texts, self.times = grown
+        self.numbers[start:end] = numbers[: len(keys)]
+        self.texts[start:end] = texts[: len(keys)]
+        self.times[start:end] = times[: len(keys)]
+        self.row.update(zip(keys, range(start, end), strict=True))
+        self.used = end
 
 
 class _Slots(dict):

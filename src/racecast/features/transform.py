@@ -22,6 +22,7 @@ import pandas as pd
 
 from racecast.features.columnar import (
     SMALL,
+    FrameLayout,
     classify,
     codes_by_race,
     float_arrays,
@@ -29,6 +30,7 @@ from racecast.features.columnar import (
     frame_from_columns,
     group_means,
     group_ranks,
+    is_null,
     object_column,
     pick,
 )
@@ -190,22 +192,24 @@ def _record_at_course(record: Any, course: Any) -> tuple[np.ndarray, np.ndarray]
 
 def _record_at_course_small(record: Any, course: Any) -> tuple[np.ndarray, np.ndarray]:
     """``_record_at_course`` for a few runners: the same partitions with ``str`` methods."""
-    runs = np.full(len(record), np.nan)
-    wins = np.full(len(record), np.nan)
-    for i, (text, here) in enumerate(
-        zip(object_column(record).tolist(), object_column(course).tolist(), strict=True)
+    runs: list[float] = []
+    wins: list[float] = []
+    for text, here in zip(
+        object_column(record).tolist(), object_column(course).tolist(), strict=True
     ):
-        if pd.isna(text):
+        if is_null(text):
+            runs.append(np.nan)
+            wins.append(np.nan)
             continue
-        runs[i] = wins[i] = 0.0
-        if pd.isna(here):
-            continue
-        tail = f";{text}".partition(f";{str(here).strip()}=")[2]
-        entry_runs, _, entry_wins = tail.partition(";")[0].partition("/")
-        number_runs, number_wins = _to_number(entry_runs), _to_number(entry_wins)
-        if not (np.isnan(number_runs) or np.isnan(number_wins)):
-            runs[i], wins[i] = number_runs, number_wins
-    return runs, wins
+        number_runs = number_wins = np.nan
+        if not is_null(here):
+            tail = f";{text}".partition(f";{str(here).strip()}=")[2]
+            entry_runs, _, entry_wins = tail.partition(";")[0].partition("/")
+            number_runs, number_wins = _to_number(entry_runs), _to_number(entry_wins)
+        valid = number_runs == number_runs and number_wins == number_wins  # neither NaN
+        runs.append(number_runs if valid else 0.0)
+        wins.append(number_wins if valid else 0.0)
+    return np.asarray(runs, dtype=np.float64), np.asarray(wins, dtype=np.float64)
 
 
 def _to_number(text: str) -> float:
@@ -351,18 +355,16 @@ def _draw_bias(draw: np.ndarray, st: dict[str, np.ndarray]) -> np.ndarray:
     return pick(st, draw_bias_columns(), slot)
 
 
-def _handicap_features(
-    feats: dict[str, np.ndarray], codes: np.ndarray, n_races: int, p: dict[str, Any]
-) -> dict[str, np.ndarray]:
+def _handicap_features(feats: dict[str, np.ndarray], p: dict[str, Any]) -> dict[str, np.ndarray]:
     """How the horse is handicapped today, from its recent performance ratings.
 
     ``pr_vs_rating = h_mean3_pr - rating`` (ran above its mark when positive) and
     ``pr_weight_adv = pr_vs_rating - pr_units_per_kg * (weight - race mean weight)``
-    (the same after today's weight relative to the field).
+    (the same after today's weight relative to the field: ``weight_carried_kg_rel``,
+    a relative column).
     """
     vs_rating = feats["h_mean3_pr"] - feats["rating"]
-    weight = feats["weight_carried_kg"]
-    extra = weight - group_means(weight[:, None], codes, n_races)[:, 0]
+    extra = feats["weight_carried_kg_rel"]
     return {
         "pr_vs_rating": vs_rating,
         "pr_weight_adv": vs_rating - p["pr_units_per_kg"] * extra,
@@ -492,7 +494,8 @@ def build_features_from_state(
         raise KeyError(f"joined state lacks columns {missing[:10]}")
     st = {c: np.asarray(numeric[c], dtype=np.float64) for c in _NUMERIC_STATE}
     strings = {c: object_column(text[c]) for c in _STATE_STRINGS}
-    wrong = [c for c, v in (*st.items(), *strings.items()) if len(v) != len(context)]
+    n = len(context)
+    wrong = [c for c, v in (*st.items(), *strings.items()) if len(v) != n]
     if wrong:
         raise ValueError(f"state: columns {wrong[:10]} do not have one value per context row")
     off_time = utc_ns_array(context["off_time"], "context.off_time")
@@ -519,21 +522,21 @@ def build_features_from_state(
     feats.update(_pair_features(ctx, st, p))
     feats["draw_bias"] = _draw_bias(ctx["draw"], st)
     codes, n_races = codes_by_race(ctx["race_id"], "column 'race_id'")
-    feats.update(_handicap_features(feats, codes, n_races, p))
     feats.update(_relative_arrays(feats, RELATIVE_COLUMNS, codes, n_races))
+    feats.update(_handicap_features(feats, p))
     feats.update(_market_arrays(ctx["odds_final"], codes, n_races))
 
     keys = {c: off_time if c == "off_time" else context[c].array for c in KEY_COLUMNS}
-    columns, floats = _output_columns()
-    return frame_from_columns(context.index, columns, keys, floats, feats, (DEBUT_FLAG, debut))
+    return frame_from_columns(_output_layout(), context.index, keys, feats, debut)
 
 
 @functools.lru_cache(maxsize=1)
-def _output_columns() -> tuple[pd.Index, list[str]]:
-    """``build_features``' columns (``KEY_COLUMNS``, then every feature) and the float ones
-    (every feature but the int flag ``is_debut``)."""
+def _output_layout() -> FrameLayout:
+    """``build_features``' columns: ``KEY_COLUMNS``, then every feature (float64 but the
+    int flag ``is_debut``)."""
     features = FUNDAMENTAL_FEATURES + MARKET_FEATURES
-    return pd.Index([*KEY_COLUMNS, *features]), [c for c in features if c != DEBUT_FLAG]
+    floats = [c for c in features if c != DEBUT_FLAG]
+    return FrameLayout.of(KEY_COLUMNS, floats, DEBUT_FLAG, [*KEY_COLUMNS, *features])
 
 
 def _joint_codes(
