@@ -223,6 +223,35 @@ def test_kept_rows_are_forgotten_when_the_online_store_changes(feast_project):
     pd.testing.assert_frame_equal(reader.read(rows), after)
 
 
+def test_kept_rows_at_any_capacity_give_what_a_fresh_reader_reads(feast_project):
+    """Kept rows live in one matrix that grows and is emptied when full: whatever the
+    capacity, every read (kept rows, rows read now, or both) equals a fresh reader's."""
+    fs = feast_project["store"]
+    labelled = feast_project["labelled"]
+    store.materialize(fs, labelled["off_time"].max() + pd.Timedelta(hours=1))
+
+    class Tiny(OnlineReader):
+        ROW_CACHE_SIZE = 7
+
+    tiny, default = Tiny(fs, "combined_v1"), OnlineReader(fs, "combined_v1")
+    races = list(labelled["race_id"].unique()[-10:])
+    for race_id in [*races, *races[::-1], races[0]]:
+        rows = labelled[labelled["race_id"] == race_id]
+        want = OnlineReader(fs, "combined_v1").read_with_times(rows)
+        for reader in (tiny, default):
+            got = reader.read_with_times(rows)
+            pd.testing.assert_frame_equal(got[0], want[0])
+            pd.testing.assert_frame_equal(got[1], want[1])
+        assert 0 < tiny._kept.used <= 7
+    first = len(default._kept.times)
+    everything = default.read_with_times(labelled)  # more entities: the matrix grows
+    assert default._kept.used > first
+    pd.testing.assert_frame_equal(default.read_with_times(labelled)[0], everything[0])
+    fresh = OnlineReader(fs, "combined_v1").read_with_times(labelled)
+    pd.testing.assert_frame_equal(everything[0], fresh[0])
+    pd.testing.assert_frame_equal(everything[1], fresh[1])
+
+
 def test_serving_columns_give_the_frame_path_features_for_every_race(feast_project):
     """The serving path (the reader's columns straight into ``build_features_from_state``)
     equals ``build_features`` of the reader's state frame on every feature of every race,

@@ -440,7 +440,7 @@ class _KeptRows:
             self.used = 0
         start, end = self.used, self.used + len(keys)
         if end > len(self.times):  # grow geometrically up to the capacity
-            size = min(self.capacity, max(end, 2 * len(self.times), 1024))
+            size = min(self.capacity, max(end, 2 * len(self.times), 64))
             grown = (
                 np.full((size, self.numbers.shape[1]), np.nan),
                 np.full((size, self.texts.shape[1]), None, dtype=object),
