@@ -30,7 +30,7 @@ def float_column(values: pd.Series) -> np.ndarray:
     if isinstance(dtype, np.dtype) and dtype.kind in "fiub":
         return values.to_numpy(dtype=np.float64)
     try:
-        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+        return values.array.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError):  # text that is not all numbers: pandas' coercion
         return as_float(values).to_numpy(dtype=np.float64)
 
@@ -176,13 +176,15 @@ def classify(values: np.ndarray, classifier: Callable[[Any], Any]) -> np.ndarray
 
 
 def pick(state: dict[str, np.ndarray], columns: Sequence[str], slot: np.ndarray) -> np.ndarray:
-    """Take, per row, the column at position ``slot`` (-1 -> NaN)."""
+    """Take, per row, the column at position ``slot`` (-1 -> NaN); ``slot`` may have a
+    second axis (several picks per row)."""
     n = len(slot)
-    table = np.empty((n, len(columns) + 1))
+    table = np.empty((len(columns) + 1, n))
     for position, col in enumerate(columns):
-        table[:, position] = state[col]
-    table[:, -1] = np.nan
-    return table[np.arange(n), slot]
+        table[position] = state[col]
+    table[-1] = np.nan
+    rows = np.arange(n) if slot.ndim == 1 else np.arange(n)[:, None]
+    return table[slot, rows]
 
 
 @dataclass(frozen=True)
@@ -191,22 +193,25 @@ class FrameLayout:
 
     columns: pd.Index
     floats: tuple[str, ...]
-    float_positions: tuple[int, ...]
-    flag: str
-    flag_position: int
-    key_positions: dict[str, int]
+    float_positions: Any  # pandas' BlockPlacement of each block
+    flag_position: Any
+    key_positions: dict[str, Any]
 
     @classmethod
     def of(cls, keys: Sequence[str], floats: Sequence[str], flag: str, order: Sequence[str]):
         """The layout of ``order`` (every name once) with these key, float and flag columns."""
+        from pandas._libs.internals import BlockPlacement
+
+        def place(names: Sequence[str]) -> Any:
+            return BlockPlacement(np.asarray([position[c] for c in names], dtype=np.intp))
+
         position = {name: i for i, name in enumerate(order)}
         return cls(
             columns=pd.Index(list(order)),
             floats=tuple(floats),
-            float_positions=tuple(position[c] for c in floats),
-            flag=flag,
-            flag_position=position[flag],
-            key_positions={c: position[c] for c in keys},
+            float_positions=place(floats),
+            flag_position=place([flag]),
+            key_positions={c: place([c]) for c in keys},
         )
 
 
@@ -242,12 +247,12 @@ def frame_from_columns(
     flag_values = np.asarray(flag, dtype=np.int64).reshape(1, -1)
     blocks = [
         make_block(matrix, placement=layout.float_positions),
-        make_block(flag_values, placement=[layout.flag_position]),
+        make_block(flag_values, placement=layout.flag_position),
     ]
     for col, position in layout.key_positions.items():
         array = keys[col].copy()
         if isinstance(array.dtype, np.dtype):  # numpy values: a 2-D block
             array = np.asarray(array).reshape(1, -1)
-        blocks.append(make_block(array, placement=[position], ndim=2))
+        blocks.append(make_block(array, placement=position, ndim=2))
     manager = BlockManager(blocks, [layout.columns.view(), index])
     return pd.DataFrame._from_mgr(manager, axes=manager.axes)

@@ -294,7 +294,7 @@ def _draw_slot(draw: np.ndarray, n_runners: np.ndarray) -> np.ndarray:
     """Slot in ``DRAW_RANGES``: ``clip(ceil(3 * draw / field_size), 1, 3) - 1``."""
     with np.errstate(invalid="ignore", divide="ignore"):
         third = np.ceil(3.0 * draw / np.where(n_runners > 0, n_runners, np.nan))
-    third = np.clip(third, 1, 3)
+    third = np.minimum(np.maximum(third, 1.0), 3.0)  # np.clip, without its overhead
     return np.where(np.isnan(third), -1, third - 1).astype(np.int64)
 
 
@@ -316,19 +316,37 @@ def _suitability(
         "surf": _slot_codes(ctx["surface"], _surface_slot),
         "draw": _draw_slot(ctx["draw"], ctx["n_runners"]),
     }
+    columns, starts = _suitability_columns()
+    # one table of every family's runs and wins columns: each runner's pick per family
+    slot = np.column_stack(list(slots.values()))
+    position = np.where(slot >= 0, starts + 2 * slot, -1)
+    runs = pick(st, columns, position)
+    wins = pick(st, columns, np.where(position >= 0, position + 1, -1))
+    rates = _shrunk(wins, runs, p["horse_k"], p["win_prior"])
     names = {"dist": "dist", "going": "going", "surf": "surface", "draw": "draw_range"}
     out: dict[str, np.ndarray] = {}
-    for kind, slot in slots.items():
-        runs_cols, wins_cols = suitability_columns(kind)
-        runs = pick(st, runs_cols, slot)
-        wins = pick(st, wins_cols, slot)
-        out[f"{names[kind]}_runs"] = runs
-        out[f"{names[kind]}_win_rate"] = _shrunk(wins, runs, p["horse_k"], p["win_prior"])
+    for j, kind in enumerate(slots):
+        out[f"{names[kind]}_runs"] = runs[:, j]
+        out[f"{names[kind]}_win_rate"] = rates[:, j]
     runs, wins = _record_at_course(course_record, ctx["course"])
     out["course_runs"] = runs
     out["course_win_rate"] = _shrunk(wins, runs, p["horse_k"], p["win_prior"])
     out["going_code"] = np.where(slots["going"] >= 0, slots["going"], np.nan)
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _suitability_columns() -> tuple[list[str], np.ndarray]:
+    """Every suitability family's runs and wins columns, interleaved (runs of category c
+    at ``start + 2c``, its wins next), and the start of each family (dist, going, surf,
+    draw)."""
+    columns: list[str] = []
+    starts = []
+    for kind in ("dist", "going", "surf", "draw"):
+        starts.append(len(columns))
+        for runs, wins in zip(*suitability_columns(kind), strict=True):
+            columns += [runs, wins]
+    return columns, np.asarray(starts, dtype=np.int64)
 
 
 def _pair_features(
@@ -499,7 +517,7 @@ def build_features_from_state(
     if wrong:
         raise ValueError(f"state: columns {wrong[:10]} do not have one value per context row")
     off_time = utc_ns_array(context["off_time"], "context.off_time")
-    off_ts = off_time.to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
+    off_ts = off_time.asi8 / 1e9  # epoch nanoseconds (UTC) -> seconds
     # the context frame taken apart once: numbers as float64, text as object arrays
     ctx = {c: float_column(context[c]) for c in (*_CONTEXT_NUMERIC, "odds_final")}
     ctx.update((c, object_column(context[c])) for c in _CONTEXT_TEXT)
