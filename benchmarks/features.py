@@ -13,10 +13,11 @@ repo (the project's own feature store is left alone):
   ``build_features_from_state``, with the reader the service keeps: a race asked for
   again reads its entities' kept rows), the same with the kept rows forgotten before
   every call (``cold``: a race read for the first time), the same numbers through
-  frames (``reader.read`` + ``build_features``), read + transform in CPU time of the
-  calling thread (``_cpu``: without the waits for a core of a busy machine), and for comparison Feast's
+  frames (``reader.read`` + ``build_features``), the read and read + transform in CPU
+  time of the calling thread (``_cpu``: without the waits for a core of a busy
+  machine), and for comparison Feast's
   ``get_online_features`` + ``build_features`` (a tenth of the calls); p50 / p95 / p99
-  in milliseconds, with the load average at the end.
+  in milliseconds, with the load average before and after the online timing.
 
 Prints a table and writes ``data/08_reporting/benchmark_features.json``.
 """
@@ -126,12 +127,14 @@ def main(argv: list[str] | None = None) -> dict:
         # the serving path: lean online read (the reader the service keeps) + the transform
         reader = OnlineReader(fs, "combined_v1")
         online_features(race, "combined_v1", reader=reader)  # warm-up
+        load_before = [round(x, 2) for x in os.getloadavg()]
         read_only, read_transform, cold_read, cold_transform = [], [], [], []
-        frames, cpu = [], []
+        frames, cpu, read_cpu = [], [], []
         for _ in range(args.calls):
             start, start_cpu = time.perf_counter(), time.thread_time()
             numeric, text, _ = reader.read_state(race)
             read_only.append(time.perf_counter() - start)
+            read_cpu.append(time.thread_time() - start_cpu)
             transform.build_features_from_state(race, numeric, text)
             read_transform.append(time.perf_counter() - start)
             # CPU time of this thread: the same call without the time spent waiting for a
@@ -170,6 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
             "runners": int(len(race)),
             "calls": args.calls,
             "online_read": _percentiles(read_only),
+            "online_read_cpu": _percentiles(read_cpu),
             "read_and_transform": _percentiles(read_transform),
             "online_read_cold": _percentiles(cold_read),
             "read_and_transform_cold": _percentiles(cold_transform),
@@ -181,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
+            "load_average_before_online": load_before,
             "load_average": [round(x, 2) for x in os.getloadavg()],
         },
     }
@@ -197,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
     table.add_row("materialize online", f"{materialize_s:.2f} s")
     for kind in (
         "online_read",
+        "online_read_cpu",
         "read_and_transform",
         "online_read_cold",
         "read_and_transform_cpu",

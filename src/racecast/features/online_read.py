@@ -11,6 +11,7 @@ encodings are Feast 0.49's.
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
 import struct
 import threading
@@ -22,6 +23,7 @@ import pandas as pd
 from feast import FeatureStore
 from feast.types import String
 
+from racecast.features.columnar import is_null
 from racecast.features.engines import check_feast_version
 from racecast.features.store import service
 
@@ -128,10 +130,9 @@ class OnlineReader:
         text: dict[str, list[str | None]] = {}
         for k in self._join_keys:
             if k in present:
-                values = entity_rows[k].to_numpy(dtype=object)
-                null = pd.isna(values).tolist()
+                values = np.asarray(entity_rows[k].array, dtype=object).tolist()
                 text[k] = [
-                    None if m else str(v) for v, m in zip(values.tolist(), null, strict=True)
+                    v if isinstance(v, str) else None if is_null(v) else str(v) for v in values
                 ]
         out = []
         for view, _, keys in self._plan:
@@ -376,7 +377,7 @@ class OnlineReader:
         sizes = [len(distinct) for _, distinct in entities]
         offsets = [0, *itertools.accumulate(sizes)][:-1]
         total = sum(sizes)
-        if self._sqlite_path is not None and Path(self._sqlite_path).is_file():
+        if self._sqlite_path is not None and os.path.isfile(self._sqlite_path):
             numbers, texts, times = self._read_sqlite(entities, offsets, total)
         else:
             numbers, texts, times = self._read_provider(entities, offsets, total)
