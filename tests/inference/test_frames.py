@@ -1,0 +1,78 @@
+"""float64_matrix (the bundle's frame -> matrix fast path) equals pandas' own selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from racecast.data.frames import float64_matrix
+from racecast.inference.bundle import _numeric_matrix
+
+
+def _mixed_frame(seed: int) -> pd.DataFrame:
+    """Numeric columns over several blocks (float64/32, int64, uint64, bool), and others."""
+    rng = np.random.default_rng(seed)
+    n = 14
+    frame = pd.DataFrame(
+        {
+            "race_id": pd.array([f"r{i // 7}" for i in range(n)], dtype="string"),
+            "a": rng.normal(size=n),
+            "b": rng.normal(size=n),
+        }
+    )
+    frame["off_time"] = pd.Timestamp("2026-01-01", tz="UTC")
+    frame["count"] = pd.array(rng.integers(0, 5, n), dtype="Int64")
+    frame["flag"] = rng.random(n) > 0.5
+    for name in ("c", "d", "e"):  # one block each (inserted after construction)
+        values = rng.normal(size=n)
+        values[rng.random(n) < 0.3] = np.nan
+        frame[name] = values
+    frame["e"] = frame["e"].where(frame["e"] > 0, -0.0)
+    frame["obj"] = frame["a"].astype(object)
+    frame.loc[3, "c"] = np.inf
+    frame.loc[5, "d"] = -np.inf
+    frame["g"] = rng.normal(size=n).astype(np.float32)
+    frame["n"] = rng.integers(-(2**62), 2**62, n)  # int64 values float64 rounds
+    frame["u"] = rng.integers(0, 2**63, n, dtype=np.uint64) * np.uint64(2)
+    return frame
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("consolidate", [False, True])
+def test_float_columns_in_any_order_give_pandas_bits(seed: int, consolidate: bool) -> None:
+    frame = _mixed_frame(seed)
+    if consolidate:
+        frame = frame.copy()  # one float64 block
+    rng = np.random.default_rng(seed)
+    names = ["a", "b", "c", "d", "e", "g", "n", "u", "flag"]
+    columns = [names[i] for i in rng.permutation(len(names))] + ["a"]  # a repeated name too
+    expected = frame[columns].to_numpy(dtype=np.float64, na_value=np.nan)
+    got = float64_matrix(frame, columns)
+    assert got is not None and got.flags.c_contiguous
+    assert got.tobytes() == expected.tobytes()
+    assert _numeric_matrix(frame, columns).tobytes() == expected.tobytes()
+    # a row subset (a view's blocks) and a reordered frame
+    part = frame.iloc[[5, 1, 9]]
+    assert float64_matrix(part, columns).tobytes() == part[columns].to_numpy(np.float64).tobytes()
+
+
+@pytest.mark.parametrize("other", ["count", "off_time", "race_id", "missing"])
+def test_any_other_column_defers_to_pandas(other: str) -> None:
+    frame = _mixed_frame(0)
+    assert float64_matrix(frame, ["a", other]) is None
+    assert float64_matrix(frame, []) is None
+    assert float64_matrix(frame, ["obj"]) is None
+
+
+def test_duplicate_names_defer_and_pandas_path_still_converts_text() -> None:
+    frame = _mixed_frame(1)
+    duplicated = pd.concat([frame[["a"]], frame[["a", "b"]]], axis=1)
+    assert float64_matrix(duplicated, ["b"]) is None
+    frame["text"] = [str(x) for x in range(len(frame))]
+    got = _numeric_matrix(frame, ["a", "text", "count"])
+    expected = np.column_stack([frame["a"], np.arange(len(frame)), frame["count"].astype(float)])
+    assert got.tobytes() == expected.tobytes()
+    frame["text"] = "x"
+    with pytest.raises(ValueError, match="'text' is not numeric"):
+        _numeric_matrix(frame, ["a", "text"])
