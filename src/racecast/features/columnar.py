@@ -225,8 +225,11 @@ def frame_from_columns(
     """One frame from key columns (any arrays), float64 columns and one int64 column.
 
     The float columns are one 2-D block and every block is placed directly (pandas'
-    pseudo-public ``pandas.core.internals.api.make_block``): building the frame column by
-    column or by concatenating frames costs several times the transform of one race.
+    pseudo-public ``pandas.core.internals.api.make_block``, then a ``BlockManager`` and
+    ``DataFrame._from_mgr``: pandas 2.x internals, pinned in constraints.txt;
+    ``tests/features/test_columnar.py`` compares the frame with pandas' own construction):
+    building the frame column by column or by concatenating frames costs several times
+    the transform of one race.
 
     Args:
         layout: Where each column goes.
