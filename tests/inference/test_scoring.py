@@ -174,3 +174,27 @@ def test_bad_probabilities_and_unknown_runners_are_rejected():
         score_races(predictions, rows.assign(odds_final=[0.9, 2, 2, 2, 2]), features, None, "m")
     with pytest.raises(ValueError, match="staking_track"):
         ScoringConfig(staking_track="market")
+
+
+@pytest.mark.parametrize("track", ["fundamental", "combined"])
+def test_typed_columns_score_as_their_text_and_object_forms(track):
+    """The float64 odds / staleness columns (read as they are) give the answer of the
+    same values as text, objects or a nullable column (converted by pd.to_numeric)."""
+    predictions, rows, features, explanations = _inputs()
+    # shuffled racecard rows and feature rows: every lookup goes through positions
+    rows, features = rows.iloc[[4, 0, 3, 2, 1]], features.iloc[[2, 4, 1, 0, 3]]
+    config = ScoringConfig(staking_track=track)
+    typed = score_races(predictions, rows, features, explanations, "m/1", config, BOTH)
+    assert typed[0]["runners"][0]["market_odds"] == 2.5
+    assert typed[1]["runners"][1]["feature_staleness_days"] == 7.0
+    text_odds = rows.assign(odds_final=[None if np.isnan(x) else str(x) for x in rows["odds_final"]])
+    variants = [
+        (text_odds, features.assign(days_since_last_run=features["days_since_last_run"].astype(object))),
+        (rows.assign(odds_final=rows["odds_final"].astype("Float64")),
+         features.assign(days_since_last_run=features["days_since_last_run"].astype("Float64"))),
+        (rows.assign(off_time=rows["off_time"].astype(object)), features),
+    ]
+    for other_rows, other_features in variants:
+        assert score_races(
+            predictions, other_rows, other_features, explanations, "m/1", config, BOTH
+        ) == typed

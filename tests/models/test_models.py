@@ -230,6 +230,13 @@ def test_group_layout_makes_races_contiguous_and_stable() -> None:
     np.testing.assert_array_equal(sorted_groups[layout.inverse], groups.to_numpy())
     already = group_layout(pd.Series(["x", "x", "y"]))
     assert list(already.order) == [0, 1, 2]
+    # an array (a request's race ids, no Series built) or a list: the same layout
+    for other in (groups.to_numpy(dtype=object), groups.tolist(), groups.to_numpy(dtype=str)):
+        same = group_layout(other)
+        for field in ("order", "inverse", "codes", "sizes", "starts", "race_ids"):
+            np.testing.assert_array_equal(getattr(same, field), getattr(layout, field))
+    with pytest.raises(ValueError, match="empty"):
+        group_layout(np.array([], dtype=object))
 
 
 @pytest.mark.parametrize(

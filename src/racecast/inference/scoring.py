@@ -119,7 +119,10 @@ def feature_staleness_days(features: pd.DataFrame) -> pd.Series:
         Float days, indexed like ``features``.
     """
     if "days_since_last_run" in features.columns:
-        return pd.to_numeric(features["days_since_last_run"], errors="coerce").astype(float)
+        days = features["days_since_last_run"]
+        if days.dtype == np.float64:  # build_features' own column: as it is
+            return days.copy()
+        return pd.to_numeric(days, errors="coerce").astype(float)
     if {"h_last_off_ts", "off_time"} <= set(features.columns):
         off = pd.to_datetime(features["off_time"], utc=True).astype("int64") / 1e9
         last = pd.to_numeric(features["h_last_off_ts"], errors="coerce")
@@ -169,6 +172,17 @@ def _staleness_of(features: pd.DataFrame, keys: list[tuple[Any, Any]]) -> np.nda
     at = runner_positions(features, keys, "feature rows")
     days = feature_staleness_days(features).to_numpy(dtype=float)
     return np.where(at >= 0, days[np.maximum(at, 0)], np.nan)
+
+
+def _odds(entity_rows: pd.DataFrame, at: np.ndarray) -> np.ndarray:
+    """``odds_final`` of the racecard rows ``at`` as float (NaN: missing or not a number)."""
+    if "odds_final" not in entity_rows:
+        return np.full(len(at), np.nan)
+    column = entity_rows["odds_final"]
+    if column.dtype == np.float64:  # the parser's own column: no conversion
+        return column.to_numpy()[at]
+    values = column.to_numpy(dtype=object)[at]
+    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float)
 
 
 def _ranks(race_ids: list[Any], p: np.ndarray) -> list[int]:
@@ -254,13 +268,15 @@ def score_races(
         raise KeyError(
             f"predicted runner {[race_ids[missing[0]], horse_ids[missing[0]]]} is not on the racecard"
         )
-    context = {c: entity_rows[c].to_numpy(dtype=object)[at] for c in _CONTEXT if c in entity_rows}
-    staleness = _staleness_of(features, list(zip(race_ids, horse_ids, strict=True)))
-    odds = (
-        pd.to_numeric(pd.Series(context["odds_final"]), errors="coerce").to_numpy(dtype=float)
-        if "odds_final" in context
-        else np.full(len(race_ids), np.nan)
-    )
+    # off_time is read once per race (a Timestamp per runner costs ~3 us each)
+    context = {
+        c: entity_rows[c].to_numpy(dtype=object)[at]
+        for c in _CONTEXT
+        if c in entity_rows and c not in ("off_time", "odds_final")
+    }
+    off_times = entity_rows["off_time"].array if "off_time" in entity_rows else None
+    staleness = _staleness_of(features, list(zip(race_ids, horse_ids, strict=True))).tolist()
+    odds = _odds(entity_rows, at)
     p_fund = predictions["p_fundamental"].to_numpy(dtype=float)
     p_market = predictions["p_market"].to_numpy(dtype=float)
     p_comb = predictions["p_combined"].to_numpy(dtype=float)
@@ -270,9 +286,11 @@ def score_races(
         else np.where(np.isnan(p_comb), p_fund, p_comb)
     )
     stakeable, track_reason = stake_decision(staking_validation, config.staking_track)
-    staked = _staking(p_stake, odds, config, stakeable)
-    fair = np.atleast_1d(fair_odds(p_fund))
+    staked = {k: v.tolist() for k, v in _staking(p_stake, odds, config, stakeable).items()}
+    fair = np.atleast_1d(fair_odds(p_fund)).tolist()
     rank = _ranks(race_ids, p_fund)
+    # Python floats for the loop (a numpy scalar per field and runner costs more)
+    p_win, p_market, p_comb, odds = p_fund.tolist(), p_market.tolist(), p_comb.tolist(), odds.tolist()
 
     races: dict[str, dict[str, Any]] = {}
     for i, (race_id, horse_id) in enumerate(zip(race_ids, horse_ids, strict=True)):
@@ -281,7 +299,7 @@ def score_races(
             course = context["course"][i] if "course" in context else None
             race = races[race_id] = {
                 "race_id": str(race_id),
-                "off_time": _iso_utc(context["off_time"][i] if "off_time" in context else None),
+                "off_time": _iso_utc(None if off_times is None else off_times[at[i]]),
                 "course": None if pd.isna(course) else str(course),
                 "n_runners": 0,
                 "model_version": model_version,
@@ -297,7 +315,7 @@ def score_races(
             {
                 "horse_id": str(horse_id),
                 "rank": rank[i],
-                "p_win": float(p_fund[i]),
+                "p_win": float(p_win[i]),
                 "fair_odds": float(fair[i]),
                 "market_odds": _json_float(odds[i]),
                 "p_market": _json_float(p_market[i]),

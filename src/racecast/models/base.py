@@ -90,7 +90,10 @@ def group_layout(groups: pd.Series | np.ndarray) -> GroupLayout:
     Raises:
         ValueError: If ``groups`` is empty or contains missing values.
     """
-    values = pd.Series(groups).to_numpy()
+    if type(groups) is np.ndarray and groups.ndim == 1:  # a request's race ids: no Series
+        values = groups
+    else:
+        values = pd.Series(groups).to_numpy()
     if values.shape[0] == 0:
         raise ValueError("groups is empty: there are no rows to arrange into races")
     codes, race_ids = race_codes(values, "groups")
