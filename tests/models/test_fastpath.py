@@ -299,23 +299,28 @@ def test_catboost_scores_a_race_as_its_library_does(fitted, test_frame) -> None:
 def test_race_codes_of_a_few_ids_equal_pandas_factorize() -> None:
     import pandas as pd
 
-    from racecast.data.races import race_codes
+    from racecast.data.races import race_code_array, race_codes
 
     cases = [
         np.array(["R2", "R1", "R2", "R3", "R1"], dtype=object),
         np.array(["R1"], dtype=object),
         np.array(["R1", None, "R2"], dtype=object),  # missing: pandas' error
         np.array(["R1", 7, "R1"], dtype=object),  # not text: pandas decides
+        pd.Series(["b", "a", "b"]),  # not an object array: pandas' factorize
+        np.array([f"R{i % 300}" for i in range(600)], dtype=object),  # beyond the small path
     ]
     for ids in cases:
         try:
             expected_codes, expected_races = pd.factorize(ids, use_na_sentinel=True)
             assert (expected_codes >= 0).all()
         except AssertionError:
-            with pytest.raises(ValueError, match="missing race ids"):
-                race_codes(ids)
+            for code in (race_codes, race_code_array):
+                with pytest.raises(ValueError, match="missing race ids"):
+                    code(ids)
             continue
         codes, races = race_codes(ids)
         np.testing.assert_array_equal(codes, expected_codes)
         assert codes.dtype == np.int64
         pd.testing.assert_index_equal(races, pd.Index(expected_races))
+        only = race_code_array(ids)  # the codes without the races' Index: the same codes
+        assert only.dtype == np.int64 and only.tobytes() == codes.tobytes()
