@@ -13,7 +13,8 @@ the default one does, before today), and the Hong Kong data when present
 own process so that its peak memory is its own (resident set of the process and its
 children, the Spark JVM included, sampled every 50 ms, and the process's own maximum);
 ``stage_seconds`` is the stage's work after its imports (``stage_cpu_seconds`` the CPU
-time of its process's threads, less bound to the machine's load), ``process_seconds`` the
+time of its process's threads, less bound to the machine's load; ``children_cpu_seconds``
+that of its child processes during the stage, e.g. the Spark JVM), ``process_seconds`` the
 whole process; the 1, 5 and 15-minute load averages at its start and end and the largest
 1-minute one during it are recorded with it:
 
@@ -241,6 +242,22 @@ def _stage_score(work: Path, scale: float) -> dict[str, Any]:
     return {"scored_rows": len(hold), "mean_p": float(p.mean())}
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's children: the live ones (a Spark JVM runs until the
+    process exits) and the ended ones it waited for."""
+    import psutil
+
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = ended.ru_utime + ended.ru_stime
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def run_stage(stage: str, work: Path, scale: float, report: Path) -> None:
     """Run one stage in this process and write its facts (and own peak RSS) to ``report``."""
     from racecast.known_warnings import quiet_known_warnings
@@ -255,10 +272,11 @@ def run_stage(stage: str, work: Path, scale: float, report: Path) -> None:
     prepare = globals().get(f"_prepare_{stage}")
     if prepare is not None:
         prepare(work)
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, children = time.perf_counter(), time.process_time(), _children_cpu()
     facts = globals()[f"_stage_{stage}"](work, scale)
     facts["stage_seconds"] = round(time.perf_counter() - start, 3)
     facts["stage_cpu_seconds"] = round(time.process_time() - cpu, 3)  # this process's threads; less load-bound
+    facts["children_cpu_seconds"] = round(_children_cpu() - children, 3)  # the Spark JVM, redis-server...
     facts["self_max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report.write_text(json.dumps(facts), encoding="utf-8")
 
