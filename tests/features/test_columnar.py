@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from racecast.data import frames
 from racecast.features import columnar
 
 
@@ -64,7 +65,14 @@ def test_codes_by_race_answers_one_race_like_factorize_and_refuses_missing_ids()
         columnar.codes_by_race(np.array([pd.NA, pd.NA], dtype=object), "race ids")
 
 
-def test_frame_from_columns_equals_pandas_construction_for_every_key_dtype():
+@pytest.mark.parametrize("pandas_release", ["installed", "another"])
+def test_frame_from_columns_equals_pandas_construction_for_every_key_dtype(
+    pandas_release, monkeypatch
+):
+    """Both paths: pandas' blocks (the pinned release) and the public constructors (any other)."""
+    if pandas_release == "another":
+        monkeypatch.setattr(frames, "PANDAS_INTERNALS", "9.9")
+    assert frames.internals_supported() is (pandas_release == "installed")
     index = pd.Index([7, 3, 9], name="row")
     keys = {
         "text": pd.array(["a", None, "c"], dtype="string"),
@@ -78,8 +86,8 @@ def test_frame_from_columns_equals_pandas_construction_for_every_key_dtype():
     floats = {"f1": np.array([1.0, np.nan, 3.0]), "f2": np.array([0.5, 0.25, -0.0])}
     flag = np.array([True, False, True])
     order = ["text", "f1", "plain", "when", "flag", "number", "f2", "kind"]
-    layout = columnar.FrameLayout.of(list(keys), list(floats), "flag", order)
-    frame = columnar.frame_from_columns(layout, index, keys, floats, flag)
+    layout = frames.FrameLayout.of(list(keys), list(floats), "flag", order)
+    frame = frames.frame_from_columns(layout, index, keys, floats, flag)
     expected = pd.DataFrame(
         {
             **{c: pd.Series(v, index=index) for c, v in keys.items()},

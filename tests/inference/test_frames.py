@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from racecast.data.frames import float64_matrix
+from racecast.data import frames
+from racecast.data.frames import float64_matrix, internals_supported
 from racecast.inference.bundle import _numeric_matrix
 
 
@@ -76,3 +77,14 @@ def test_duplicate_names_defer_and_pandas_path_still_converts_text() -> None:
     frame["text"] = "x"
     with pytest.raises(ValueError, match="'text' is not numeric"):
         _numeric_matrix(frame, ["a", "text"])
+
+
+def test_another_pandas_release_takes_the_public_path(monkeypatch) -> None:
+    assert internals_supported("2.3.3") and not internals_supported("3.0.0")
+    assert not internals_supported("2.30.1")
+    frame = _mixed_frame(2)
+    columns = ["a", "b", "c", "n", "flag"]
+    expected = frame[columns].to_numpy(dtype=np.float64, na_value=np.nan)
+    monkeypatch.setattr(frames, "PANDAS_INTERNALS", "9.9")
+    assert float64_matrix(frame, columns) is None  # no block is read under another release
+    assert _numeric_matrix(frame, columns).tobytes() == expected.tobytes()

@@ -1,14 +1,45 @@
-"""Frame -> matrix hand-offs without pandas' per-call column selection."""
+"""Frame <-> array hand-offs without pandas' per-call costs: the one home of pandas internals.
+
+Serving one race spends more in pandas' fixed cost per call than in arithmetic. Two
+hand-offs therefore read or build a frame's blocks directly: :func:`float64_matrix`
+(feature frame -> the bundle's input matrix) and :func:`frame_from_columns` (the
+transform's arrays -> its output frame). Both use pandas 2.x internals (the
+``BlockManager``, ``make_block``, ``BlockPlacement``), so they live here and only here,
+gated by :func:`internals_supported`: under another pandas release than
+:data:`PANDAS_INTERNALS` they take pandas' public path, which gives the same frame and
+matrix, only slower. ``tests/inference/test_frames.py`` and
+``tests/features/test_columnar.py`` compare both paths with pandas' own construction.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["float64_matrix"]
+__all__ = [
+    "PANDAS_INTERNALS",
+    "FrameLayout",
+    "float64_matrix",
+    "frame_from_columns",
+    "internals_supported",
+]
+
+#: The pandas release (major.minor) whose internals this module was written and tested for
+#: (pinned in constraints.txt).
+PANDAS_INTERNALS = "2.3"
 
 #: numpy dtype kinds read directly: float, signed and unsigned int, bool.
 _NUMERIC_KINDS = frozenset("fiub")
+
+
+def internals_supported(version: str | None = None) -> bool:
+    """Whether ``version`` (default: the installed pandas) is :data:`PANDAS_INTERNALS`."""
+    found = (version or pd.__version__).split(".")
+    return ".".join(found[:2]) == PANDAS_INTERNALS
 
 
 def float64_matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
@@ -27,11 +58,11 @@ def float64_matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray | None
 
     Returns:
         An (n_rows, len(columns)) C-ordered float64 array, or None when a column is
-        missing, a name is not unique or a column is anything else (a nullable, string,
-        time or object column: the caller then takes pandas' own path, with its own
-        conversions, checks and errors).
+        missing, a name is not unique, a column is anything else (a nullable, string,
+        time or object column) or pandas is not :data:`PANDAS_INTERNALS`: the caller then
+        takes pandas' own path, with its own conversions, checks and errors.
     """
-    if not columns or not frame.columns.is_unique:
+    if not columns or not frame.columns.is_unique or not internals_supported():
         return None
     positions = frame.columns.get_indexer(pd.Index(columns, dtype=object))
     if (positions < 0).any():
@@ -47,3 +78,109 @@ def float64_matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray | None
         at = np.flatnonzero(block_of == number)
         out[:, at] = values[row_in_block[at]].T
     return out
+
+
+@dataclass(frozen=True)
+class FrameLayout:
+    """Where :func:`frame_from_columns` puts each column (built once per column list).
+
+    The placements are pandas' ``BlockPlacement`` of each block (None when
+    :func:`internals_supported` is false: the public path needs only the names).
+    """
+
+    columns: pd.Index
+    keys: tuple[str, ...]
+    floats: tuple[str, ...]
+    flag: str
+    float_positions: Any
+    flag_position: Any
+    key_positions: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, keys: Sequence[str], floats: Sequence[str], flag: str, order: Sequence[str]):
+        """The layout of ``order`` (every name once) with these key, float and flag columns."""
+        position = {name: i for i, name in enumerate(order)}
+        place: Any = lambda names: None  # noqa: E731 - no placements on the public path
+        if internals_supported():
+            from pandas._libs.internals import BlockPlacement
+
+            def place(names: Sequence[str]) -> Any:
+                return BlockPlacement(np.asarray([position[c] for c in names], dtype=np.intp))
+
+        return cls(
+            columns=pd.Index(list(order)),
+            keys=tuple(keys),
+            floats=tuple(floats),
+            flag=flag,
+            float_positions=place(floats),
+            flag_position=place([flag]),
+            key_positions={c: place([c]) for c in keys} if internals_supported() else None,
+        )
+
+
+def frame_from_columns(
+    layout: FrameLayout,
+    index: pd.Index,
+    keys: dict[str, Any],
+    values: dict[str, np.ndarray],
+    flag: np.ndarray,
+) -> pd.DataFrame:
+    """One frame from key columns (any arrays), float64 columns and one int64 column.
+
+    The float columns are one 2-D block and every block is placed directly (pandas'
+    pseudo-public ``pandas.core.internals.api.make_block``, then a ``BlockManager`` and
+    ``DataFrame._from_mgr``): building the frame column by column or by concatenating
+    frames costs several times the transform of one race. Under another pandas release
+    the frame is built with pandas' public constructors (:func:`_public_frame`).
+
+    Args:
+        layout: Where each column goes (:meth:`FrameLayout.of`).
+        index: The frame's index.
+        keys: Key column -> array (copied).
+        values: Float column -> 1-D array (every one of ``layout.floats``).
+        flag: The int64 column's values.
+
+    Returns:
+        The frame, consolidated: one float block, one int block, one block per key.
+    """
+    if layout.key_positions is None or not internals_supported():
+        return _public_frame(layout, index, keys, values, flag)
+    from pandas.core.internals import BlockManager
+    from pandas.core.internals.api import make_block
+
+    matrix = np.empty((len(layout.floats), len(index)), dtype=np.float64)
+    for j, name in enumerate(layout.floats):
+        matrix[j] = values[name]
+    flag_values = np.asarray(flag, dtype=np.int64).reshape(1, -1)
+    blocks = [
+        make_block(matrix, placement=layout.float_positions),
+        make_block(flag_values, placement=layout.flag_position),
+    ]
+    for col, position in layout.key_positions.items():
+        array = keys[col].copy()
+        if isinstance(array.dtype, np.dtype):  # numpy values: a 2-D block
+            array = np.asarray(array).reshape(1, -1)
+        blocks.append(make_block(array, placement=position, ndim=2))
+    manager = BlockManager(blocks, [layout.columns.view(), index])
+    return pd.DataFrame._from_mgr(manager, axes=manager.axes)
+
+
+def _public_frame(
+    layout: FrameLayout,
+    index: pd.Index,
+    keys: dict[str, Any],
+    values: dict[str, np.ndarray],
+    flag: np.ndarray,
+) -> pd.DataFrame:
+    """:func:`frame_from_columns` with pandas' public constructors only."""
+    matrix = np.empty((len(index), len(layout.floats)), dtype=np.float64)
+    for j, name in enumerate(layout.floats):
+        matrix[:, j] = values[name]
+    parts = [
+        pd.DataFrame({c: pd.Series(keys[c].copy(), index=index) for c in layout.keys}, index=index),
+        pd.DataFrame(matrix, columns=list(layout.floats), index=index),
+        pd.DataFrame({layout.flag: np.asarray(flag, dtype=np.int64)}, index=index),
+    ]
+    frame = pd.concat(parts, axis=1)[list(layout.columns)]
+    frame.columns = layout.columns.copy()
+    return frame

@@ -3,7 +3,8 @@
 The transform takes its input frames apart into numpy arrays once, computes every
 feature on arrays and builds its output frame once. These helpers keep both of its
 callers fast: one race at serving time (a dozen rows, where pandas' fixed cost per call
-would dominate) and the training set (80k rows and more, vectorised). Where the two
+would dominate) and the training set (80k rows and more, vectorised); the output frame
+is built by :func:`racecast.data.frames.frame_from_columns`. Where the two
 need different algorithms (:data:`SMALL`), both give bit-identical numbers: group sums
 add the rows in row order like ``np.bincount``, ranks count the better rows.
 """
@@ -11,7 +12,6 @@ add the rows in row order like ``np.bincount``, ranks count the better rows.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -185,77 +185,3 @@ def pick(state: dict[str, np.ndarray], columns: Sequence[str], slot: np.ndarray)
     table[-1] = np.nan
     rows = np.arange(n) if slot.ndim == 1 else np.arange(n)[:, None]
     return table[slot, rows]
-
-
-@dataclass(frozen=True)
-class FrameLayout:
-    """Where :func:`frame_from_columns` puts each column (built once per column list)."""
-
-    columns: pd.Index
-    floats: tuple[str, ...]
-    float_positions: Any  # pandas' BlockPlacement of each block
-    flag_position: Any
-    key_positions: dict[str, Any]
-
-    @classmethod
-    def of(cls, keys: Sequence[str], floats: Sequence[str], flag: str, order: Sequence[str]):
-        """The layout of ``order`` (every name once) with these key, float and flag columns."""
-        from pandas._libs.internals import BlockPlacement
-
-        def place(names: Sequence[str]) -> Any:
-            return BlockPlacement(np.asarray([position[c] for c in names], dtype=np.intp))
-
-        position = {name: i for i, name in enumerate(order)}
-        return cls(
-            columns=pd.Index(list(order)),
-            floats=tuple(floats),
-            float_positions=place(floats),
-            flag_position=place([flag]),
-            key_positions={c: place([c]) for c in keys},
-        )
-
-
-def frame_from_columns(
-    layout: FrameLayout,
-    index: pd.Index,
-    keys: dict[str, Any],
-    values: dict[str, np.ndarray],
-    flag: np.ndarray,
-) -> pd.DataFrame:
-    """One frame from key columns (any arrays), float64 columns and one int64 column.
-
-    The float columns are one 2-D block and every block is placed directly (pandas'
-    pseudo-public ``pandas.core.internals.api.make_block``, then a ``BlockManager`` and
-    ``DataFrame._from_mgr``: pandas 2.x internals, pinned in constraints.txt;
-    ``tests/features/test_columnar.py`` compares the frame with pandas' own construction):
-    building the frame column by column or by concatenating frames costs several times
-    the transform of one race.
-
-    Args:
-        layout: Where each column goes.
-        index: The frame's index.
-        keys: Key column -> array (copied).
-        values: Float column -> 1-D array (every one of ``layout.floats``).
-        flag: The int64 column's values.
-
-    Returns:
-        The frame, consolidated: one float block, one int block, one block per key.
-    """
-    from pandas.core.internals import BlockManager
-    from pandas.core.internals.api import make_block
-
-    matrix = np.empty((len(layout.floats), len(index)), dtype=np.float64)
-    for j, name in enumerate(layout.floats):
-        matrix[j] = values[name]
-    flag_values = np.asarray(flag, dtype=np.int64).reshape(1, -1)
-    blocks = [
-        make_block(matrix, placement=layout.float_positions),
-        make_block(flag_values, placement=layout.flag_position),
-    ]
-    for col, position in layout.key_positions.items():
-        array = keys[col].copy()
-        if isinstance(array.dtype, np.dtype):  # numpy values: a 2-D block
-            array = np.asarray(array).reshape(1, -1)
-        blocks.append(make_block(array, placement=position, ndim=2))
-    manager = BlockManager(blocks, [layout.columns.view(), index])
-    return pd.DataFrame._from_mgr(manager, axes=manager.axes)

@@ -20,14 +20,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from racecast.data.frames import FrameLayout, frame_from_columns
 from racecast.features.columnar import (
     SMALL,
-    FrameLayout,
     classify,
     codes_by_race,
     float_arrays,
     float_column,
-    frame_from_columns,
     group_means,
     group_ranks,
     is_null,
