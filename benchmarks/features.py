@@ -17,7 +17,9 @@ repo (the project's own feature store is left alone):
   time of the calling thread (``_cpu``: without the waits for a core of a busy
   machine), and for comparison Feast's
   ``get_online_features`` + ``build_features`` (a tenth of the calls); p50 / p95 / p99
-  in milliseconds, with the load average before and after the online timing.
+  in milliseconds, with the load average before and after the online timing. Each path
+  runs in its own loop of ``--calls`` calls, so no path's figures carry the others'
+  cache traffic.
 
 Prints a table and writes ``data/08_reporting/benchmark_features.json``.
 """
@@ -130,6 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
         load_before = [round(x, 2) for x in os.getloadavg()]
         read_only, read_transform, cold_read, cold_transform = [], [], [], []
         frames, cpu, read_cpu = [], [], []
+        # each path in its own loop of --calls (a path's figures not inflated by the
+        # others' cache traffic in between)
         for _ in range(args.calls):
             start, start_cpu = time.perf_counter(), time.thread_time()
             numeric, text, _ = reader.read_state(race)
@@ -140,13 +144,14 @@ def main(argv: list[str] | None = None) -> dict:
             # CPU time of this thread: the same call without the time spent waiting for a
             # core (on a busy machine the wall time is mostly that wait)
             cpu.append(time.thread_time() - start_cpu)
+        for _ in range(args.calls):
             reader.clear_cache()
             start = time.perf_counter()
             numeric, text, _ = reader.read_state(race)
             cold_read.append(time.perf_counter() - start)
             transform.build_features_from_state(race, numeric, text)
             cold_transform.append(time.perf_counter() - start)
-            # the same through frames: reader.read's state frame into build_features
+        for _ in range(args.calls):  # the same through frames: reader.read's state frame
             start = time.perf_counter()
             transform.build_features(race, reader.read(race))
             frames.append(time.perf_counter() - start)
