@@ -50,3 +50,39 @@ def test_the_asof_spark_store_checks_before_touching_feast(other_feast):
     with pytest.raises(RuntimeError, match="0.50.0"):
         AsofSparkOfflineStore.get_historical_features()
     assert feast_spark.MULTIPLE_FEATURE_VIEW_POINT_IN_TIME_JOIN is original  # nothing swapped
+
+
+def test_a_swapped_attribute_is_restored_after_an_error_and_swaps_do_not_interleave():
+    import threading
+    import types
+
+    module = types.SimpleNamespace(join="feast's")
+    with pytest.raises(ValueError, match="inside"):
+        with engines.feast_attribute_swapped(module, "join", "racecast's"):
+            assert module.join == "racecast's"
+            raise ValueError("inside")
+    assert module.join == "feast's"
+
+    inside, release, seen = threading.Event(), threading.Event(), []
+
+    def first():
+        with engines.feast_attribute_swapped(module, "join", "first"):
+            inside.set()
+            release.wait(5)
+            seen.append(module.join)
+
+    def second():
+        with engines.feast_attribute_swapped(module, "join", "second"):
+            seen.append(module.join)
+
+    a = threading.Thread(target=first)
+    a.start()
+    inside.wait(5)
+    b = threading.Thread(target=second)
+    b.start()
+    b.join(0.2)
+    assert b.is_alive()  # the second swap waits for the first block to end
+    release.set()
+    a.join(5)
+    b.join(5)
+    assert seen == ["first", "second"] and module.join == "feast's"

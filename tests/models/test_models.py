@@ -323,14 +323,20 @@ def test_conditional_logit_recovers_beta_direction() -> None:
     np.testing.assert_allclose(beta, BETA, atol=0.3)
 
 
-def test_conditional_logit_gradient_is_exact() -> None:
-    rng = np.random.default_rng(0)
+def _random_races(rng: np.random.Generator):
+    """20 races of 2-7 runners: groups, layout, a 4-column design, winners (a dead heat in race 0)."""
     groups = pd.Series(np.repeat(np.arange(20), rng.integers(2, 8, 20)))
     layout = group_layout(groups)
     Z = rng.normal(size=(len(groups), 4))
     y = np.zeros(len(groups), dtype=int)
     y[layout.starts] = 1
     y[layout.starts[0] + 1] = 1  # a dead heat
+    return groups, layout, Z, y
+
+
+def test_conditional_logit_gradient_is_exact() -> None:
+    rng = np.random.default_rng(0)
+    groups, layout, Z, y = _random_races(rng)
     y[layout.starts[1]] = 0  # a race without winner
     w = winner_weights(y, layout)
     assert w[layout.starts[0]] == w[layout.starts[0] + 1] == 0.5
@@ -367,12 +373,7 @@ def test_rank_stages_follow_relevance_with_ties_and_depth() -> None:
 
 def test_exploded_logit_one_stage_is_the_conditional_logit_and_gradient_is_exact() -> None:
     rng = np.random.default_rng(0)
-    groups = pd.Series(np.repeat(np.arange(20), rng.integers(2, 8, 20)))
-    layout = group_layout(groups)
-    Z = rng.normal(size=(len(groups), 4))
-    y = np.zeros(len(groups), dtype=int)
-    y[layout.starts] = 1
-    y[layout.starts[0] + 1] = 1  # a dead heat
+    groups, layout, Z, y = _random_races(rng)
     beta = rng.normal(size=4)
     w = winner_weights(y, layout)
     race_w = np.add.reduceat(w, layout.starts)[layout.codes]

@@ -99,22 +99,21 @@ class FrameLayout:
     @classmethod
     def of(cls, keys: Sequence[str], floats: Sequence[str], flag: str, order: Sequence[str]):
         """The layout of ``order`` (every name once) with these key, float and flag columns."""
-        position = {name: i for i, name in enumerate(order)}
-        place: Any = lambda names: None  # noqa: E731 - no placements on the public path
-        if internals_supported():
-            from pandas._libs.internals import BlockPlacement
+        names = dict(columns=pd.Index(list(order)), keys=tuple(keys), floats=tuple(floats), flag=flag)
+        if not internals_supported():  # the public path needs only the names
+            return cls(**names, float_positions=None, flag_position=None, key_positions=None)
+        from pandas._libs.internals import BlockPlacement
 
-            def place(names: Sequence[str]) -> Any:
-                return BlockPlacement(np.asarray([position[c] for c in names], dtype=np.intp))
+        position = {name: i for i, name in enumerate(order)}
+
+        def place(columns: Sequence[str]) -> Any:
+            return BlockPlacement(np.asarray([position[c] for c in columns], dtype=np.intp))
 
         return cls(
-            columns=pd.Index(list(order)),
-            keys=tuple(keys),
-            floats=tuple(floats),
-            flag=flag,
+            **names,
             float_positions=place(floats),
             flag_position=place([flag]),
-            key_positions={c: place([c]) for c in keys} if internals_supported() else None,
+            key_positions={c: place([c]) for c in keys},
         )
 
 

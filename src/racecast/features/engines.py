@@ -13,7 +13,8 @@ is an error naming them.
 Every racecast workaround of Feast internals is written for, and checked against, Feast
 ``FEAST_VERSION``; :func:`check_feast_version` fails on any other version so that they
 are reviewed. They are the ones below (SQL registry path, Spark in UTC, Spark entity rows
-and served frames) and three that live with the code they speed up, each calling the check:
+and served frames) and three that live with the code they speed up, each calling the check
+(the two stores through :func:`feast_attribute_swapped`, their one swap mechanism):
 
 - :class:`racecast.features.offline_store.AsofDuckDBOfflineStore` swaps Feast's ibis
   ``point_in_time_join`` for an ASOF join while it runs;
@@ -30,6 +31,7 @@ import importlib.util
 import os
 import re
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,32 @@ def check_feast_version() -> None:
             f"racecast.features.engines holds workarounds for feast {FEAST_VERSION}, found "
             f"feast {feast.__version__}: review them (and constraints.txt) before upgrading"
         )
+
+
+#: Serializes :func:`feast_attribute_swapped` across threads (one swap at a time).
+_SWAP_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def feast_attribute_swapped(module: Any, name: str, replacement: Any) -> Iterator[None]:
+    """``module.name`` is ``replacement`` inside the block, Feast's own again after it.
+
+    The one mechanism of the workarounds that replace a Feast module attribute while a
+    Feast method runs (the offline stores' point-in-time joins): the Feast version is
+    checked first (:func:`check_feast_version`), and a lock keeps two threads from
+    interleaving their swaps and restores.
+
+    Raises:
+        RuntimeError: If the installed Feast is not ``FEAST_VERSION``.
+    """
+    check_feast_version()
+    with _SWAP_LOCK:
+        original = getattr(module, name)
+        setattr(module, name, replacement)
+        try:
+            yield
+        finally:
+            setattr(module, name, original)
 
 
 def locate(repo_path: str | Path) -> tuple[Path, Path]:

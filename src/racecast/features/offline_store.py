@@ -23,7 +23,7 @@ import ibis
 from feast.infra.offline_stores import ibis as feast_ibis
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
 
-from racecast.features.engines import check_feast_version
+from racecast.features.engines import feast_attribute_swapped
 
 
 class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
@@ -108,13 +108,8 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
         """Feast's DuckDB historical retrieval, joined with ``asof_point_in_time_join``.
 
         The swap of ``feast.infra.offline_stores.ibis.point_in_time_join`` is a Feast
-        internal: :func:`~racecast.features.engines.check_feast_version` refuses any other
-        Feast release than the one it was written for.
+        internal (:func:`~racecast.features.engines.feast_attribute_swapped`: any other
+        Feast release than the one it was written for is refused).
         """
-        check_feast_version()
-        original = feast_ibis.point_in_time_join
-        feast_ibis.point_in_time_join = asof_point_in_time_join
-        try:
+        with feast_attribute_swapped(feast_ibis, "point_in_time_join", asof_point_in_time_join):
             return DuckDBOfflineStore.get_historical_features(*args, **kwargs)
-        finally:
-            feast_ibis.point_in_time_join = original

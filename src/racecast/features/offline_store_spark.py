@@ -34,7 +34,6 @@ the version check). Select it in ``feature_store.scale.yaml``::
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from feast.infra.offline_stores.contrib.spark_offline_store import spark as feast_spark
@@ -43,10 +42,7 @@ from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
     SparkOfflineStoreConfig,
 )
 
-from racecast.features.engines import SPARK_ASOF_TYPE, check_feast_version
-
-#: Serializes the swap of Feast's template (the module attribute it reads) across threads.
-_TEMPLATE_LOCK = threading.Lock()
+from racecast.features.engines import SPARK_ASOF_TYPE, feast_attribute_swapped
 
 #: Feast's template context (``offline_utils.build_point_in_time_query``): ``featureviews``
 #: (name, ttl seconds, entities, features, field_mapping, timestamp_field,
@@ -171,15 +167,11 @@ class AsofSparkOfflineStore(SparkOfflineStore):
 
         Feast's method renders the module attribute ``MULTIPLE_FEATURE_VIEW_POINT_IN_TIME_JOIN``
         of its ``spark`` module; it is swapped while the method runs (the query is rendered
-        there and run later by the returned job). A Feast internal:
-        :func:`~racecast.features.engines.check_feast_version` refuses any other Feast
-        release than the one it was written for.
+        there and run later by the returned job). A Feast internal
+        (:func:`~racecast.features.engines.feast_attribute_swapped`: any other Feast release
+        than the one it was written for is refused).
         """
-        check_feast_version()
-        with _TEMPLATE_LOCK:
-            original = feast_spark.MULTIPLE_FEATURE_VIEW_POINT_IN_TIME_JOIN
-            feast_spark.MULTIPLE_FEATURE_VIEW_POINT_IN_TIME_JOIN = ASOF_POINT_IN_TIME_JOIN
-            try:
-                return SparkOfflineStore.get_historical_features(*args, **kwargs)
-            finally:
-                feast_spark.MULTIPLE_FEATURE_VIEW_POINT_IN_TIME_JOIN = original
+        with feast_attribute_swapped(
+            feast_spark, "MULTIPLE_FEATURE_VIEW_POINT_IN_TIME_JOIN", ASOF_POINT_IN_TIME_JOIN
+        ):
+            return SparkOfflineStore.get_historical_features(*args, **kwargs)
