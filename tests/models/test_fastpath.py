@@ -9,6 +9,7 @@ entry point) to ``predict_proba``.
 
 from __future__ import annotations
 
+import pickle
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -24,6 +25,7 @@ from racecast.models.base import group_layout, make_impute_scale, make_imputer
 from racecast.models.fastpath import (
     BoosterContributions,
     FlatForest,
+    ObliviousTrees,
     booster_predict,
     decision_function,
     forest_proba,
@@ -184,7 +186,9 @@ def test_forest_walk_follows_scikit_learn_for_missing_values_and_deep_trees() ->
     forest.fit(fit, y)  # scikit-learn trees learn where missing values go
     flat = FlatForest(forest)
     for rows in (later, fit):
-        np.testing.assert_array_equal(forest_proba(forest, rows, lambda: flat), forest.predict_proba(rows))
+        np.testing.assert_array_equal(
+            forest_proba(forest, rows, lambda: flat), forest.predict_proba(rows)
+        )
 
 
 def test_forest_goes_tree_by_tree_for_many_rows(monkeypatch, fitted, test_frame) -> None:  # noqa: F811
@@ -205,8 +209,6 @@ def test_forest_goes_tree_by_tree_for_many_rows(monkeypatch, fitted, test_frame)
 
 
 def test_random_forest_keeps_its_flat_forest_but_never_pickles_it(fitted, test_frame) -> None:  # noqa: F811
-    import pickle
-
     model = fitted("RandomForestModel")
     X, layout = _rows(test_frame)
     expected = model.predict_proba_array(X[:14], group_layout(np.zeros(14)))
@@ -214,7 +216,9 @@ def test_random_forest_keeps_its_flat_forest_but_never_pickles_it(fitted, test_f
     assert model._flat_forest() is flat  # built once per fitted forest
     copy = pickle.loads(pickle.dumps(model))
     assert "_flat" not in copy.__dict__
-    np.testing.assert_array_equal(copy.predict_proba_array(X[:14], group_layout(np.zeros(14))), expected)
+    np.testing.assert_array_equal(
+        copy.predict_proba_array(X[:14], group_layout(np.zeros(14))), expected
+    )
 
 
 def test_large_batches_keep_the_libraries_threading(monkeypatch, fitted, test_frame) -> None:  # noqa: F811
@@ -294,6 +298,83 @@ def test_catboost_scores_a_race_as_its_library_does(fitted, test_frame) -> None:
         model._score_sorted(race, group_layout(np.zeros(14))),
         model.booster_model_.predict(race),  # float64 rows, the library's own conversion
     )
+
+
+def _catboost_rows(trees: ObliviousTrees, n: int, seed: int) -> np.ndarray:
+    """Random rows with missing values and values exactly on the trees' borders."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(scale=2.0, size=(n, trees.n_features))
+    finite = np.isfinite(trees.border[:, 0])
+    for k in rng.choice(np.flatnonzero(finite), size=min(n, int(finite.sum())), replace=False):
+        X[rng.integers(n), trees.feature[k]] = trees.border[k, 0]  # on a border (float32)
+    X[rng.random(X.shape) < 0.15] = np.nan
+    return X
+
+
+@pytest.mark.parametrize("nan_mode", ["Min", "Max"])
+def test_oblivious_trees_equal_catboost_predict(nan_mode: str) -> None:
+    """The numpy trees give CatBoost's raw scores bit for bit: float64 and float32 rows,
+    missing values under either nan_mode (AsFalse / AsTrue), values on a border, trees
+    of unequal depth, a race and batches cut into chunks."""
+    from catboost import CatBoostRanker, Pool
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(600, 6))
+    X[rng.random(X.shape) < 0.2] = np.nan
+    groups = np.repeat(np.arange(60), 10)
+    y = (np.nan_to_num(X[:, 0]) + rng.normal(size=600) > 1).astype(float)
+    model = CatBoostRanker(
+        iterations=40,
+        depth=5,
+        nan_mode=nan_mode,
+        random_seed=0,
+        verbose=False,
+        allow_writing_files=False,
+        thread_count=1,
+    ).fit(Pool(X, label=y, group_id=groups))
+    trees = ObliviousTrees.of(model)
+    assert trees is not None
+    assert trees.nan_true.any() == (nan_mode == "Max")
+    rows = _catboost_rows(trees, 3000, seed=6)
+    expected = model.predict(rows)
+    np.testing.assert_array_equal(trees(rows), expected)
+    np.testing.assert_array_equal(trees(rows, max_rows=128), expected)
+    np.testing.assert_array_equal(trees(rows[:14]), model.predict(rows[:14]))
+    np.testing.assert_array_equal(
+        trees(rows.astype(np.float32)), model.predict(rows.astype(np.float32))
+    )
+    with pytest.raises(ValueError, match="feature columns"):
+        trees(rows[:, :3])
+
+
+def test_catboost_ranker_scores_through_its_trees(fitted, test_frame) -> None:  # noqa: F811
+    model = fitted("CatBoostRankerModel")
+    X, layout = _rows(test_frame)
+    trees = model._oblivious_trees()
+    assert trees is not None and model._oblivious_trees() is trees  # built once
+    np.testing.assert_array_equal(model._score_sorted(X, layout), model.booster_model_.predict(X))
+    copy = pickle.loads(pickle.dumps(model))
+    assert "_trees" not in copy.__dict__
+    np.testing.assert_array_equal(
+        copy.predict_proba_array(X, layout), model.predict_proba_array(X, layout)
+    )
+
+
+def test_models_the_trees_do_not_reproduce_keep_catboost() -> None:
+    from catboost import CatBoostRegressor
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(200, 3))
+    y = X[:, 0] + rng.normal(size=200)
+    depthwise = CatBoostRegressor(
+        iterations=5, grow_policy="Depthwise", verbose=False, allow_writing_files=False
+    ).fit(X, y)
+    assert ObliviousTrees.of(depthwise) is None
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": X[:, 0], "c": rng.choice(["x", "y"], 200)})
+    categorical = CatBoostRegressor(iterations=5, verbose=False, allow_writing_files=False)
+    assert ObliviousTrees.of(categorical.fit(frame, y, cat_features=["c"])) is None
 
 
 def test_race_codes_of_a_few_ids_equal_pandas_factorize() -> None:

@@ -28,6 +28,7 @@ from racecast.models.base import (
 )
 from racecast.models.fastpath import (
     FlatForest,
+    ObliviousTrees,
     booster_predict,
     forest_proba,
     small_batch,
@@ -258,14 +259,30 @@ class CatBoostRankerModel(RaceModel):
         self.booster_model_ = CatBoostRanker(**params).fit(pool)
 
     def _score_sorted(self, X: np.ndarray, layout: GroupLayout) -> np.ndarray:
-        # a race on one thread (a busy second core would stall it); rows are scored
-        # independently, so the thread count never changes a score. CatBoost keeps
-        # features as float32: a race is handed over as float32 (the same rounding its
-        # Pool applies, without its per-call conversion)
+        # the model's oblivious trees in numpy (equal to CatBoost's predict, bit for bit;
+        # its Pool costs ten times the trees for a race); a model they do not reproduce
+        # predicts through CatBoost: a race on one thread (a busy second core would
+        # stall it), float32 as CatBoost keeps features
+        trees = self._oblivious_trees()
+        if trees is not None:
+            return trees(X)
         if small_batch(X):
             rows = np.ascontiguousarray(X, dtype=np.float32)
             return self.booster_model_.predict(rows, thread_count=1)
         return self.booster_model_.predict(X, thread_count=-1)
+
+    def _oblivious_trees(self) -> ObliviousTrees | None:
+        """The fitted model's :class:`~racecast.models.fastpath.ObliviousTrees` (None: not
+        reproducible), built once (kept on the model, never pickled: a refit drops it)."""
+        kept = self.__dict__.get("_trees")
+        if kept is None or kept[0] is not self.booster_model_:
+            kept = self._trees = (self.booster_model_, ObliviousTrees.of(self.booster_model_))
+        return kept[1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_trees", None)
+        return state
 
     def _importance_values(self) -> Mapping[str, float]:
         values = self.booster_model_.get_feature_importance(type="PredictionValuesChange")
