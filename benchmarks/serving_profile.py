@@ -132,9 +132,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from racecast.inference.bundle import _TimeOrdered
 
     values, odds = bundle._input_arrays(features)
-    ordered = _TimeOrdered.of(features, values, bundle.fundamental_features)
+    ordered = _TimeOrdered.of(features, values, bundle._columns)
     stages["bundle_inputs"] = lambda: _TimeOrdered.of(
-        features, bundle._input_arrays(features)[0], bundle.fundamental_features
+        features, bundle._input_arrays(features)[0], bundle._columns
     )
     for name, model in bundle.base_models.items():
         X = ordered.columns(model)

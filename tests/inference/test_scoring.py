@@ -198,3 +198,39 @@ def test_typed_columns_score_as_their_text_and_object_forms(track):
         assert score_races(
             predictions, other_rows, other_features, explanations, "m/1", config, BOTH
         ) == typed
+
+
+def test_runner_positions_in_the_same_or_another_order_and_duplicates():
+    from racecast.inference.scoring import runner_positions
+
+    frame = pd.DataFrame({"race_id": ["A", "A", "B"], "horse_id": ["a1", "a2", "b1"]})
+    same = [("A", "a1"), ("A", "a2"), ("B", "b1")]
+    assert runner_positions(frame, same, "x").tolist() == [0, 1, 2]
+    shuffled = [("B", "b1"), ("A", "x9"), ("A", "a1")]
+    assert runner_positions(frame, shuffled, "x").tolist() == [2, -1, 0]
+    twice = pd.DataFrame({"race_id": ["A", "A"], "horse_id": ["a1", "a1"]})
+    for keys in ([("A", "a1"), ("A", "a1")], [("A", "a1")]):  # same order, or not
+        with pytest.raises(pd.errors.MergeError, match="not unique"):
+            runner_positions(twice, keys, "x")
+
+
+def test_ranks_and_staleness_do_not_depend_on_the_rows_order():
+    predictions, rows, features, explanations = _inputs()
+    expected = score_races(predictions, rows, features, explanations, "m", FUNDAMENTAL, BOTH)
+    order = [4, 2, 0, 3, 1]  # predictions and features in another order than the racecard
+    got = score_races(
+        predictions.iloc[order],
+        rows,
+        features.iloc[order[::-1]],
+        explanations,
+        "m",
+        FUNDAMENTAL,
+        BOTH,
+    )
+    by_race = {race["race_id"]: race for race in expected}
+    for race in got:
+        assert race["runners"] == by_race[race["race_id"]]["runners"]
+    ranks = {r["horse_id"]: r["rank"] for race in got for r in race["runners"]}
+    assert ranks == {"a1": 1, "a2": 2, "a3": 2, "b1": 1, "b2": 2}
+    stale = {r["horse_id"]: r["feature_staleness_days"] for race in got for r in race["runners"]}
+    assert stale == {"a1": 10.0, "a2": 200.0, "a3": None, "b1": 5.0, "b2": 7.0}

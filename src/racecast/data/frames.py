@@ -42,7 +42,7 @@ def internals_supported(version: str | None = None) -> bool:
     return ".".join(found[:2]) == PANDAS_INTERNALS
 
 
-def float64_matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
+def float64_matrix(frame: pd.DataFrame, columns: list[str] | pd.Index) -> np.ndarray | None:
     """``frame[columns].to_numpy(np.float64)`` read straight from the frame's numpy blocks.
 
     ``frame[columns]`` builds a new frame (an indexer, a take of every block, a new
@@ -54,7 +54,8 @@ def float64_matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray | None
 
     Args:
         frame: Any DataFrame.
-        columns: Column names, in the matrix's order.
+        columns: Column names, in the matrix's order (an object ``pd.Index`` of them is
+            used as it is: a caller asking for the same columns keeps one).
 
     Returns:
         An (n_rows, len(columns)) C-ordered float64 array, or None when a column is
@@ -62,9 +63,10 @@ def float64_matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray | None
         time or object column) or pandas is not :data:`PANDAS_INTERNALS`: the caller then
         takes pandas' own path, with its own conversions, checks and errors.
     """
-    if not columns or not frame.columns.is_unique or not internals_supported():
+    if len(columns) == 0 or not frame.columns.is_unique or not internals_supported():
         return None
-    positions = frame.columns.get_indexer(pd.Index(columns, dtype=object))
+    wanted = columns if isinstance(columns, pd.Index) else pd.Index(columns, dtype=object)
+    positions = frame.columns.get_indexer(wanted)
     if (positions < 0).any():
         return None
     manager = frame._mgr  # pandas' BlockManager: blknos / blklocs map a column to its block

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from racecast.data.frames import float64_matrix
+from racecast.data.races import race_code_array
 from racecast.evaluation.second_stage import CombinedTrack
 from racecast.features.market import market_probabilities, race_sums
 from racecast.features.specs import FUNDAMENTAL_FEATURES, ODDS_CAPPED
@@ -57,6 +58,35 @@ BIAS_COLUMN = "bias"
 _RUNNER_KEYS = ["race_id", "horse_id"]
 
 
+class _Columns:
+    """Fundamental feature name -> column of the bundle's matrix, and each model's input
+    columns as an index array (computed once per fitted model, not per request)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = list(names)
+        self.position = {name: j for j, name in enumerate(self.names)}
+        self.index = pd.Index(self.names, dtype=object)
+        #: the columns :meth:`InferenceBundle.predict` needs (keys, then the features)
+        self.required = pd.Index(_RUNNER_KEYS + self.names, dtype=object)
+        self._names: dict[int, tuple[Any, list[str]]] = {}
+        self._of: dict[int, tuple[Any, np.ndarray]] = {}
+
+    def names_of(self, model: Any) -> list[str]:
+        """The model's ``feature_names_in_`` as strings (kept with the model object)."""
+        kept = self._names.get(id(model))
+        if kept is None or kept[0] is not model:
+            kept = self._names[id(model)] = (model, [str(c) for c in model.feature_names_in_])
+        return kept[1]
+
+    def of(self, model: Any) -> np.ndarray:
+        """Positions of the model's ``feature_names_in_`` in the fundamental features."""
+        kept = self._of.get(id(model))
+        if kept is None or kept[0] is not model:
+            at = [self.position[c] for c in self.names_of(model)]
+            kept = self._of[id(model)] = (model, np.asarray(at, dtype=np.intp))
+        return kept[1]
+
+
 class _TimeOrdered:
     """Input rows in the model_zoo helpers' order (``off_time``, ``race_id``, ``horse_id``).
 
@@ -69,24 +99,28 @@ class _TimeOrdered:
     """
 
     def __init__(
-        self, order: np.ndarray, race_ids: np.ndarray, values: np.ndarray, names: list[str]
+        self, order: np.ndarray, race_ids: np.ndarray, values: np.ndarray, names: _Columns
     ) -> None:
         self.order = order
         self.race_ids = race_ids
         self.layout: GroupLayout = group_layout(race_ids)
         self.values = values
-        self.position = {name: j for j, name in enumerate(names)}
+        self.names = names
+        self.position = names.position
 
     @classmethod
-    def of(cls, features: pd.DataFrame, values: np.ndarray, names: list[str]) -> _TimeOrdered:
+    def of(
+        cls, features: pd.DataFrame, values: np.ndarray, names: list[str] | _Columns
+    ) -> _TimeOrdered:
         """Feature rows and their matrix ``values`` in time order (as ``model_zoo.nodes._sorted``)."""
         order = _time_order(features)
         race_ids = features["race_id"].to_numpy(dtype=object)[order]
-        return cls(order, race_ids, values[order], names)
+        columns = names if isinstance(names, _Columns) else _Columns(names)
+        return cls(order, race_ids, values[order], columns)
 
     def columns(self, model: RaceModel) -> np.ndarray:
         """The model's input matrix: its ``feature_names_in_`` columns of ``values``."""
-        return self.values[:, [self.position[str(c)] for c in model.feature_names_in_]]
+        return self.values[:, self.names.of(model)]
 
     def normalised(self, p: np.ndarray) -> np.ndarray:
         """``p`` divided by its per-race sum, as ``predict_holdout`` normalises."""
@@ -250,6 +284,7 @@ class InferenceBundle:
         self.explain_model = explain_model
         self._explainer_lock = threading.Lock()
         self._contributions: tuple[Any, BoosterContributions] | None = None
+        self._columns = _Columns(self.fundamental_features)
 
     @property
     def exact(self) -> bool:
@@ -262,6 +297,7 @@ class InferenceBundle:
         state = dict(self.__dict__)
         state.pop("_explainer_lock", None)
         state.pop("_contributions", None)
+        state.pop("_columns", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -272,6 +308,7 @@ class InferenceBundle:
         self.__dict__.update(state)
         self._explainer_lock = threading.Lock()
         self._contributions = None
+        self._columns = _Columns(self.fundamental_features)
 
     def __repr__(self) -> str:
         return (
@@ -310,7 +347,7 @@ class InferenceBundle:
                 below 1.
         """
         values, odds = self._input_arrays(features)
-        rows = _TimeOrdered.of(features, values, self.fundamental_features)
+        rows = _TimeOrdered.of(features, values, self._columns)
         base = {
             f"p_{name}": rows.normalised(
                 model.predict_proba_array(rows.columns(model), rows.layout)
@@ -323,12 +360,12 @@ class InferenceBundle:
         stacked_input = np.column_stack(
             [
                 base[name] if name in base else rows.values[:, rows.position[name]]
-                for name in (str(c) for c in self.stacker.feature_names_in_)
+                for name in self._columns.names_of(self.stacker)
             ]
         )
         p_fund = rows.normalised(self.stacker.predict_proba_array(stacked_input, rows.layout))
-        codes, uniques = pd.factorize(features["race_id"].to_numpy(dtype=object))
-        p_market, _ = market_probabilities(odds, codes, len(uniques))
+        codes = race_code_array(features["race_id"].to_numpy(dtype=object), "race_id")
+        p_market, _ = market_probabilities(odds, codes, int(codes.max()) + 1)
         p_comb = self._blend(p_fund, p_market[rows.order], _capped(features)[rows.order], rows)
         columns = {
             "race_id": features["race_id"].array.copy(),
@@ -465,7 +502,7 @@ class InferenceBundle:
     def _input_arrays(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Validated fundamental feature matrix and ``odds_final`` (NaN when absent), input order."""
         self._check_input(features)
-        values = _numeric_matrix(features, self.fundamental_features)
+        values = _numeric_matrix(features, self._columns.index)
         if "odds_final" not in features.columns:
             return values, np.full(len(features), np.nan)
         odds = features["odds_final"]
@@ -479,8 +516,11 @@ class InferenceBundle:
             raise TypeError(f"features must be a pandas DataFrame, got {type(features).__name__}")
         if features.empty:
             raise ValueError("features has no rows")
-        required = _RUNNER_KEYS + self.fundamental_features
-        missing = [c for c in required if c not in features.columns]
+        if features.columns.is_unique:  # one hash lookup of the ~100 names, not one each
+            found = features.columns.get_indexer(self._columns.required)
+            missing = [] if (found >= 0).all() else list(self._columns.required[found < 0])
+        else:
+            missing = [c for c in self._columns.required if c not in features.columns]
         if missing:
             raise KeyError(
                 f"features lack columns {missing[:10]} (expected the output of "
@@ -496,7 +536,7 @@ def _capped(features: pd.DataFrame) -> np.ndarray:
     return features[ODDS_CAPPED].astype("boolean").fillna(False).to_numpy(dtype=float)
 
 
-def _numeric_matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+def _numeric_matrix(frame: pd.DataFrame, columns: list[str] | pd.Index) -> np.ndarray:
     """``frame[columns]`` as float64 (NaN missing); text columns of numbers are converted.
 
     Raises:

@@ -34,7 +34,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from racecast.data.races import race_code_array
 from racecast.evaluation.stakeability import TRACKS, stake_decision
+from racecast.features.columnar import group_ranks
 from racecast.signals.staking import edge, fair_odds, kelly_fraction, stake_units
 
 __all__ = [
@@ -118,16 +120,21 @@ def feature_staleness_days(features: pd.DataFrame) -> pd.Series:
     Returns:
         Float days, indexed like ``features``.
     """
+    return pd.Series(_staleness_values(features), index=features.index, dtype=float)
+
+
+def _staleness_values(features: pd.DataFrame) -> np.ndarray:
+    """:func:`feature_staleness_days` as a float64 array (a new one, in row order)."""
     if "days_since_last_run" in features.columns:
         days = features["days_since_last_run"]
         if days.dtype == np.float64:  # build_features' own column: as it is
-            return days.copy()
-        return pd.to_numeric(days, errors="coerce").astype(float)
+            return days.to_numpy(copy=True)
+        return pd.to_numeric(days, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     if {"h_last_off_ts", "off_time"} <= set(features.columns):
         off = pd.to_datetime(features["off_time"], utc=True).astype("int64") / 1e9
         last = pd.to_numeric(features["h_last_off_ts"], errors="coerce")
-        return ((off - last) / _SECONDS_PER_DAY).astype(float)
-    return pd.Series(np.nan, index=features.index, dtype=float)
+        return ((off - last) / _SECONDS_PER_DAY).to_numpy(dtype=float, na_value=np.nan)
+    return np.full(len(features), np.nan)
 
 
 def _check_predictions(predictions: pd.DataFrame) -> None:
@@ -161,6 +168,10 @@ def runner_positions(frame: pd.DataFrame, keys: list[tuple[Any, Any]], what: str
             (as the one-to-one merge this replaces).
     """
     rows = list(zip(frame["race_id"].tolist(), frame["horse_id"].tolist(), strict=True))
+    if rows == keys:  # the same runners in the same order (the bundle keeps its input's)
+        if len(set(rows)) != len(rows):
+            raise pd.errors.MergeError(f"runners are not unique in the predictions or the {what}")
+        return np.arange(len(rows), dtype=np.int64)
     index = {key: i for i, key in enumerate(rows)}
     if len(index) != len(rows) or len(set(keys)) != len(keys):
         raise pd.errors.MergeError(f"runners are not unique in the predictions or the {what}")
@@ -170,7 +181,7 @@ def runner_positions(frame: pd.DataFrame, keys: list[tuple[Any, Any]], what: str
 def _staleness_of(features: pd.DataFrame, keys: list[tuple[Any, Any]]) -> np.ndarray:
     """:func:`feature_staleness_days` of each runner of ``keys`` (NaN when not in features)."""
     at = runner_positions(features, keys, "feature rows")
-    days = feature_staleness_days(features).to_numpy(dtype=float)
+    days = _staleness_values(features)
     return np.where(at >= 0, days[np.maximum(at, 0)], np.nan)
 
 
@@ -187,13 +198,8 @@ def _odds(entity_rows: pd.DataFrame, at: np.ndarray) -> np.ndarray:
 
 def _ranks(race_ids: list[Any], p: np.ndarray) -> list[int]:
     """1 + the number of runners of the same race with a higher ``p`` (ties share the best)."""
-    by_race: dict[Any, list[float]] = {}
-    for race_id, value in zip(race_ids, p.tolist(), strict=True):
-        by_race.setdefault(race_id, []).append(value)
-    return [
-        1 + sum(other > value for other in by_race[race_id])
-        for race_id, value in zip(race_ids, p.tolist(), strict=True)
-    ]
+    codes = race_code_array(np.asarray(race_ids, dtype=object), "race_id")
+    return group_ranks(p.reshape(-1, 1), codes, ascending=False)[:, 0].astype(np.int64).tolist()
 
 
 def _staking(
@@ -262,7 +268,8 @@ def score_races(
     _check_predictions(predictions)
     race_ids = predictions["race_id"].tolist()
     horse_ids = predictions["horse_id"].tolist()
-    at = runner_positions(entity_rows, list(zip(race_ids, horse_ids, strict=True)), "racecard")
+    keys = list(zip(race_ids, horse_ids, strict=True))
+    at = runner_positions(entity_rows, keys, "racecard")
     missing = [i for i, j in enumerate(at) if j < 0]
     if missing:
         raise KeyError(
@@ -275,7 +282,7 @@ def score_races(
         if c in entity_rows and c not in ("off_time", "odds_final")
     }
     off_times = entity_rows["off_time"].array if "off_time" in entity_rows else None
-    staleness = _staleness_of(features, list(zip(race_ids, horse_ids, strict=True))).tolist()
+    staleness = _staleness_of(features, keys).tolist()
     odds = _odds(entity_rows, at)
     p_fund = predictions["p_fundamental"].to_numpy(dtype=float)
     p_market = predictions["p_market"].to_numpy(dtype=float)

@@ -38,7 +38,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from racecast.data.races import race_codes
+from racecast.data.races import race_code_array
 
 logger = logging.getLogger(__name__)
 
@@ -96,20 +96,24 @@ def group_layout(groups: pd.Series | np.ndarray) -> GroupLayout:
         values = pd.Series(groups).to_numpy()
     if values.shape[0] == 0:
         raise ValueError("groups is empty: there are no rows to arrange into races")
-    codes, race_ids = race_codes(values, "groups")
+    codes = race_code_array(values, "groups")
     order = np.argsort(codes, kind="stable")
     inverse = np.empty_like(order)
     inverse[order] = np.arange(order.shape[0])
     sorted_codes = codes[order]
-    sizes = np.bincount(sorted_codes, minlength=len(race_ids))
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    sizes = np.bincount(sorted_codes)  # codes are 0 .. n_races - 1, each used
+    starts = np.zeros(sizes.shape[0], dtype=np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    # each race's first row (races are numbered by first appearance): pandas'
+    # factorize uniques, without building their Index
+    race_ids = values[order[starts]]
     return GroupLayout(
         order=order,
         inverse=inverse,
         codes=sorted_codes,
         sizes=sizes,
         starts=starts,
-        race_ids=np.asarray(race_ids),
+        race_ids=race_ids,
     )
 
 
