@@ -12,12 +12,16 @@ import logging
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from racecast.inference import service as service_module
 from racecast.serving.app import create_app
 from racecast.serving.auth import API_KEYS_ENV, AuthBackoff
 from racecast.serving.limits import (
     RequestLimits,
+    _problems,
+    _within_bounds,
     RequestRejected,
     json_content_type,
     json_depth,
@@ -89,6 +93,51 @@ def _client(clock=None, **overrides) -> TestClient:
 )
 def test_json_depth_counts_brackets_outside_strings(text, depth):
     assert json_depth(text) == depth
+
+
+def _depth_by_hand(raw: bytes) -> int:
+    """The reference, one byte at a time: a quote after an odd run of backslashes is no quote."""
+    depth = deepest = backslashes = 0
+    inside = False
+    for code in raw:
+        if code == 34 and backslashes % 2 == 0:
+            inside = not inside
+        elif not inside and code in (91, 123):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif not inside and code in (93, 125):
+            depth -= 1
+        backslashes = backslashes + 1 if code == 92 else 0
+    return deepest
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='ab[]{}"\\ ', max_size=8),
+    lambda inner: st.lists(inner, max_size=6)
+    | st.dictionaries(st.text(alphabet='k[]"\\', max_size=4), inner, max_size=6),
+    max_leaves=40,
+)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        _JSON.map(lambda doc: json.dumps(doc).encode()),
+        st.text(alphabet='[]{}"\\ a,', max_size=200).map(str.encode),
+        st.integers(1025, 3000).map(lambda n: b'{"a": "]]"}' + b"[" * n + b"]" * n),
+    )
+)
+def test_json_depth_equals_a_byte_by_byte_scan(raw):
+    # both scans (translate for text without backslashes, numpy otherwise) agree with it
+    assert json_depth(raw) == _depth_by_hand(raw)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(_JSON)
+def test_the_fast_bounds_check_agrees_with_the_full_walk(document):
+    limits = RequestLimits(**{**LIMITS.__dict__, "max_error_details": 1000})
+    assert _within_bounds(document, limits) == (not _problems(document, limits))
+    assert limit_problems(document, limits) == _problems(document, limits)
 
 
 def test_deep_json_is_refused_before_parsing():

@@ -125,8 +125,12 @@ def _freeze_gc() -> None:
     logger.info("gc: %d long-lived objects frozen", gc.get_freeze_count())
 
 
-def _ready_service(request: Request) -> InferenceService:
-    """The app's service, or 503 while the bundle or the feature store is not loaded."""
+async def _ready_service(request: Request) -> InferenceService:
+    """The app's service, or 503 while the bundle or the feature store is not loaded.
+
+    A coroutine: FastAPI would run a plain function on a worker thread (two thread
+    hand-offs per request for an attribute read).
+    """
     service = request.app.state.service
     if service is None:
         raise HTTPException(status_code=503, detail="the model bundle or the feature store is not loaded")
