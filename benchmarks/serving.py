@@ -12,14 +12,17 @@ For each online store (``sqlite``: the project's; ``redis``: a ``redis-server`` 
 here on a free loopback port, materialized to the same time through a scratch copy of
 ``feature_repo/feature_store.redis.yaml`` with its own registry, stopped at the end) and
 each worker count, ``racecast serve --workers N`` is started in its own process and this
-process (the client: ``httpx``, no shared interpreter or GIL with the server) sends:
+process (the client, no shared interpreter or GIL with the server) sends, from one thread
+per request in flight, each with its own standard-library ``http.client`` connection (a
+light client: ~0.1 ms of client CPU a request, where httpx's own cost was several ms
+of every figure):
 
 * two payloads: **race**, the largest race of the racecard (14 runners in Hong Kong) as a
   one-race racecard; **card**, the first ``--card-races`` (10) races of the racecard
   in one request, as a client scoring a whole card does (races whose result was pushed
   to the env's race-day folder are left out: the service refuses them);
-* with connection reuse (keep-alive, one pooled connection per request in flight) and
-  without (``Connection: close``, a new TCP connection per request);
+* with connection reuse (keep-alive: each thread keeps its connection) and without
+  (``Connection: close``, a new TCP connection per request);
 * at concurrency 1, 4 and 16 (``--concurrency``): p50 / p95 / p99 latency, requests per
   second, errors (any status other than 200, or a transport failure), which worker
   answered (``X-Racecast-Worker``) and the client's own CPU seconds;
@@ -43,9 +46,9 @@ docs/results.md tables from that file.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import datetime as dt
+import http.client
 import json
 import logging
 import os
@@ -60,7 +63,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from services import ServiceUnavailable, free_port, redis_server, stop  # noqa: E402 (benchmarks/services.py)
 
@@ -73,6 +75,12 @@ REDIS_YAML = ROOT / "feature_repo" / "feature_store.redis.yaml"
 MODEL_VERSION: list[str | None] = []
 #: Seconds a server gets to start every worker (a busy 2-core machine needs minutes).
 STARTUP_S = 900
+#: What the JSON says about the client.
+CLIENT = (
+    "http.client (standard library) in the benchmark's own process: one thread per request "
+    "in flight, each with its own connection (kept alive with reuse; a new one per request, "
+    "Connection: close, without)"
+)
 
 logger = logging.getLogger("benchmarks.serving")
 
@@ -222,6 +230,35 @@ def redis_store(feature_repo: Path) -> Iterator[dict[str, str]]:
         yield environ
 
 
+# ---------------------------------------------------------------------------- client
+def request(
+    base: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    connection: http.client.HTTPConnection | None = None,
+    timeout_s: float = 120.0,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request over ``connection`` (kept open) or a new one (closed after it).
+
+    Returns:
+        ``(status, headers with lower-case names, body)``.
+    """
+    own = connection is None
+    if own:
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        connection = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        content = response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, content
+    finally:
+        if own:
+            connection.close()
+
+
 # ---------------------------------------------------------------------------- server
 @contextlib.contextmanager
 def served(
@@ -274,11 +311,13 @@ def served(
                     f"racecast serve: {len(seen)} of {workers} workers ready within {STARTUP_S} s"
                 )
             try:
-                response = httpx.get(f"{base}/health", timeout=5.0, headers={"Connection": "close"})
-                if response.status_code == 200:
-                    seen.add(response.headers[WORKER_HEADER])
-                    MODEL_VERSION.append(response.json().get("model_version"))
-            except httpx.TransportError:
+                status, headers, content = request(
+                    base, "GET", "/health", headers={"Connection": "close"}, timeout_s=5.0
+                )
+                if status == 200:
+                    seen.add(headers[WORKER_HEADER.lower()])
+                    MODEL_VERSION.append(json.loads(content).get("model_version"))
+            except OSError:  # not listening yet, or a worker restarting
                 pass
             time.sleep(0.2)
         yield base, process
@@ -287,40 +326,61 @@ def served(
         log.close()
 
 
-async def load_run(
-    url: str, body: str, total: int, concurrency: int, reuse: bool
+def load_run(
+    base: str, path: str, body: str, total: int, concurrency: int, reuse: bool
 ) -> dict[str, Any]:
-    """``total`` POSTs with ``concurrency`` in flight, with or without connection reuse."""
+    """``total`` POSTs with ``concurrency`` in flight, with or without connection reuse.
+
+    One thread per request in flight; with reuse each keeps one keep-alive connection
+    (opened again after a transport error), without it each request opens its own and
+    asks the server to close it.
+    """
     headers = {"X-API-Key": BENCH_KEY, "Content-Type": "application/json"}
     if not reuse:
         headers["Connection"] = "close"
-    limits = httpx.Limits(
-        max_connections=concurrency, max_keepalive_connections=concurrency if reuse else 0
-    )
+    content = body.encode("utf-8")
+    host, port = base.removeprefix("http://").rsplit(":", 1)
     errors: dict[str, int] = {}
     workers: dict[str, int] = {}
     latencies: list[float] = []
     queue = iter(range(total))
+    lock = threading.Lock()
 
-    async with httpx.AsyncClient(timeout=120.0, limits=limits) as client:
-
-        async def sender() -> None:
-            for _ in queue:
-                start = time.perf_counter()
-                try:
-                    response = await client.post(url, content=body, headers=headers)
-                    key = None if response.status_code == 200 else f"http_{response.status_code}"
-                    pid = response.headers.get(WORKER_HEADER, "?")
+    def sender() -> None:
+        connection = None
+        while True:
+            with lock:
+                if next(queue, None) is None:
+                    break
+            if reuse and connection is None:
+                connection = http.client.HTTPConnection(host, int(port), timeout=120.0)
+            start = time.perf_counter()
+            try:
+                status, answer, _ = request(base, "POST", path, content, headers, connection)
+                key = None if status == 200 else f"http_{status}"
+                pid = answer.get(WORKER_HEADER.lower(), "?")
+            except (OSError, http.client.HTTPException) as exc:
+                key, pid = type(exc).__name__, None
+                if connection is not None:
+                    connection.close()
+                    connection = None
+            seconds = time.perf_counter() - start
+            with lock:
+                latencies.append(seconds)
+                if pid is not None:
                     workers[pid] = workers.get(pid, 0) + 1
-                except httpx.HTTPError as exc:
-                    key = type(exc).__name__
-                latencies.append(time.perf_counter() - start)
                 if key:
                     errors[key] = errors.get(key, 0) + 1
+        if connection is not None:
+            connection.close()
 
-        cpu, start = time.process_time(), time.perf_counter()
-        await asyncio.gather(*(sender() for _ in range(concurrency)))
-        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    threads = [threading.Thread(target=sender) for _ in range(concurrency)]
+    cpu, start = time.process_time(), time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {
         "requests": total,
         "concurrency": concurrency,
@@ -392,22 +452,27 @@ def hostile_bodies(body: str) -> dict[str, tuple[dict[str, str], bytes]]:
 def hostile(base: str, body: str, n: int, pid: int) -> dict[str, Any]:
     """Latency of each hostile request, of /health while it runs, and the server's RSS."""
     out: dict[str, Any] = {"rss_start_mb": rss_mb(pid), "requests": {}}
-    with httpx.Client(base_url=base, timeout=120.0) as client:
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    probe = http.client.HTTPConnection(host, int(port), timeout=120.0)
+    try:
         for name, (headers, content) in hostile_bodies(body).items():
             seconds, health, statuses = [], [], set()
             for _ in range(n):
 
                 def send(headers=headers, content=content, seconds=seconds, statuses=statuses):
                     start = time.perf_counter()
-                    with httpx.Client(base_url=base, timeout=120.0) as other:
-                        response = other.post("/api/v1/predict", content=content, headers=headers)
+                    status, _, _ = request(base, "POST", "/api/v1/predict", content, headers)
                     seconds.append(time.perf_counter() - start)
-                    statuses.add(response.status_code)
+                    statuses.add(status)
 
                 sender = threading.Thread(target=send)
                 sender.start()
                 start = time.perf_counter()
-                client.get("/health")
+                try:
+                    request(base, "GET", "/health", connection=probe)
+                except (OSError, http.client.HTTPException):  # the server closed it: again
+                    probe.close()
+                    request(base, "GET", "/health", connection=probe)
                 health.append(time.perf_counter() - start)
                 sender.join()
             out["requests"][name] = {
@@ -415,6 +480,8 @@ def hostile(base: str, body: str, n: int, pid: int) -> dict[str, Any]:
                 "latency": percentiles(seconds),
                 "health_during": percentiles(health),
             }
+    finally:
+        probe.close()
     out["rss_end_mb"] = rss_mb(pid)
     return out
 
@@ -488,10 +555,8 @@ def main() -> None:
         with stores as environ:
             for workers in args.workers:
                 with served(args.env, args.bundle, workers, environ) as (base, process):
-                    url = f"{base}/api/v1/predict"
-                    asyncio.run(
-                        load_run(url, bodies["race"]["body"], 10 * workers, workers, True)
-                    )  # warm-up
+                    path = "/api/v1/predict"
+                    load_run(base, path, bodies["race"]["body"], 10 * workers, workers, True)  # warm-up
                     for payload in ("race", "card"):
                         for reuse in (True, False):
                             for concurrency in args.concurrency:
@@ -504,10 +569,8 @@ def main() -> None:
                                 ):
                                     total = args.throughput_requests
                                 with LoadSampler() as load:
-                                    run = asyncio.run(
-                                        load_run(
-                                            url, bodies[payload]["body"], total, concurrency, reuse
-                                        )
+                                    run = load_run(
+                                        base, path, bodies[payload]["body"], total, concurrency, reuse
                                     )
                                 run.update(
                                     online=online,
@@ -554,7 +617,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
         },
-        "client": "httpx in the benchmark's own process (asyncio, one coroutine per request in flight)",
+        "client": CLIENT,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -43,10 +43,11 @@ def heading(report: dict[str, Any]) -> str:
     """One line: date, commit, machine, load, payloads."""
     race, card = report["payloads"]["race"], report["payloads"]["card"]
     commit = (report.get("commit") or "unknown")[:10]
+    client = (report.get("client") or "httpx").split(" ", 1)[0]  # files before the field: httpx
     return (
         f"`benchmarks/serving.py` on {report['date']} (commit `{commit}`), "
         f"{report['machine']['cpus']} cores, 1-minute load average {_load_range(report)} (mean per run), "
-        f"`racecast serve` in its own processes, the client (httpx) in another; "
+        f"`racecast serve` in its own processes, the client ({client}) in another; "
         f"one race = {race['runners']} runners, card = {card['races']} races / {card['runners']} runners "
         f"in one request."
     )
