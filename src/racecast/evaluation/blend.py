@@ -20,7 +20,12 @@ from scipy import stats
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from racecast.models.market import RaceData, fit_conditional_logit, single_winner_rows
+from racecast.models.market import (
+    RaceData,
+    RaceGroups,
+    fit_conditional_logit,
+    single_winner_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +67,8 @@ def likelihood_ratio_test(ll_combined: float, ll_market: float, df: int = 2) -> 
 
 def _log_features(values: np.ndarray, names: tuple[str, str], floor: float) -> np.ndarray:
     """``log(clip(p, floor, 1))`` of an (n, 2) probability array, validated."""
+    if np.isfinite(values).all() and not ((values < 0) | (values > 1)).any():
+        return np.log(np.clip(values, floor, 1.0))
     for j, name in enumerate(names):
         column = values[:, j]
         if not np.isfinite(column).all():
@@ -118,8 +125,8 @@ class BenterBlend(BaseEstimator):
         self.tol = tol
 
     def _arrays(
-        self, X: pd.DataFrame | np.ndarray, groups: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, X: pd.DataFrame | np.ndarray, groups: np.ndarray | RaceGroups | None
+    ) -> tuple[np.ndarray, np.ndarray | RaceGroups]:
         """(log features (n, 2), race ids) from a frame or arrays."""
         if isinstance(X, pd.DataFrame):
             names = (self.fund_col, self.market_col)
@@ -136,7 +143,7 @@ class BenterBlend(BaseEstimator):
                 raise ValueError(f"X must have shape (n, 2), got {values.shape}")
             if groups is None:
                 raise ValueError("groups (race ids) are required when X is an array")
-        groups = np.asarray(groups)
+        groups = groups if isinstance(groups, RaceGroups) else np.asarray(groups)
         if len(groups) != len(values):
             raise ValueError(f"groups has {len(groups)} rows, X has {len(values)}")
         return _log_features(values, names, self.prob_floor), groups
@@ -198,14 +205,15 @@ class BenterBlend(BaseEstimator):
         return self
 
     def predict_proba(
-        self, X: pd.DataFrame | np.ndarray, groups: np.ndarray | None = None
+        self, X: pd.DataFrame | np.ndarray, groups: np.ndarray | RaceGroups | None = None
     ) -> pd.Series | np.ndarray:
         """Combined probabilities, normalised within each race.
 
         Args:
             X: A frame with ``fund_col``, ``market_col`` and ``race_col``, or an (n, 2)
                 array of (fundamental, market) probabilities.
-            groups: Race ids (from ``race_col`` when ``X`` is a frame and None).
+            groups: Race ids, or their :class:`~racecast.models.market.RaceGroups`
+                (from ``race_col`` when ``X`` is a frame and None).
 
         Returns:
             A Series ``p_combined`` aligned to the frame's index, or a 1-D array in the

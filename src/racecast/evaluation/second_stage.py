@@ -37,7 +37,7 @@ from racecast.evaluation.decision import decide, gain_test
 from racecast.evaluation.metrics import market_probability
 from racecast.evaluation.stakeability import not_assessed, staking_validation
 from racecast.features.specs import ODDS_CAPPED
-from racecast.models.market import MarketCorrection, single_winner_rows
+from racecast.models.market import MarketCorrection, RaceGroups, single_winner_rows
 from racecast.models.residual import ResidualBooster
 from racecast.models.split import compute_race_days, time_folds
 
@@ -152,14 +152,15 @@ class CombinedTrack:
         if not hasattr(self, "choice_"):
             raise RuntimeError("CombinedTrack is not fitted (see rolling_second_stage)")
         groups = np.asarray(groups)
-        p_mc = self.market_.predict_proba(p_market, capped, groups)
+        races = RaceGroups(groups)  # the races once, for every candidate
+        p_mc = self.market_.predict_proba(p_market, capped, races)
         out = {"market_corrected": p_mc}
         if only in (None, "benter"):
             out["benter"] = np.asarray(
-                self.benter_.predict_proba(np.column_stack([p_fund, p_mc]), groups=groups)
+                self.benter_.predict_proba(np.column_stack([p_fund, p_mc]), groups=races)
             )
         if only in (None, "residual") and self.residual_ is not None and features is not None:
-            offset = self.market_.utility(p_market, capped, groups)
+            offset = self.market_.utility(p_market, capped, races)
             out["residual"] = self.residual_.predict_proba_array(features, groups, offset)
         out["combined"] = out[self.choice_]
         return out

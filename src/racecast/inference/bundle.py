@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 
 from racecast.data.frames import float64_matrix
-from racecast.data.races import race_code_array
 from racecast.evaluation.second_stage import CombinedTrack
 from racecast.features.market import market_probabilities, race_sums
 from racecast.features.specs import FUNDAMENTAL_FEATURES, ODDS_CAPPED
@@ -104,17 +103,26 @@ class _TimeOrdered:
         self.order = order
         self.race_ids = race_ids
         self.layout: GroupLayout = group_layout(race_ids)
+        #: race code of each ordered row (the layout's codes are in its sorted order)
+        self.codes = self.layout.codes[self.layout.inverse]
         self.values = values
         self.names = names
         self.position = names.position
 
     @classmethod
     def of(
-        cls, features: pd.DataFrame, values: np.ndarray, names: list[str] | _Columns
+        cls,
+        features: pd.DataFrame,
+        values: np.ndarray,
+        names: list[str] | _Columns,
+        race_ids: np.ndarray | None = None,
     ) -> _TimeOrdered:
-        """Feature rows and their matrix ``values`` in time order (as ``model_zoo.nodes._sorted``)."""
+        """Feature rows and their matrix ``values`` in time order (as ``model_zoo.nodes._sorted``;
+        ``race_ids``: the rows' race ids as an object array, when the caller has them)."""
         order = _time_order(features)
-        race_ids = features["race_id"].to_numpy(dtype=object)[order]
+        if race_ids is None:
+            race_ids = features["race_id"].to_numpy(dtype=object)
+        race_ids = race_ids[order]
         columns = names if isinstance(names, _Columns) else _Columns(names)
         return cls(order, race_ids, values[order], columns)
 
@@ -124,8 +132,7 @@ class _TimeOrdered:
 
     def normalised(self, p: np.ndarray) -> np.ndarray:
         """``p`` divided by its per-race sum, as ``predict_holdout`` normalises."""
-        codes = self.layout.codes[self.layout.inverse]
-        return p / race_sums(p, codes, self.layout.n_groups)[codes]
+        return p / race_sums(p, self.codes, self.layout.n_groups)[self.codes]
 
     def to_input_order(self, values: np.ndarray) -> np.ndarray:
         """Values of the ordered rows, back in input order."""
@@ -346,8 +353,8 @@ class InferenceBundle:
             ValueError: If a runner appears twice, a feature is not numeric or odds are
                 below 1.
         """
-        values, odds = self._input_arrays(features)
-        rows = _TimeOrdered.of(features, values, self._columns)
+        values, odds, race_ids = self._inputs(features)
+        rows = _TimeOrdered.of(features, values, self._columns, race_ids)
         base = {
             f"p_{name}": rows.normalised(
                 model.predict_proba_array(rows.columns(model), rows.layout)
@@ -364,8 +371,10 @@ class InferenceBundle:
             ]
         )
         p_fund = rows.normalised(self.stacker.predict_proba_array(stacked_input, rows.layout))
-        codes = race_code_array(features["race_id"].to_numpy(dtype=object), "race_id")
-        p_market, _ = market_probabilities(odds, codes, int(codes.max()) + 1)
+        # race codes in input order (market sums add a race's runners in input order)
+        p_market, _ = market_probabilities(
+            odds, rows.to_input_order(rows.codes), rows.layout.n_groups
+        )
         p_comb = self._blend(p_fund, p_market[rows.order], _capped(features)[rows.order], rows)
         columns = {
             "race_id": features["race_id"].array.copy(),
@@ -501,17 +510,22 @@ class InferenceBundle:
     # ------------------------------------------------------------------ internals
     def _input_arrays(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Validated fundamental feature matrix and ``odds_final`` (NaN when absent), input order."""
-        self._check_input(features)
+        return self._inputs(features)[:2]
+
+    def _inputs(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_input_arrays` and the race ids (an object array), input order."""
+        race_ids = self._check_input(features)
         values = _numeric_matrix(features, self._columns.index)
         if "odds_final" not in features.columns:
-            return values, np.full(len(features), np.nan)
+            return values, np.full(len(features), np.nan), race_ids
         odds = features["odds_final"]
         if pd.api.types.is_numeric_dtype(odds.dtype):
-            return values, odds.to_numpy(dtype=np.float64, na_value=np.nan)
-        return values, _numeric_matrix(features, ["odds_final"])[:, 0]
+            return values, odds.to_numpy(dtype=np.float64, na_value=np.nan), race_ids
+        return values, _numeric_matrix(features, ["odds_final"])[:, 0], race_ids
 
-    def _check_input(self, features: pd.DataFrame) -> None:
-        """Raise unless ``features`` has rows, every needed column and unique runners."""
+    def _check_input(self, features: pd.DataFrame) -> np.ndarray:
+        """Raise unless ``features`` has rows, every needed column and unique runners;
+        returns the race ids (an object array)."""
         if not isinstance(features, pd.DataFrame):
             raise TypeError(f"features must be a pandas DataFrame, got {type(features).__name__}")
         if features.empty:
@@ -526,7 +540,7 @@ class InferenceBundle:
                 f"features lack columns {missing[:10]} (expected the output of "
                 "racecast.features.transform.build_features)"
             )
-        _check_runner_keys(features)
+        return _check_runner_keys(features)
 
 
 def _capped(features: pd.DataFrame) -> np.ndarray:
@@ -560,14 +574,14 @@ def _numeric_matrix(frame: pd.DataFrame, columns: list[str] | pd.Index) -> np.nd
     return selected.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _check_runner_keys(features: pd.DataFrame) -> None:
-    """Raise if a runner key is missing or a runner appears twice."""
+def _check_runner_keys(features: pd.DataFrame) -> np.ndarray:
+    """Raise if a runner key is missing or a runner appears twice; returns the race ids."""
     race_ids = features["race_id"].to_numpy(dtype=object)
     horse_ids = features["horse_id"].to_numpy(dtype=object)
     if pd.isna(race_ids).any() or pd.isna(horse_ids).any():
         raise ValueError("features: race_id and horse_id must not be missing")
     if len(set(zip(race_ids, horse_ids, strict=True))) == len(features):
-        return
+        return race_ids
     duplicated = features.duplicated(_RUNNER_KEYS)
     first = features.loc[duplicated, _RUNNER_KEYS].iloc[0].tolist()
     raise ValueError(

@@ -304,6 +304,8 @@ def aligned_series(values: Any, X: pd.DataFrame, name: str) -> pd.Series:
 
 def _check_finite_or_missing(array: np.ndarray, columns: list[str]) -> None:
     """Raise if a feature matrix holds infinite values (NaN means missing and is fine)."""
+    if not np.isinf(array).any():
+        return
     infinite = np.isinf(array).any(axis=0)
     if infinite.any():
         raise ValueError(f"X has infinite values in columns {list(np.asarray(columns)[infinite])}")

@@ -32,6 +32,7 @@ __all__ = [
     "MARKET_TERMS",
     "MarketCorrection",
     "RaceData",
+    "RaceGroups",
     "fit_conditional_logit",
     "single_winner_rows",
 ]
@@ -58,17 +59,49 @@ MARKET_TERMS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarra
 }
 
 
-class RaceData:
-    """Per-runner terms sorted by race, with the race boundaries (for per-race softmax)."""
+class RaceGroups:
+    """The races of a set of rows, worked out once: every per-race step of a prediction
+    (market terms, market correction, blend) reads the same one instead of re-coding the
+    race ids.
 
-    def __init__(self, x: np.ndarray, groups: np.ndarray) -> None:
-        codes = race_code_array(groups, "groups")
-        self.order = np.argsort(codes, kind="mergesort")
-        self.x = x[self.order]
-        sorted_codes = codes[self.order]
+    Attributes:
+        codes: Race code per row (:func:`~racecast.data.races.race_code_array`).
+        order: Stable sort of the rows by race.
+        starts: Position of each race's first row in the sorted rows.
+        lengths: Runners per race, in sorted order.
+    """
+
+    def __init__(self, groups: np.ndarray) -> None:
+        self.codes = race_code_array(groups, "groups")
+        self.order = np.argsort(self.codes, kind="mergesort")
+        sorted_codes = self.codes[self.order]
         # np.concatenate, not np.r_ (whose indexing machinery costs ~5 us a call)
-        self.starts = np.flatnonzero(np.concatenate(([True], sorted_codes[1:] != sorted_codes[:-1])))
-        self.lengths = np.diff(np.concatenate((self.starts, [len(sorted_codes)])))
+        self.starts = np.flatnonzero(
+            np.concatenate(([True], sorted_codes[1:] != sorted_codes[:-1]))
+        )
+        self.lengths = np.concatenate((self.starts[1:], [len(sorted_codes)])) - self.starts
+
+    def __len__(self) -> int:
+        return int(self.codes.shape[0])
+
+    @classmethod
+    def of(cls, groups: RaceGroups | np.ndarray) -> RaceGroups:
+        """``groups`` when already a :class:`RaceGroups`, else the races of these race ids."""
+        return groups if isinstance(groups, RaceGroups) else cls(np.asarray(groups))
+
+
+class RaceData:
+    """Per-runner terms sorted by race, with the race boundaries (for per-race softmax).
+
+    ``groups``: the race ids of the rows, or their :class:`RaceGroups`.
+    """
+
+    def __init__(self, x: np.ndarray, groups: RaceGroups | np.ndarray) -> None:
+        races = RaceGroups.of(groups)
+        self.order = races.order
+        self.x = x[self.order]
+        self.starts = races.starts
+        self.lengths = races.lengths
 
     def softmax(
         self, theta: np.ndarray, offset: np.ndarray | None = None
@@ -169,16 +202,20 @@ def _standard_errors(data: RaceData, theta: np.ndarray) -> np.ndarray:
 
 
 def market_terms(
-    terms: Sequence[str], p_market: np.ndarray, capped: np.ndarray, groups: np.ndarray
+    terms: Sequence[str],
+    p_market: np.ndarray,
+    capped: np.ndarray,
+    groups: RaceGroups | np.ndarray,
 ) -> np.ndarray:
-    """(n, len(terms)) matrix of the named :data:`MARKET_TERMS`."""
+    """(n, len(terms)) matrix of the named :data:`MARKET_TERMS` (``groups``: race ids or
+    their :class:`RaceGroups`)."""
     unknown = [t for t in terms if t not in MARKET_TERMS]
     if unknown:
         raise ValueError(f"unknown market terms {unknown}; known: {sorted(MARKET_TERMS)}")
     p = np.asarray(p_market, dtype=float)
     if not np.isfinite(p).all():
         raise ValueError(f"p_market has {int((~np.isfinite(p)).sum())} missing values")
-    codes = race_code_array(groups, "groups")
+    codes = RaceGroups.of(groups).codes
     field = np.bincount(codes)[codes].astype(float)
     flag = np.nan_to_num(np.asarray(capped, dtype=float), nan=0.0)
     return np.column_stack([MARKET_TERMS[t](p, flag, field) for t in terms])
@@ -238,16 +275,19 @@ class MarketCorrection(BaseEstimator):
         )
         return self
 
-    def utility(self, p_market: np.ndarray, capped: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    def utility(
+        self, p_market: np.ndarray, capped: np.ndarray, groups: RaceGroups | np.ndarray
+    ) -> np.ndarray:
         """Per-runner linear predictor ``theta . t`` (log-probability up to a per-race constant)."""
         check_is_fitted(self, "coef_")
-        return market_terms(list(self.terms), p_market, capped, np.asarray(groups)) @ self.coef_
+        return market_terms(list(self.terms), p_market, capped, RaceGroups.of(groups)) @ self.coef_
 
     def predict_proba(
-        self, p_market: np.ndarray, capped: np.ndarray, groups: np.ndarray
+        self, p_market: np.ndarray, capped: np.ndarray, groups: RaceGroups | np.ndarray
     ) -> np.ndarray:
-        """Corrected market probabilities, normalised per race, in input order."""
-        groups = np.asarray(groups)
+        """Corrected market probabilities, normalised per race, in input order
+        (``groups``: race ids or their :class:`RaceGroups`)."""
+        groups = RaceGroups.of(groups)
         u = self.utility(p_market, capped, groups)
         data = RaceData(u[:, None], groups)
         p, _ = data.softmax(np.ones(1))

@@ -337,8 +337,8 @@ class StackedMetaLearner(RaceModel):
     def _log_base(self, X: np.ndarray) -> np.ndarray:
         """``log(clip(p, prob_floor, 1))`` of the base columns, validated."""
         base = X[:, self._column_index(self.base_columns_)]
-        bad = ~np.isfinite(base).all(axis=0) | (base < 0).any(axis=0) | (base > 1).any(axis=0)
-        if bad.any():
+        if not np.isfinite(base).all() or ((base < 0) | (base > 1)).any():
+            bad = ~np.isfinite(base).all(axis=0) | (base < 0).any(axis=0) | (base > 1).any(axis=0)
             columns = [self.base_columns_[j] for j in np.flatnonzero(bad)]
             raise ValueError(
                 f"base probability columns {columns} have missing values or values outside "
