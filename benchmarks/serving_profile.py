@@ -23,12 +23,21 @@ The largest race of the racecard (the first upcoming racecard by default) is sco
   with a ``response_model`` and its default response class: pydantic's
   ``validate_python`` then ``dump_json``);
 * ``service``: :meth:`InferenceService.score_text` (parse to races);
-* ``asgi``: the app in process through ``httpx.ASGITransport`` (routing, auth, guards,
-  middleware, response), without a socket.
+* ``asgi``: the app in process, called as an ASGI server calls it (a scope, one body
+  message, the response messages collected: no client library, no socket): routing, auth,
+  guards, middleware, the thread hand-off, the response;
+* ``asgi_app``: the same with the service's ``score_text`` answering its stored result at
+  once: the app's own share of a request (the service's share is ``service``);
+* ``asgi_bare``: a bare Starlette route that reads the body, hands ``score_text`` to a
+  worker thread and writes the JSON: the floor of any app around the service;
+* ``asgi_httpx``: ``asgi`` through ``httpx.ASGITransport`` (httpx's own client cost
+  included, as earlier figures of this stage were).
 
-Prints p50 / p95 / p99 in milliseconds per stage (and the calling thread's CPU time: the
-stage's cost without the waits for a core on a busy machine; threads the stage starts,
-such as Feast's, are not counted) with the 1-minute load average and
+Prints p50 / p95 / p99 in milliseconds per stage (and CPU time: the stage's cost without
+the waits for a core on a busy machine; the calling thread's for the synchronous stages,
+threads the stage starts, such as Feast's, not counted; the whole process's for the
+``asgi*`` stages, whose work runs on the event loop and a worker thread) with the
+1-minute load average and
 writes ``data/08_reporting/serving_profile.json``. With ``--cprofile N`` it also prints
 the top ``N`` functions of a cProfile of ``service`` calls.
 """
@@ -65,9 +74,100 @@ def _timed(func: Callable[[], Any], calls: int) -> dict[str, float]:
         func()
         seconds.append(time.perf_counter() - start)
         cpu.append(time.thread_time() - start_cpu)
+    return _figures(seconds, cpu)
+
+
+def _figures(seconds: list[float], cpu: list[float]) -> dict[str, float]:
     ms, cpu_ms = np.asarray(seconds) * 1000.0, np.asarray(cpu) * 1000.0
     out = {f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)}
     out.update({f"cpu_p{q}_ms": round(float(np.percentile(cpu_ms, q)), 3) for q in (50, 95)})
+    return out
+
+
+async def _asgi_call(app: Any, body: bytes) -> list[dict[str, Any]]:
+    """``POST /api/v1/predict`` as an ASGI server sends it; the response messages."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/predict",
+        "raw_path": b"/api/v1/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"racecast"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("racecast", 80),
+    }
+    messages: list[dict[str, Any]] = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()  # the client never disconnects
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    if sent[0]["status"] != 200:
+        raise SystemExit(f"ASGI predict: {sent[0]['status']} {sent[1].get('body', b'')[:300]!r}")
+    return sent
+
+
+async def _asgi_stages(
+    app: Any, text: str, result: dict[str, Any], calls: int
+) -> dict[str, dict[str, float]]:
+    """The ``asgi*`` stages (wall time and the process's CPU time per request)."""
+    import httpx
+    from anyio import to_thread
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    body = text.encode("utf-8")
+
+    async def timed(call: Callable[[], Any]) -> dict[str, float]:
+        await call()  # warm-up
+        seconds, cpu = [], []
+        for _ in range(calls):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            await call()
+            seconds.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+        return _figures(seconds, cpu)
+
+    async with app.router.lifespan_context(app):
+        service = app.state.service
+
+        async def bare_route(request: Request) -> Response:
+            scored = await to_thread.run_sync(service.score_text, (await request.body()).decode())
+            return Response(json.dumps(scored), media_type="application/json")
+
+        bare = Starlette(routes=[Route("/api/v1/predict", bare_route, methods=["POST"])])
+        out = {
+            "asgi": await timed(lambda: _asgi_call(app, body)),
+            "asgi_bare": await timed(lambda: _asgi_call(bare, body)),
+        }
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://racecast") as client:
+            headers = {"Content-Type": "application/json"}
+            out["asgi_httpx"] = await timed(
+                lambda: client.post("/api/v1/predict", content=body, headers=headers)
+            )
+        service.score_text = lambda *_, **__: result  # the app alone: scoring answers at once
+        try:
+            out["asgi_app"] = await timed(lambda: _asgi_call(app, body))
+        finally:
+            del service.score_text
     return out
 
 
@@ -96,7 +196,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING)
     os.chdir(ROOT)
 
-    import httpx
     from pydantic import TypeAdapter
 
     from racecast.features import store, transform
@@ -182,30 +281,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stages["service"] = lambda: service.score_text(text)
 
     app = create_app(settings, bundle=bundle, feature_store=feature_store, freeze_gc=False)
-
-    async def through_asgi(n: int) -> list[float]:
-        seconds = []
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://racecast") as client:
-                for i in range(n + 1):
-                    start = time.perf_counter()
-                    response = await client.post(
-                        "/api/v1/predict",
-                        content=text,
-                        headers={"Content-Type": "application/json"},
-                    )
-                    if response.status_code != 200:
-                        raise SystemExit(
-                            f"ASGI predict: {response.status_code} {response.text[:300]}"
-                        )
-                    if i:
-                        seconds.append(time.perf_counter() - start)
-        return seconds
-
     timings = {name: _timed(func, args.calls) for name, func in stages.items()}
-    ms = np.asarray(asyncio.run(through_asgi(args.calls))) * 1000.0
-    timings["asgi"] = {f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)}
+    timings.update(asyncio.run(_asgi_stages(app, text, result, args.calls)))
     out = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "racecard": str(racecard),
