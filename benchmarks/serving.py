@@ -14,8 +14,8 @@ here on a free loopback port, materialized to the same time through a scratch co
 each worker count, ``racecast serve --workers N`` is started in its own process and this
 process (the client, no shared interpreter or GIL with the server) sends, from one thread
 per request in flight, each with its own standard-library ``http.client`` connection (a
-light client: ~0.1 ms of client CPU a request, where httpx's own cost was several ms
-of every figure):
+light client, a fraction of a millisecond of CPU a request, its CPU per request in the
+JSON; httpx's own cost was several milliseconds of every figure):
 
 * two payloads: **race**, the largest race of the racecard (14 runners in Hong Kong) as a
   one-race racecard; **card**, the first ``--card-races`` (10) races of the racecard
@@ -25,7 +25,9 @@ of every figure):
   (``Connection: close``, a new TCP connection per request);
 * at concurrency 1, 4 and 16 (``--concurrency``): p50 / p95 / p99 latency, requests per
   second, errors (any status other than 200, or a transport failure), which worker
-  answered (``X-Racecast-Worker``) and the client's own CPU seconds;
+  answered (``X-Racecast-Worker``), the client's own CPU time and the server's CPU
+  milliseconds per request (every process of ``racecast serve``, from ``/proc``: the
+  server's cost whatever else the machine runs);
 * the machine's 1-minute load average, sampled every second during each run (start,
   mean, max): the machine is shared, so read every figure beside it.
 
@@ -172,6 +174,28 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and all its descendants alive now (Linux)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        child = int(stat.parent.name)
+        parents[child] = int(fields[1])
+        times[child] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        found = [c for c, p in parents.items() if p == parent and c not in tree]
+        tree.update(found)
+        frontier.extend(found)
+    return sum(times.get(p, 0.0) for p in tree)
 
 
 def _commit() -> str | None:
@@ -327,13 +351,20 @@ def served(
 
 
 def load_run(
-    base: str, path: str, body: str, total: int, concurrency: int, reuse: bool
+    base: str,
+    path: str,
+    body: str,
+    total: int,
+    concurrency: int,
+    reuse: bool,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
     """``total`` POSTs with ``concurrency`` in flight, with or without connection reuse.
 
     One thread per request in flight; with reuse each keeps one keep-alive connection
     (opened again after a transport error), without it each request opens its own and
-    asks the server to close it.
+    asks the server to close it. With ``server_pid`` the server's CPU time (all its
+    processes) per request is measured too: its cost, whatever else runs on the machine.
     """
     headers = {"X-API-Key": BENCH_KEY, "Content-Type": "application/json"}
     if not reuse:
@@ -375,12 +406,15 @@ def load_run(
             connection.close()
 
     threads = [threading.Thread(target=sender) for _ in range(concurrency)]
+    server_cpu = tree_cpu_s(server_pid) if server_pid else None
     cpu, start = time.process_time(), time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    if server_pid:
+        server_cpu = tree_cpu_s(server_pid) - server_cpu
     return {
         "requests": total,
         "concurrency": concurrency,
@@ -391,6 +425,8 @@ def load_run(
         "errors_by_kind": errors,
         "answered_by_worker": dict(sorted(workers.items())),
         "client_cpu_s": cpu,
+        "client_cpu_ms_per_request": 1000.0 * cpu / total,
+        "server_cpu_ms_per_request": None if server_cpu is None else 1000.0 * server_cpu / total,
         "latency": percentiles(latencies),
     }
 
@@ -570,7 +606,13 @@ def main() -> None:
                                     total = args.throughput_requests
                                 with LoadSampler() as load:
                                     run = load_run(
-                                        base, path, bodies[payload]["body"], total, concurrency, reuse
+                                        base,
+                                        path,
+                                        bodies[payload]["body"],
+                                        total,
+                                        concurrency,
+                                        reuse,
+                                        process.pid,
                                     )
                                 run.update(
                                     online=online,
@@ -581,7 +623,7 @@ def main() -> None:
                                 runs.append(run)
                                 logger.warning(
                                     "%s workers=%d %s reuse=%s c=%d: p50 %.1f p95 %.1f ms, %.1f req/s, "
-                                    "%d errors, load %.1f",
+                                    "server CPU %.2f ms/request, %d errors, load %.1f",
                                     online,
                                     workers,
                                     payload,
@@ -590,6 +632,7 @@ def main() -> None:
                                     run["latency"]["p50_ms"],
                                     run["latency"]["p95_ms"],
                                     run["requests_per_s"],
+                                    run["server_cpu_ms_per_request"],
                                     run["errors"],
                                     run["load_average"]["mean"],
                                 )

@@ -63,8 +63,8 @@ def summary(report: dict[str, Any]) -> str:
         "| store | workers | one race p50 / p95 / p99 ms, reused connection | one race p95 ms, new connection "
         "| card p95 ms, reused | requests/s (one race, reused) at concurrency "
         + " / ".join(map(str, levels))
-        + " | errors |",
-        "|---|---|---|---|---|---|---|",
+        + " | server CPU ms per race | errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for online in dict.fromkeys(r["online"] for r in runs):
         for workers in sorted({r["workers"] for r in runs if r["online"] == online}):
@@ -88,6 +88,7 @@ def summary(report: dict[str, Any]) -> str:
                 f"| {_ms(fresh['latency']['p95_ms'] if fresh else None)} "
                 f"| {_ms(card['latency']['p95_ms'] if card else None)} "
                 f"| {rate} "
+                f"| {_ms(reused.get('server_cpu_ms_per_request') if reused else None)} "
                 f"| {errors} of {total:,} |"
             )
     return "\n".join(lines)
@@ -99,8 +100,9 @@ def full(report: dict[str, Any]) -> str:
         heading(report),
         "",
         "| store | workers | payload | connection | concurrency | requests | p50 ms | p95 ms | p99 ms "
-        "| requests/s | errors | answered by worker | load average (mean / max) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| requests/s | server CPU ms per request | errors | answered by worker "
+        "| load average (mean / max) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["runs"]:
         lat = r["latency"]
@@ -108,7 +110,8 @@ def full(report: dict[str, Any]) -> str:
         lines.append(
             f"| {r['online']} | {r['workers']} | {r['payload']} | {'reused' if r['reuse'] else 'new'} "
             f"| {r['concurrency']} | {r['requests']:,} | {_ms(lat['p50_ms'])} | {_ms(lat['p95_ms'])} "
-            f"| {_ms(lat['p99_ms'])} | {r['requests_per_s']:.1f} | {r['errors']} | {answered} "
+            f"| {_ms(lat['p99_ms'])} | {r['requests_per_s']:.1f} "
+            f"| {_ms(r.get('server_cpu_ms_per_request'))} | {r['errors']} | {answered} "
             f"| {r['load_average']['mean']:.1f} / {r['load_average']['max']:.1f} |"
         )
     refused = report.get("hostile")

@@ -23,10 +23,11 @@ def _load_script():
 report_module = _load_script()
 
 
-def _run(online, workers, payload, reuse, concurrency, p95, rate, errors=0):
+def _run(online, workers, payload, reuse, concurrency, p95, rate, errors=0, server_cpu=None):
     return {
         "online": online, "workers": workers, "payload": payload, "reuse": reuse, "concurrency": concurrency,
         "requests": 2000 if concurrency == 16 else 100, "requests_per_s": rate, "errors": errors,
+        **({} if server_cpu is None else {"server_cpu_ms_per_request": server_cpu}),
         "answered_by_worker": {"101": 60, "102": 40}, "load_average": {"start": 1.0, "mean": 2.5, "max": 3.0},
         "latency": {"n": 100, "p50_ms": p95 / 2, "p95_ms": p95, "p99_ms": p95 * 1.5, "mean_ms": p95 / 2},
     }
@@ -38,7 +39,7 @@ REPORT = {
     "machine": {"cpus": 2},
     "payloads": {"race": {"races": 1, "runners": 14}, "card": {"races": 10, "runners": 120}},
     "runs": [
-        _run("redis", 2, "race", True, 1, 9.25, 150.0),
+        _run("redis", 2, "race", True, 1, 9.25, 150.0, server_cpu=7.04),
         _run("redis", 2, "race", False, 1, 12.5, 90.0),
         _run("redis", 2, "card", True, 1, 80.0, 14.0),
         _run("redis", 2, "race", True, 16, 40.0, 321.5, errors=1),
@@ -52,9 +53,11 @@ def test_the_tables_carry_the_files_figures_date_and_commit():
     assert "on 2026-12-07 (commit `0123456789`)" in summary
     assert "load average 2.5-2.5" in summary
     row = [line for line in summary.splitlines() if line.startswith("| redis | 2 ")]
-    assert row == ["| redis | 2 | 4.6 / 9.2 / 13.9 | 12.5 | 80.0 | 150.0 / 321.5 | 1 of 2,300 |"]
+    assert row == ["| redis | 2 | 4.6 / 9.2 / 13.9 | 12.5 | 80.0 | 150.0 / 321.5 | 7.0 | 1 of 2,300 |"]
     full = report_module.full(REPORT)
-    assert "| redis | 2 | race | new | 1 | 100 | 6.2 | 12.5 | 18.8 | 90.0 | 0 | 60 / 40 | 2.5 / 3.0 |" in full
+    # a file written before the server's CPU was measured shows a dash
+    assert "| redis | 2 | race | new | 1 | 100 | 6.2 | 12.5 | 18.8 | 90.0 | – | 0 | 60 / 40 | 2.5 / 3.0 |" in full
+    assert "| redis | 2 | race | reused | 1 | 100 | 4.6 | 9.2 | 13.9 | 150.0 | 7.0 | 0 |" in full
 
 
 def test_write_replaces_only_the_marked_blocks(tmp_path):
