@@ -16,6 +16,16 @@ other node in the ``kedro run`` process, on a thread beside the scheduler:
 * each worker holds its numerical libraries to ``runtime.n_threads`` before a node runs
   (:func:`racecast.threads.limit_threads`), as the ``kedro run`` process does.
 
+Scheduling: a node is started once its inputs exist, and of the ready nodes the one with
+the longest *remaining path* first: its own seconds plus the longest chain of seconds
+of the nodes that wait on it (critical-path list scheduling; for independent nodes
+this is longest-processing-time first). The seconds are each node's wall time in the
+last run that ran it, which the runners keep in the JSON file named by the parameter
+:data:`NODE_SECONDS_PARAM` (``runtime.node_seconds`` in conf/base/parameters/runtime.yml;
+no such parameter: nothing is read or kept). A node never timed counts 0 s; ties go by
+name. At most one node per worker is handed to the worker pool at a time, so a node
+that becomes ready later still overtakes the queued ones of shorter paths.
+
 Every node computes exactly what it computes under the ``SequentialRunner`` (same
 inputs read from the same files, same thread counts), so the evaluation figures are the
 same. Kedro's own ``ParallelRunner`` cannot run this project: kedro-mlflow's artifact
@@ -28,6 +38,7 @@ kedro-mlflow logs as run parameters); dataset hooks do not run for it.
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.config
 import os
@@ -43,6 +54,7 @@ from concurrent.futures import (
 )
 from itertools import chain
 from multiprocessing import get_context
+from pathlib import Path
 from time import perf_counter, process_time, thread_time
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +75,8 @@ if TYPE_CHECKING:
 WORKER_TAG = "worker"
 #: The parameter that holds the numerical libraries' thread budget (racecast.threads).
 THREADS_PARAM = "params:runtime.n_threads"
+#: The parameter that names the JSON file of each node's wall seconds (scheduling).
+NODE_SECONDS_PARAM = "params:runtime.node_seconds"
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +126,45 @@ def worker_nodes(pipeline: Pipeline, catalog: CatalogProtocol) -> set[Node]:
             + "; ".join(problems)
         )
     return chosen
+
+
+def read_node_seconds(path: str | os.PathLike | None) -> dict[str, float]:
+    """Each node's wall seconds kept at ``path`` (empty if None, absent or unreadable)."""
+    if path is None or not Path(path).is_file():
+        return {}
+    try:
+        seconds = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        logger.warning("node seconds at %s not read (%s): nodes ordered by name", path, error)
+        return {}
+    return {str(name): float(value) for name, value in seconds.items()}
+
+
+def write_node_seconds(path: str | os.PathLike | None, seconds: dict[str, float]) -> None:
+    """Keep ``seconds`` at ``path``, over the entries of earlier runs (None: do nothing)."""
+    if path is None or not seconds:
+        return
+    merged = {**read_node_seconds(path), **{n: round(s, 3) for n, s in seconds.items()}}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n")
+
+
+def remaining_path_seconds(pipeline: Pipeline, seconds: dict[str, float]) -> dict[Node, float]:
+    """Each node's seconds plus the longest chain of seconds of the nodes after it.
+
+    Args:
+        pipeline: The nodes and their dependencies.
+        seconds: Node name -> wall seconds (a node not in it counts 0).
+    """
+    children: dict[Node, list[Node]] = {node: [] for node in pipeline.nodes}
+    for node, parents in pipeline.node_dependencies.items():
+        for parent in parents:
+            children[parent].append(node)
+    remaining: dict[Node, float] = {}
+    for node in reversed(pipeline.nodes):  # topologically sorted: children come later
+        after = max((remaining[child] for child in children[node]), default=0.0)
+        remaining[node] = seconds.get(node.name, 0.0) + after
+    return remaining
 
 
 def _node_catalog(node: Node, catalog: CatalogProtocol) -> DataCatalog:
@@ -168,62 +221,83 @@ class _WorkerRunner(AbstractRunner):
         hook_manager = hook_manager or _NullPluginManager()
         remote = worker_nodes(pipeline, catalog)
         n_threads = catalog.load(THREADS_PARAM) if THREADS_PARAM in catalog else None
+        seconds_path = catalog.load(NODE_SECONDS_PARAM) if NODE_SECONDS_PARAM in catalog else None
+        known = read_node_seconds(seconds_path)
+        remaining = remaining_path_seconds(pipeline, known)
         load_counts = Counter(chain.from_iterable(n.inputs for n in pipeline.nodes))
         dependencies = pipeline.node_dependencies
         todo, done_nodes = set(dependencies), set()
+        queued: dict[bool, list[Node]] = {True: [], False: []}  # on a worker? -> ready nodes
+        n_workers = self._get_required_workers_count(pipeline)
+        capacity = {True: n_workers or len(remote) or 1, False: 1}
+        running = {True: 0, False: 0}
         pending: dict[Future, Node] = {}
-        workers = self._get_executor(self._get_required_workers_count(pipeline))
+        timed: dict[str, float] = {}
+        workers = self._get_executor(n_workers)
         logger.info(
-            "%s: %d node(s) on %s, %d in this process",
+            "%s: %d node(s) on %s, %d in this process; %d node(s) timed in %s",
             type(self).__name__,
             len(remote),
             self._describe_executor(workers),
             len(pipeline.nodes) - len(remote),
+            sum(n.name in known for n in pipeline.nodes),
+            seconds_path,
         )
-        with workers, ThreadPoolExecutor(max_workers=1, thread_name_prefix="kedro-main") as here:
-            while todo or pending:
-                ready = sorted(
-                    (n for n in todo if dependencies[n] <= done_nodes), key=lambda n: n.name
-                )
-                todo.difference_update(ready)
-                for node in ready:
-                    if node in remote:
-                        self._before_worker_node(node, catalog, hook_manager, run_id)
-                        future = workers.submit(
-                            run_on_worker, node, _node_catalog(node, catalog), n_threads
+        try:
+            with workers, ThreadPoolExecutor(max_workers=1, thread_name_prefix="kedro-main") as here:
+                while todo or pending or queued[True] or queued[False]:
+                    ready = [n for n in todo if dependencies[n] <= done_nodes]
+                    todo.difference_update(ready)
+                    for node in ready:
+                        queued[node in remote].append(node)
+                    for on_worker, nodes in queued.items():
+                        nodes.sort(key=lambda n: (-remaining[n], n.name))
+                        while nodes and running[on_worker] < capacity[on_worker]:
+                            node = nodes.pop(0)
+                            if on_worker:
+                                self._before_worker_node(node, catalog, hook_manager, run_id)
+                                future = workers.submit(
+                                    run_on_worker, node, _node_catalog(node, catalog), n_threads
+                                )
+                            else:
+                                task = Task(
+                                    node=node,
+                                    catalog=catalog,
+                                    hook_manager=hook_manager,
+                                    is_async=self._is_async,
+                                    run_id=run_id,
+                                )
+                                future = here.submit(_timed, task.execute)
+                            running[on_worker] += 1
+                            pending[future] = node
+                    if not pending:
+                        self._raise_runtime_error(todo, done_nodes, set(ready), None)
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        node = pending.pop(future)
+                        running[node in remote] -= 1
+                        try:
+                            wall, cpu = future.result()
+                        except Exception:
+                            for other in pending:
+                                other.cancel()
+                            self._suggest_resume_scenario(pipeline, done_nodes, catalog)
+                            raise
+                        done_nodes.add(node)
+                        timed[node.name] = wall
+                        logger.info(
+                            "Completed node: %s (%s, %.1f s, %.1f s CPU)",
+                            node.name,
+                            "worker" if node in remote else "main",
+                            wall,
+                            cpu,
                         )
-                    else:
-                        task = Task(
-                            node=node,
-                            catalog=catalog,
-                            hook_manager=hook_manager,
-                            is_async=self._is_async,
-                            run_id=run_id,
+                        logger.info(
+                            "Completed %d out of %d tasks", len(done_nodes), len(dependencies)
                         )
-                        future = here.submit(_timed, task.execute)
-                    pending[future] = node
-                if not pending:
-                    self._raise_runtime_error(todo, done_nodes, set(ready), None)
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    node = pending.pop(future)
-                    try:
-                        wall, cpu = future.result()
-                    except Exception:
-                        for other in pending:
-                            other.cancel()
-                        self._suggest_resume_scenario(pipeline, done_nodes, catalog)
-                        raise
-                    done_nodes.add(node)
-                    logger.info(
-                        "Completed node: %s (%s, %.1f s, %.1f s CPU)",
-                        node.name,
-                        "worker" if node in remote else "main",
-                        wall,
-                        cpu,
-                    )
-                    logger.info("Completed %d out of %d tasks", len(done_nodes), len(dependencies))
-                    self._release_datasets(node, catalog, load_counts, pipeline)
+                        self._release_datasets(node, catalog, load_counts, pipeline)
+        finally:
+            write_node_seconds(seconds_path, timed)
 
     @staticmethod
     def _before_worker_node(
