@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from racecast.features.specs import FUNDAMENTAL_FEATURES
@@ -80,3 +81,34 @@ def test_a_missing_training_set_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         lc.parse_args(["--training-set", str(tmp_path / "nope.parquet")])
     assert "nope.parquet: no such file" in capsys.readouterr().err
+
+
+def test_a_variant_overrides_only_the_kwargs_it_names():
+    zoo = {
+        "models": {"random_forest": {"class": "RandomForestModel", "kwargs": {"n_estimators": 9}}},
+        "cv": {"relevance_top_by_model": {"random_forest": 4}},
+    }
+    merged, names = lc.with_variants(
+        zoo, ["random_forest"], [("random_forest", {"model_params": {"max_samples": 0.5}})]
+    )
+    label = 'random_forest {"model_params":{"max_samples":0.5}}'
+    assert names == ["random_forest", label]
+    assert merged["models"][label]["kwargs"] == {
+        "n_estimators": 9,
+        "model_params": {"max_samples": 0.5},
+    }
+    assert merged["cv"]["relevance_top_by_model"][label] == 4
+    assert zoo["models"]["random_forest"]["kwargs"] == {"n_estimators": 9}  # not mutated
+
+
+def test_contribution_scores_each_model_left_out_on_training_races_only():
+    from tests.serving.tiny_zoo import fitted_zoo
+
+    zoo = fitted_zoo()
+    report = lc.stack_contribution(zoo["train"], zoo["oof"], zoo["params"])
+    assert set(report["without"]) == set(zoo["oof"])
+    assert pd.Timestamp(report["first_scored_day"]) < pd.Timestamp(
+        zoo["split_info"]["holdout_start"]
+    )
+    for row in report["without"].values():
+        assert row["cost"] == pytest.approx(row["log_loss"] - report["full_log_loss"])
