@@ -7,6 +7,10 @@ of fighting over them. The sequential run keeps the same budget, so every runner
 with the same thread counts and gives the same figures (floating-point sums can depend on
 how many threads share them). The zoo's own library arguments (``n_jobs``,
 ``thread_count``, ``n_threads`` in ``model_zoo.models``) are 1 as well.
+
+:func:`map_processes` runs independent fits of one node (the combined track's
+rolling-origin blocks) on several processes, each held to the same budget, so they
+compute what the plain loop computes.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -51,3 +57,45 @@ def limit_threads(n_threads: int | None) -> None:
     if torch is not None and torch.get_num_threads() != n:
         torch.set_num_threads(n)
     logger.debug("numerical libraries limited to %d thread(s) in process %d", n, os.getpid())
+
+
+def thread_budget() -> int | None:
+    """The budget :func:`limit_threads` set in this process (None: none set)."""
+    value = os.environ.get(THREAD_ENV_VARS[0])
+    return int(value) if value and value.isdigit() else None
+
+
+def _within_budget(function: Callable[..., Any], n_threads: int | None, args: tuple) -> Any:
+    """``function(*args)`` in a worker process held to ``n_threads``."""
+    from racecast.known_warnings import quiet_known_warnings
+
+    quiet_known_warnings()
+    limit_threads(n_threads)
+    return function(*args)
+
+
+def map_processes(
+    function: Callable[..., Any], arguments: Sequence[tuple], n_jobs: int = 1
+) -> list[Any]:
+    """``[function(*args) for args in arguments]``, on up to ``n_jobs`` processes.
+
+    With ``n_jobs`` 1 (or one task) a plain loop in this process; otherwise joblib's loky
+    processes (``function`` may be a closure: loky pickles with cloudpickle), each held
+    to this process's :func:`thread_budget`, so every call computes what the loop would.
+    Results come back in the order of ``arguments``.
+
+    Raises:
+        ValueError: If ``n_jobs`` is below 1.
+    """
+    if int(n_jobs) < 1:
+        raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
+    n_jobs = min(int(n_jobs), len(arguments))
+    if n_jobs <= 1:
+        return [function(*args) for args in arguments]
+    from joblib import Parallel, delayed, parallel_config
+
+    n_threads = thread_budget()
+    # max_nbytes None: arguments are pickled whole, never memory-mapped read-only
+    with parallel_config(backend="loky", inner_max_num_threads=n_threads):
+        parallel = Parallel(n_jobs=n_jobs, max_nbytes=None)
+        return parallel(delayed(_within_budget)(function, n_threads, a) for a in arguments)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from racecast.evaluation.decision import decide, gain_test
-from racecast.evaluation.second_stage import CombinedTrack, rolling_second_stage
+from racecast.evaluation.second_stage import CombinedTrack, market_inputs, rolling_second_stage
 from racecast.models.market import MarketCorrection
 
 N_RUNNERS = 8
@@ -153,3 +153,52 @@ def test_a_term_without_information_is_fixed_at_zero() -> None:
     terms = model.describe()
     assert terms["capped"]["coef"] == 0.0 and np.isnan(terms["capped"]["se"])
     assert np.isfinite(terms["log_p"]["se"]) and np.isfinite(terms["log_p_sq"]["se"])
+
+
+class _TemperedStacker:
+    """A stacker with a fitted temperature (the mean winner log-probability of its rows);
+    it writes the id of the process that fitted it to ``pid_dir``."""
+
+    def __init__(self, rows: pd.DataFrame, pid_dir) -> None:
+        import os
+
+        self.t_ = 1.0 - float(np.log(rows.loc[rows["won"] == 1, "p_model"]).mean()) / 10.0
+        (pid_dir / f"{os.getpid()}-{len(rows)}").touch()
+
+    def predict_proba(self, X: pd.DataFrame, groups: pd.Series) -> np.ndarray:
+        u = np.exp(self.t_ * np.log(X["p_model"].to_numpy(dtype=float)))
+        return u / pd.Series(u).groupby(groups.to_numpy()).transform("sum").to_numpy()
+
+
+def test_block_fits_on_two_processes_give_the_one_process_figures(tmp_path) -> None:
+    import os
+
+    world = _world(600, edge=0.35, seed=3)
+    meta = world[["race_id", "horse_id", "off_time", "won", "position", "p_model"]]
+    runs = {}
+    for n_jobs in (1, 2):
+        pid_dir = tmp_path / str(n_jobs)
+        pid_dir.mkdir()
+        track, stacked = rolling_second_stage(
+            world,
+            meta,
+            ["p_model"],
+            lambda rows, pid_dir=pid_dir: _TemperedStacker(rows, pid_dir),
+            FEATURES,
+            {**PARAMS, "n_jobs": n_jobs},
+        )
+        pids = {int(path.name.split("-")[0]) for path in pid_dir.iterdir()}
+        runs[n_jobs] = (track, stacked, pids)
+    (one, one_stacked, one_pids), (two, two_stacked, two_pids) = runs[1], runs[2]
+    assert one_pids == {os.getpid()}
+    assert os.getpid() not in two_pids  # the block stackers were fit in other processes
+    pd.testing.assert_frame_equal(one_stacked, two_stacked, check_exact=True)
+    assert one.decision_ == two.decision_  # every test figure of every candidate
+    assert one.validation_ == two.validation_
+    rows = world.iloc[:400]
+    p, capped, has = market_inputs(rows)
+    assert has.all()
+    args = (rows["p_model"].to_numpy(), p, capped)
+    kwargs = {"features": rows[FEATURES].to_numpy(), "groups": rows["race_id"].to_numpy()}
+    for name, values in one.predict_candidates(*args, **kwargs).items():
+        np.testing.assert_array_equal(values, two.predict_candidates(*args, **kwargs)[name])

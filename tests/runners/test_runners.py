@@ -129,3 +129,35 @@ def test_limit_threads_refuses_a_budget_below_one():
 
     with pytest.raises(ValueError, match="at least 1"):
         limit_threads(0)
+
+
+def test_map_processes_keeps_order_and_holds_each_process_to_the_budget():
+    code = (
+        "import os\n"
+        "from racecast.threads import limit_threads, map_processes\n"
+        "def probe(i):\n"
+        "    import numpy\n"
+        "    from threadpoolctl import threadpool_info\n"
+        "    return i, os.getpid(), max(p['num_threads'] for p in threadpool_info())\n"
+        "if __name__ == '__main__':\n"
+        "    limit_threads(3)\n"
+        "    out = map_processes(probe, [(i,) for i in range(6)], n_jobs=2)\n"
+        "    print([i for i, _, _ in out], os.getpid() in {p for _, p, _ in out},\n"
+        "          max(t for _, _, t in out))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    # 3 threads each, not loky's default of cores // n_jobs (1 on a 2-core machine)
+    assert out == "[0, 1, 2, 3, 4, 5] False 3"
+
+
+def test_map_processes_with_one_job_is_the_plain_loop():
+    from racecast.threads import map_processes
+
+    assert map_processes(lambda a, b: (a * b, os.getpid()), [(2, 3), (4, 5)]) == [
+        (6, os.getpid()),
+        (20, os.getpid()),
+    ]
+    with pytest.raises(ValueError, match="at least 1"):
+        map_processes(abs, [(1,)], n_jobs=0)

@@ -40,6 +40,7 @@ from racecast.features.specs import ODDS_CAPPED
 from racecast.models.market import MarketCorrection, RaceGroups, single_winner_rows
 from racecast.models.residual import ResidualBooster
 from racecast.models.split import compute_race_days, time_folds
+from racecast.threads import map_processes
 
 logger = logging.getLogger(__name__)
 
@@ -166,30 +167,52 @@ class CombinedTrack:
         return out
 
 
+def _block_stacker_p(
+    fit_stacker: Callable[[pd.DataFrame], Any],
+    rows: pd.DataFrame,
+    block: pd.DataFrame,
+    columns: list[str],
+) -> np.ndarray:
+    """Probabilities of ``block`` from a stacker fit on the earlier ``rows``."""
+    stacker = fit_stacker(rows)
+    return np.asarray(stacker.predict_proba(block[columns], block["race_id"]))
+
+
 def _stacked_oof(
     meta: pd.DataFrame,
     columns: list[str],
     fit_stacker: Callable[[pd.DataFrame], Any],
     n_folds: int,
     first_fraction: float,
+    n_jobs: int = 1,
 ) -> tuple[pd.Series, list[tuple[np.ndarray, np.ndarray]]]:
-    """Out-of-fold stacker probabilities of the later blocks of ``meta`` and the folds."""
+    """Out-of-fold stacker probabilities of the later blocks of ``meta`` and the folds.
+
+    The blocks' stacker fits are independent: ``n_jobs`` processes share them
+    (:func:`racecast.threads.map_processes`; the same probabilities as one process).
+    """
     days = compute_race_days(meta)
     n_days = days.nunique()
     first = max(1, math.ceil(first_fraction * n_days))
     if first + n_folds > n_days:
         raise ValueError(f"{n_days} out-of-fold race days are too few for {n_folds} blocks")
     folds = time_folds(days, n_folds, first)
+    blocks = map_processes(
+        _block_stacker_p,
+        [
+            (fit_stacker, meta.iloc[train_idx].reset_index(drop=True), meta.iloc[valid_idx], columns)
+            for train_idx, valid_idx in folds
+        ],
+        n_jobs,
+    )
     p_fund = np.full(len(meta), np.nan)
-    for k, (train_idx, valid_idx) in enumerate(folds):
-        stacker = fit_stacker(meta.iloc[train_idx].reset_index(drop=True))
-        block = meta.iloc[valid_idx]
-        p_fund[valid_idx] = np.asarray(stacker.predict_proba(block[columns], block["race_id"]))
+    for k, ((_, valid_idx), p) in enumerate(zip(folds, blocks, strict=True)):
+        p_fund[valid_idx] = p
         logger.info(
             "second stage: stacked OOF block %d/%d (%d races)",
             k + 1,
             len(folds),
-            block["race_id"].nunique(),
+            meta.iloc[valid_idx]["race_id"].nunique(),
         )
     return pd.Series(p_fund, index=meta.index, name="p_fund"), folds
 
@@ -239,6 +262,28 @@ def _predict_block(
         if name != "combined":
             block[f"p_{name}"] = values
     return block
+
+
+def _rolling_block(
+    fit_rows: pd.DataFrame,
+    earlier: pd.DataFrame,
+    block: pd.DataFrame,
+    terms: Sequence[str],
+    features: list[str],
+    residual_kwargs: Mapping[str, Any],
+) -> pd.DataFrame:
+    """One rolling-origin block: market_corrected, Benter blend and residual booster fit on
+    what came before it (``fit_rows`` of the training races, ``earlier`` out-of-fold
+    rows), their predictions of ``block``."""
+    market = _fit_market(fit_rows, terms)
+    p, capped, has = market_inputs(earlier)
+    earlier = earlier[has].copy()
+    earlier["p_mc"] = market.predict_proba(p[has], capped[has], earlier["race_id"].to_numpy())
+    benter = BenterBlend(fund_col="p_fund", market_col="p_mc").fit(
+        earlier[["race_id", "won", "p_fund", "p_mc"]]
+    )
+    residual = _fit_residual(fit_rows, market, features, residual_kwargs)
+    return _predict_block(block, market, benter, residual, features)
 
 
 def select_market_terms(
@@ -310,7 +355,9 @@ def rolling_second_stage(
         features: The residual booster's features (fundamental only).
         params: ``model_zoo.second_stage``: ``n_folds``, ``first_fraction``, ``alpha``,
             ``power``, ``reference_pseudo_r2_gain``, ``extra_market_terms``,
-            ``residual`` (the residual booster's kwargs).
+            ``residual`` (the residual booster's kwargs), ``n_jobs`` (processes for the
+            blocks' independent fits, each held to the thread budget; the same figures
+            for any value).
 
     Returns:
         ``(track, stacked_oof)``: the fitted :class:`CombinedTrack` and the stacked
@@ -319,11 +366,14 @@ def rolling_second_stage(
     n_folds = int(params.get("n_folds", 5))
     first_fraction = float(params.get("first_fraction", 0.25))
     residual_kwargs = params.get("residual") or {}
+    n_jobs = int(params.get("n_jobs", 1))
     terms, term_tests = select_market_terms(
         train, list(params.get("extra_market_terms") or []), params
     )
     meta = meta.copy()
-    meta["p_fund"], folds = _stacked_oof(meta, columns, fit_stacker, n_folds, first_fraction)
+    meta["p_fund"], folds = _stacked_oof(
+        meta, columns, fit_stacker, n_folds, first_fraction, n_jobs
+    )
     meta_keyed = meta.merge(
         train.drop(
             columns=[
@@ -335,23 +385,23 @@ def rolling_second_stage(
         validate="one_to_one",
     )
     train_days = compute_race_days(train)
-    scored = []
+    blocks = []
     for k in range(1, len(folds)):
         valid_idx = folds[k][1]
         start = compute_race_days(meta_keyed.iloc[valid_idx]).min()
         earlier = meta_keyed.iloc[np.concatenate([folds[j][1] for j in range(k)])]
-        market = _fit_market(train[train_days < start], terms)
-        p, capped, has = market_inputs(earlier)
-        earlier = earlier[has].copy()
-        earlier["p_mc"] = market.predict_proba(p[has], capped[has], earlier["race_id"].to_numpy())
-        benter = BenterBlend(fund_col="p_fund", market_col="p_mc").fit(
-            earlier[["race_id", "won", "p_fund", "p_mc"]]
+        blocks.append(
+            (
+                train[train_days < start],
+                earlier,
+                meta_keyed.iloc[valid_idx],
+                terms,
+                features,
+                residual_kwargs,
+            )
         )
-        residual = _fit_residual(train[train_days < start], market, features, residual_kwargs)
-        scored.append(
-            _predict_block(meta_keyed.iloc[valid_idx], market, benter, residual, features)
-        )
-        logger.info("second stage: rolling-origin block %d/%d scored", k, len(folds) - 1)
+    scored = map_processes(_rolling_block, blocks, n_jobs)
+    logger.info("second stage: %d rolling-origin blocks scored", len(scored))
     test = pd.concat(scored, ignore_index=True)
     candidates = [c for c in CANDIDATES if f"p_{c}" in test.columns]
     uniform = np.log(test.groupby("race_id").size()).mean()
