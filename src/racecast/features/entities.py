@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from racecast.data.frames import frame_from_arrays, string_array
 from racecast.data.schema import TOOK_NO_PART
 from racecast.features.columns import as_float, require_columns, track_key, track_keys, utc_ns
 from racecast.features.specs import (
@@ -137,7 +138,9 @@ def entity_frame_from_columns(races: Mapping[str, Any], runners: Mapping[str, An
 
     Args:
         races: Race columns (numpy or pandas extension arrays of equal length).
-        runners: Runner columns, likewise.
+        runners: Runner columns, likewise. The frame may hold these arrays themselves
+            (runner columns kept whole and in order are not copied): pass arrays nothing
+            else writes to.
 
     Returns:
         As :func:`entity_frame`.
@@ -146,22 +149,25 @@ def entity_frame_from_columns(races: Mapping[str, Any], runners: Mapping[str, An
     n_runners = len(next(iter(runners.values()), ()))
     complete = all(c in races for c in RACE_FIELDS) and all(c in runners for c in RUNNER_FIELDS)
     if n_runners <= _SMALL_RUNNERS and complete:
-        small = _entity_columns_small(races, runners)
+        small = _entity_columns_small(races, runners, owned=True)
     if small is not None:
         return small
     return entity_frame(pd.DataFrame(dict(races)), pd.DataFrame(dict(runners)))
 
 
 def _entity_columns_small(
-    races: Mapping[str, Any], runners: Mapping[str, Any]
+    races: Mapping[str, Any], runners: Mapping[str, Any], owned: bool = False
 ) -> pd.DataFrame | None:
     """The small path of ``entity_frame`` on columns that hold every needed field.
 
     Plain Python over the few rows and per-column takes instead of a merge, a sort and a
     dozen pandas steps (the track key is :func:`track_keys`, the rule of training's
-    :func:`track_key`). Only the clean case is handled: unique non-null race ids, every
-    runner in a race, every race with an off_time. Anything else returns None, so the
-    batch path warns about or rejects it with its own messages.
+    :func:`track_key`); the frame's blocks are placed directly
+    (:func:`racecast.data.frames.frame_from_arrays`). With ``owned`` the runner columns
+    are used as they are when every runner is kept in its order (no take). Only the
+    clean case is handled: unique non-null race ids, every runner in a race, every race
+    with an off_time. Anything else returns None, so the batch path warns about or
+    rejects it with its own messages.
     """
     race_id_array = _string_array(races["race_id"])
     race_ids = race_id_array.tolist()
@@ -180,7 +186,7 @@ def _entity_columns_small(
     flags = runners["non_runner"]
     if not isinstance(flags, pd.arrays.BooleanArray):
         flags = pd.array(flags).astype(_BOOLEAN)
-    non_runner = flags.fillna(False).tolist()
+    non_runner = flags.to_numpy(dtype=bool, na_value=False).tolist()
     if "post_outcome" in runners:  # took no part: out of the race like a non-runner
         outcome = _string_array(runners["post_outcome"]).tolist()
         non_runner = [
@@ -192,11 +198,16 @@ def _entity_columns_small(
     keep.sort(key=lambda i: (stamps[race_of[i]], race_ids[race_of[i]]))
     rows = np.asarray([race_of[i] for i in keep], dtype=np.int64)
     take = np.asarray(keep, dtype=np.int64)
+    whole = owned and keep == list(range(len(race_of)))  # every runner, in order
+
+    def runner_column(values: Any) -> Any:
+        return values if whole else values.take(take)
+
     keys = track_keys(races["course"], races["surface"], races["distance_m"])
     race_level = {
         "race_id": race_id_array,
         "off_time": off_ns,
-        "track_key": pd.array(keys, dtype=_STRING),
+        "track_key": string_array(keys),
         **{c: races[c] for c in RACE_FIELDS if c not in ("race_id", "off_time", "status")},
     }
     columns: dict[str, Any] = {}
@@ -207,9 +218,9 @@ def _entity_columns_small(
         elif col in race_level:
             columns[col] = race_level[col].take(rows)
         elif col in ("horse_id", "jockey_id", "trainer_id"):
-            columns[col] = _string_array(runners[col]).take(take)
+            columns[col] = runner_column(_string_array(runners[col]))
         else:
-            columns[col] = runners[col].take(take)
+            columns[col] = runner_column(runners[col])
     index = pd.RangeIndex(len(keep))
     official = np.asarray([status[r] == "official" for r in rows.tolist()], dtype=bool)
     if official.any():
@@ -220,18 +231,25 @@ def _entity_columns_small(
     else:
         card = runners[CARD_ORDER].take(take) if CARD_ORDER in runners else None
         columns.update(_null_labels(index, card))
-    columns[ODDS_CAPPED] = (
-        pd.array(runners[ODDS_CAPPED], dtype=_BOOLEAN).take(take)
-        if ODDS_CAPPED in runners
-        else _null_array(_BOOLEAN, len(keep))
-    )
+    if ODDS_CAPPED in runners:
+        capped = runners[ODDS_CAPPED]
+        if isinstance(capped, pd.arrays.BooleanArray):
+            columns[ODDS_CAPPED] = runner_column(capped)
+        else:
+            columns[ODDS_CAPPED] = pd.array(capped, dtype=_BOOLEAN).take(take)
+    else:
+        columns[ODDS_CAPPED] = _null_array(_BOOLEAN, len(keep))
     columns["event_timestamp"] = columns["off_time"]
-    return pd.DataFrame({name: columns[name] for name in ENTITY_COLUMNS}, index=index, copy=False)
+    return frame_from_arrays(
+        _ENTITY_INDEX.view(), [columns[name] for name in ENTITY_COLUMNS], index
+    )
 
 
 _STRING = pd.StringDtype()
 _BOOLEAN = pd.BooleanDtype()
 _INT64 = pd.Int64Dtype()
+#: The entity frame's columns (each frame gets a view: its own Index object).
+_ENTITY_INDEX = pd.Index(ENTITY_COLUMNS)
 
 
 def _string_array(values: Any) -> Any:
@@ -260,6 +278,8 @@ def _null_labels(index: pd.Index, card: Any) -> dict[str, Any]:
     labels = {name: _null_array(_INT64, len(index)) for name in LABEL_COLUMNS}
     if card is None:
         order = _null_array(_INT64, len(index))
+    elif isinstance(card, pd.arrays.IntegerArray) and card.dtype == _INT64:
+        order = card.copy()  # what pd.array(card, dtype="Int64") makes of it
     elif isinstance(card.dtype, pd.Int64Dtype):
         order = pd.array(card, dtype=_INT64)
     else:

@@ -35,10 +35,12 @@ class RacecardError(ValueError):
 
 
 _PROBLEM_KEYS = ("race_id", "horse_id", "field", "reason", "detail")
-#: Canonical columns ``entities.entity_frame`` reads from races and from runners.
+#: Canonical columns ``entities.entity_frame`` reads from a clean racecard's races and
+#: runners. No result columns: the clean path takes only pending races without any
+#: (``request.clean_racecard_columns``), whose labels are null whatever they would hold.
 _ENTITY_INPUT_COLUMNS = (
-    [*entities.RACE_FIELDS, *entities.RACE_RESULT_FIELDS],
-    [*entities.RUNNER_FIELDS, specs.CARD_ORDER, specs.ODDS_CAPPED, *entities.RUNNER_RESULT_FIELDS],
+    list(entities.RACE_FIELDS),
+    [*entities.RUNNER_FIELDS, specs.CARD_ORDER, specs.ODDS_CAPPED],
 )
 
 

@@ -106,12 +106,12 @@ def parse_racecard(
     Raises:
         RacecardRequestError: If the text is not JSON or not a valid racecard.
     """
-    broken = racecard_error_details(text, source)
-    if broken:
-        raise RacecardRequestError(broken)
-    try:
+    try:  # a text that is no JSON fails here too: its details are the JSON error's
         return racecard_entity_rows(text, source, plausibility, as_of)
     except RacecardError as exc:
+        broken = racecard_error_details(text, source)
+        if broken:
+            raise RacecardRequestError(broken) from exc
         if exc.problems:
             details = problem_details(text, exc.problems, source, max_details)
             raise RacecardRequestError(details) from exc

@@ -118,8 +118,10 @@ def _nanosecond(value: Any, date: bool) -> int:
 def _outside(
     values: np.ndarray, low: float, high: float, table: str, field: str
 ) -> list[Violation]:
-    with np.errstate(invalid="ignore"):
-        bad = np.flatnonzero(~np.isnan(values) & ((values < low) | (values > high)))
+    outside = (values < low) | (values > high)  # NaN (null) compares False: never outside
+    if not outside.any():
+        return []
+    bad = np.flatnonzero(outside)
     return [
         Violation(
             table,
@@ -140,7 +142,7 @@ def _off_time_violations(races: Columns, rules: Plausibility, now: pd.Timestamp)
         dates = np.full(off.shape, np.datetime64("NaT"), dtype="datetime64[ns]")
     day = np.timedelta64(86_400_000_000_000, "ns")
     meeting = np.timedelta64(int(rules.off_time_meeting_days * 86_400e9), "ns")
-    utc_now = np.datetime64(now.tz_convert("UTC").tz_localize(None).to_datetime64(), "ns")
+    utc_now = np.datetime64(now.value, "ns")  # an aware Timestamp's value: UTC nanoseconds
     latest = utc_now + np.timedelta64(int(rules.off_time_ahead_days * 86_400e9), "ns")
     earliest = utc_now - np.timedelta64(int(rules.off_time_behind_days * 86_400e9), "ns")
     known = ~np.isnat(off)

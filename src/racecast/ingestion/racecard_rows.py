@@ -72,7 +72,7 @@ def _canonical_rows(race: _Race, source: str) -> tuple[dict[str, Any], list[dict
     result = race.results[0] if race.results else None
     status = result.header.status if result is not None else "pending"
     finishers = {f.horse_id: f for _, f in result.finishers} if status == "official" else {}
-    positions = pd.Series([f.position for f in finishers.values()], dtype="float64")
+    positions = [f.position for f in finishers.values()]
     winners = [f for f in finishers.values() if f.position == 1]
     runners = race.runners or []
     race_row = {
@@ -141,7 +141,7 @@ def _canonical_rows(race: _Race, source: str) -> tuple[dict[str, Any], list[dict
                 "post_position": position,
                 "post_outcome": f.outcome if f is not None else None,
                 "post_won": (position == 1) if ran else None,
-                "post_dead_heat": bool(position is not None and (positions == position).sum() > 1)
+                "post_dead_heat": bool(position is not None and positions.count(position) > 1)
                 if ran
                 else None,
                 "post_lengths_behind": f.lengths_behind if f is not None else None,

@@ -39,12 +39,13 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from racecast.data.frames import string_array, utc_array
 from racecast.data.schema import RACE_COLUMNS, RUNNER_COLUMNS
-from racecast.ingestion.contract import RACECARD_FORMATS
+from racecast.ingestion.contract import RACECARD_FORMATS, RacecardFile
 from racecast.ingestion.plausibility import REASON as IMPLAUSIBLE
 from racecast.ingestion.plausibility import Plausibility, implausible
 from racecast.ingestion.racecard_checks import _check_races
-from racecast.ingestion.racecard_documents import _Race, _read_document
+from racecast.ingestion.racecard_documents import _Race, _read_document, _Runner
 from racecast.ingestion.racecard_rows import (
     _canonical_rows,
     _number_races,
@@ -74,44 +75,72 @@ def _is_null(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def _in_range(stats: Mapping[str, Any]) -> Callable[[Any], bool]:
+#: Types whose values are never null (a float may be NaN: it is tested on its own).
+_NEVER_NULL = frozenset({str, int, bool, pd.Timestamp})
+
+
+def _present(values: list[Any]) -> list[Any]:
+    """The values that are not null (:func:`_is_null`), in order.
+
+    The parser's rows hold None for a missing value and plain ``str`` / ``int`` /
+    ``bool`` / ``float`` / ``Timestamp`` otherwise, so the values' types are checked
+    at C speed and only a column holding anything else (NaN, NA, NaT, another type) is
+    filtered value by value.
+    """
+    present = [v for v in values if v is not None]
+    if not present:
+        return present
+    kinds = set(map(type, present))
+    if kinds <= _NEVER_NULL:
+        return present
+    if kinds <= _NEVER_NULL | {float} and not any(v != v for v in present if type(v) is float):
+        return present
+    return [v for v in present if not _is_null(v)]
+
+
+def _in_range(stats: Mapping[str, Any]) -> Callable[[list[Any]], bool]:
     low, high = stats["min_value"], stats["max_value"]
     include_low, include_high = stats.get("include_min", True), stats.get("include_max", True)
 
-    def check(value: Any) -> bool:
-        above = value >= low if include_low else value > low
-        below = value <= high if include_high else value < high
+    def check(values: list[Any]) -> bool:
+        if not values:
+            return True
+        least, most = min(values), max(values)
+        above = least >= low if include_low else least > low
+        below = most <= high if include_high else most < high
         return bool(above and below)
 
     return check
 
 
-def _matches(stats: Mapping[str, Any]) -> Callable[[Any], bool]:
+def _matches(stats: Mapping[str, Any]) -> Callable[[list[Any]], bool]:
     pattern = re.compile(stats["pattern"])
-    return lambda value: isinstance(value, str) and pattern.match(value) is not None
+    return lambda values: all(isinstance(v, str) and pattern.match(v) is not None for v in values)
 
 
-#: pandera built-in check name -> predicate factory from the check's statistics.
-_CHECKS: dict[str, Callable[[Mapping[str, Any]], Callable[[Any], bool]]] = {
-    "isin": lambda s: lambda v, allowed=frozenset(s["allowed_values"]): v in allowed,
-    "notin": lambda s: lambda v, banned=frozenset(s["forbidden_values"]): v not in banned,
+#: pandera built-in check name -> factory of the check over a column's non-null values
+#: (True when every value passes; the values are totally ordered, so a bound is a min/max).
+_CHECKS: dict[str, Callable[[Mapping[str, Any]], Callable[[list[Any]], bool]]] = {
+    "isin": lambda s: frozenset(s["allowed_values"]).issuperset,
+    "notin": lambda s: frozenset(s["forbidden_values"]).isdisjoint,
     "in_range": _in_range,
-    "greater_than_or_equal_to": lambda s: lambda v: bool(v >= s["min_value"]),
-    "greater_than": lambda s: lambda v: bool(v > s["min_value"]),
-    "less_than_or_equal_to": lambda s: lambda v: bool(v <= s["max_value"]),
-    "less_than": lambda s: lambda v: bool(v < s["max_value"]),
+    "greater_than_or_equal_to": lambda s: lambda v: not v or bool(min(v) >= s["min_value"]),
+    "greater_than": lambda s: lambda v: not v or bool(min(v) > s["min_value"]),
+    "less_than_or_equal_to": lambda s: lambda v: not v or bool(max(v) <= s["max_value"]),
+    "less_than": lambda s: lambda v: not v or bool(max(v) < s["max_value"]),
     "str_matches": _matches,
 }
 
 
 class _ColumnRule:
-    """One pandera column of a schema as a row predicate (None: a check of unknown kind)."""
+    """One pandera column of a schema as a check of a column's values (None: a check of
+    unknown kind)."""
 
     def __init__(self, name: str, column: Any) -> None:
         self.name = name
         self.nullable = bool(column.nullable)
         self.unique = bool(column.unique)
-        self.checks: list[Callable[[Any], bool]] | None = []
+        self.checks: list[Callable[[list[Any]], bool]] | None = []
         for check in column.checks:
             factory = _CHECKS.get(check.name)
             if factory is None or check.statistics is None:
@@ -119,24 +148,44 @@ class _ColumnRule:
                 break
             self.checks.append(factory(check.statistics))
 
-    def passes(self, rows: list[Row]) -> bool:
-        """Whether every row's value passes (False also for a check of unknown kind)."""
+    def passes(self, values: list[Any]) -> bool:
+        """Whether every value passes (False also for a check of unknown kind)."""
         if self.checks is None:
             return False
-        values = [row.get(self.name) for row in rows]
         if self.unique and len(set(values)) != len(values):
             return False
-        for value in values:
-            if _is_null(value):
-                if not self.nullable:
-                    return False
-                continue
-            try:
-                if not all(check(value) for check in self.checks):
-                    return False
-            except TypeError:  # a value of a type the check cannot compare
-                return False
-        return True
+        present = _present(values)
+        if len(present) != len(values) and not self.nullable:
+            return False
+        try:
+            return all(check(present) for check in self.checks)
+        except TypeError:  # a value of a type the check cannot compare
+            return False
+
+
+class _Table:
+    """Rows of one table and their columns as lists of values, each listed once."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+        self._columns: dict[str, list[Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, name: str) -> list[Any]:
+        values = self._columns.get(name)
+        if values is None:
+            values = self._columns[name] = [row.get(name) for row in self.rows]
+        return values
+
+    def names(self) -> set[str]:
+        """Every column any row holds."""
+        return set().union(*self.rows)
+
+
+def _table(rows: list[Row] | _Table) -> _Table:
+    return rows if isinstance(rows, _Table) else _Table(rows)
 
 
 def _schema_rules(schema: pa.DataFrameSchema) -> list[_ColumnRule]:
@@ -155,52 +204,57 @@ def schema_rules_known() -> bool:
     )
 
 
-def _passes_schemas(races: list[Row], runners: list[Row]) -> bool:
-    """The pandera schemas of ``validate_and_split``, row by row."""
+def _passes_schemas(races: list[Row] | _Table, runners: list[Row] | _Table) -> bool:
+    """The pandera schemas of ``validate_and_split``, column by column."""
     if not schema_rules_known():
         return False
-    if not all(rule.passes(races) for rule in _RACE_RULES):
+    races, runners = _table(races), _table(runners)
+    if not all(rule.passes(races[rule.name]) for rule in _RACE_RULES):
         return False
-    if not all(rule.passes(runners) for rule in _RUNNER_RULES):
+    if not all(rule.passes(runners[rule.name]) for rule in _RUNNER_RULES):
         return False
-    keys = [tuple(row.get(c) for c in _RUNNER_UNIQUE) for row in runners]
+    keys = list(zip(*(runners[c] for c in _RUNNER_UNIQUE), strict=True))
     return len(set(keys)) == len(keys)
 
 
-def _passes_race_rules(races: list[Row], runners: list[Row], source: str) -> bool:
+def _passes_race_rules(
+    races: list[Row] | _Table, runners: list[Row] | _Table, source: str
+) -> bool:
     """The cross-record rules of ``validate_and_split`` for races without a result.
 
     Evaluates the rule objects of ``racecast.ingestion.rules.RULES`` that can apply to a
     racecard (``results=False``) in their per-record form; a race must be pending, and
     a rule without a per-record form fails (the caller takes the batch path).
     """
-    if any(race.get("status") != "pending" for race in races):
+    races, runners = _table(races), _table(runners)
+    if any(status != "pending" for status in races["status"]):
         return False
-    records = Records(list(races), list(runners), source)
+    records = Records(list(races.rows), list(runners.rows), source)
     rules = [*rules_for("races", results=False), *rules_for("runners", results=False)]
     return all(rule.fast is not None and not rule.fast(records) for rule in rules)
 
 
 def _implausible(
-    races: list[Row], runners: list[Row], rules: Plausibility | None, as_of: Any
+    races: list[Row] | _Table,
+    runners: list[Row] | _Table,
+    rules: Plausibility | None,
+    as_of: Any,
 ) -> bool:
     """Whether a value breaks a plausibility rule (the rules of ``validate_and_split``)."""
-    race_columns = {name: [row.get(name) for row in races] for name in ("off_time", "meeting_date")}
-    runner_columns = {
-        name: [row.get(name) for row in runners]
-        for name in ("odds_final", "odds_morning", "rating")
-    }
+    races, runners = _table(races), _table(runners)
+    race_columns = {name: races[name] for name in ("off_time", "meeting_date")}
+    runner_columns = {name: runners[name] for name in ("odds_final", "odds_morning", "rating")}
     return bool(implausible(race_columns, runner_columns, rules, as_of))
 
 
-def _no_results(races: list[Row], runners: list[Row]) -> bool:
+def _no_results(races: list[Row] | _Table, runners: list[Row] | _Table) -> bool:
     """True when no race or runner carries a result column (a racecard never does)."""
-    return not any(
-        not _is_null(value)
-        for row in [*races, *runners]
-        for name, value in row.items()
-        if name.startswith("post_")
-    )
+    for table in (_table(races), _table(runners)):
+        for name in table.names():
+            if name.startswith("post_"):
+                if _present(table[name]):
+                    return False
+    return True
 
 
 #: The pandas dtype of each canonical dtype name (a name's lookup costs ~20 us a column).
@@ -210,6 +264,11 @@ _DTYPES: dict[str, Any] = {
     if not name.startswith("datetime64")
 }
 _INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+_NAT = _INT64_MIN  # NaT's ticks
+#: Value types a column is built from directly (``type(None)``: a missing value).
+_INTS = frozenset({int, type(None)})
+_BOOLS = frozenset({bool, type(None)})
+_STRS = frozenset({str, type(None)})
 
 
 def _column(values: list[Any], dtype: str) -> Any:
@@ -218,47 +277,47 @@ def _column(values: list[Any], dtype: str) -> Any:
     The parser's values are plain ``int`` / ``bool`` / ``str`` / aware ``Timestamp`` or
     None; those columns are built straight from their values and masks (``pd.array`` and
     ``pd.to_datetime`` spend ~0.1 ms a column inferring what they hold). Any other value
-    takes ``pd.array`` / ``pd.to_datetime`` and their own checks.
+    takes ``pd.to_datetime`` or the dtype's own ``_from_sequence`` (what ``pd.array``
+    calls, without its ~10 us of dispatch) and their own checks.
     """
     if dtype.startswith("datetime64"):
         return _utc_column(values)
     if dtype == "float64":
         return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
     kind = _DTYPES[dtype]
-    missing = [v is None for v in values]
-    if isinstance(kind, pd.Int64Dtype) and all(
-        m or (type(v) is int and _INT64_MIN <= v <= _INT64_MAX)
-        for v, m in zip(values, missing, strict=True)
-    ):
-        data = np.array([0 if m else v for v, m in zip(values, missing, strict=True)], np.int64)
-        return pd.arrays.IntegerArray(data, np.array(missing, dtype=bool))
-    if isinstance(kind, pd.BooleanDtype) and all(
-        m or type(v) is bool for v, m in zip(values, missing, strict=True)
-    ):
-        data = np.array([False if m else v for v, m in zip(values, missing, strict=True)], bool)
-        return pd.arrays.BooleanArray(data, np.array(missing, dtype=bool))
-    return pd.array(values, dtype=kind)
+    kinds = set(map(type, values))
+    if isinstance(kind, pd.Int64Dtype) and kinds <= _INTS:
+        data = [0 if v is None else v for v in values]
+        if not data or _INT64_MIN <= min(data) and max(data) <= _INT64_MAX:
+            missing = np.array([v is None for v in values], dtype=bool)
+            return pd.arrays.IntegerArray(np.array(data, np.int64), missing)
+    if isinstance(kind, pd.StringDtype) and kind.storage == "python" and kinds <= _STRS:
+        return string_array(values)
+    if isinstance(kind, pd.BooleanDtype) and kinds <= _BOOLS:
+        missing = np.array([v is None for v in values], dtype=bool)
+        data = np.array([v is True for v in values], dtype=bool)
+        return pd.arrays.BooleanArray(data, missing)
+    return kind.construct_array_type()._from_sequence(values, dtype=kind)
 
 
 def _utc_column(values: list[Any]) -> Any:
     """``pd.to_datetime(values, utc=True)`` as an array; aware Timestamps by their ticks."""
     if all(v is None or (type(v) is pd.Timestamp and v.tzinfo is not None) for v in values):
         try:
-            ticks = [np.iinfo(np.int64).min if v is None else v.value for v in values]
+            ticks = [_NAT if v is None else v.value for v in values]
         except OverflowError:  # outside nanosecond bounds: to_datetime says so
             pass
         else:
-            return pd.array(np.array(ticks, dtype="datetime64[ns]")).tz_localize("UTC")
+            return utc_array(np.array(ticks, dtype=np.int64))
     return pd.to_datetime(pd.Series(values, dtype=object), utc=True).array
 
 
-def _columns(
-    records: list[Row], columns: Mapping[str, str], names: Iterable[str]
-) -> dict[str, Any]:
-    """The canonical ``names`` columns of ``records`` (``columns`` gives their dtypes)."""
-    return {
-        name: _column([record.get(name) for record in records], columns[name]) for name in names
-    }
+_NAT = int(np.iinfo(np.int64).min)
+
+
+def _columns(table: _Table, columns: Mapping[str, str], names: Iterable[str]) -> dict[str, Any]:
+    """The canonical ``names`` columns of a table (``columns`` gives their dtypes)."""
+    return {name: _column(table[name], columns[name]) for name in names}
 
 
 def _read(text: str, file: str) -> list[_Race] | None:
@@ -266,12 +325,36 @@ def _read(text: str, file: str) -> list[_Race] | None:
     document = _document(text)
     if document is None:
         return None
-    races, rows, _ = _read_racecard(file, document, None)
-    if rows or not races:
+    races = _validated_races(document, file)
+    if not races:
         return None
     _check_races(races)
     if any(race.bad for race in races):
         return None
+    return races
+
+
+def _validated_races(document: dict, file: str) -> list[_Race] | None:
+    """The race records ``_read_racecard`` makes of a racecard, from one validation.
+
+    ``_read_racecard`` validates each meeting, race and runner on its own (the record
+    re-encoded as JSON, then the strict contract model) to tell what is wrong with each.
+    A valid racecard passes the same strict models as one document (``RacecardFile``
+    nests ``MeetingHeader``, ``RaceHeader`` and ``RunnerCard``; the same re-encoded JSON):
+    one validation instead of one per record. None when it fails: then something is
+    wrong (or too deep to validate whole), and the per-record parser says what.
+    """
+    try:
+        text = json.dumps(document, ensure_ascii=False)
+        racecard = RacecardFile.model_validate_json(text, strict=True)
+    except (ValueError, RecursionError):  # pydantic's ValidationError is a ValueError
+        return None
+    races: list[_Race] = []
+    for m, meeting in enumerate(racecard.meetings):
+        for r, race in enumerate(meeting.races):
+            runners = [_Runner(i, card.horse_id, card) for i, card in enumerate(race.runners)]
+            location = f"meetings[{m}].races[{r}]"
+            races.append(_Race(file, location, race.race_id, meeting, race, runners))
     return races
 
 
@@ -404,17 +487,17 @@ def clean_racecard_columns(
         race_row, rows = _canonical_rows(race, source)
         race_rows.append(race_row)
         runner_rows.extend(rows)
-    if not _no_results(race_rows, runner_rows):
-        return None
+    race_table, runner_table = _Table(race_rows), _Table(runner_rows)
     if not (
-        _passes_schemas(race_rows, runner_rows)
-        and _passes_race_rules(race_rows, runner_rows, source)
-        and not _implausible(race_rows, runner_rows, plausibility, as_of)
+        _no_results(race_table, runner_table)
+        and _passes_schemas(race_table, runner_table)
+        and _passes_race_rules(race_table, runner_table, source)
+        and not _implausible(race_table, runner_table, plausibility, as_of)
     ):
         return None
     return (
-        _columns(race_rows, RACE_COLUMNS, race_columns),
-        _columns(runner_rows, RUNNER_COLUMNS, runner_columns),
+        _columns(race_table, RACE_COLUMNS, race_columns),
+        _columns(runner_table, RUNNER_COLUMNS, runner_columns),
     )
 
 

@@ -165,7 +165,14 @@ class Tables:
 
 def _null(value: Any) -> bool:
     """Null as pandas sees it in a canonical column (None, NaN, NA, NaT)."""
-    return value is None or bool(pd.isna(value)) if not isinstance(value, str) else False
+    if value is None:
+        return True
+    if type(value) in _NEVER_NULL:  # the parser's plain values: no pd.isna call
+        return False
+    return bool(pd.isna(value)) if not isinstance(value, str) else False
+
+
+_NEVER_NULL = frozenset({str, int, bool})
 
 
 class Records:
@@ -198,10 +205,17 @@ class Records:
         """Not a non-runner (a null flag counts as active, as in :class:`Tables`)."""
         return not (not _null(runner.get("non_runner")) and runner.get("non_runner"))
 
+    @cached_property
+    def fields(self) -> dict[Any, tuple[int, int]]:
+        """Declared and active runners per race_id of a race."""
+        return {
+            race_id: (len(field), sum(1 for r in field if self.active(r)))
+            for race_id, field in self.by_race.items()
+        }
+
     def field(self, race: dict[str, Any]) -> tuple[int, int]:
         """Declared and active runners of a race."""
-        field = self.by_race.get(race.get("race_id"), [])
-        return len(field), sum(1 for r in field if self.active(r))
+        return self.fields.get(race.get("race_id"), (0, 0))
 
 
 def _shared_draw(rows: Records) -> bool:
