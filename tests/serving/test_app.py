@@ -185,6 +185,12 @@ def test_rate_limit_per_key_returns_429_with_retry_after():
         assert c.get("/api/v1/races/unknown", headers=HEADERS).status_code == 404
 
 
+def test_a_predict_takes_one_rate_limit_token():
+    # authorize is the router's dependency and predict's parameter: solved once per request
+    with _client(rate_limit_per_minute=2, api_keys=(API_KEY,)) as c:
+        assert [_predict(c).status_code for _ in range(3)] == [200, 200, 429]
+
+
 def _detail(response):
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
