@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from racecast.features.columns import utc_ns_array
 from racecast.features.specs import VIEWS
 
 __all__ = ["LookAheadError", "Violation", "check_point_in_time", "point_in_time_violations"]
@@ -64,19 +65,24 @@ def point_in_time_violations(entity_rows: pd.DataFrame, times: pd.DataFrame) -> 
             aligned to ``entity_rows`` (:meth:`racecast.features.online_read.OnlineReader.read_with_times`).
 
     Returns:
-        One violation per (runner, view), in row order (empty when the race is upcoming
-        for every entity).
+        One violation per (runner, view), view by view in row order (empty when the race
+        is upcoming for every entity).
+
+    Raises:
+        ValueError: If an off time is null or not a timestamp.
     """
     if times.empty or not len(entity_rows):
         return []
-    off = pd.to_datetime(entity_rows["off_time"], utc=True)
-    off_s = off.astype("int64").to_numpy() / 1e9
+    off_ns = utc_ns_array(entity_rows["off_time"], "off_time").asi8
+    stamps = times.to_numpy(dtype=np.float64, na_value=np.nan)
+    # one comparison of every (runner, view) stamp with the runner's off (NaN: never late)
+    late = stamps >= (off_ns / 1e9)[:, None]
+    if not late.any():
+        return []
     found = []
-    for view in times.columns:
-        stamps = times[view].to_numpy(dtype=float)
-        late = np.flatnonzero(~np.isnan(stamps) & (stamps >= off_s))
+    for j, view in enumerate(times.columns):
         keys = list(VIEWS[view].entities) if view in VIEWS else []
-        for i in late:
+        for i in np.flatnonzero(late[:, j]).tolist():
             row = entity_rows.iloc[i]
             entity = ", ".join(f"{k}={row[k]}" for k in keys if k in entity_rows.columns)
             found.append(
@@ -84,8 +90,8 @@ def point_in_time_violations(entity_rows: pd.DataFrame, times: pd.DataFrame) -> 
                     race_id=str(row["race_id"]),
                     view=view,
                     entity=entity or "?",
-                    state_time=pd.Timestamp(stamps[i], unit="s", tz="UTC"),
-                    off_time=off.iloc[i],
+                    state_time=pd.Timestamp(stamps[i, j], unit="s", tz="UTC"),
+                    off_time=pd.Timestamp(off_ns[i], unit="ns", tz="UTC"),
                 )
             )
     return found
