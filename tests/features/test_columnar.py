@@ -101,3 +101,26 @@ def test_frame_from_columns_equals_pandas_construction_for_every_key_dtype(
     assert keys["text"][0] == "a"
     frame.columns.name = "renamed"  # the layout's columns are not shared
     assert layout.columns.name is None
+
+
+def test_column_matrix_is_a_read_only_mapping_of_its_rows():
+    matrix = np.arange(12.0).reshape(3, 4)
+    columns = columnar.ColumnMatrix(matrix, {"a": 0, "b": 1, "c": 2})
+    assert list(columns) == ["a", "b", "c"] and len(columns) == 3
+    assert "b" in columns and "z" not in columns and columns.get("z") is None
+    assert columns["c"].tolist() == [8.0, 9.0, 10.0, 11.0]
+    assert dict(columns.items()).keys() == {"a", "b", "c"}
+    out = np.empty((2, 4))
+    columns.take(["c", "a"], out=out)
+    assert out.tolist() == [matrix[2].tolist(), matrix[0].tolist()]
+    with pytest.raises(KeyError):
+        columns.take(["a", "z"], out=out)
+    with pytest.raises(ValueError, match="matrix of 2 rows"):
+        columnar.ColumnMatrix(matrix, {"a": 0, "b": 1})
+
+
+def test_float_values_defers_text_to_pandas_coercion():
+    text = np.array(["1.5", None, "x"], dtype=object)
+    assert np.array_equal(columnar.float_values(text), [1.5, np.nan, np.nan], equal_nan=True)
+    numbers = pd.array([1, None, 3], dtype="Int64")
+    assert np.array_equal(columnar.float_values(numbers), [1.0, np.nan, 3.0], equal_nan=True)

@@ -88,3 +88,55 @@ def test_another_pandas_release_takes_the_public_path(monkeypatch) -> None:
     monkeypatch.setattr(frames, "PANDAS_INTERNALS", "9.9")
     assert float64_matrix(frame, columns) is None  # no block is read under another release
     assert _numeric_matrix(frame, columns).tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("pandas_release", ["installed", "another"])
+def test_column_arrays_and_float64_values_give_pandas_values(pandas_release, monkeypatch) -> None:
+    """Both paths (the block manager's arrays, pandas' own lookup) hand out the values
+    ``frame[c]`` holds, and the float conversion equals pandas' ``to_numpy`` bit for bit."""
+    if pandas_release == "another":
+        monkeypatch.setattr(frames, "PANDAS_INTERNALS", "9.9")
+    frame = _mixed_frame(3)
+    frame["ratio"] = pd.array([0.5, None] * 7, dtype="Float64")
+    frame["yes"] = pd.array([True, None, False] * 4 + [True, True], dtype="boolean")
+    columns = ["off_time", "a", "count", "race_id", "flag", "n", "u", "obj", "ratio", "yes", "g"]
+    got = frames.column_arrays(frame, columns)
+    assert list(got) == columns
+    for name in columns:
+        series = frame[name]
+        want = series.to_numpy() if isinstance(series.dtype, np.dtype) else series.array
+        assert type(got[name]) is type(want) and got[name].dtype == want.dtype, name
+        pd.testing.assert_extension_array_equal(pd.array(got[name]), pd.array(want))
+        floats = frames.float64_values(got[name])
+        if name in ("off_time", "race_id", "obj"):
+            assert floats is None, name  # not numbers: the caller converts with pandas
+        elif pandas_release == "another" and not isinstance(want, np.ndarray):
+            assert floats is None, name  # masked arrays are read by pandas then
+        else:
+            expected = series.to_numpy(dtype=np.float64, na_value=np.nan)
+            assert floats.dtype == np.float64 and floats.tobytes() == expected.tobytes(), name
+            floats[:] = 7.0  # a new array: the frame is untouched
+            assert frame[name].to_numpy(dtype=np.float64, na_value=np.nan).tobytes() == (
+                expected.tobytes()
+            )
+    with pytest.raises(KeyError):
+        frames.column_arrays(frame, ["a", "absent"])
+    duplicated = pd.concat([frame[["a"]], frame[["a", "b"]]], axis=1)
+    assert frames.column_arrays(duplicated, ["b"])["b"].tobytes() == frame["b"].to_numpy().tobytes()
+
+
+def test_frame_from_a_float_matrix_takes_it_as_its_block() -> None:
+    layout = frames.FrameLayout.of(["k"], ["f1", "f2"], "flag", ["f2", "k", "flag", "f1"])
+    index = pd.RangeIndex(3)
+    keys = {"k": pd.array(["a", "b", None], dtype="string")}
+    matrix = np.array([[1.0, np.nan, 3.0], [0.5, -0.0, 2.0]])
+    by_name = {"f1": matrix[0].copy(), "f2": matrix[1].copy()}
+    flag = np.array([1, 0, 1])
+    want = frames.frame_from_columns(layout, index, keys, by_name, flag)
+    pd.testing.assert_frame_equal(
+        frames.frame_from_columns(layout, index, keys, matrix, flag), want, check_exact=True
+    )
+    with pytest.raises(ValueError, match="float64 matrix of 2 x 3"):
+        frames.frame_from_columns(layout, index, keys, matrix[:, :2], flag)
+    with pytest.raises(ValueError, match="float64 matrix of 2 x 3"):
+        frames.frame_from_columns(layout, index, keys, matrix.astype(np.float32), flag)

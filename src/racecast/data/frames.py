@@ -1,10 +1,13 @@
 """Frame <-> array hand-offs without pandas' per-call costs: the one home of pandas internals.
 
-Serving one race spends more in pandas' fixed cost per call than in arithmetic. Two
+Serving one race spends more in pandas' fixed cost per call than in arithmetic. The
 hand-offs therefore read or build a frame's blocks directly: :func:`float64_matrix`
-(feature frame -> the bundle's input matrix) and :func:`frame_from_columns` (the
-transform's arrays -> its output frame). Both use pandas 2.x internals (the
-``BlockManager``, ``make_block``, ``BlockPlacement``), so they live here and only here,
+(feature frame -> the bundle's input matrix), :func:`column_arrays` and
+:func:`float64_values` (a racecard frame's columns -> the transform's arrays) and
+:func:`frame_from_columns` (the transform's arrays -> its output frame), and the
+racecard parser's typed columns and entity frame (:func:`string_array`, :func:`utc_array`,
+:func:`frame_from_arrays`). They use pandas 2.x internals (the ``BlockManager``, ``make_block``, ``BlockPlacement``, the masked
+arrays' data and mask), so they live here and only here,
 gated by :func:`internals_supported`: under another pandas release than
 :data:`PANDAS_INTERNALS` they take pandas' public path, which gives the same frame and
 matrix, only slower. ``tests/inference/test_frames.py`` and
@@ -23,7 +26,9 @@ import pandas as pd
 __all__ = [
     "PANDAS_INTERNALS",
     "FrameLayout",
+    "column_arrays",
     "float64_matrix",
+    "float64_values",
     "frame_from_arrays",
     "frame_from_columns",
     "internals_supported",
@@ -91,6 +96,70 @@ def float64_matrix(frame: pd.DataFrame, columns: list[str] | pd.Index) -> np.nda
     return out
 
 
+def column_arrays(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, Any]:
+    """Each column's values without a Series per column: a 1-D numpy array for a numpy
+    column (a read-only use: it may be a view of the frame's block), the extension array
+    otherwise (``frame[c].array``).
+
+    ``frame[c]`` builds (and caches) a Series per column (~4 us each: more than the
+    arithmetic on a race's column); the block manager hands out the same arrays directly.
+
+    Args:
+        frame: Any DataFrame.
+        columns: Column names (each present once).
+
+    Returns:
+        Column name -> its values, as described.
+
+    Raises:
+        KeyError: If a column is missing.
+    """
+    position = {name: i for i, name in enumerate(frame.columns.tolist())}
+    if len(position) != frame.shape[1] or not internals_supported():
+        position = {}  # duplicated names (or another pandas): pandas' own lookup
+    if any(col not in position for col in columns):
+        out = {}
+        for col in columns:
+            series = frame[col]
+            out[col] = series.to_numpy() if isinstance(series.dtype, np.dtype) else series.array
+        return out
+    manager = frame._mgr  # pandas' BlockManager: a column is row blkloc of block blkno
+    blocks, blknos, blklocs = manager.blocks, manager.blknos.tolist(), manager.blklocs.tolist()
+    out = {}
+    for col in columns:
+        i = position[col]
+        values = blocks[blknos[i]].values
+        out[col] = values[blklocs[i]] if values.ndim == 2 else values
+    return out
+
+
+def float64_values(values: Any) -> np.ndarray | None:
+    """A new float64 array of a numeric column's values (nulls as NaN), or None.
+
+    A numpy column of numbers or bools is cast with numpy; pandas' nullable ``Int64``,
+    ``Float64`` and ``boolean`` arrays are read from their data and mask (what their
+    ``to_numpy(np.float64, na_value=np.nan)`` does, at a fifth of its cost for a race).
+
+    Args:
+        values: A column's values (:func:`column_arrays`).
+
+    Returns:
+        The float64 values, or None for anything else (text, times, objects) or under a
+        pandas other than :data:`PANDAS_INTERNALS`: the caller then converts with pandas.
+    """
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float64) if values.dtype.kind in _NUMERIC_KINDS else None
+    if not internals_supported():
+        return None
+    from pandas.core.arrays.masked import BaseMaskedArray
+
+    if not isinstance(values, BaseMaskedArray) or values._data.dtype.kind not in _NUMERIC_KINDS:
+        return None
+    out = values._data.astype(np.float64)
+    out[values._mask] = np.nan
+    return out
+
+
 @dataclass(frozen=True)
 class FrameLayout:
     """Where :func:`frame_from_columns` puts each column (built once per column list).
@@ -132,7 +201,7 @@ def frame_from_columns(
     layout: FrameLayout,
     index: pd.Index,
     keys: dict[str, Any],
-    values: dict[str, np.ndarray],
+    values: dict[str, np.ndarray] | np.ndarray,
     flag: np.ndarray,
 ) -> pd.DataFrame:
     """One frame from key columns (any arrays), float64 columns and one int64 column.
@@ -147,7 +216,9 @@ def frame_from_columns(
         layout: Where each column goes (:meth:`FrameLayout.of`).
         index: The frame's index.
         keys: Key column -> array (copied).
-        values: Float column -> 1-D array (every one of ``layout.floats``).
+        values: Float column -> 1-D array (every one of ``layout.floats``), or one
+            C-ordered float64 matrix with a row per float column in ``layout.floats``'
+            order (taken as the frame's block: the caller hands it over).
         flag: The int64 column's values.
 
     Returns:
@@ -158,9 +229,7 @@ def frame_from_columns(
     from pandas.core.internals import BlockManager
     from pandas.core.internals.api import make_block
 
-    matrix = np.empty((len(layout.floats), len(index)), dtype=np.float64)
-    for j, name in enumerate(layout.floats):
-        matrix[j] = values[name]
+    matrix = _float_block(layout, index, values)
     flag_values = np.asarray(flag, dtype=np.int64).reshape(1, -1)
     blocks = [
         make_block(matrix, placement=layout.float_positions),
@@ -175,6 +244,23 @@ def frame_from_columns(
     return pd.DataFrame._from_mgr(manager, axes=manager.axes)
 
 
+def _float_block(
+    layout: FrameLayout, index: pd.Index, values: dict[str, np.ndarray] | np.ndarray
+) -> np.ndarray:
+    """The float columns as one (columns x rows) matrix."""
+    if isinstance(values, np.ndarray):
+        if values.shape != (len(layout.floats), len(index)) or values.dtype != np.float64:
+            raise ValueError(
+                f"values: a float64 matrix of {len(layout.floats)} x {len(index)} expected, "
+                f"got {values.dtype} {values.shape}"
+            )
+        return values
+    matrix = np.empty((len(layout.floats), len(index)), dtype=np.float64)
+    for j, name in enumerate(layout.floats):
+        matrix[j] = values[name]
+    return matrix
+
+
 def _public_frame(
     layout: FrameLayout,
     index: pd.Index,
@@ -183,9 +269,7 @@ def _public_frame(
     flag: np.ndarray,
 ) -> pd.DataFrame:
     """:func:`frame_from_columns` with pandas' public constructors only."""
-    matrix = np.empty((len(index), len(layout.floats)), dtype=np.float64)
-    for j, name in enumerate(layout.floats):
-        matrix[:, j] = values[name]
+    matrix = _float_block(layout, index, values).T
     parts = [
         pd.DataFrame({c: pd.Series(keys[c].copy(), index=index) for c in layout.keys}, index=index),
         pd.DataFrame(matrix, columns=list(layout.floats), index=index),

@@ -11,12 +11,13 @@ add the rows in row order like ``np.bincount``, ranks count the better rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from racecast.data.frames import float64_values
 from racecast.data.races import race_codes
 from racecast.features.columns import as_float
 
@@ -33,6 +34,57 @@ def float_column(values: pd.Series) -> np.ndarray:
         return values.array.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError):  # text that is not all numbers: pandas' coercion
         return as_float(values).to_numpy(dtype=np.float64)
+
+
+def float_values(values: Any) -> np.ndarray:
+    """A column's values (:func:`racecast.data.frames.column_arrays`) as a new float64
+    array: :func:`float_column`'s numbers, without a Series for numeric columns."""
+    out = float64_values(values)
+    if out is None:
+        return float_column(pd.Series(values, copy=False))
+    return out
+
+
+class ColumnMatrix(Mapping):
+    """Named rows of one float64 matrix (a feature per row, a runner per column): a
+    read-only mapping of feature name -> its values, whose rows the transform gathers in
+    one index (:meth:`take`) instead of one array per name.
+
+    Args:
+        matrix: (features, runners) float64 values.
+        row: Feature name -> its row of ``matrix`` (kept, not copied: the reader makes
+            it once).
+    """
+
+    def __init__(self, matrix: np.ndarray, row: Mapping[str, int]) -> None:
+        if matrix.ndim != 2 or len(row) != matrix.shape[0]:
+            raise ValueError(f"matrix of {len(row)} rows expected, got shape {matrix.shape}")
+        self.matrix = matrix
+        self.row = row
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.matrix[self.row[name]]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.row
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.row)
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def take(self, names: Sequence[str], out: np.ndarray) -> None:
+        """Write the rows of ``names`` into ``out`` (len(names) x runners).
+
+        Raises:
+            KeyError: If a name is missing.
+        """
+        row = self.row
+        positions = np.fromiter(
+            (row[name] for name in names), dtype=np.intp, count=len(names)
+        )
+        np.take(self.matrix, positions, axis=0, out=out)
 
 
 def float_arrays(frame: pd.DataFrame, columns: list[str]) -> dict[str, np.ndarray]:
@@ -173,15 +225,3 @@ def classify(values: np.ndarray, classifier: Callable[[Any], Any]) -> np.ndarray
     table = [classifier(u) for u in uniques]
     table.append(classifier(None))
     return np.asarray(table, dtype=object)[codes]
-
-
-def pick(state: dict[str, np.ndarray], columns: Sequence[str], slot: np.ndarray) -> np.ndarray:
-    """Take, per row, the column at position ``slot`` (-1 -> NaN); ``slot`` may have a
-    second axis (several picks per row)."""
-    n = len(slot)
-    table = np.empty((len(columns) + 1, n))
-    for position, col in enumerate(columns):
-        table[position] = state[col]
-    table[-1] = np.nan
-    rows = np.arange(n) if slot.ndim == 1 else np.arange(n)[:, None]
-    return table[slot, rows]

@@ -72,22 +72,24 @@ def market_probabilities(
     codes = np.asarray(codes)
     if invalid not in ("raise", "nan"):
         raise ValueError(f"invalid must be 'raise' or 'nan', got {invalid!r}")
-    with np.errstate(invalid="ignore"):
-        below = odds < 1.0
-    if below.any():
-        if invalid == "raise":
-            raise ValueError(
-                "column 'odds_final' has decimal odds below 1 (odds include the stake)"
-            )
-        odds = np.where(below, np.nan, odds)
-    known = codes >= 0
-    safe = np.where(known, codes, 0)
-    inverse = np.where(known, 1.0 / odds, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
+        below = odds < 1.0
+        if below.any():
+            if invalid == "raise":
+                raise ValueError(
+                    "column 'odds_final' has decimal odds below 1 (odds include the stake)"
+                )
+            odds = np.where(below, np.nan, odds)
+        known = codes >= 0
+        every = bool(known.all())  # the usual case: no mask to apply
+        safe = codes if every else np.where(known, codes, 0)
+        inverse = 1.0 / odds if every else np.where(known, 1.0 / odds, np.nan)
         book = race_sums(inverse, safe, n_races)[safe]
         p = inverse / book
     if not partial:
         missing = np.bincount(safe[known], weights=np.isnan(odds[known]), minlength=n_races) > 0
         p[missing[safe]] = np.nan
+    if every:
+        return p, book
     p[~known] = np.nan
     return p, np.where(known, book, np.nan)

@@ -23,7 +23,8 @@ import pandas as pd
 from feast import FeatureStore
 from feast.types import String
 
-from racecast.features.columnar import is_null
+from racecast.data.frames import column_arrays
+from racecast.features.columnar import ColumnMatrix, is_null
 from racecast.features.engines import check_feast_version
 from racecast.features.store import service
 
@@ -94,7 +95,8 @@ class OnlineReader:
         self._numeric = [c for c in self.columns if c not in strings]
         view_of = {name: v for v, (_, names, _) in enumerate(self._plan) for name in names}
         #: feature name -> numeric slot (>= 0) or string slot s as -1 - s
-        self._slot = _Slots({name: j for j, name in enumerate(self._numeric)})
+        self._numeric_row = {name: j for j, name in enumerate(self._numeric)}
+        self._slot = _Slots(self._numeric_row)
         self._slot.update({name: -1 - s for s, name in enumerate(self._strings)})
         self._numeric_view = np.asarray([view_of[c] for c in self._numeric], dtype=np.intp)
         self._string_view = np.asarray([view_of[c] for c in self._strings], dtype=np.intp)
@@ -126,14 +128,14 @@ class OnlineReader:
         """Per view: each runner's entity (index into the distinct keys, -1 for a null key)
         and the distinct key tuples (values as text) in order of first appearance."""
         n = len(entity_rows)
-        present = set(entity_rows.columns)
+        present = set(entity_rows.columns.tolist())
         text: dict[str, list[str | None]] = {}
-        for k in self._join_keys:
-            if k in present:
-                values = np.asarray(entity_rows[k].array, dtype=object).tolist()
-                text[k] = [
-                    v if isinstance(v, str) else None if is_null(v) else str(v) for v in values
-                ]
+        columns = column_arrays(entity_rows, [k for k in self._join_keys if k in present])
+        for k, values in columns.items():
+            text[k] = [
+                v if isinstance(v, str) else None if is_null(v) else str(v)
+                for v in np.asarray(values, dtype=object).tolist()
+            ]
         out = []
         for view, _, keys in self._plan:
             missing = [k for k in keys if k not in present]
@@ -349,7 +351,7 @@ class OnlineReader:
 
     def read_state(
         self, entity_rows: pd.DataFrame
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], pd.DataFrame]:
+    ) -> tuple[ColumnMatrix, dict[str, np.ndarray], pd.DataFrame]:
         """:meth:`read_with_times` as columns: what serving hands to the transform
         (:func:`racecast.features.transform.build_features_from_state`) without a frame.
 
@@ -358,14 +360,16 @@ class OnlineReader:
 
         Returns:
             ``(numeric, text, times)``: numeric feature -> float64 array (NaN where
-            missing), text feature -> object array (None where missing), both aligned
-            to ``entity_rows``; ``times`` as :meth:`read_with_times` gives it.
+            missing; the rows of one matrix, a read-only
+            :class:`~racecast.features.columnar.ColumnMatrix`), text feature -> object
+            array (None where missing), both aligned to ``entity_rows``; ``times`` as
+            :meth:`read_with_times` gives it.
 
         Raises:
             KeyError: If a join key column is missing.
         """
         numeric, text, stamps = self._read_arrays(entity_rows)
-        numbers = dict(zip(self._numeric, numeric, strict=True))
+        numbers = ColumnMatrix(numeric, self._numeric_row)
         strings = dict(zip(self._strings, text, strict=True))
         return numbers, strings, self._times(stamps, entity_rows.index)
 

@@ -15,23 +15,25 @@ import functools
 import logging
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from racecast.data.frames import FrameLayout, frame_from_columns
+from racecast.data.frames import FrameLayout, column_arrays, frame_from_columns
 from racecast.features.columnar import (
     SMALL,
+    ColumnMatrix,
     classify,
     codes_by_race,
     float_arrays,
     float_column,
+    float_values,
     group_means,
     group_ranks,
     is_null,
     object_column,
-    pick,
 )
 from racecast.features.columns import (
     as_float,
@@ -96,16 +98,15 @@ def _relative_arrays(
 
 
 def _market_arrays(odds: np.ndarray, codes: np.ndarray, n_groups: int) -> dict[str, np.ndarray]:
-    """The market features from decimal odds (invalid odds < 1 -> NaN)."""
+    """The market features from decimal odds (invalid odds < 1 -> NaN; the caller
+    ignores invalid and divide warnings)."""
     prob, book = market_probabilities(odds, codes, n_groups, partial=True, invalid="nan")
-    with np.errstate(invalid="ignore"):
-        valid = np.where(odds >= 1.0, odds, np.nan)
-    with np.errstate(divide="ignore"):
-        return {
-            "mkt_log_prob": np.log(prob),
-            "mkt_odds_rank": group_ranks(valid[:, None], codes, ascending=True)[:, 0],
-            "mkt_norm_odds": valid * book,
-        }
+    valid = np.where(odds >= 1.0, odds, np.nan)
+    return {
+        "mkt_log_prob": np.log(prob),
+        "mkt_odds_rank": group_ranks(valid[:, None], codes, ascending=True)[:, 0],
+        "mkt_norm_odds": valid * book,
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -153,7 +154,8 @@ def market_features(context: pd.DataFrame) -> pd.DataFrame:
     """
     require_columns(context, ["race_id", "odds_final"], "market context")
     codes, n_groups = codes_by_race(object_column(context["race_id"]), "column 'race_id'")
-    out = _market_arrays(float_column(context["odds_final"]), codes, n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = _market_arrays(float_column(context["odds_final"]), codes, n_groups)
     return pd.DataFrame(out, index=context.index)[MARKET_FEATURES]
 
 
@@ -256,13 +258,6 @@ def _sex_flag_pair(sex: str | None) -> tuple[float, float]:
     return (float(norm in FEMALE_SEXES), float(norm in ENTIRE_SEXES))
 
 
-def _sex_flags(sex: np.ndarray) -> dict[str, np.ndarray]:
-    """``sex_female`` and ``sex_entire`` (0/1; NaN when the sex is unknown)."""
-    pairs = classify(sex, _sex_flag_pair)
-    flags = np.array([*pairs], dtype=np.float64).reshape(len(sex), 2)
-    return {"sex_female": flags[:, 0], "sex_entire": flags[:, 1]}
-
-
 @functools.lru_cache(maxsize=1024)
 def _going_slot(going: str | None) -> int:
     """Slot of a going description in ``GOING_GROUPS`` (-1 for null or unrecognised)."""
@@ -286,106 +281,20 @@ def _distance_slot(distance_m: np.ndarray) -> np.ndarray:
     """Slot in ``DISTANCE_BANDS`` (bands closed on the right, like ``distance_band``)."""
     edges = np.asarray(DISTANCE_BAND_EDGES_M, dtype=np.float64)
     slot = np.searchsorted(edges, distance_m, side="left")
-    return np.where(np.isnan(distance_m), -1, slot).astype(np.int64)
+    return np.where(np.isnan(distance_m), -1, slot)
 
 
 def _draw_slot(draw: np.ndarray, n_runners: np.ndarray) -> np.ndarray:
-    """Slot in ``DRAW_RANGES``: ``clip(ceil(3 * draw / field_size), 1, 3) - 1``."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        third = np.ceil(3.0 * draw / np.where(n_runners > 0, n_runners, np.nan))
+    """Slot in ``DRAW_RANGES``: ``clip(ceil(3 * draw / field_size), 1, 3) - 1`` (the
+    caller ignores invalid and divide warnings)."""
+    third = np.ceil(3.0 * draw / np.where(n_runners > 0, n_runners, np.nan))
     third = np.minimum(np.maximum(third, 1.0), 3.0)  # np.clip, without its overhead
-    return np.where(np.isnan(third), -1, third - 1).astype(np.int64)
+    return np.where(np.isnan(third), -1, third - 1)
 
 
 def _shrunk(wins: np.ndarray, runs: np.ndarray, k: float, prior: float) -> np.ndarray:
     """``(wins + k * prior) / (runs + k)``; NaN where either input is NaN."""
     return (wins + k * prior) / (runs + k)
-
-
-def _suitability(
-    ctx: dict[str, np.ndarray],
-    course_record: np.ndarray,
-    st: dict[str, np.ndarray],
-    p: dict[str, Any],
-) -> dict[str, np.ndarray]:
-    """The horse's record under THIS race's distance band, going, surface, course, draw range."""
-    slots = {
-        "dist": _distance_slot(ctx["distance_m"]),
-        "going": _slot_codes(ctx["going"], _going_slot),
-        "surf": _slot_codes(ctx["surface"], _surface_slot),
-        "draw": _draw_slot(ctx["draw"], ctx["n_runners"]),
-    }
-    columns, starts = _suitability_columns()
-    # one table of every family's runs and wins columns: each runner's pick per family
-    slot = np.column_stack(list(slots.values()))
-    position = np.where(slot >= 0, starts + 2 * slot, -1)
-    runs = pick(st, columns, position)
-    wins = pick(st, columns, np.where(position >= 0, position + 1, -1))
-    rates = _shrunk(wins, runs, p["horse_k"], p["win_prior"])
-    names = {"dist": "dist", "going": "going", "surf": "surface", "draw": "draw_range"}
-    out: dict[str, np.ndarray] = {}
-    for j, kind in enumerate(slots):
-        out[f"{names[kind]}_runs"] = runs[:, j]
-        out[f"{names[kind]}_win_rate"] = rates[:, j]
-    runs, wins = _record_at_course(course_record, ctx["course"])
-    out["course_runs"] = runs
-    out["course_win_rate"] = _shrunk(wins, runs, p["horse_k"], p["win_prior"])
-    out["going_code"] = np.where(slots["going"] >= 0, slots["going"], np.nan)
-    return out
-
-
-@functools.lru_cache(maxsize=1)
-def _suitability_columns() -> tuple[list[str], np.ndarray]:
-    """Every suitability family's runs and wins columns, interleaved (runs of category c
-    at ``start + 2c``, its wins next), and the start of each family (dist, going, surf,
-    draw)."""
-    columns: list[str] = []
-    starts = []
-    for kind in ("dist", "going", "surf", "draw"):
-        starts.append(len(columns))
-        for runs, wins in zip(*suitability_columns(kind), strict=True):
-            columns += [runs, wins]
-    return columns, np.asarray(starts, dtype=np.int64)
-
-
-def _pair_features(
-    ctx: dict[str, np.ndarray], st: dict[str, np.ndarray], p: dict[str, Any]
-) -> dict[str, np.ndarray]:
-    """Pair history; a pair with both keys known but no earlier state has 0 runs together."""
-    out: dict[str, np.ndarray] = {}
-    known = {k: ~pd.isna(ctx[k]) for k in ("horse_id", "jockey_id", "trainer_id")}
-    for prefix, (a, b) in (("jt", ("jockey_id", "trainer_id")), ("hj", ("horse_id", "jockey_id"))):
-        keys_known = np.asarray(known[a] & known[b], dtype=bool)
-        runs = st[f"{prefix}_runs"]
-        wins = st[f"{prefix}_wins"]
-        runs = np.where(np.isnan(runs) & keys_known, 0.0, runs)
-        wins = np.where(np.isnan(wins) & keys_known, 0.0, wins)
-        out[f"{prefix}_runs"] = runs
-        out[f"{prefix}_win_rate"] = _shrunk(wins, runs, p["pair_k"], p["win_prior"])
-    return out
-
-
-def _draw_bias(draw: np.ndarray, st: dict[str, np.ndarray]) -> np.ndarray:
-    """The track-profile draw bias of this runner's draw (draws >= 16 share slot 16)."""
-    slot = np.minimum(draw, DRAW_SLOTS) - 1
-    slot = np.where(np.isnan(slot) | (slot < 0), -1, slot).astype(np.int64)
-    return pick(st, draw_bias_columns(), slot)
-
-
-def _handicap_features(feats: dict[str, np.ndarray], p: dict[str, Any]) -> dict[str, np.ndarray]:
-    """How the horse is handicapped today, from its recent performance ratings.
-
-    ``pr_vs_rating = h_mean3_pr - rating`` (ran above its mark when positive) and
-    ``pr_weight_adv = pr_vs_rating - pr_units_per_kg * (weight - race mean weight)``
-    (the same after today's weight relative to the field: ``weight_carried_kg_rel``,
-    a relative column).
-    """
-    vs_rating = feats["h_mean3_pr"] - feats["rating"]
-    extra = feats["weight_carried_kg_rel"]
-    return {
-        "pr_vs_rating": vs_rating,
-        "pr_weight_adv": vs_rating - p["pr_units_per_kg"] * extra,
-    }
 
 
 # --------------------------------------------------------------------------------------
@@ -488,11 +397,15 @@ def build_features_from_state(
     """:func:`build_features` with the joined state given as columns, not as a frame.
 
     The transform itself: :func:`build_features` calls it with its state frame's columns,
-    serving with the online reader's decoded arrays (no state frame is built).
+    serving with the online reader's decoded arrays (no state frame is built). The state,
+    the context's numbers and the output are matrices (a row per feature), so each family
+    of features is one numpy operation for a race as for the training set.
 
     Args:
         context: As for :func:`build_features`.
-        numeric: Numeric state feature -> float64 array aligned with ``context`` (NaN: none).
+        numeric: Numeric state feature -> float64 array aligned with ``context`` (NaN:
+            none); a :class:`~racecast.features.columnar.ColumnMatrix` (the online
+            reader's) is gathered in one index.
         text: ``h_course_record``, ``h_last_gear`` -> Series or object array (None: none).
         params: As for :func:`build_features`.
 
@@ -505,46 +418,50 @@ def build_features_from_state(
     """
     p = resolve_params(params)
     require_columns(context, CONTEXT_COLUMNS, "context")
-    missing = [c for c in _NUMERIC_STATE if c not in numeric]
-    missing += [c for c in sorted(_STATE_STRINGS) if c not in text]
-    if missing:
-        raise KeyError(f"joined state lacks columns {missing[:10]}")
-    st = {c: np.asarray(numeric[c], dtype=np.float64) for c in _NUMERIC_STATE}
-    strings = {c: object_column(text[c]) for c in _STATE_STRINGS}
+    missing = [c for c in sorted(_STATE_STRINGS) if c not in text]
     n = len(context)
-    wrong = [c for c, v in (*st.items(), *strings.items()) if len(v) != n]
+    state = _state_matrix(numeric, n, missing)
+    strings = {c: object_column(text[c]) for c in _STATE_STRINGS}
+    wrong = [c for c, v in strings.items() if len(v) != n]
     if wrong:
         raise ValueError(f"state: columns {wrong[:10]} do not have one value per context row")
     off_time = utc_ns_array(context["off_time"], "context.off_time")
     off_ts = off_time.asi8 / 1e9  # epoch nanoseconds (UTC) -> seconds
-    # the context frame taken apart once: numbers as float64, text as object arrays
-    ctx = {c: float_column(context[c]) for c in (*_CONTEXT_NUMERIC, "odds_final")}
-    ctx.update((c, object_column(context[c])) for c in _CONTEXT_TEXT)
-    h_runs = st["h_runs"]
-    debut = np.isnan(h_runs) | (h_runs == 0)
-
-    feats: dict[str, np.ndarray] = {c: ctx[c] for c in _CONTEXT_NUMERIC}
+    # the context frame taken apart once: numbers as rows of a matrix, text as object arrays
+    columns = column_arrays(context, _CONTEXT_USED)
+    ctx = np.empty((len(_CONTEXT_FLOATS), n))
+    for i, c in enumerate(_CONTEXT_FLOATS):
+        ctx[i] = float_values(columns[c])
+    ctx_text = {c: object_column(columns[c]) for c in _CONTEXT_TEXT}
+    out = np.empty((len(_plan().out), n))
     with np.errstate(invalid="ignore", divide="ignore"):
-        feats["draw_frac"] = ctx["draw"] / np.where(ctx["n_runners"] > 0, ctx["n_runners"], np.nan)
-    feats.update(_sex_flags(ctx["sex"]))
-    for col in _HORSE_PASSTHROUGH:
-        feats[col] = np.where(debut, np.nan, st[col])
-    feats["days_since_last_run"] = (off_ts - st["h_last_off_ts"]) / SECONDS_PER_DAY
-    feats.update(_suitability(ctx, strings["h_course_record"], st, p))
-    for name, (now, last) in _CHANGES.items():
-        feats[name] = ctx[now] - st[last]
-    feats.update(_gear_features(ctx["gear"], strings["h_last_gear"], debut))
-    for col in _CONNECTION_PASSTHROUGH:
-        feats[col] = st[col]
-    feats.update(_pair_features(ctx, st, p))
-    feats["draw_bias"] = _draw_bias(ctx["draw"], st)
-    codes, n_races = codes_by_race(ctx["race_id"], "column 'race_id'")
-    feats.update(_relative_arrays(feats, RELATIVE_COLUMNS, codes, n_races))
-    feats.update(_handicap_features(feats, p))
-    feats.update(_market_arrays(ctx["odds_final"], codes, n_races))
+        debut = _fundamentals(out, state, ctx, ctx_text, strings, off_ts, p)
+    keys = {c: off_time if c == "off_time" else columns[c] for c in KEY_COLUMNS}
+    return frame_from_columns(_output_layout(), context.index, keys, out, debut)
 
-    keys = {c: off_time if c == "off_time" else context[c].array for c in KEY_COLUMNS}
-    return frame_from_columns(_output_layout(), context.index, keys, feats, debut)
+
+def _state_matrix(numeric: Mapping[str, np.ndarray], n: int, missing: list[str]) -> np.ndarray:
+    """The numeric state as a (features + 1) x runners matrix in ``_NUMERIC_STATE``
+    order, its last row NaN; ``missing`` names text columns already found missing."""
+    missing = [c for c in _NUMERIC_STATE if c not in numeric] + missing
+    if missing:
+        raise KeyError(f"joined state lacks columns {missing[:10]}")
+    state = np.empty((len(_NUMERIC_STATE) + 1, n))
+    state[-1] = np.nan
+    if isinstance(numeric, ColumnMatrix) and numeric.matrix.shape[1] == n:
+        numeric.take(_NUMERIC_STATE, out=state[:-1])
+        return state
+    wrong = [c for c in _NUMERIC_STATE if len(numeric[c]) != n]
+    if wrong:
+        raise ValueError(f"state: columns {wrong[:10]} do not have one value per context row")
+    for i, c in enumerate(_NUMERIC_STATE):
+        state[i] = numeric[c]
+    return state
+
+
+#: The context's numbers the transform reads, and every context column it reads.
+_CONTEXT_FLOATS = (*_CONTEXT_NUMERIC, "odds_final")
+_CONTEXT_USED = tuple(dict.fromkeys((*_CONTEXT_FLOATS, *_CONTEXT_TEXT, *KEY_COLUMNS)))
 
 
 @functools.lru_cache(maxsize=1)
@@ -554,6 +471,152 @@ def _output_layout() -> FrameLayout:
     features = FUNDAMENTAL_FEATURES + MARKET_FEATURES
     floats = [c for c in features if c != DEBUT_FLAG]
     return FrameLayout.of(KEY_COLUMNS, floats, DEBUT_FLAG, [*KEY_COLUMNS, *features])
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Where the transform reads and writes, resolved once: rows of the state matrix
+    (its last row all NaN: the pick of "no slot"), of the context matrix and of the output
+    matrix (``_output_layout().floats``), per family of features."""
+
+    state: dict[str, int]
+    out: dict[str, int]
+    context: dict[str, int]
+    horse: tuple[np.ndarray, np.ndarray]  # (state rows, output rows) of the passthroughs
+    connection: tuple[np.ndarray, np.ndarray]
+    context_out: tuple[np.ndarray, np.ndarray]
+    changes: tuple[np.ndarray, np.ndarray, np.ndarray]  # context rows, state rows, output
+    suit_starts: np.ndarray  # first category of each family in suit_runs / suit_wins
+    suit_runs: np.ndarray  # state row per (family, category), then the NaN row
+    suit_wins: np.ndarray
+    suit_out: tuple[np.ndarray, np.ndarray]  # output rows of the runs and the win rates
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # runs, wins, out runs, rates
+    draw_bias: np.ndarray  # state row per draw slot, then the NaN row
+    relative: tuple[np.ndarray, np.ndarray, np.ndarray]  # output rows: values, _rel, _rank
+
+
+@functools.lru_cache(maxsize=1)
+def _plan() -> _Plan:
+    state = {c: i for i, c in enumerate(_NUMERIC_STATE)}
+    out = {c: i for i, c in enumerate(_output_layout().floats)}
+    context = {c: i for i, c in enumerate(_CONTEXT_FLOATS)}
+    nan_row = len(_NUMERIC_STATE)
+
+    def rows(table: dict[str, int], names: Any) -> np.ndarray:
+        return np.asarray([table[c] for c in names], dtype=np.intp)
+
+    families = [suitability_columns(kind) for kind in ("dist", "going", "surf", "draw")]
+    runs = [c for family_runs, _ in families for c in family_runs]
+    wins = [c for _, family_wins in families for c in family_wins]
+    starts = np.cumsum([0, *(len(r) for r, _ in families[:-1])])[:, None]
+    suit = ("dist", "going", "surface", "draw_range")
+    return _Plan(
+        state=state,
+        out=out,
+        context=context,
+        horse=(rows(state, _HORSE_PASSTHROUGH), rows(out, _HORSE_PASSTHROUGH)),
+        connection=(rows(state, _CONNECTION_PASSTHROUGH), rows(out, _CONNECTION_PASSTHROUGH)),
+        context_out=(rows(context, _CONTEXT_NUMERIC), rows(out, _CONTEXT_NUMERIC)),
+        changes=(
+            rows(context, [now for now, _ in _CHANGES.values()]),
+            rows(state, [last for _, last in _CHANGES.values()]),
+            rows(out, _CHANGES),
+        ),
+        suit_starts=starts.astype(np.intp),
+        suit_runs=np.append(rows(state, runs), nan_row),
+        suit_wins=np.append(rows(state, wins), nan_row),
+        suit_out=(rows(out, [f"{s}_runs" for s in suit]), rows(out, [f"{s}_win_rate" for s in suit])),
+        pairs=(
+            rows(state, ["jt_runs", "hj_runs"]),
+            rows(state, ["jt_wins", "hj_wins"]),
+            rows(out, ["jt_runs", "hj_runs"]),
+            rows(out, ["jt_win_rate", "hj_win_rate"]),
+        ),
+        draw_bias=np.append(rows(state, draw_bias_columns()), nan_row),
+        relative=(
+            rows(out, RELATIVE_COLUMNS),
+            rows(out, [f"{c}_rel" for c in RELATIVE_COLUMNS]),
+            rows(out, [f"{c}_rank" for c in RELATIVE_COLUMNS]),
+        ),
+    )
+
+
+def _fundamentals(
+    out: np.ndarray,
+    state: np.ndarray,
+    ctx: np.ndarray,
+    text: dict[str, np.ndarray],
+    strings: dict[str, np.ndarray],
+    off_ts: np.ndarray,
+    p: dict[str, Any],
+) -> np.ndarray:
+    """Write every feature of the runners into ``out`` (a row per float feature) from the
+    state matrix, the context's numbers (a row each) and text; returns the debut flags.
+    Every family is one operation over its rows (the caller ignores invalid and divide
+    warnings)."""
+    plan, at = _plan(), _plan().out
+    n = ctx.shape[1]
+    runner = np.arange(n)
+    h_runs = state[plan.state["h_runs"]]
+    debut = np.isnan(h_runs) | (h_runs == 0)
+    draw, n_runners = ctx[plan.context["draw"]], ctx[plan.context["n_runners"]]
+
+    out[plan.context_out[1]] = ctx[plan.context_out[0]]
+    out[at["draw_frac"]] = draw / np.where(n_runners > 0, n_runners, np.nan)
+    flags = np.array([*classify(text["sex"], _sex_flag_pair)], dtype=np.float64).reshape(n, 2)
+    out[[at["sex_female"], at["sex_entire"]]] = flags.T
+    out[plan.horse[1]] = np.where(debut, np.nan, state[plan.horse[0]])
+    out[at["days_since_last_run"]] = (off_ts - state[plan.state["h_last_off_ts"]]) / SECONDS_PER_DAY
+
+    # suitability: each family's category of this race picks the horse's runs and wins
+    slot = np.empty((4, n), dtype=np.intp)
+    slot[0] = _distance_slot(ctx[plan.context["distance_m"]])
+    slot[1] = _slot_codes(text["going"], _going_slot)
+    slot[2] = _slot_codes(text["surface"], _surface_slot)
+    slot[3] = _draw_slot(draw, n_runners)
+    flat = np.where(slot >= 0, plan.suit_starts + slot, -1)  # -1: the NaN row
+    runs = state[plan.suit_runs[flat], runner]
+    out[plan.suit_out[0]] = runs
+    out[plan.suit_out[1]] = _shrunk(state[plan.suit_wins[flat], runner], runs, p["horse_k"], p["win_prior"])
+    runs, wins = _record_at_course(strings["h_course_record"], text["course"])
+    out[at["course_runs"]] = runs
+    out[at["course_win_rate"]] = _shrunk(wins, runs, p["horse_k"], p["win_prior"])
+    out[at["going_code"]] = np.where(slot[1] >= 0, slot[1], np.nan)
+
+    out[plan.changes[2]] = ctx[plan.changes[0]] - state[plan.changes[1]]
+    for name, values in _gear_features(text["gear"], strings["h_last_gear"], debut).items():
+        out[at[name]] = values
+    out[plan.connection[1]] = state[plan.connection[0]]
+
+    # pairs: both keys known but no earlier state = 0 runs together
+    known = {k: ~pd.isna(text[k]) for k in ("horse_id", "jockey_id", "trainer_id")}
+    keys_known = np.stack(
+        [known["jockey_id"] & known["trainer_id"], known["horse_id"] & known["jockey_id"]]
+    ).astype(bool)
+    runs, wins = state[plan.pairs[0]], state[plan.pairs[1]]
+    runs = np.where(np.isnan(runs) & keys_known, 0.0, runs)
+    wins = np.where(np.isnan(wins) & keys_known, 0.0, wins)
+    out[plan.pairs[2]] = runs
+    out[plan.pairs[3]] = _shrunk(wins, runs, p["pair_k"], p["win_prior"])
+
+    # the track-profile draw bias of this runner's draw (draws >= 16 share slot 16)
+    draw_slot = np.minimum(draw, DRAW_SLOTS) - 1
+    draw_slot = np.where(np.isnan(draw_slot) | (draw_slot < 0), -1, draw_slot).astype(np.intp)
+    out[at["draw_bias"]] = state[plan.draw_bias[draw_slot], runner]
+
+    codes, n_races = codes_by_race(text["race_id"], "column 'race_id'")
+    values = out[plan.relative[0]].T
+    out[plan.relative[1]] = (values - group_means(values, codes, n_races)).T
+    out[plan.relative[2]] = group_ranks(values, codes, ascending=False).T
+    # how the horse is handicapped today, from its recent performance ratings: above its
+    # mark when positive, and the same after today's weight relative to the field
+    vs_rating = out[at["h_mean3_pr"]] - out[at["rating"]]
+    out[at["pr_vs_rating"]] = vs_rating
+    out[at["pr_weight_adv"]] = vs_rating - p["pr_units_per_kg"] * out[at["weight_carried_kg_rel"]]
+    market = _market_arrays(ctx[plan.context["odds_final"]], codes, n_races)
+    for name, values in market.items():
+        out[at[name]] = values
+    return debut
 
 
 def _joint_codes(
