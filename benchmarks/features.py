@@ -19,7 +19,11 @@ repo (the project's own feature store is left alone):
   ``get_online_features`` + ``build_features`` (a tenth of the calls); p50 / p95 / p99
   in milliseconds, with the load average before and after the online timing. Each path
   runs in its own loop of ``--calls`` calls, so no path's figures carry the others'
-  cache traffic.
+  cache traffic. The online timing runs as the service runs: every object alive once the
+  store and reader are ready is frozen out of the cyclic garbage collector's reach
+  (``gc.collect(); gc.freeze()``, what ``create_app(freeze_gc=...)`` does at start; here
+  the Hong Kong frames the build left behind too), and the collections each path
+  triggered are reported (``gc_collections``: per generation).
 
 Prints a table and writes ``data/08_reporting/benchmark_features.json``.
 """
@@ -27,6 +31,7 @@ Prints a table and writes ``data/08_reporting/benchmark_features.json``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -62,6 +67,12 @@ def _timed(timings: dict[str, float], name: str, func, *args, **kwargs):
 def _percentiles(samples: list[float]) -> dict[str, float]:
     ms = np.asarray(samples) * 1000.0
     return {f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)}
+
+
+def _collections(since: list[int] | None = None) -> list[int]:
+    """Cyclic collections so far per generation (minus ``since``)."""
+    now = [stats["collections"] for stats in gc.get_stats()]
+    return now if since is None else [a - b for a, b in zip(now, since, strict=True)]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -129,11 +140,18 @@ def main(argv: list[str] | None = None) -> dict:
         # the serving path: lean online read (the reader the service keeps) + the transform
         reader = OnlineReader(fs, "combined_v1")
         online_features(race, "combined_v1", reader=reader)  # warm-up
+        # as the service does once ready (create_app's freeze_gc): the long-lived objects
+        # out of the cyclic collector's reach, so no collection walks them mid-request
+        gc.collect()
+        gc.freeze()
+        frozen = gc.get_freeze_count()
         load_before = [round(x, 2) for x in os.getloadavg()]
         read_only, read_transform, cold_read, cold_transform = [], [], [], []
         frames, cpu, read_cpu = [], [], []
+        collections: dict[str, list[int]] = {}
         # each path in its own loop of --calls (a path's figures not inflated by the
         # others' cache traffic in between)
+        collections_before = _collections()
         for _ in range(args.calls):
             start, start_cpu = time.perf_counter(), time.thread_time()
             numeric, text, _ = reader.read_state(race)
@@ -144,6 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
             # CPU time of this thread: the same call without the time spent waiting for a
             # core (on a busy machine the wall time is mostly that wait)
             cpu.append(time.thread_time() - start_cpu)
+        collections["read_and_transform"] = _collections(collections_before)
+        collections_before = _collections()
         for _ in range(args.calls):
             reader.clear_cache()
             start = time.perf_counter()
@@ -151,6 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
             cold_read.append(time.perf_counter() - start)
             transform.build_features_from_state(race, numeric, text)
             cold_transform.append(time.perf_counter() - start)
+        collections["read_and_transform_cold"] = _collections(collections_before)
         for _ in range(args.calls):  # the same through frames: reader.read's state frame
             start = time.perf_counter()
             transform.build_features(race, reader.read(race))
@@ -162,6 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
             transform.build_features(race, store.online_state(fs, race, "combined_v1"))
             feast_sdk.append(time.perf_counter() - start)
     finally:
+        gc.unfreeze()
         os.chdir(old_cwd)
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -185,6 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
             "read_and_transform_cpu": _percentiles(cpu),
             "read_and_transform_via_frames": _percentiles(frames),
             "feast_sdk_read_and_transform": _percentiles(feast_sdk),
+            "gc_frozen_objects": frozen,
+            "gc_collections": collections,
         },
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
@@ -218,6 +242,9 @@ def main(argv: list[str] | None = None) -> dict:
         for q, value in result["online"][kind].items():
             table.add_row(f"online {kind} {q} ({len(race)} runners)", f"{value:.2f} ms")
     Console().print(table)
+    Console().print(
+        f"gc: {frozen} objects frozen; collections per generation {collections}"
+    )
     Console().print(f"written to {args.output}")
     return result
 
