@@ -5,13 +5,16 @@ Batch ingestion (:func:`racecast.ingestion.racecards.parse_racecards` then
 column and validates them with pandera and vectorised pandas checks: right for thousands
 of races, but ~40 ms for one racecard, where the per-call overhead of pandas and
 pandera is all the cost. :func:`clean_racecard_columns` (and
-:func:`clean_racecard_frames`, the same as DataFrames) runs the *same* record-level
-contract validation (the parser's own functions and pydantic models) and then the
-table-level rules of ``validate_and_split`` as plain Python over the few rows:
+:func:`clean_racecard_frames`, the same as DataFrames) runs the *same* contract
+validation (the parser's pydantic models, strict, on the re-encoded JSON; here once for
+the whole document instead of once per record, see :func:`_validated_races`) and then
+the table-level rules of ``validate_and_split`` as plain Python over the few rows, each
+column's values listed once (``_Table``):
 
 * every column check of the pandera schemas (``_RACES``, ``_RUNNERS``) is read from the
   schema objects themselves (nullable, unique, ``isin``, ``in_range``, ``ge`` / ``gt`` /
-  ``le`` / ``lt``, ``str_matches``); a check of any other kind makes it give up;
+  ``le`` / ``lt``, ``str_matches``) and evaluated over the column's non-null values at
+  once (a set inclusion, a min or max); a check of any other kind makes it give up;
 * the cross-record rules that can apply to a racecard without results (source, race
   month, field sizes, races without active runners, shared draws, runners of unknown
   races): the same rule objects ``validate_and_split`` evaluates
@@ -23,7 +26,9 @@ check is of an unknown kind) it returns None and the caller takes the batch path
 then reports exactly the errors it always did. For a clean racecard the columns it
 returns give the same ``entity_frame`` as the batch path's primary tables
 (``entities.entity_frame_from_columns``; tested in ``tests/ingestion/test_request.py``
-against mutated racecards).
+against mutated racecards, and in ``tests/inference/test_parse_paths.py``, where clean,
+mutated and hostile bodies get the same rows or error details with the fast path on and
+off).
 """
 
 from __future__ import annotations
@@ -158,9 +163,12 @@ class _ColumnRule:
         if len(present) != len(values) and not self.nullable:
             return False
         try:
-            return all(check(present) for check in self.checks)
+            for check in self.checks:
+                if not check(present):
+                    return False
         except TypeError:  # a value of a type the check cannot compare
             return False
+        return True
 
 
 class _Table:

@@ -222,6 +222,8 @@ def _shared_draw(rows: Records) -> bool:
     """An active runner's draw shared with any runner of its race."""
     for field in rows.by_race.values():
         draws = [r.get("draw") for r in field if not _null(r.get("draw"))]
+        if len(set(draws)) == len(draws):  # no two runners share a draw
+            continue
         for runner in field:
             draw = runner.get("draw")
             if rows.active(runner) and not _null(draw) and draws.count(draw) > 1:
