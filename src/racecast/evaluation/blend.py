@@ -219,7 +219,8 @@ class BenterBlend(BaseEstimator):
             A Series ``p_combined`` aligned to the frame's index, or a 1-D array in the
             order of the rows of ``X``.
         """
-        check_is_fitted(self, "coef_")
+        if "coef_" not in self.__dict__:
+            check_is_fitted(self, "coef_")
         x, groups = self._arrays(X, groups)
         data = RaceData(x, groups)
         p_sorted, _ = data.softmax(self.coef_)

@@ -383,7 +383,10 @@ class InferenceBundle:
             "p_market": p_market,
             "p_combined": np.where(np.isnan(p_market), np.nan, rows.to_input_order(p_comb)),
         }
-        return pd.DataFrame({name: columns[name] for name in OUTPUT_COLUMNS}, index=features.index)
+        # every column is a new array: the frame may hold them as they are (copy=False)
+        return pd.DataFrame(
+            {name: columns[name] for name in OUTPUT_COLUMNS}, index=features.index, copy=False
+        )
 
     def _blend(
         self, p_fund: np.ndarray, p_market: np.ndarray, capped: np.ndarray, rows: _TimeOrdered

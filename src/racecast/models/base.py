@@ -424,7 +424,8 @@ class RaceModel(BaseEstimator, ABC):
         Raises:
             ValueError: If ``X`` has the wrong shape or infinite values.
         """
-        check_is_fitted(self)
+        if "n_features_in_" not in self.__dict__:  # set by fit (scikit-learn's check: ~5 us)
+            check_is_fitted(self)
         features = np.asarray(X, dtype=np.float64)
         if features.ndim != 2 or features.shape != (layout.order.shape[0], self.n_features_in_):
             raise ValueError(

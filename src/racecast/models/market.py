@@ -279,7 +279,8 @@ class MarketCorrection(BaseEstimator):
         self, p_market: np.ndarray, capped: np.ndarray, groups: RaceGroups | np.ndarray
     ) -> np.ndarray:
         """Per-runner linear predictor ``theta . t`` (log-probability up to a per-race constant)."""
-        check_is_fitted(self, "coef_")
+        if "coef_" not in self.__dict__:
+            check_is_fitted(self, "coef_")
         return market_terms(list(self.terms), p_market, capped, RaceGroups.of(groups)) @ self.coef_
 
     def predict_proba(

@@ -277,7 +277,8 @@ class StackedMetaLearner(RaceModel):
         log_pa = self._stage_a_log_proba(X, layout)
         if not self.use_stage_b:
             return log_pa
-        check_is_fitted(self, "ranker_")
+        if "ranker_" not in self.__dict__:
+            check_is_fitted(self, "ranker_")
         features = self._stage_b_features(log_pa, self._log_base(X), X)
         return self.coef_[0] * log_pa + self.coef_[1] * booster_predict(self.ranker_, features)
 
