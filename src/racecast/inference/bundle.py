@@ -77,6 +77,18 @@ class _Columns:
             kept = self._names[id(model)] = (model, [str(c) for c in model.feature_names_in_])
         return kept[1]
 
+    def stacked(self, stacker: Any, base: dict[str, np.ndarray], values: np.ndarray) -> np.ndarray:
+        """The stacker's input matrix: its ``p_<model>`` columns from ``base``, the others
+        (fundamental features) from ``values``, in ``feature_names_in_`` order."""
+        names = self.names_of(stacker)
+        out = np.empty((values.shape[0], len(names)), dtype=np.float64)
+        features = [j for j, name in enumerate(names) if name not in base]
+        out[:, features] = values[:, [self.position[names[j]] for j in features]]
+        for j, name in enumerate(names):
+            if name in base:
+                out[:, j] = base[name]
+        return out
+
     def of(self, model: Any) -> np.ndarray:
         """Positions of the model's ``feature_names_in_`` in the fundamental features."""
         kept = self._of.get(id(model))
@@ -115,14 +127,17 @@ class _TimeOrdered:
         features: pd.DataFrame,
         values: np.ndarray,
         names: list[str] | _Columns,
-        race_ids: np.ndarray | None = None,
+        keys: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> _TimeOrdered:
         """Feature rows and their matrix ``values`` in time order (as ``model_zoo.nodes._sorted``;
-        ``race_ids``: the rows' race ids as an object array, when the caller has them)."""
-        order = _time_order(features)
-        if race_ids is None:
-            race_ids = features["race_id"].to_numpy(dtype=object)
-        race_ids = race_ids[order]
+        ``keys``: the rows' race and horse ids as object arrays, when the caller has them)."""
+        if keys is None:
+            keys = (
+                features["race_id"].to_numpy(dtype=object),
+                features["horse_id"].to_numpy(dtype=object),
+            )
+        order = _time_order(features, keys)
+        race_ids = keys[0][order]
         columns = names if isinstance(names, _Columns) else _Columns(names)
         return cls(order, race_ids, values[order], columns)
 
@@ -141,11 +156,12 @@ class _TimeOrdered:
         return out
 
 
-def _time_order(frame: pd.DataFrame) -> np.ndarray:
+def _time_order(frame: pd.DataFrame, keys: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Positions of the rows sorted stably by (off_time, race_id, horse_id), NaT last.
 
     The order of ``frame.sort_values(TIME_ORDER, kind="mergesort")``, by a Python sort
-    of the few rows of a request (falls back to pandas for a non-datetime off_time).
+    of the few rows of a request (falls back to pandas for a non-datetime off_time);
+    ``keys`` are the frame's race and horse ids (object arrays).
     """
     nat = int(np.iinfo(np.int64).min)
     if "off_time" not in frame.columns:
@@ -157,10 +173,9 @@ def _time_order(frame: pd.DataFrame) -> np.ndarray:
     else:
         positional = frame[TIME_ORDER].reset_index(drop=True)
         return positional.sort_values(TIME_ORDER, kind="mergesort").index.to_numpy()
-    races = frame["race_id"].tolist()
-    horses = frame["horse_id"].tolist()
-    keys = [(t == nat, t, races[i], horses[i]) for i, t in enumerate(ticks)]
-    return np.asarray(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
+    races, horses = keys[0].tolist(), keys[1].tolist()
+    rank = [(t == nat, t, races[i], horses[i]) for i, t in enumerate(ticks)]
+    return np.asarray(sorted(range(len(rank)), key=rank.__getitem__), dtype=np.int64)
 
 
 def _fitted_columns(model: Any, what: str) -> list[str]:
@@ -353,8 +368,8 @@ class InferenceBundle:
             ValueError: If a runner appears twice, a feature is not numeric or odds are
                 below 1.
         """
-        values, odds, race_ids = self._inputs(features)
-        rows = _TimeOrdered.of(features, values, self._columns, race_ids)
+        values, odds, keys = self._inputs(features)
+        rows = _TimeOrdered.of(features, values, self._columns, keys)
         base = {
             f"p_{name}": rows.normalised(
                 model.predict_proba_array(rows.columns(model), rows.layout)
@@ -364,12 +379,7 @@ class InferenceBundle:
         if self.skipped_models:  # the stacker's input of a model left out: uniform per race
             uniform = rows.normalised(np.ones(len(rows.order)))
             base.update({f"p_{name}": uniform for name in self.skipped_models})
-        stacked_input = np.column_stack(
-            [
-                base[name] if name in base else rows.values[:, rows.position[name]]
-                for name in self._columns.names_of(self.stacker)
-            ]
-        )
+        stacked_input = self._columns.stacked(self.stacker, base, rows.values)
         p_fund = rows.normalised(self.stacker.predict_proba_array(stacked_input, rows.layout))
         # race codes in input order (market sums add a race's runners in input order)
         p_market, _ = market_probabilities(
@@ -515,20 +525,22 @@ class InferenceBundle:
         """Validated fundamental feature matrix and ``odds_final`` (NaN when absent), input order."""
         return self._inputs(features)[:2]
 
-    def _inputs(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`_input_arrays` and the race ids (an object array), input order."""
-        race_ids = self._check_input(features)
+    def _inputs(
+        self, features: pd.DataFrame
+    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """:meth:`_input_arrays` and the race and horse ids (object arrays), input order."""
+        keys = self._check_input(features)
         values = _numeric_matrix(features, self._columns.index)
         if "odds_final" not in features.columns:
-            return values, np.full(len(features), np.nan), race_ids
+            return values, np.full(len(features), np.nan), keys
         odds = features["odds_final"]
         if pd.api.types.is_numeric_dtype(odds.dtype):
-            return values, odds.to_numpy(dtype=np.float64, na_value=np.nan), race_ids
-        return values, _numeric_matrix(features, ["odds_final"])[:, 0], race_ids
+            return values, odds.to_numpy(dtype=np.float64, na_value=np.nan), keys
+        return values, _numeric_matrix(features, ["odds_final"])[:, 0], keys
 
-    def _check_input(self, features: pd.DataFrame) -> np.ndarray:
+    def _check_input(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Raise unless ``features`` has rows, every needed column and unique runners;
-        returns the race ids (an object array)."""
+        returns the race and horse ids (object arrays)."""
         if not isinstance(features, pd.DataFrame):
             raise TypeError(f"features must be a pandas DataFrame, got {type(features).__name__}")
         if features.empty:
@@ -577,14 +589,15 @@ def _numeric_matrix(frame: pd.DataFrame, columns: list[str] | pd.Index) -> np.nd
     return selected.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _check_runner_keys(features: pd.DataFrame) -> np.ndarray:
-    """Raise if a runner key is missing or a runner appears twice; returns the race ids."""
+def _check_runner_keys(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Raise if a runner key is missing or a runner appears twice; returns the race and
+    horse ids (object arrays)."""
     race_ids = features["race_id"].to_numpy(dtype=object)
     horse_ids = features["horse_id"].to_numpy(dtype=object)
     if pd.isna(race_ids).any() or pd.isna(horse_ids).any():
         raise ValueError("features: race_id and horse_id must not be missing")
     if len(set(zip(race_ids, horse_ids, strict=True))) == len(features):
-        return race_ids
+        return race_ids, horse_ids
     duplicated = features.duplicated(_RUNNER_KEYS)
     first = features.loc[duplicated, _RUNNER_KEYS].iloc[0].tolist()
     raise ValueError(
