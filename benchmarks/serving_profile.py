@@ -228,11 +228,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "transform": lambda: transform.build_features(rows, served, settings.feature_params),
         "features": lambda: service.features(rows),
     }
-    from racecast.inference.bundle import _TimeOrdered
+    from racecast.inference.rows import TimeOrdered
 
     values, odds = bundle._input_arrays(features)
-    ordered = _TimeOrdered.of(features, values, bundle._columns)
-    stages["bundle_inputs"] = lambda: _TimeOrdered.of(
+    ordered = TimeOrdered.of(features, values, bundle._columns)
+    stages["bundle_inputs"] = lambda: TimeOrdered.of(
         features, bundle._input_arrays(features)[0], bundle._columns
     )
     for name, model in bundle.base_models.items():

@@ -58,8 +58,8 @@ def _package(module: str) -> str:
 
 def test_the_scan_sees_the_package() -> None:
     imports = _imports()
-    assert "racecast.inference.bundle" in imports and "racecast.models.split" in imports
-    assert "racecast.models.split" in imports["racecast.inference.bundle"]
+    assert "racecast.inference.rows" in imports and "racecast.models.split" in imports
+    assert "racecast.models.split" in imports["racecast.inference.rows"]
 
 
 def test_library_layers_import_only_their_own_or_lower_layers() -> None:

@@ -27,12 +27,12 @@ import pandas as pd
 
 from racecast.data.frames import float64_matrix
 from racecast.evaluation.second_stage import CombinedTrack
-from racecast.features.market import market_probabilities, race_sums
+from racecast.features.market import market_probabilities
 from racecast.features.specs import FUNDAMENTAL_FEATURES, ODDS_CAPPED
 from racecast.inference.lean import SKIP_MAX_WEIGHT, skipped_models, stacker_weights
-from racecast.models.base import GroupLayout, RaceModel, group_layout
+from racecast.inference.rows import RUNNER_KEYS, Columns, TimeOrdered
+from racecast.models.base import RaceModel
 from racecast.models.fastpath import BoosterContributions
-from racecast.models.split import TIME_ORDER
 from racecast.models.trees import LGBMRankerModel
 
 logger = logging.getLogger(__name__)
@@ -53,129 +53,6 @@ OUTPUT_COLUMNS = ["race_id", "horse_id", "p_fundamental", "p_market", "p_combine
 
 #: Column of :meth:`InferenceBundle.contributions` holding the ranker's expected score.
 BIAS_COLUMN = "bias"
-
-_RUNNER_KEYS = ["race_id", "horse_id"]
-
-
-class _Columns:
-    """Fundamental feature name -> column of the bundle's matrix, and each model's input
-    columns as an index array (computed once per fitted model, not per request)."""
-
-    def __init__(self, names: list[str]) -> None:
-        self.names = list(names)
-        self.position = {name: j for j, name in enumerate(self.names)}
-        self.index = pd.Index(self.names, dtype=object)
-        #: the columns :meth:`InferenceBundle.predict` needs (keys, then the features)
-        self.required = pd.Index(_RUNNER_KEYS + self.names, dtype=object)
-        self._names: dict[int, tuple[Any, list[str]]] = {}
-        self._of: dict[int, tuple[Any, np.ndarray]] = {}
-
-    def names_of(self, model: Any) -> list[str]:
-        """The model's ``feature_names_in_`` as strings (kept with the model object)."""
-        kept = self._names.get(id(model))
-        if kept is None or kept[0] is not model:
-            kept = self._names[id(model)] = (model, [str(c) for c in model.feature_names_in_])
-        return kept[1]
-
-    def stacked(self, stacker: Any, base: dict[str, np.ndarray], values: np.ndarray) -> np.ndarray:
-        """The stacker's input matrix: its ``p_<model>`` columns from ``base``, the others
-        (fundamental features) from ``values``, in ``feature_names_in_`` order."""
-        names = self.names_of(stacker)
-        out = np.empty((values.shape[0], len(names)), dtype=np.float64)
-        features = [j for j, name in enumerate(names) if name not in base]
-        out[:, features] = values[:, [self.position[names[j]] for j in features]]
-        for j, name in enumerate(names):
-            if name in base:
-                out[:, j] = base[name]
-        return out
-
-    def of(self, model: Any) -> np.ndarray:
-        """Positions of the model's ``feature_names_in_`` in the fundamental features."""
-        kept = self._of.get(id(model))
-        if kept is None or kept[0] is not model:
-            at = [self.position[c] for c in self.names_of(model)]
-            kept = self._of[id(model)] = (model, np.asarray(at, dtype=np.intp))
-        return kept[1]
-
-
-class _TimeOrdered:
-    """Input rows in the model_zoo helpers' order (``off_time``, ``race_id``, ``horse_id``).
-
-    Attributes:
-        order: Positions of the input rows in time order.
-        race_ids: Race id per ordered row.
-        layout: :func:`~racecast.models.base.group_layout` of the ordered rows.
-        values: Fundamental feature matrix of the ordered rows (float64, NaN missing).
-        position: Fundamental feature name -> column of ``values``.
-    """
-
-    def __init__(
-        self, order: np.ndarray, race_ids: np.ndarray, values: np.ndarray, names: _Columns
-    ) -> None:
-        self.order = order
-        self.race_ids = race_ids
-        self.layout: GroupLayout = group_layout(race_ids)
-        #: race code of each ordered row (the layout's codes are in its sorted order)
-        self.codes = self.layout.codes[self.layout.inverse]
-        self.values = values
-        self.names = names
-        self.position = names.position
-
-    @classmethod
-    def of(
-        cls,
-        features: pd.DataFrame,
-        values: np.ndarray,
-        names: list[str] | _Columns,
-        keys: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> _TimeOrdered:
-        """Feature rows and their matrix ``values`` in time order (as ``model_zoo.nodes._sorted``;
-        ``keys``: the rows' race and horse ids as object arrays, when the caller has them)."""
-        if keys is None:
-            keys = (
-                features["race_id"].to_numpy(dtype=object),
-                features["horse_id"].to_numpy(dtype=object),
-            )
-        order = _time_order(features, keys)
-        race_ids = keys[0][order]
-        columns = names if isinstance(names, _Columns) else _Columns(names)
-        return cls(order, race_ids, values[order], columns)
-
-    def columns(self, model: RaceModel) -> np.ndarray:
-        """The model's input matrix: its ``feature_names_in_`` columns of ``values``."""
-        return self.values[:, self.names.of(model)]
-
-    def normalised(self, p: np.ndarray) -> np.ndarray:
-        """``p`` divided by its per-race sum, as ``predict_holdout`` normalises."""
-        return p / race_sums(p, self.codes, self.layout.n_groups)[self.codes]
-
-    def to_input_order(self, values: np.ndarray) -> np.ndarray:
-        """Values of the ordered rows, back in input order."""
-        out = np.empty_like(values)
-        out[self.order] = values
-        return out
-
-
-def _time_order(frame: pd.DataFrame, keys: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Positions of the rows sorted stably by (off_time, race_id, horse_id), NaT last.
-
-    The order of ``frame.sort_values(TIME_ORDER, kind="mergesort")``, by a Python sort
-    of the few rows of a request (falls back to pandas for a non-datetime off_time);
-    ``keys`` are the frame's race and horse ids (object arrays).
-    """
-    nat = int(np.iinfo(np.int64).min)
-    if "off_time" not in frame.columns:
-        ticks = [nat] * len(frame)
-    elif frame["off_time"].dtype.kind == "M" or isinstance(
-        frame["off_time"].dtype, pd.DatetimeTZDtype
-    ):
-        ticks = frame["off_time"].array.asi8.tolist()
-    else:
-        positional = frame[TIME_ORDER].reset_index(drop=True)
-        return positional.sort_values(TIME_ORDER, kind="mergesort").index.to_numpy()
-    races, horses = keys[0].tolist(), keys[1].tolist()
-    rank = [(t == nat, t, races[i], horses[i]) for i, t in enumerate(ticks)]
-    return np.asarray(sorted(range(len(rank)), key=rank.__getitem__), dtype=np.int64)
 
 
 def _fitted_columns(model: Any, what: str) -> list[str]:
@@ -306,7 +183,7 @@ class InferenceBundle:
         self.explain_model = explain_model
         self._explainer_lock = threading.Lock()
         self._contributions: tuple[Any, BoosterContributions] | None = None
-        self._columns = _Columns(self.fundamental_features)
+        self._columns = Columns(self.fundamental_features)
 
     @property
     def exact(self) -> bool:
@@ -330,7 +207,7 @@ class InferenceBundle:
         self.__dict__.update(state)
         self._explainer_lock = threading.Lock()
         self._contributions = None
-        self._columns = _Columns(self.fundamental_features)
+        self._columns = Columns(self.fundamental_features)
 
     def __repr__(self) -> str:
         return (
@@ -369,7 +246,7 @@ class InferenceBundle:
                 below 1.
         """
         values, odds, keys = self._inputs(features)
-        rows = _TimeOrdered.of(features, values, self._columns, keys)
+        rows = TimeOrdered.of(features, values, self._columns, keys)
         base = {
             f"p_{name}": rows.normalised(
                 model.predict_proba_array(rows.columns(model), rows.layout)
@@ -399,7 +276,7 @@ class InferenceBundle:
         )
 
     def _blend(
-        self, p_fund: np.ndarray, p_market: np.ndarray, capped: np.ndarray, rows: _TimeOrdered
+        self, p_fund: np.ndarray, p_market: np.ndarray, capped: np.ndarray, rows: TimeOrdered
     ) -> np.ndarray:
         """:func:`predict_blend_holdout`: the combined track where the race has a market, else ``p_fund``."""
         combined = p_fund.copy()
@@ -598,8 +475,8 @@ def _check_runner_keys(features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("features: race_id and horse_id must not be missing")
     if len(set(zip(race_ids, horse_ids, strict=True))) == len(features):
         return race_ids, horse_ids
-    duplicated = features.duplicated(_RUNNER_KEYS)
-    first = features.loc[duplicated, _RUNNER_KEYS].iloc[0].tolist()
+    duplicated = features.duplicated(RUNNER_KEYS)
+    first = features.loc[duplicated, RUNNER_KEYS].iloc[0].tolist()
     raise ValueError(
         f"features: runner {first} appears more than once ({int(duplicated.sum())} duplicated rows)"
     )
