@@ -227,20 +227,16 @@ def frame_from_columns(
     if layout.key_positions is None or not internals_supported():
         return _public_frame(layout, index, keys, values, flag)
     from pandas.core.internals import BlockManager
-    from pandas.core.internals.api import make_block
+    from pandas.core.internals.blocks import new_block_2d
 
     matrix = _float_block(layout, index, values)
     flag_values = np.asarray(flag, dtype=np.int64).reshape(1, -1)
     blocks = [
-        make_block(matrix, placement=layout.float_positions),
-        make_block(flag_values, placement=layout.flag_position),
+        new_block_2d(matrix, placement=layout.float_positions),
+        new_block_2d(flag_values, placement=layout.flag_position),
     ]
-    for col, position in layout.key_positions.items():
-        array = keys[col].copy()
-        if isinstance(array.dtype, np.dtype):  # numpy values: a 2-D block
-            array = np.asarray(array).reshape(1, -1)
-        blocks.append(make_block(array, placement=position, ndim=2))
-    manager = BlockManager(blocks, [layout.columns.view(), index])
+    blocks += [_block(keys[c].copy(), at) for c, at in layout.key_positions.items()]
+    manager = BlockManager(tuple(blocks), [layout.columns.view(), index])
     return pd.DataFrame._from_mgr(manager, axes=manager.axes)
 
 
@@ -312,20 +308,23 @@ def frame_from_arrays(columns: pd.Index, arrays: Sequence[Any], index: pd.Index)
     if not internals_supported():
         return pd.DataFrame(dict(zip(columns, arrays, strict=True)), index=index, copy=False)
     from pandas._libs.internals import BlockPlacement
-    from pandas.core.construction import extract_array
     from pandas.core.internals import BlockManager
-    from pandas.core.internals.blocks import ExtensionBlock, ensure_block_shape, new_block_2d
 
-    blocks = []
-    for i, array in enumerate(arrays):
-        placement = BlockPlacement(slice(i, i + 1))
-        if type(array) in _ONE_D_ARRAYS:  # the block pandas makes of it, without its dispatch
-            blocks.append(ExtensionBlock(array, ndim=2, placement=placement))
-        else:
-            values = ensure_block_shape(extract_array(array, extract_numpy=True), 2)
-            blocks.append(new_block_2d(values, placement=placement))
+    blocks = [_block(array, BlockPlacement(slice(i, i + 1))) for i, array in enumerate(arrays)]
     manager = BlockManager(tuple(blocks), [columns, index], verify_integrity=False)
     return pd.DataFrame._from_mgr(manager, axes=manager.axes)
+
+
+def _block(array: Any, placement: Any) -> Any:
+    """The block pandas makes of one column's 1-D array at ``placement``, without its
+    dispatch (``make_block`` costs three times as much)."""
+    from pandas.core.construction import extract_array
+    from pandas.core.internals.blocks import ExtensionBlock, ensure_block_shape, new_block_2d
+
+    if type(array) in _ONE_D_ARRAYS:
+        return ExtensionBlock(array, ndim=2, placement=placement)
+    values = ensure_block_shape(extract_array(array, extract_numpy=True), 2)
+    return new_block_2d(values, placement=placement)
 
 
 def string_array(values: Sequence[str | None]) -> Any:
