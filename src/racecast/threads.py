@@ -79,9 +79,11 @@ def map_processes(
 ) -> list[Any]:
     """``[function(*args) for args in arguments]``, on up to ``n_jobs`` processes.
 
-    With ``n_jobs`` 1 (or one task) a plain loop in this process; otherwise joblib's loky
-    processes (``function`` may be a closure: loky pickles with cloudpickle), each held
-    to this process's :func:`thread_budget`, so every call computes what the loop would.
+    With ``n_jobs`` 1 (or one task) a plain loop in this process; otherwise a pool of
+    loky processes (joblib's; ``function`` may be a closure: loky pickles with
+    cloudpickle), each held to this process's :func:`thread_budget`, so every call
+    computes what the loop would. The pool is closed before this returns (no idle
+    workers outlive the call, which would keep a runner's worker process from exiting).
     Results come back in the order of ``arguments``.
 
     Raises:
@@ -92,10 +94,10 @@ def map_processes(
     n_jobs = min(int(n_jobs), len(arguments))
     if n_jobs <= 1:
         return [function(*args) for args in arguments]
-    from joblib import Parallel, delayed, parallel_config
+    from joblib.externals.loky import ProcessPoolExecutor
 
     n_threads = thread_budget()
-    # max_nbytes None: arguments are pickled whole, never memory-mapped read-only
-    with parallel_config(backend="loky", inner_max_num_threads=n_threads):
-        parallel = Parallel(n_jobs=n_jobs, max_nbytes=None)
-        return parallel(delayed(_within_budget)(function, n_threads, a) for a in arguments)
+    env = {name: str(n_threads) for name in THREAD_ENV_VARS} if n_threads else None
+    with ProcessPoolExecutor(max_workers=n_jobs, env=env) as pool:
+        futures = [pool.submit(_within_budget, function, n_threads, args) for args in arguments]
+        return [future.result() for future in futures]

@@ -142,14 +142,20 @@ def test_map_processes_keeps_order_and_holds_each_process_to_the_budget():
         "if __name__ == '__main__':\n"
         "    limit_threads(3)\n"
         "    out = map_processes(probe, [(i,) for i in range(6)], n_jobs=2)\n"
+        "    import glob\n"
+        "    kids = [c for f in glob.glob('/proc/self/task/*/children')\n"
+        "            for c in open(f).read().split()]\n"
+        "    left = [k for k in kids if os.path.exists(f'/proc/{k}/cmdline') and\n"
+        "            b'LokyProcess' in open(f'/proc/{k}/cmdline', 'rb').read()]\n"
         "    print([i for i, _, _ in out], os.getpid() in {p for _, p, _ in out},\n"
-        "          max(t for _, _, t in out))\n"
+        "          max(t for _, _, t in out), len(left))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
-    # 3 threads each, not loky's default of cores // n_jobs (1 on a 2-core machine)
-    assert out == "[0, 1, 2, 3, 4, 5] False 3"
+    # 3 threads each, not loky's default of cores // n_jobs (1 on a 2-core machine); no
+    # worker outlives the call (an idle one kept a runner's worker process from exiting)
+    assert out == "[0, 1, 2, 3, 4, 5] False 3 0"
 
 
 def test_map_processes_with_one_job_is_the_plain_loop():
