@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from racecast.data.frames import float64_matrix
+from racecast.data.frames import float64_matrix, frame_from_arrays
 from racecast.evaluation.second_stage import CombinedTrack
 from racecast.features.market import market_probabilities
 from racecast.features.specs import FUNDAMENTAL_FEATURES, ODDS_CAPPED
 from racecast.inference.lean import SKIP_MAX_WEIGHT, skipped_models, stacker_weights
-from racecast.inference.rows import RUNNER_KEYS, Columns, TimeOrdered
+from racecast.inference.rows import OUTPUT_COLUMNS, RUNNER_KEYS, Columns, TimeOrdered
 from racecast.models.base import RaceModel
 from racecast.models.fastpath import BoosterContributions
 from racecast.models.trees import LGBMRankerModel
@@ -48,8 +48,6 @@ __all__ = [
 #: the bundle when this one is absent).
 EXPLAIN_MODEL = "lgbm_ranker"
 
-#: Columns of :meth:`InferenceBundle.predict`.
-OUTPUT_COLUMNS = ["race_id", "horse_id", "p_fundamental", "p_market", "p_combined"]
 
 #: Column of :meth:`InferenceBundle.contributions` holding the ranker's expected score.
 BIAS_COLUMN = "bias"
@@ -270,9 +268,9 @@ class InferenceBundle:
             "p_market": p_market,
             "p_combined": np.where(np.isnan(p_market), np.nan, rows.to_input_order(p_comb)),
         }
-        # every column is a new array: the frame may hold them as they are (copy=False)
-        return pd.DataFrame(
-            {name: columns[name] for name in OUTPUT_COLUMNS}, index=features.index, copy=False
+        # every column is a new array: the frame holds them as they are, one block each
+        return frame_from_arrays(
+            self._columns.output, [columns[name] for name in OUTPUT_COLUMNS], features.index
         )
 
     def _blend(

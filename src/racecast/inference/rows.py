@@ -17,10 +17,13 @@ from racecast.features.market import race_sums
 from racecast.models.base import GroupLayout, RaceModel, group_layout
 from racecast.models.split import TIME_ORDER
 
-__all__ = ["RUNNER_KEYS", "Columns", "TimeOrdered", "time_order"]
+__all__ = ["OUTPUT_COLUMNS", "RUNNER_KEYS", "Columns", "TimeOrdered", "time_order"]
 
 #: The columns that name a runner.
 RUNNER_KEYS = ["race_id", "horse_id"]
+
+#: Columns of :meth:`~racecast.inference.bundle.InferenceBundle.predict`.
+OUTPUT_COLUMNS = [*RUNNER_KEYS, "p_fundamental", "p_market", "p_combined"]
 
 
 class Columns:
@@ -33,6 +36,8 @@ class Columns:
         self.index = pd.Index(self.names, dtype=object)
         #: the columns :meth:`~racecast.inference.bundle.InferenceBundle.predict` needs
         self.required = pd.Index(RUNNER_KEYS + self.names, dtype=object)
+        #: the prediction frame's columns (``bundle.OUTPUT_COLUMNS``)
+        self.output = pd.Index(OUTPUT_COLUMNS, dtype=object)
         self._names: dict[int, tuple[Any, list[str]]] = {}
         self._of: dict[int, tuple[Any, np.ndarray]] = {}
 
