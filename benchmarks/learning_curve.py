@@ -183,7 +183,10 @@ def with_variants(
         zoo["models"][label] = {**spec, "kwargs": _merged(spec.get("kwargs") or {}, kwargs)}
         by_model = (zoo.get("cv") or {}).get("relevance_top_by_model") or {}
         if model in by_model:
-            zoo["cv"] = {**zoo["cv"], "relevance_top_by_model": {**by_model, label: by_model[model]}}
+            zoo["cv"] = {
+                **zoo["cv"],
+                "relevance_top_by_model": {**by_model, label: by_model[model]},
+            }
         names.append(label)
     return zoo, names
 
@@ -301,9 +304,7 @@ def stack_contribution(
 
 def render(report: dict[str, Any], models: list[str]) -> Table:
     """The curve as a rich table."""
-    table = Table(
-        title="Learning curve on the inner split (pseudo-R², share of the market, CPU s)"
-    )
+    table = Table(title="Learning curve on the inner split (pseudo-R², share of the market, CPU s)")
     table.add_column("fit on", justify="right")
     table.add_column("races", justify="right")
     for name in models:

@@ -244,7 +244,10 @@ class _WorkerRunner(AbstractRunner):
             seconds_path,
         )
         try:
-            with workers, ThreadPoolExecutor(max_workers=1, thread_name_prefix="kedro-main") as here:
+            with (
+                workers,
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="kedro-main") as here,
+            ):
                 while todo or pending or queued[True] or queued[False]:
                     ready = [n for n in todo if dependencies[n] <= done_nodes]
                     todo.difference_update(ready)

@@ -16,6 +16,7 @@ compute what the plain loop computes.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -79,7 +80,8 @@ def map_processes(
 ) -> list[Any]:
     """``[function(*args) for args in arguments]``, on up to ``n_jobs`` processes.
 
-    With ``n_jobs`` 1 (or one task) a plain loop in this process; otherwise a pool of
+    With ``n_jobs`` 1, one task, or in a daemonic process (a Dask worker, which may not
+    start processes) a plain loop in this process; otherwise a pool of
     loky processes (joblib's; ``function`` may be a closure: loky pickles with
     cloudpickle), each held to this process's :func:`thread_budget`, so every call
     computes what the loop would. The pool is closed before this returns (no idle
@@ -92,7 +94,8 @@ def map_processes(
     if int(n_jobs) < 1:
         raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
     n_jobs = min(int(n_jobs), len(arguments))
-    if n_jobs <= 1:
+    if n_jobs <= 1 or multiprocessing.current_process().daemon:
+        # a daemonic process (a Dask worker's) may not start processes: the loop
         return [function(*args) for args in arguments]
     from joblib.externals.loky import ProcessPoolExecutor
 

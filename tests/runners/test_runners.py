@@ -167,3 +167,22 @@ def test_map_processes_with_one_job_is_the_plain_loop():
     ]
     with pytest.raises(ValueError, match="at least 1"):
         map_processes(abs, [(1,)], n_jobs=0)
+
+
+def _loop_in_daemon(queue) -> None:
+    from racecast.threads import map_processes
+
+    queue.put(map_processes(pow, [(2, 3), (3, 2)], n_jobs=2))
+
+
+def test_map_processes_in_a_daemonic_process_is_the_loop():
+    # a Dask worker runs nodes in a daemonic process, which may not start processes
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_loop_in_daemon, args=(queue,), daemon=True)
+    process.start()
+    result = queue.get(timeout=120)
+    process.join(timeout=60)
+    assert result == [8, 9] and process.exitcode == 0

@@ -200,7 +200,12 @@ def _stacked_oof(
     blocks = map_processes(
         _block_stacker_p,
         [
-            (fit_stacker, meta.iloc[train_idx].reset_index(drop=True), meta.iloc[valid_idx], columns)
+            (
+                fit_stacker,
+                meta.iloc[train_idx].reset_index(drop=True),
+                meta.iloc[valid_idx],
+                columns,
+            )
             for train_idx, valid_idx in folds
         ],
         n_jobs,
