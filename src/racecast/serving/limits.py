@@ -132,6 +132,18 @@ def _error(loc: list[Any], msg: str) -> dict[str, Any]:
     return {"loc": ["body", *loc], "msg": msg, "type": LIMIT_TYPE}
 
 
+def _push_or_fits(item: Any, key: str | None, longest: int, stack: list) -> bool:
+    """False if ``item`` breaks the string bound or is not ``json.loads`` output (the full
+    walk then judges it); a container goes on ``stack`` under ``key`` for the caller's walk."""
+    kind = type(item)
+    if kind is str:
+        return len(item) <= longest
+    if kind is dict or kind is list:
+        stack.append((item, key))
+        return True
+    return kind in _SCALARS
+
+
 def _within_bounds(document: Any, limits: RequestLimits) -> bool:
     """Whether a parsed JSON document breaks no bound (the common case, answered fast).
 
@@ -148,16 +160,8 @@ def _within_bounds(document: Any, limits: RequestLimits) -> bool:
             if len(value) > keys:
                 return False
             for name, item in value.items():
-                if len(name) > longest:
+                if len(name) > longest or not _push_or_fits(item, name, longest, stack):
                     return False
-                kind = type(item)
-                if kind is str:
-                    if len(item) > longest:
-                        return False
-                elif kind is dict or kind is list:
-                    stack.append((item, name))
-                elif kind not in _SCALARS:
-                    return False  # not json.loads output: the full walk judges it
         elif type(value) is list:
             if key in _RUNNER_ARRAYS:
                 if len(value) > runners:
@@ -169,13 +173,7 @@ def _within_bounds(document: Any, limits: RequestLimits) -> bool:
             elif len(value) > races_bound:
                 return False
             for item in value:
-                kind = type(item)
-                if kind is str:
-                    if len(item) > longest:
-                        return False
-                elif kind is dict or kind is list:
-                    stack.append((item, None))
-                elif kind not in _SCALARS:
+                if not _push_or_fits(item, None, longest, stack):
                     return False
         elif type(value) is str and len(value) > longest:
             return False
