@@ -14,7 +14,11 @@ other node in the ``kedro run`` process, on a thread beside the scheduler:
   and to the feature store stay here, where the run and the stores live, so the whole
   ``kedro run`` keeps its one MLflow run;
 * each worker holds its numerical libraries to ``runtime.n_threads`` before a node runs
-  (:func:`racecast.threads.limit_threads`), as the ``kedro run`` process does.
+  (:func:`racecast.threads.limit_threads`), as the ``kedro run`` process does;
+* the ``ParallelRunner`` starts all its workers when the run starts, and each imports the
+  worker nodes' modules and the libraries listed in ``runtime.worker_preload`` (torch,
+  CatBoost, ...) while this process runs ingestion and features: seconds of imports off
+  the zoo's path.
 
 Scheduling: a node is started once its inputs exist, and of the ready nodes the one with
 the longest *remaining path* first: its own seconds plus the longest chain of seconds
@@ -22,7 +26,9 @@ of the nodes that wait on it (critical-path list scheduling; for independent nod
 this is longest-processing-time first). The seconds are each node's wall time in the
 last run that ran it, which the runners keep in the JSON file named by the parameter
 :data:`NODE_SECONDS_PARAM` (``runtime.node_seconds`` in conf/base/parameters/runtime.yml;
-no such parameter: nothing is read or kept). A node never timed counts 0 s; ties go by
+no such parameter: nothing is read or kept). A node the kept file lacks (every node, on a
+fresh clone's first run) takes its seconds from the committed file named by
+:data:`NODE_SECONDS_SEED_PARAM` (``runtime.node_seconds_seed``), then counts 0 s; ties go by
 name. At most one node per worker is handed to the worker pool at a time, so a node
 that becomes ready later still overtakes the queued ones of shorter paths.
 
@@ -38,6 +44,7 @@ kedro-mlflow logs as run parameters); dataset hooks do not run for it.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import logging.config
@@ -77,6 +84,10 @@ WORKER_TAG = "worker"
 THREADS_PARAM = "params:runtime.n_threads"
 #: The parameter that names the JSON file of each node's wall seconds (scheduling).
 NODE_SECONDS_PARAM = "params:runtime.node_seconds"
+#: The parameter that names a committed JSON file of node seconds, for nodes not kept yet.
+NODE_SECONDS_SEED_PARAM = "params:runtime.node_seconds_seed"
+#: The parameter that lists modules each worker process imports as it starts.
+WORKER_PRELOAD_PARAM = "params:runtime.worker_preload"
 
 logger = logging.getLogger(__name__)
 
@@ -220,9 +231,11 @@ class _WorkerRunner(AbstractRunner):
         """Run every node once its inputs exist: tagged ones on workers, others here."""
         hook_manager = hook_manager or _NullPluginManager()
         remote = worker_nodes(pipeline, catalog)
-        n_threads = catalog.load(THREADS_PARAM) if THREADS_PARAM in catalog else None
-        seconds_path = catalog.load(NODE_SECONDS_PARAM) if NODE_SECONDS_PARAM in catalog else None
-        known = read_node_seconds(seconds_path)
+        n_threads = _parameter(catalog, THREADS_PARAM)
+        seconds_path = _parameter(catalog, NODE_SECONDS_PARAM)
+        seed = read_node_seconds(_parameter(catalog, NODE_SECONDS_SEED_PARAM))
+        kept = read_node_seconds(seconds_path)
+        known = {**seed, **kept}
         remaining = remaining_path_seconds(pipeline, known)
         load_counts = Counter(chain.from_iterable(n.inputs for n in pipeline.nodes))
         dependencies = pipeline.node_dependencies
@@ -234,14 +247,20 @@ class _WorkerRunner(AbstractRunner):
         pending: dict[Future, Node] = {}
         timed: dict[str, float] = {}
         workers = self._get_executor(n_workers)
+        if remote:
+            preload = [getattr(n.func, "__module__", None) for n in sorted(remote, key=str)]
+            preload += list(_parameter(catalog, WORKER_PRELOAD_PARAM) or [])
+            self._start_workers(workers, n_workers, [m for m in dict.fromkeys(preload) if m])
         logger.info(
-            "%s: %d node(s) on %s, %d in this process; %d node(s) timed in %s",
+            "%s: %d node(s) on %s, %d in this process; %d node(s) timed in %s, %d more in "
+            "the seed",
             type(self).__name__,
             len(remote),
             self._describe_executor(workers),
             len(pipeline.nodes) - len(remote),
-            sum(n.name in known for n in pipeline.nodes),
+            sum(n.name in kept for n in pipeline.nodes),
             seconds_path,
+            sum(n.name in seed and n.name not in kept for n in pipeline.nodes),
         )
         try:
             with (
@@ -316,6 +335,10 @@ class _WorkerRunner(AbstractRunner):
     def _describe_executor(executor: Executor) -> str:
         return type(executor).__name__
 
+    def _start_workers(self, executor: Executor, n_workers: int, modules: list[str]) -> None:
+        """Start the workers ahead of their first node, importing ``modules`` (here: no-op:
+        a cluster's workers are already running)."""
+
 
 class ParallelRunner(_WorkerRunner):
     """One machine: the zoo's branches on a pool of processes, one per core.
@@ -335,11 +358,35 @@ class ParallelRunner(_WorkerRunner):
             initargs=(dict(LOGGING),),
         )
 
+    def _start_workers(self, executor: Executor, n_workers: int, modules: list[str]) -> None:
+        """Spawn every worker now, each importing ``modules`` on a core the ``kedro run``
+        process leaves idle (the pool spawns a process per task it cannot place)."""
+        for _ in range(n_workers):
+            executor.submit(preload_modules, modules)
+
 
 def _configure_worker_logging(config: dict[str, Any]) -> None:
     """Log in a spawned worker as ``kedro run`` does (conf/logging.yml)."""
     if config:
         logging.config.dictConfig(config)
+
+
+def preload_modules(modules: list[str]) -> list[str]:
+    """Import ``modules`` (those not installed are skipped); return the ones imported."""
+    imported = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            logger.debug("worker preload: %s not imported (%s)", name, error)
+        else:
+            imported.append(name)
+    return imported
+
+
+def _parameter(catalog: CatalogProtocol, name: str) -> Any:
+    """The parameter ``name`` of ``catalog`` (None when it has none)."""
+    return catalog.load(name) if name in catalog else None
 
 
 class DaskRunner(_WorkerRunner):

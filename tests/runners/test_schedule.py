@@ -12,6 +12,7 @@ from kedro_datasets.pickle import PickleDataset
 
 from racecast.runners import (
     NODE_SECONDS_PARAM,
+    NODE_SECONDS_SEED_PARAM,
     WORKER_TAG,
     ParallelRunner,
     read_node_seconds,
@@ -48,7 +49,7 @@ def _pipeline() -> Pipeline:
     return Pipeline([_node(name, "a") if name == "c" else _node(name) for name in NAMES])
 
 
-def _catalog(root, seconds_path) -> DataCatalog:
+def _catalog(root, seconds_path, seed_path=None) -> DataCatalog:
     catalog = DataCatalog(
         {name: PickleDataset(filepath=str(root / f"{name}.pkl")) for name in NAMES}
     )
@@ -57,11 +58,13 @@ def _catalog(root, seconds_path) -> DataCatalog:
         catalog[f"params:name_{name}"] = name
     if seconds_path is not None:
         catalog[NODE_SECONDS_PARAM] = str(seconds_path)
+    if seed_path is not None:
+        catalog[NODE_SECONDS_SEED_PARAM] = str(seed_path)
     return catalog
 
 
-def _run_order(root, seconds_path) -> list[str]:
-    ParallelRunner(max_workers=1).run(_pipeline(), _catalog(root, seconds_path))
+def _run_order(root, seconds_path, seed_path=None) -> list[str]:
+    ParallelRunner(max_workers=1).run(_pipeline(), _catalog(root, seconds_path, seed_path))
     return (root / "order.log").read_text().split()
 
 
@@ -80,6 +83,24 @@ def test_the_longest_remaining_path_runs_first_and_overtakes_queued_nodes(tmp_pa
 def test_without_kept_seconds_the_ready_nodes_run_by_name(tmp_path):
     # c is ready once a is done, and then goes by its name among the queued ones
     assert _run_order(tmp_path, None) == ["a", "b1", "b2", "b3", "c", "y", "z"]
+
+
+def test_a_first_run_orders_the_nodes_by_the_seed(tmp_path):
+    seed_path = tmp_path / "seed.json"
+    seed_path.write_text(json.dumps(SECONDS))
+    kept_path = tmp_path / "kept" / "node_seconds.json"  # nothing kept yet
+    assert _run_order(tmp_path, kept_path, seed_path) == ["a", "c", "b1", "b2", "b3", "y", "z"]
+    # the run keeps its own seconds; the seed file is only read
+    assert set(read_node_seconds(kept_path)) == set(NAMES)
+    assert read_node_seconds(seed_path) == SECONDS
+
+
+def test_kept_seconds_win_over_the_seed(tmp_path):
+    seed_path = tmp_path / "seed.json"
+    seed_path.write_text(json.dumps({**SECONDS, "z": 500.0}))  # the seed puts z first
+    seconds_path = tmp_path / "node_seconds.json"
+    seconds_path.write_text(json.dumps({**SECONDS, "z": 0.0}))  # the last run: z is quick
+    assert _run_order(tmp_path, seconds_path, seed_path) == ["a", "c", "b1", "b2", "b3", "y", "z"]
 
 
 def test_the_run_keeps_every_node_seconds_over_earlier_entries(tmp_path):
