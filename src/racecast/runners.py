@@ -252,8 +252,7 @@ class _WorkerRunner(AbstractRunner):
             preload += list(_parameter(catalog, WORKER_PRELOAD_PARAM) or [])
             self._start_workers(workers, n_workers, [m for m in dict.fromkeys(preload) if m])
         logger.info(
-            "%s: %d node(s) on %s, %d in this process; %d node(s) timed in %s, %d more in "
-            "the seed",
+            "%s: %d node(s) on %s, %d in this process; %d node(s) timed in %s, %d more in the seed",
             type(self).__name__,
             len(remote),
             self._describe_executor(workers),

@@ -52,7 +52,7 @@ class TabNetModel(ClassifierRaceModel):
 
     Attributes:
         preprocessor_: The fitted impute + scale pipeline.
-        network_: The fitted ``TabNetClassifier``.
+        network_: The fitted ``TabNetClassifier`` (racecast.models.tabnet_internals).
     """
 
     importance_kind: ClassVar[str] = "TabNet attention mask importance"
@@ -86,7 +86,7 @@ class TabNetModel(ClassifierRaceModel):
         self.model_params = model_params
 
     def _fit_classifier(self, X: np.ndarray, y: np.ndarray) -> None:
-        from pytorch_tabnet.tab_model import TabNetClassifier
+        from racecast.models.tabnet_internals import tabnet_classifier
 
         if self.max_epochs < 1:
             raise ValueError(f"max_epochs must be at least 1, got {self.max_epochs}")
@@ -110,7 +110,7 @@ class TabNetModel(ClassifierRaceModel):
         with torch_threads(self.n_threads), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="No early stopping will be performed")
             torch.manual_seed(self.random_state)
-            network = TabNetClassifier(**params)
+            network = tabnet_classifier(**params)
             network.fit(
                 Z,
                 y,
