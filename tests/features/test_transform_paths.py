@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from racecast.features import entities, state, transform
+from racecast.features import entities, runner_parts, state, transform
 from racecast.features.specs import VIEWS
 
 from .conftest import make_world
@@ -40,10 +40,10 @@ def test_record_at_course_paths_agree_on_awkward_records():
         dtype="string",
     )
     course = pd.Series(["HV", "ST", "ST", "ST", "ST", "ST", None, " ST "], dtype="string")
-    small = transform._record_at_course_small(record, course)
+    small = runner_parts.record_at_course_small(record, course)
     big_record = pd.concat([record] * 20, ignore_index=True)
     big_course = pd.concat([course] * 20, ignore_index=True)
-    bulk = transform._record_at_course(big_record, big_course)
+    bulk = runner_parts.record_at_course(big_record, big_course)
     expected_runs = [3, 0, 0, np.nan, 0, 1, 0, 7]
     expected_wins = [0, 0, 0, np.nan, 0, 1, 0, 3]
     np.testing.assert_array_equal(small[0], expected_runs)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,30 +31,29 @@ from racecast.features.columnar import (
     float_values,
     group_means,
     group_ranks,
-    is_null,
     object_column,
 )
-from racecast.features.columns import (
-    as_float,
-    category_codes,
-    going_group,
-    require_columns,
-    surface_slot,
-    utc_ns,
-    utc_ns_array,
-)
+from racecast.features.columns import as_float, require_columns, utc_ns, utc_ns_array
 from racecast.features.market import market_probabilities
+from racecast.features.runner_parts import (
+    distance_slot,
+    draw_slot,
+    gear_features,
+    going_slot_code,
+    record_at_course,
+    sex_flag_pair,
+    shrunk,
+    slot_codes,
+    surface_slot_code,
+)
 from racecast.features.specs import (
     CONTEXT_COLUMNS,
     DEBUT_FLAG,
-    DISTANCE_BAND_EDGES_M,
     DRAW_SLOTS,
     FUNDAMENTAL_FEATURES,
-    GOING_GROUPS,
     KEY_COLUMNS,
     MARKET_FEATURES,
     RELATIVE_COLUMNS,
-    SURFACE_SLOTS,
     VIEWS,
     WINDOWS_DAYS,
     all_state_features,
@@ -66,10 +64,6 @@ from racecast.features.specs import (
 
 logger = logging.getLogger(__name__)
 
-FEMALE_SEXES = frozenset({"mare", "filly", "m", "f"})
-ENTIRE_SEXES = frozenset({"horse", "colt", "rig", "stallion", "entire", "h", "c", "r"})
-KNOWN_SEXES = FEMALE_SEXES | ENTIRE_SEXES | {"gelding", "g"}
-NO_GEAR = frozenset({"", "-", "--", "none", "nil", "no"})
 SECONDS_PER_DAY = 86400.0
 
 
@@ -158,143 +152,6 @@ def market_features(context: pd.DataFrame) -> pd.DataFrame:
         out = _market_arrays(float_column(context["odds_final"]), codes, n_groups)
     return pd.DataFrame(out, index=context.index)[MARKET_FEATURES]
 
-
-# --------------------------------------------------------------------------------------
-# Helpers for the fundamental features (arrays in, arrays out)
-# --------------------------------------------------------------------------------------
-
-
-def _record_at_course(record: Any, course: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Runs and wins at this course from ``h_course_record`` text (NaN if no record).
-
-    The record is ``"ST=5/1;HV=3/0"``; the entry of this course is found with numpy's
-    element-wise string partition (no row loop). A known record without this course, or
-    a malformed entry, counts 0 runs and 0 wins. ``record`` and ``course``: Series or
-    object arrays.
-    """
-    if len(record) <= _SMALL:
-        return _record_at_course_small(record, course)
-    record = pd.Series(object_column(record), dtype=object)
-    course = pd.Series(object_column(course), dtype=object)
-    known = record.notna().to_numpy(bool)
-    here = course.astype("string").str.strip()
-    course_known = here.notna().to_numpy(bool)
-    text = np.char.add(";", record.astype("string").fillna("").to_numpy(dtype=str))
-    key = np.char.add(np.char.add(";", here.fillna("").to_numpy(dtype=str)), "=")
-    entry = np.char.partition(np.char.partition(text, key)[:, 2], ";")[:, 0]
-    parts = np.char.partition(entry, "/")
-    runs = pd.to_numeric(pd.Series(parts[:, 0]), errors="coerce").to_numpy(np.float64)
-    wins = pd.to_numeric(pd.Series(parts[:, 2]), errors="coerce").to_numpy(np.float64)
-    valid = ~np.isnan(runs) & ~np.isnan(wins) & course_known
-    runs = np.where(valid, runs, 0.0)
-    wins = np.where(valid, wins, 0.0)
-    return np.where(known, runs, np.nan), np.where(known, wins, np.nan)
-
-
-def _record_at_course_small(record: Any, course: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``_record_at_course`` for a few runners: the same partitions with ``str`` methods."""
-    runs: list[float] = []
-    wins: list[float] = []
-    for text, here in zip(
-        object_column(record).tolist(), object_column(course).tolist(), strict=True
-    ):
-        if is_null(text):
-            runs.append(np.nan)
-            wins.append(np.nan)
-            continue
-        number_runs = number_wins = np.nan
-        if not is_null(here):
-            tail = f";{text}".partition(f";{str(here).strip()}=")[2]
-            entry_runs, _, entry_wins = tail.partition(";")[0].partition("/")
-            number_runs, number_wins = _to_number(entry_runs), _to_number(entry_wins)
-        valid = number_runs == number_runs and number_wins == number_wins  # neither NaN
-        runs.append(number_runs if valid else 0.0)
-        wins.append(number_wins if valid else 0.0)
-    return np.asarray(runs, dtype=np.float64), np.asarray(wins, dtype=np.float64)
-
-
-def _to_number(text: str) -> float:
-    """``float(text)``, NaN when it is not a number."""
-    try:
-        return float(text)
-    except ValueError:
-        return np.nan
-
-
-@functools.lru_cache(maxsize=4096)
-def _normalised_gear(gear: str | None) -> str | None:
-    """Upper-case gear without spaces; every 'no gear' spelling becomes ''."""
-    if gear is None or gear is pd.NA or (isinstance(gear, float) and np.isnan(gear)):
-        return None
-    norm = re.sub(r"\s+", "", str(gear).upper())
-    return "" if norm.lower() in NO_GEAR else norm
-
-
-def _gear_features(
-    gear_now: np.ndarray, gear_last: np.ndarray, debut: np.ndarray
-) -> dict[str, np.ndarray]:
-    """``first_time_gear`` (gear now, none last run) and ``gear_changed`` (0/1, NaN if unknown)."""
-    now = classify(gear_now, _normalised_gear)
-    last = classify(gear_last, _normalised_gear)
-    now_known = np.not_equal(now, None)
-    last_known = np.not_equal(last, None)
-    known = now_known & last_known & ~debut
-    first = (np.not_equal(now, "") & np.equal(last, "")).astype(np.float64)
-    changed = np.not_equal(now, last).astype(np.float64)
-    return {
-        "first_time_gear": np.where(known, first, np.nan),
-        "gear_changed": np.where(known, changed, np.nan),
-    }
-
-
-@functools.lru_cache(maxsize=256)
-def _sex_flag_pair(sex: str | None) -> tuple[float, float]:
-    """``(female, entire)`` flags of one sex description (NaN, NaN when unknown)."""
-    if sex is None or sex is pd.NA or (isinstance(sex, float) and np.isnan(sex)):
-        return (np.nan, np.nan)
-    norm = str(sex).lower().strip()
-    if norm not in KNOWN_SEXES:
-        return (np.nan, np.nan)
-    return (float(norm in FEMALE_SEXES), float(norm in ENTIRE_SEXES))
-
-
-@functools.lru_cache(maxsize=1024)
-def _going_slot(going: str | None) -> int:
-    """Slot of a going description in ``GOING_GROUPS`` (-1 for null or unrecognised)."""
-    group = going_group(pd.Series([going], dtype="string"))
-    return int(category_codes(group, GOING_GROUPS)[0])
-
-
-@functools.lru_cache(maxsize=256)
-def _surface_slot(surface: str | None) -> int:
-    """Slot of a surface in ``SURFACE_SLOTS`` (-1 for null or unknown)."""
-    slot = surface_slot(pd.Series([surface], dtype="string"))
-    return int(category_codes(slot, SURFACE_SLOTS)[0])
-
-
-def _slot_codes(values: np.ndarray, classifier: Any) -> np.ndarray:
-    """Integer slots of a categorical context column, classified once per distinct value."""
-    return classify(values, classifier).astype(np.int64)
-
-
-def _distance_slot(distance_m: np.ndarray) -> np.ndarray:
-    """Slot in ``DISTANCE_BANDS`` (bands closed on the right, like ``distance_band``)."""
-    edges = np.asarray(DISTANCE_BAND_EDGES_M, dtype=np.float64)
-    slot = np.searchsorted(edges, distance_m, side="left")
-    return np.where(np.isnan(distance_m), -1, slot)
-
-
-def _draw_slot(draw: np.ndarray, n_runners: np.ndarray) -> np.ndarray:
-    """Slot in ``DRAW_RANGES``: ``clip(ceil(3 * draw / field_size), 1, 3) - 1`` (the
-    caller ignores invalid and divide warnings)."""
-    third = np.ceil(3.0 * draw / np.where(n_runners > 0, n_runners, np.nan))
-    third = np.minimum(np.maximum(third, 1.0), 3.0)  # np.clip, without its overhead
-    return np.where(np.isnan(third), -1, third - 1)
-
-
-def _shrunk(wins: np.ndarray, runs: np.ndarray, k: float, prior: float) -> np.ndarray:
-    """``(wins + k * prior) / (runs + k)``; NaN where either input is NaN."""
-    return (wins + k * prior) / (runs + k)
 
 
 # --------------------------------------------------------------------------------------
@@ -416,8 +273,83 @@ def build_features_from_state(
         KeyError: If a context column or a state feature is missing.
         ValueError: If a state column's length differs from ``context``'s.
     """
-    p = resolve_params(params)
+    columns, off_time = _context_arrays(context)
+    out, debut, races = _fundamental_part(context, columns, off_time, numeric, text, params)
+    return _assemble(context.index, columns, off_time, out, debut, races)
+
+
+def fundamental_features(
+    context: pd.DataFrame,
+    numeric: Mapping[str, np.ndarray],
+    text: Mapping[str, Any],
+    params: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fundamental part of :func:`build_features_from_state` alone: everything but
+    the market features, which read nothing but ``odds_final`` (what a caller keeps while
+    only the prices move; it reads only the context columns :data:`FUNDAMENTAL_CONTEXT`).
+
+    Args:
+        context, numeric, text, params: As for :func:`build_features_from_state`.
+
+    Returns:
+        ``(values, debut)``: a float64 matrix with a row per fundamental float column of
+        the output (in its order) and a column per runner, and the debut flags (bool);
+        :func:`features_from_fundamentals` makes the transform's output of them.
+    """
+    columns, off_time = _context_arrays(context)
+    out, debut, _ = _fundamental_part(context, columns, off_time, numeric, text, params)
+    return out[: _fundamental_rows()], debut
+
+
+def features_from_fundamentals(
+    context: pd.DataFrame, values: np.ndarray, debut: np.ndarray
+) -> pd.DataFrame:
+    """:func:`build_features_from_state`'s output from its fundamental part and the
+    context's odds: the market features are computed and the frame assembled exactly as
+    the full transform does (the same function).
+
+    Args:
+        context: The runners' context; equal to the one ``values`` were computed from in
+            every column of :data:`FUNDAMENTAL_CONTEXT` (``odds_final`` may differ).
+        values, debut: :func:`fundamental_features` of those runners (not modified).
+
+    Returns:
+        As :func:`build_features`.
+
+    Raises:
+        ValueError: If ``values`` or ``debut`` do not fit ``context``.
+    """
+    columns, off_time = _context_arrays(context)
+    n, rows = len(context), _fundamental_rows()
+    if values.shape != (rows, n) or debut.shape != (n,):
+        raise ValueError(
+            f"fundamentals: {rows} x {n} values and {n} flags expected, got "
+            f"{values.shape} and {debut.shape}"
+        )
+    out = np.empty((len(_plan().out), n))
+    out[:rows] = values
+    return _assemble(context.index, columns, off_time, out, debut, None)
+
+
+def _context_arrays(context: pd.DataFrame) -> tuple[dict[str, Any], Any]:
+    """The context frame taken apart once: every column the transform reads, and the off
+    times (UTC)."""
     require_columns(context, CONTEXT_COLUMNS, "context")
+    off_time = utc_ns_array(context["off_time"], "context.off_time")
+    return column_arrays(context, _CONTEXT_USED), off_time
+
+
+def _fundamental_part(
+    context: pd.DataFrame,
+    columns: dict[str, Any],
+    off_time: Any,
+    numeric: Mapping[str, np.ndarray],
+    text: Mapping[str, Any],
+    params: dict[str, Any] | None,
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, int]]:
+    """The output matrix with every fundamental row written (the market rows not yet),
+    the debut flags and the race codes."""
+    p = resolve_params(params)
     missing = [c for c in sorted(_STATE_STRINGS) if c not in text]
     n = len(context)
     state = _state_matrix(numeric, n, missing)
@@ -425,19 +357,38 @@ def build_features_from_state(
     wrong = [c for c, v in strings.items() if len(v) != n]
     if wrong:
         raise ValueError(f"state: columns {wrong[:10]} do not have one value per context row")
-    off_time = utc_ns_array(context["off_time"], "context.off_time")
     off_ts = off_time.asi8 / 1e9  # epoch nanoseconds (UTC) -> seconds
-    # the context frame taken apart once: numbers as rows of a matrix, text as object arrays
-    columns = column_arrays(context, _CONTEXT_USED)
+    # numbers as rows of a matrix, text as object arrays
     ctx = np.empty((len(_CONTEXT_FLOATS), n))
     for i, c in enumerate(_CONTEXT_FLOATS):
         ctx[i] = float_values(columns[c])
     ctx_text = {c: object_column(columns[c]) for c in _CONTEXT_TEXT}
     out = np.empty((len(_plan().out), n))
     with np.errstate(invalid="ignore", divide="ignore"):
-        debut = _fundamentals(out, state, ctx, ctx_text, strings, off_ts, p)
+        debut, races = _fundamentals(out, state, ctx, ctx_text, strings, off_ts, p)
+    return out, debut, races
+
+
+def _assemble(
+    index: pd.Index,
+    columns: dict[str, Any],
+    off_time: Any,
+    out: np.ndarray,
+    debut: np.ndarray,
+    races: tuple[np.ndarray, int] | None,
+) -> pd.DataFrame:
+    """The transform's output frame, the one place it is built: the market rows of
+    ``out`` from the context's odds (``races``: the race codes, None to compute them),
+    then the keys, ``out`` (handed over as the frame's block) and the debut flags."""
+    if races is None:
+        races = codes_by_race(object_column(columns["race_id"]), "column 'race_id'")
+    at = _plan().out
+    with np.errstate(invalid="ignore", divide="ignore"):
+        market = _market_arrays(float_values(columns["odds_final"]), *races)
+    for name, values in market.items():
+        out[at[name]] = values
     keys = {c: off_time if c == "off_time" else columns[c] for c in KEY_COLUMNS}
-    return frame_from_columns(_output_layout(), context.index, keys, out, debut)
+    return frame_from_columns(_output_layout(), index, keys, out, debut)
 
 
 def _state_matrix(numeric: Mapping[str, np.ndarray], n: int, missing: list[str]) -> np.ndarray:
@@ -459,9 +410,14 @@ def _state_matrix(numeric: Mapping[str, np.ndarray], n: int, missing: list[str])
     return state
 
 
-#: The context's numbers the transform reads, and every context column it reads.
-_CONTEXT_FLOATS = (*_CONTEXT_NUMERIC, "odds_final")
-_CONTEXT_USED = tuple(dict.fromkeys((*_CONTEXT_FLOATS, *_CONTEXT_TEXT, *KEY_COLUMNS)))
+#: The context's numbers the fundamental features read.
+_CONTEXT_FLOATS = tuple(_CONTEXT_NUMERIC)
+#: Every context column the fundamental features read (the market features read
+#: :data:`MARKET_CONTEXT`): a kept race's key (:mod:`racecast.features.kept_races`).
+FUNDAMENTAL_CONTEXT = tuple(dict.fromkeys((*_CONTEXT_FLOATS, *_CONTEXT_TEXT, *KEY_COLUMNS)))
+MARKET_CONTEXT = ("race_id", "odds_final")
+#: Every context column the transform reads.
+_CONTEXT_USED = tuple(dict.fromkeys((*FUNDAMENTAL_CONTEXT, *MARKET_CONTEXT)))
 
 
 @functools.lru_cache(maxsize=1)
@@ -471,6 +427,11 @@ def _output_layout() -> FrameLayout:
     features = FUNDAMENTAL_FEATURES + MARKET_FEATURES
     floats = [c for c in features if c != DEBUT_FLAG]
     return FrameLayout.of(KEY_COLUMNS, floats, DEBUT_FLAG, [*KEY_COLUMNS, *features])
+
+
+def _fundamental_rows() -> int:
+    """How many rows of the output matrix are fundamental (the market rows come last)."""
+    return len(_output_layout().floats) - len(MARKET_FEATURES)
 
 
 @dataclass(frozen=True)
@@ -549,9 +510,10 @@ def _fundamentals(
     strings: dict[str, np.ndarray],
     off_ts: np.ndarray,
     p: dict[str, Any],
-) -> np.ndarray:
-    """Write every feature of the runners into ``out`` (a row per float feature) from the
-    state matrix, the context's numbers (a row each) and text; returns the debut flags.
+) -> tuple[np.ndarray, tuple[np.ndarray, int]]:
+    """Write every fundamental feature of the runners into ``out`` (a row per float
+    feature) from the state matrix, the context's numbers (a row each) and text; returns
+    the debut flags and the race codes (the market rows: :func:`_assemble`).
     Every family is one operation over its rows (the caller ignores invalid and divide
     warnings)."""
     plan, at = _plan(), _plan().out
@@ -563,28 +525,28 @@ def _fundamentals(
 
     out[plan.context_out[1]] = ctx[plan.context_out[0]]
     out[at["draw_frac"]] = draw / np.where(n_runners > 0, n_runners, np.nan)
-    flags = np.array([*classify(text["sex"], _sex_flag_pair)], dtype=np.float64).reshape(n, 2)
+    flags = np.array([*classify(text["sex"], sex_flag_pair)], dtype=np.float64).reshape(n, 2)
     out[[at["sex_female"], at["sex_entire"]]] = flags.T
     out[plan.horse[1]] = np.where(debut, np.nan, state[plan.horse[0]])
     out[at["days_since_last_run"]] = (off_ts - state[plan.state["h_last_off_ts"]]) / SECONDS_PER_DAY
 
     # suitability: each family's category of this race picks the horse's runs and wins
     slot = np.empty((4, n), dtype=np.intp)
-    slot[0] = _distance_slot(ctx[plan.context["distance_m"]])
-    slot[1] = _slot_codes(text["going"], _going_slot)
-    slot[2] = _slot_codes(text["surface"], _surface_slot)
-    slot[3] = _draw_slot(draw, n_runners)
+    slot[0] = distance_slot(ctx[plan.context["distance_m"]])
+    slot[1] = slot_codes(text["going"], going_slot_code)
+    slot[2] = slot_codes(text["surface"], surface_slot_code)
+    slot[3] = draw_slot(draw, n_runners)
     flat = np.where(slot >= 0, plan.suit_starts + slot, -1)  # -1: the NaN row
     runs = state[plan.suit_runs[flat], runner]
     out[plan.suit_out[0]] = runs
-    out[plan.suit_out[1]] = _shrunk(state[plan.suit_wins[flat], runner], runs, p["horse_k"], p["win_prior"])
-    runs, wins = _record_at_course(strings["h_course_record"], text["course"])
+    out[plan.suit_out[1]] = shrunk(state[plan.suit_wins[flat], runner], runs, p["horse_k"], p["win_prior"])
+    runs, wins = record_at_course(strings["h_course_record"], text["course"])
     out[at["course_runs"]] = runs
-    out[at["course_win_rate"]] = _shrunk(wins, runs, p["horse_k"], p["win_prior"])
+    out[at["course_win_rate"]] = shrunk(wins, runs, p["horse_k"], p["win_prior"])
     out[at["going_code"]] = np.where(slot[1] >= 0, slot[1], np.nan)
 
     out[plan.changes[2]] = ctx[plan.changes[0]] - state[plan.changes[1]]
-    for name, values in _gear_features(text["gear"], strings["h_last_gear"], debut).items():
+    for name, values in gear_features(text["gear"], strings["h_last_gear"], debut).items():
         out[at[name]] = values
     out[plan.connection[1]] = state[plan.connection[0]]
 
@@ -597,12 +559,12 @@ def _fundamentals(
     runs = np.where(np.isnan(runs) & keys_known, 0.0, runs)
     wins = np.where(np.isnan(wins) & keys_known, 0.0, wins)
     out[plan.pairs[2]] = runs
-    out[plan.pairs[3]] = _shrunk(wins, runs, p["pair_k"], p["win_prior"])
+    out[plan.pairs[3]] = shrunk(wins, runs, p["pair_k"], p["win_prior"])
 
     # the track-profile draw bias of this runner's draw (draws >= 16 share slot 16)
-    draw_slot = np.minimum(draw, DRAW_SLOTS) - 1
-    draw_slot = np.where(np.isnan(draw_slot) | (draw_slot < 0), -1, draw_slot).astype(np.intp)
-    out[at["draw_bias"]] = state[plan.draw_bias[draw_slot], runner]
+    bias_slot = np.minimum(draw, DRAW_SLOTS) - 1
+    bias_slot = np.where(np.isnan(bias_slot) | (bias_slot < 0), -1, bias_slot).astype(np.intp)
+    out[at["draw_bias"]] = state[plan.draw_bias[bias_slot], runner]
 
     codes, n_races = codes_by_race(text["race_id"], "column 'race_id'")
     values = out[plan.relative[0]].T
@@ -613,10 +575,7 @@ def _fundamentals(
     vs_rating = out[at["h_mean3_pr"]] - out[at["rating"]]
     out[at["pr_vs_rating"]] = vs_rating
     out[at["pr_weight_adv"]] = vs_rating - p["pr_units_per_kg"] * out[at["weight_carried_kg_rel"]]
-    market = _market_arrays(ctx[plan.context["odds_final"]], codes, n_races)
-    for name, values in market.items():
-        out[at[name]] = values
-    return debut
+    return debut, (codes, n_races)
 
 
 def _joint_codes(
