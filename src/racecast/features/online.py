@@ -13,9 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from racecast.features import entities, specs, store, transform
+from racecast.features.kept_races import KeptRaces
 from racecast.features.online_read import OnlineReader
 
 logger = logging.getLogger(__name__)
@@ -122,6 +124,7 @@ def online_features(
     feature_store: Any = None,
     reader: OnlineReader | None = None,
     guard: Callable[[pd.DataFrame, pd.DataFrame], None] | None = None,
+    kept: KeptRaces | None = None,
 ) -> pd.DataFrame:
     """Feature rows for runners from the online store, with the training set's columns.
 
@@ -144,6 +147,13 @@ def online_features(
         guard: Called with the entity rows and the per-view event times of their online
             rows before anything is transformed (the point-in-time guard,
             :func:`racecast.inference.guard.check_point_in_time`); it raises to refuse.
+        kept: The caller's kept races (:class:`~racecast.features.kept_races.KeptRaces`,
+            used with this one reader, params and guard): on the SQLite online store a
+            race whose rows equal a kept race's in every column the read, the guard and
+            the fundamental transform read (:func:`kept_race_columns`), at the store's
+            current ``PRAGMA data_version``, takes its kept fundamental rows and only its
+            market features are computed from its odds; the other races are read,
+            guarded and transformed, then kept. On any other store nothing is kept.
 
     Returns:
         One row per runner: keys, off_time and every feature.
@@ -157,11 +167,64 @@ def online_features(
         raise ValueError(
             f"reader reads feature service {reader.service_name!r}, not {service_name!r}"
         )
-    # the decoded columns go to the transform as they are (no state frame for a request)
-    numeric, text, times = reader.read_state(entity_rows)
-    if guard is not None:
-        guard(entity_rows, times)
-    return transform.build_features_from_state(entity_rows, numeric, text, params or {})
+    params = params or {}
+    version = None if kept is None or not len(entity_rows) else reader.store_version()
+    if version is None:
+        # the decoded columns go to the transform as they are (no state frame for a request)
+        numeric, text, times = reader.read_state(entity_rows)
+        if guard is not None:
+            guard(entity_rows, times)
+        return transform.build_features_from_state(entity_rows, numeric, text, params)
+    return _kept_race_features(entity_rows, reader, guard, params, kept, version)
+
+
+def kept_race_columns(reader: OnlineReader) -> tuple[str, ...]:
+    """The entity row columns a kept race's key holds: every column the fundamental
+    transform reads (``transform.FUNDAMENTAL_CONTEXT``: the keys, ``off_time`` and every
+    context column but the odds) and every join key the reader reads (the guard reads
+    ``race_id``, ``off_time`` and the join keys)."""
+    return tuple(dict.fromkeys((*transform.FUNDAMENTAL_CONTEXT, *reader.join_keys)))
+
+
+def _kept_race_features(
+    entity_rows: pd.DataFrame,
+    reader: OnlineReader,
+    guard: Callable[[pd.DataFrame, pd.DataFrame], None] | None,
+    params: dict[str, Any],
+    kept: KeptRaces,
+    version: int,
+) -> pd.DataFrame:
+    """:func:`online_features` with kept races: read, guard and transform only the races
+    not kept at ``version``, then the market features of every race from its odds."""
+    races = KeptRaces.races(entity_rows, kept_race_columns(reader))
+    state = (version, repr(sorted(params.items())))  # kept rows are of one store and params
+    found = [kept.get(state, key) for _, key in races]
+    missing = [i for i, f in enumerate(found) if f is None]
+    if missing:
+        if len(missing) == len(races):
+            rows = entity_rows
+        else:
+            rows = entity_rows.iloc[np.concatenate([races[i][0] for i in missing])]
+        numeric, text, times = reader.read_state(rows, version)
+        if guard is not None:
+            guard(rows, times)
+        values, debut = transform.fundamental_features(rows, numeric, text, params)
+        start = 0
+        for i in missing:
+            at, key = races[i]
+            part = slice(start, start + len(at))
+            start += len(at)
+            kept.put(state, key, values[:, part], debut[part])
+            found[i] = (values[:, part], debut[part])
+    if len(races) == 1:
+        values, debut = found[0]
+    else:
+        values = np.empty((found[0][0].shape[0], len(entity_rows)))
+        debut = np.empty(len(entity_rows), dtype=bool)
+        for (at, _), (race_values, race_debut) in zip(races, found, strict=True):
+            values[:, at] = race_values
+            debut[at] = race_debut
+    return transform.features_from_fundamentals(entity_rows, values, debut)
 
 
 def feature_rows_to_json(frame: pd.DataFrame) -> list[dict[str, Any]]:

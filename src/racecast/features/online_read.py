@@ -111,6 +111,20 @@ class OnlineReader:
         self._kept = _KeptRows(len(self._numeric), len(self._strings), self.ROW_CACHE_SIZE)
         self._rows_lock = threading.Lock()
 
+    @property
+    def join_keys(self) -> list[str]:
+        """Every join key of the service's views (the entity row columns a read uses)."""
+        return list(self._join_keys)
+
+    def store_version(self) -> int | None:
+        """The SQLite online store's ``PRAGMA data_version`` on the reader's connection
+        (what its kept rows are of): it changes with every commit to the store by another
+        connection (a materialization, a pushed result). None on any other store: it has
+        no such version."""
+        if self._sqlite_path is None or not os.path.isfile(self._sqlite_path):
+            return None
+        return self._connection().execute("PRAGMA data_version").fetchone()[0]
+
     def clear_cache(self) -> None:
         """Forget the decoded entity rows (the next read goes to the store for every one)."""
         with self._rows_lock:
@@ -207,14 +221,18 @@ class OnlineReader:
         return rows
 
     def _read_sqlite(
-        self, entities: list[tuple[np.ndarray, list[tuple]]], offsets: list[int], total: int
+        self,
+        entities: list[tuple[np.ndarray, list[tuple]]],
+        offsets: list[int],
+        total: int,
+        version: int,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(numeric, text, event time) per entity from the SQLite online store; one extra
-        last row of NaN / None for runners without an entity."""
+        """(numeric, text, event time) per entity from the SQLite online store at
+        :meth:`store_version` ``version`` (asked just before); one extra last row of
+        NaN / None for runners without an entity."""
         numbers = np.full((total + 1, len(self._numeric)), np.nan)
         texts = np.full((total + 1, len(self._strings)), None, dtype=object)
         times = np.full(total + 1, np.nan)
-        version = self._connection().execute("PRAGMA data_version").fetchone()[0]
         wanted: list[list[tuple[int, tuple]]] = []
         kept = self._kept
         with self._rows_lock:
@@ -350,13 +368,14 @@ class OnlineReader:
         return self._read(entity_rows, with_times=True)
 
     def read_state(
-        self, entity_rows: pd.DataFrame
+        self, entity_rows: pd.DataFrame, version: int | None = None
     ) -> tuple[ColumnMatrix, dict[str, np.ndarray], pd.DataFrame]:
         """:meth:`read_with_times` as columns: what serving hands to the transform
         (:func:`racecast.features.transform.build_features_from_state`) without a frame.
 
         Args:
             entity_rows: As for :meth:`read`.
+            version: :meth:`store_version` as the caller just asked it (None: asked here).
 
         Returns:
             ``(numeric, text, times)``: numeric feature -> float64 array (NaN where
@@ -368,12 +387,14 @@ class OnlineReader:
         Raises:
             KeyError: If a join key column is missing.
         """
-        numeric, text, stamps = self._read_arrays(entity_rows)
+        numeric, text, stamps = self._read_arrays(entity_rows, version)
         numbers = ColumnMatrix(numeric, self._numeric_row)
         strings = dict(zip(self._strings, text, strict=True))
         return numbers, strings, self._times(stamps, entity_rows.index)
 
-    def _read_arrays(self, entity_rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _read_arrays(
+        self, entity_rows: pd.DataFrame, version: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(numeric values: a row per numeric feature, text values: a row per text
         feature, event times: a column per view of :attr:`_plan`), a runner per column
         (per row for the times)."""
@@ -381,8 +402,10 @@ class OnlineReader:
         sizes = [len(distinct) for _, distinct in entities]
         offsets = [0, *itertools.accumulate(sizes)][:-1]
         total = sum(sizes)
-        if self._sqlite_path is not None and os.path.isfile(self._sqlite_path):
-            numbers, texts, times = self._read_sqlite(entities, offsets, total)
+        if version is None:
+            version = self.store_version()
+        if version is not None:
+            numbers, texts, times = self._read_sqlite(entities, offsets, total, version)
         else:
             numbers, texts, times = self._read_provider(entities, offsets, total)
         # each runner's row of every view's entity table (the extra last row: no entity)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from racecast.features import store, transform
+from racecast.features.kept_races import KeptRaces
 from racecast.features.online import RacecardError, online_features, racecard_entity_rows
 from racecast.features.online_read import OnlineReader
 from racecast.features.specs import VIEWS
@@ -205,8 +206,11 @@ class InferenceService:
     """Scores racecards with a bundle and the Feast online store (shared by app and CLI).
 
     The service owns what it reuses between requests: the online reader of its feature
-    service (resolved once), the explanation workers (started on the first request that
-    asks for explanations; :meth:`close` stops them) and the explanations per race.
+    service (resolved once), the races' fundamental feature rows while the SQLite online
+    store and their racecard fields stay the same (:class:`~racecast.features.kept_races.KeptRaces`:
+    a race asked for again with new prices only gets its market features computed), the
+    explanation workers (started on the first request that asks for explanations;
+    :meth:`close` stops them) and the explanations per race.
 
     Args:
         settings: Service settings.
@@ -231,6 +235,8 @@ class InferenceService:
         self._reader: OnlineReader | None = None
         self._explain_warned = False
         self._explained = _Explanations(settings.race_cache_size)
+        #: The races kept between requests (None: nothing kept, every request reads the store).
+        self.kept_races: KeptRaces | None = KeptRaces(settings.race_cache_size)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -282,6 +288,7 @@ class InferenceService:
                 params=self.settings.feature_params,
                 reader=self.reader(),
                 guard=check_point_in_time,
+                kept=self.kept_races,
             )
         return self._with_odds(frame, entity_rows)
 

@@ -82,7 +82,7 @@ class ServingSettings(BaseModel):
             stake is 0 and ``stake_reason`` says why.
         explain_top_k: Features listed in each runner's explanation.
         race_cache_size: Races whose last predictions ``GET /api/v1/races/{id}`` keeps
-            (and races whose explanations the service keeps).
+            (and races whose explanations and fundamental feature rows the service keeps).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
