@@ -13,7 +13,11 @@ repo (the project's own feature store is left alone):
   ``build_features_from_state``, with the reader the service keeps: a race asked for
   again reads its entities' kept rows), the same with the kept rows forgotten before
   every call (``cold``: a race read for the first time), the same numbers through
-  frames (``reader.read`` + ``build_features``), the read and read + transform in CPU
+  frames (``reader.read`` + ``build_features``), the same race at moving prices with
+  kept races (``kept_race``: what the service does for a race asked for again while
+  only its prices move, 64 price variants rotated, ``benchmarks/bodies.py``: the store
+  version asked, the race's key built, its kept fundamental rows taken, the market
+  features of the new prices computed), the read and read + transform in CPU
   time of the calling thread (``_cpu``: without the waits for a core of a busy
   machine), and for comparison Feast's
   ``get_online_features`` + ``build_features`` (a tenth of the calls); p50 / p95 / p99
@@ -43,10 +47,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bodies import VARIANTS, moved_odds, price_factors  # benchmarks/bodies.py
 from rich.console import Console
 from rich.table import Table
 
 from racecast.features import entities, state, store, transform
+from racecast.features.kept_races import KeptRaces
 from racecast.features.online import online_features
 from racecast.features.online_read import OnlineReader
 from racecast.ingestion.hkjc import adapt_hkjc
@@ -172,6 +178,21 @@ def main(argv: list[str] | None = None) -> dict:
             transform.build_features_from_state(race, numeric, text)
             cold_transform.append(time.perf_counter() - start)
         collections["read_and_transform_cold"] = _collections(collections_before)
+        # the same race at moving prices, its fundamental rows kept between calls
+        repriced = [
+            race.assign(odds_final=moved_odds(race["odds_final"], price_factors(v, len(race))))
+            for v in range(VARIANTS)
+        ]
+        kept = KeptRaces(16)
+        online_features(race, "combined_v1", reader=reader, kept=kept)  # the race is kept
+        kept_wall, kept_cpu = [], []
+        collections_before = _collections()
+        for i in range(args.calls):
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            online_features(repriced[i % VARIANTS], "combined_v1", reader=reader, kept=kept)
+            kept_wall.append(time.perf_counter() - start)
+            kept_cpu.append(time.thread_time() - start_cpu)
+        collections["kept_race"] = _collections(collections_before)
         for _ in range(args.calls):  # the same through frames: reader.read's state frame
             start = time.perf_counter()
             transform.build_features(race, reader.read(race))
@@ -206,6 +227,8 @@ def main(argv: list[str] | None = None) -> dict:
             "read_and_transform_cold": _percentiles(cold_transform),
             "read_and_transform_cpu": _percentiles(cpu),
             "read_and_transform_via_frames": _percentiles(frames),
+            "kept_race": _percentiles(kept_wall),
+            "kept_race_cpu": _percentiles(kept_cpu),
             "feast_sdk_read_and_transform": _percentiles(feast_sdk),
             "gc_frozen_objects": frozen,
             "gc_collections": collections,
@@ -237,6 +260,8 @@ def main(argv: list[str] | None = None) -> dict:
         "read_and_transform_cpu",
         "read_and_transform_cold",
         "read_and_transform_via_frames",
+        "kept_race",
+        "kept_race_cpu",
         "feast_sdk_read_and_transform",
     ):
         for q, value in result["online"][kind].items():

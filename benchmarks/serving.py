@@ -17,10 +17,15 @@ per request in flight, each with its own standard-library ``http.client`` connec
 light client, a fraction of a millisecond of CPU a request, its CPU per request in the
 JSON; httpx's own cost was several milliseconds of every figure):
 
-* two payloads: **race**, the largest race of the racecard (14 runners in Hong Kong) as a
-  one-race racecard; **card**, the first ``--card-races`` (10) races of the racecard
-  in one request, as a client scoring a whole card does (races whose result was pushed
-  to the env's race-day folder are left out: the service refuses them);
+* three payloads: **race**, the largest race of the racecard (14 runners in Hong Kong) as
+  a one-race racecard at moving prices (64 variants of its odds rotated,
+  ``benchmarks/bodies.py``: the race day case, a race scored again and again as its tote
+  prices move, the service keeping its fundamental features and recomputing its market
+  features); **cold**, the same race under a race id the server has not seen in every
+  request (nothing kept: read, guard and the whole transform each time); **card**, the
+  first ``--card-races`` (10) races of the racecard in one request at moving prices, as a
+  client scoring a whole card does (races whose result was pushed to the env's race-day
+  folder are left out: the service refuses them);
 * with connection reuse (keep-alive: each thread keeps its connection) and without
   (``Connection: close``, a new TCP connection per request);
 * at concurrency 1, 4 and 16 (``--concurrency``): p50 / p95 / p99 latency, requests per
@@ -66,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bodies import ColdRaces, repriced_bodies  # benchmarks/bodies.py
 from services import ServiceUnavailable, free_port, redis_server, stop  # noqa: E402 (benchmarks/services.py)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +128,10 @@ def payloads(
             "race_ids": [r["race_id"] for _, r in selected],
         }
 
-    return {"race": card_of([(meeting, race)]), "card": card_of(pairs[:card_races])}
+    out = {"race": card_of([(meeting, race)]), "card": card_of(pairs[:card_races])}
+    for payload in out.values():  # the race-day case: the same races at moving prices
+        payload["bodies"] = repriced_bodies(payload["body"])
+    return out
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
@@ -353,13 +362,14 @@ def served(
 def load_run(
     base: str,
     path: str,
-    body: str,
+    bodies: list[str],
     total: int,
     concurrency: int,
     reuse: bool,
     server_pid: int | None = None,
 ) -> dict[str, Any]:
-    """``total`` POSTs with ``concurrency`` in flight, with or without connection reuse.
+    """``total`` POSTs with ``concurrency`` in flight, with or without connection reuse;
+    the ``k``-th request sends ``bodies[k % len(bodies)]``.
 
     One thread per request in flight; with reuse each keeps one keep-alive connection
     (opened again after a transport error), without it each request opens its own and
@@ -369,7 +379,7 @@ def load_run(
     headers = {"X-API-Key": BENCH_KEY, "Content-Type": "application/json"}
     if not reuse:
         headers["Connection"] = "close"
-    content = body.encode("utf-8")
+    contents = [body.encode("utf-8") for body in bodies]
     host, port = base.removeprefix("http://").rsplit(":", 1)
     errors: dict[str, int] = {}
     workers: dict[str, int] = {}
@@ -381,8 +391,10 @@ def load_run(
         connection = None
         while True:
             with lock:
-                if next(queue, None) is None:
+                k = next(queue, None)
+                if k is None:
                     break
+            content = contents[k % len(contents)]
             if reuse and connection is None:
                 connection = http.client.HTTPConnection(host, int(port), timeout=120.0)
             start = time.perf_counter()
@@ -581,6 +593,7 @@ def main() -> None:
         else set()
     )
     bodies = payloads(args.racecard, args.race_id, args.card_races, run)
+    cold = ColdRaces(bodies["race"]["body"])  # a race id no server has seen, per request
     started = dt.datetime.now(dt.UTC)
     runs: list[dict[str, Any]] = []
     refused: dict[str, Any] | None = None
@@ -592,11 +605,11 @@ def main() -> None:
             for workers in args.workers:
                 with served(args.env, args.bundle, workers, environ) as (base, process):
                     path = "/api/v1/predict"
-                    load_run(base, path, bodies["race"]["body"], 10 * workers, workers, True)  # warm-up
-                    for payload in ("race", "card"):
+                    load_run(base, path, bodies["race"]["bodies"], 10 * workers, workers, True)  # warm-up
+                    for payload in ("race", "cold", "card"):
                         for reuse in (True, False):
                             for concurrency in args.concurrency:
-                                total = args.requests if payload == "race" else args.card_requests
+                                total = args.card_requests if payload == "card" else args.requests
                                 if (
                                     payload == "race"
                                     and reuse
@@ -608,7 +621,9 @@ def main() -> None:
                                     run = load_run(
                                         base,
                                         path,
-                                        bodies[payload]["body"],
+                                        cold.take(total)
+                                        if payload == "cold"
+                                        else bodies[payload]["bodies"],
                                         total,
                                         concurrency,
                                         reuse,
@@ -651,7 +666,15 @@ def main() -> None:
         "bundle": args.bundle or settings.bundle_uri,
         "model_versions": sorted({str(v) for v in MODEL_VERSION}),
         "payloads": {
-            k: {key: v[key] for key in ("races", "runners", "race_ids")} for k, v in bodies.items()
+            **{
+                k: {key: v[key] for key in ("races", "runners", "race_ids")}
+                | {"price_variants": len(v["bodies"])}
+                for k, v in bodies.items()
+            },
+            "cold": {
+                key: bodies["race"][key] for key in ("races", "runners", "race_ids")
+            }
+            | {"race_id_per_request": True},
         },
         "runs": runs,
         "hostile": refused,

@@ -23,6 +23,11 @@ The largest race of the racecard (the first upcoming racecard by default) is sco
   with a ``response_model`` and its default response class: pydantic's
   ``validate_python`` then ``dump_json``);
 * ``service``: :meth:`InferenceService.score_text` (parse to races);
+* ``features_kept``, ``service_kept``, ``asgi_kept``: ``features``, ``service`` and
+  ``asgi`` of the same race at moving prices (64 price variants rotated,
+  ``benchmarks/bodies.py``) with the service's kept races: the race's fundamental rows
+  are kept, only its market features are computed. Every other stage runs with nothing
+  kept (``InferenceService.kept_races`` None), so it measures what it measured before;
 * ``asgi``: the app in process, called as an ASGI server calls it (a scope, one body
   message, the response messages collected: no client library, no socket): routing, auth,
   guards, middleware, the thread hand-off, the response;
@@ -49,6 +54,7 @@ import asyncio
 import cProfile
 import datetime as dt
 import io
+import itertools
 import json
 import logging
 import os
@@ -60,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bodies import repriced_bodies  # benchmarks/bodies.py
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "data" / "08_reporting" / "serving_profile.json"
@@ -123,7 +130,7 @@ async def _asgi_call(app: Any, body: bytes) -> list[dict[str, Any]]:
 
 
 async def _asgi_stages(
-    app: Any, text: str, result: dict[str, Any], calls: int
+    app: Any, text: str, result: dict[str, Any], calls: int, variants: list[str]
 ) -> dict[str, dict[str, float]]:
     """The ``asgi*`` stages (wall time and the process's CPU time per request)."""
     import httpx
@@ -147,6 +154,8 @@ async def _asgi_stages(
 
     async with app.router.lifespan_context(app):
         service = app.state.service
+        kept = getattr(service, "kept_races", None)
+        service.kept_races = None  # every request reads, guards and transforms its race
 
         async def bare_route(request: Request) -> Response:
             scored = await to_thread.run_sync(service.score_text, (await request.body()).decode())
@@ -168,6 +177,10 @@ async def _asgi_stages(
             out["asgi_app"] = await timed(lambda: _asgi_call(app, body))
         finally:
             del service.score_text
+        if kept is not None:
+            service.kept_races = kept
+            bodies = itertools.cycle([v.encode("utf-8") for v in variants])
+            out["asgi_kept"] = await timed(lambda: _asgi_call(app, next(bodies)))
     return out
 
 
@@ -217,6 +230,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bundle = load_bundle(settings.bundle_uri)
     feature_store = store.get_store(settings.feature_repo)
     service = InferenceService(settings, bundle, feature_store)
+    kept = getattr(service, "kept_races", None)
+    service.kept_races = None  # the stages below measure a race read, guarded, transformed
     rows = parse_racecard(text)
     reader = service.reader()
     features = service.features(rows)
@@ -280,9 +295,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stages["response"] = lambda: adapter.dump_json(adapter.validate_python(result))
     stages["service"] = lambda: service.score_text(text)
 
+    variants = repriced_bodies(text)
+    if kept is not None:  # the same race at moving prices, its fundamentals kept
+        repriced = itertools.cycle([parse_racecard(v) for v in variants])
+        texts = itertools.cycle(variants)
+
+        def with_kept(call: Callable[[], Any]) -> Callable[[], Any]:
+            def timed_call() -> Any:
+                service.kept_races = kept
+                try:
+                    return call()
+                finally:
+                    service.kept_races = None
+
+            return timed_call
+
+        stages["features_kept"] = with_kept(lambda: service.features(next(repriced)))
+        stages["service_kept"] = with_kept(lambda: service.score_text(next(texts)))
+
     app = create_app(settings, bundle=bundle, feature_store=feature_store, freeze_gc=False)
     timings = {name: _timed(func, args.calls) for name, func in stages.items()}
-    timings.update(asyncio.run(_asgi_stages(app, text, result, args.calls)))
+    timings.update(asyncio.run(_asgi_stages(app, text, result, args.calls, variants)))
     out = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "racecard": str(racecard),

@@ -34,6 +34,12 @@ def _pick(runs: list[dict[str, Any]], **want: Any) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
+def _latencies(run: dict[str, Any] | None) -> str:
+    """``p50 / p95 / p99`` of a run (dashes when the file has no such run)."""
+    lat = run["latency"] if run else {}
+    return " / ".join(_ms(lat.get(q)) for q in ("p50_ms", "p95_ms", "p99_ms"))
+
+
 def _load_range(report: dict[str, Any]) -> str:
     means = [r["load_average"]["mean"] for r in report["runs"]]
     return f"{min(means):.1f}-{max(means):.1f}" if means else "–"
@@ -44,33 +50,43 @@ def heading(report: dict[str, Any]) -> str:
     race, card = report["payloads"]["race"], report["payloads"]["card"]
     commit = (report.get("commit") or "unknown")[:10]
     client = (report.get("client") or "httpx").split(" ", 1)[0]  # files before the field: httpx
+    variants = race.get("price_variants")
+    moving = (
+        f"; warm: the same race at {variants} rotating prices (the service keeps its fundamental "
+        "features), cold: a race id the server has not seen in every request"
+        if variants
+        else ""  # files written before the warm / cold runs: one body sent over and over
+    )
     return (
         f"`benchmarks/serving.py` on {report['date']} (commit `{commit}`), "
         f"{report['machine']['cpus']} cores, 1-minute load average {_load_range(report)} (mean per run), "
         f"`racecast serve` in its own processes, the client ({client}) in another; "
         f"one race = {race['runners']} runners, card = {card['races']} races / {card['runners']} runners "
-        f"in one request."
+        f"in one request{moving}."
     )
 
 
 def summary(report: dict[str, Any]) -> str:
-    """The README table: per store and worker count, latency at concurrency 1 and throughput."""
+    """The README table: per store and worker count, latency at concurrency 1 (one race
+    warm at moving prices and cold) and throughput."""
     runs = report["runs"]
     levels = sorted({r["concurrency"] for r in runs})
     lines = [
         heading(report),
         "",
-        "| store | workers | one race p50 / p95 / p99 ms, reused connection | one race p95 ms, new connection "
+        "| store | workers | one race p50 / p95 / p99 ms, reused connection, warm "
+        "| cold race p50 / p95 / p99 ms, reused | one race p95 ms, new connection "
         "| card p95 ms, reused | requests/s (one race, reused) at concurrency "
         + " / ".join(map(str, levels))
-        + " | server CPU ms per race | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        + " | server CPU ms per race, warm / cold | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for online in dict.fromkeys(r["online"] for r in runs):
         for workers in sorted({r["workers"] for r in runs if r["online"] == online}):
             one = functools.partial(_pick, runs, online=online, workers=workers)
 
             reused = one(payload="race", reuse=True, concurrency=min(levels))
+            cold = one(payload="cold", reuse=True, concurrency=min(levels))
             fresh = one(payload="race", reuse=False, concurrency=min(levels))
             card = one(payload="card", reuse=True, concurrency=min(levels))
             rates = [one(payload="race", reuse=True, concurrency=c) for c in levels]
@@ -80,16 +96,13 @@ def summary(report: dict[str, Any]) -> str:
             total = sum(
                 r["requests"] for r in runs if r["online"] == online and r["workers"] == workers
             )
-            lat = reused["latency"] if reused else {}
             rate = " / ".join(f"{r['requests_per_s']:.1f}" if r else "–" for r in rates)
+            cpu = [_ms(r.get("server_cpu_ms_per_request") if r else None) for r in (reused, cold)]
             lines.append(
-                f"| {online} | {workers} "
-                f"| {_ms(lat.get('p50_ms'))} / {_ms(lat.get('p95_ms'))} / {_ms(lat.get('p99_ms'))} "
+                f"| {online} | {workers} | {_latencies(reused)} | {_latencies(cold)} "
                 f"| {_ms(fresh['latency']['p95_ms'] if fresh else None)} "
                 f"| {_ms(card['latency']['p95_ms'] if card else None)} "
-                f"| {rate} "
-                f"| {_ms(reused.get('server_cpu_ms_per_request') if reused else None)} "
-                f"| {errors} of {total:,} |"
+                f"| {rate} | {' / '.join(cpu)} | {errors} of {total:,} |"
             )
     return "\n".join(lines)
 

@@ -53,11 +53,31 @@ def test_the_tables_carry_the_files_figures_date_and_commit():
     assert "on 2026-12-07 (commit `0123456789`)" in summary
     assert "load average 2.5-2.5" in summary
     row = [line for line in summary.splitlines() if line.startswith("| redis | 2 ")]
-    assert row == ["| redis | 2 | 4.6 / 9.2 / 13.9 | 12.5 | 80.0 | 150.0 / 321.5 | 7.0 | 1 of 2,300 |"]
+    # a file written before the cold runs: dashes in their column
+    assert row == ["| redis | 2 | 4.6 / 9.2 / 13.9 | – / – / – | 12.5 | 80.0 | 150.0 / 321.5 | 7.0 / – | 1 of 2,300 |"]
+    assert "rotating prices" not in summary
     full = report_module.full(REPORT)
     # a file written before the server's CPU was measured shows a dash
     assert "| redis | 2 | race | new | 1 | 100 | 6.2 | 12.5 | 18.8 | 90.0 | – | 0 | 60 / 40 | 2.5 / 3.0 |" in full
     assert "| redis | 2 | race | reused | 1 | 100 | 4.6 | 9.2 | 13.9 | 150.0 | 7.0 | 0 |" in full
+
+
+def test_warm_and_cold_races_side_by_side():
+    report = {
+        **REPORT,
+        "payloads": {
+            "race": {"races": 1, "runners": 14, "price_variants": 64},
+            "card": {"races": 10, "runners": 120, "price_variants": 64},
+            "cold": {"races": 1, "runners": 14, "race_id_per_request": True},
+        },
+        "runs": [*REPORT["runs"], _run("redis", 2, "cold", True, 1, 12.0, 110.0, server_cpu=8.5)],
+    }
+    summary = report_module.summary(report)
+    assert "the same race at 64 rotating prices" in summary and "cold: a race id" in summary
+    assert "| one race p50 / p95 / p99 ms, reused connection, warm | cold race p50 / p95 / p99 ms" in summary
+    row = [line for line in summary.splitlines() if line.startswith("| redis | 2 ")]
+    assert row == ["| redis | 2 | 4.6 / 9.2 / 13.9 | 6.0 / 12.0 / 18.0 | 12.5 | 80.0 | 150.0 / 321.5 | 7.0 / 8.5 | 1 of 2,400 |"]
+    assert "| redis | 2 | cold | reused | 1 | 100 | 6.0 | 12.0 | 18.0 | 110.0 | 8.5 | 0 |" in report_module.full(report)
 
 
 def test_write_replaces_only_the_marked_blocks(tmp_path):
