@@ -6,7 +6,8 @@ hand-offs therefore read or build a frame's blocks directly: :func:`float64_matr
 :func:`float64_values` (a racecard frame's columns -> the transform's arrays) and
 :func:`frame_from_columns` (the transform's arrays -> its output frame), and the
 racecard parser's typed columns and entity frame (:func:`string_array`, :func:`utc_array`,
-:func:`frame_from_arrays`). They use pandas 2.x internals (the ``BlockManager``,
+:func:`frame_from_arrays`), and a column's exact hashable image (:func:`values_key`: a kept
+race's key). They use pandas 2.x internals (the ``BlockManager``,
 ``make_block``, ``BlockPlacement``, the masked arrays' data and mask), so they live here
 and only here, gated by :func:`internals_supported`: under another pandas release than
 :data:`PANDAS_INTERNALS` they take pandas' public path, which gives the same frame and
