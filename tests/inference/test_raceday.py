@@ -30,9 +30,10 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from racecast.cli import cli
+from racecast.features.kept_races import KeptRaces
 from racecast.features.online import online_features, racecard_entity_rows
 from racecast.features.online_read import OnlineReader
-from racecast.features.specs import VIEWS
+from racecast.features.specs import MARKET_FEATURES, VIEWS
 from racecast.features.store import apply_repo, get_store
 from racecast.inference.guard import LookAheadError, check_point_in_time
 from racecast.inference.results import RaceDay, ResultsRejected, UnknownRaceError, raceday_paths
@@ -166,12 +167,23 @@ def test_race_day_replay_serves_the_training_rows_of_every_race(world):
     with _Chdir(world["day"]) as root:
         store = get_store("feature_repo")
         raceday = RaceDay(raceday_paths(None, root), store, params["compute"])
+        # the service's way: one reader, kept races (a race asked for again at new prices)
+        reader, kept = OnlineReader(store, SERVICE), KeptRaces(64)
         for race_id, card, results in races:
             rows = racecard_entity_rows(card, f"{race_id}.racecard.json")
             served = online_features(
                 rows, SERVICE, params=params["compute"], feature_store=store, guard=check_point_in_time
             )
             _assert_same_features(served, _expected(world["training"], served), race_id)
+            for odds in (rows["odds_final"], rows["odds_final"] * 1.25):
+                again = online_features(
+                    rows.assign(odds_final=odds), SERVICE, params=params["compute"],
+                    reader=reader, guard=check_point_in_time, kept=kept,
+                )
+                pd.testing.assert_frame_equal(
+                    again.drop(columns=MARKET_FEATURES), served.drop(columns=MARKET_FEATURES),
+                    check_exact=True,
+                )
             summary = raceday.push(results, f"{race_id}.results.json")
             assert summary["status"] == "added" and summary["mode"] == "incremental", summary
             assert summary["state_rows"]["horse_form"] == len(rows)
@@ -181,6 +193,12 @@ def test_race_day_replay_serves_the_training_rows_of_every_race(world):
         rows = racecard_entity_rows(first_card, "first.racecard.json")
         with pytest.raises(LookAheadError, match=rf"race {first_id} \(off .*\): .* holds state from"):
             online_features(rows, SERVICE, params=params["compute"], feature_store=store, guard=check_point_in_time)
+        # ... nor from the race kept before its result was pushed
+        assert len(kept) >= 1
+        with pytest.raises(LookAheadError, match=rf"race {first_id} \(off .*\)"):
+            online_features(
+                rows, SERVICE, params=params["compute"], reader=reader, guard=check_point_in_time, kept=kept
+            )
         card_file = root / "first.racecard.json"
         card_file.write_text(first_card)
         bundle_file = root / "data" / "06_models" / "bundle.pkl"

@@ -30,7 +30,8 @@ class KeptRaces:
     A race's key is its rows' values, in row order, of the given columns (every column
     the online read, the point-in-time guard and the fundamental transform read: never a
     price); every kept race is of one *version* (the SQLite online store's
-    ``PRAGMA data_version`` and the transform's parameters): a lookup or an addition at
+    ``PRAGMA data_version`` on one reader's connection and the transform's parameters:
+    :func:`racecast.features.online.online_features` builds it): a lookup or an addition at
     another version forgets them all first, so a race is only ever found for the very
     store content and racecard fields its rows were computed from. A store without such a
     version (Redis, the provider path) keeps nothing: the caller does not use this class

@@ -148,7 +148,8 @@ def online_features(
             rows before anything is transformed (the point-in-time guard,
             :func:`racecast.inference.guard.check_point_in_time`); it raises to refuse.
         kept: The caller's kept races (:class:`~racecast.features.kept_races.KeptRaces`,
-            used with this one reader, params and guard): on the SQLite online store a
+            used with one guard; pass the caller's ``reader``: a version is of one
+            reader's connection, so each new reader starts afresh): on the SQLite online store a
             race whose rows equal a kept race's in every column the read, the guard and
             the fundamental transform read (:func:`kept_race_columns`), at the store's
             current ``PRAGMA data_version``, takes its kept fundamental rows and only its
@@ -197,7 +198,9 @@ def _kept_race_features(
     """:func:`online_features` with kept races: read, guard and transform only the races
     not kept at ``version``, then the market features of every race from its odds."""
     races = KeptRaces.races(entity_rows, kept_race_columns(reader))
-    state = (version, repr(sorted(params.items())))  # kept rows are of one store and params
+    # kept rows are of one reader's connection (data_version counts its commits), one store
+    # content and one set of params
+    state = (reader, version, repr(sorted(params.items())))
     found = [kept.get(state, key) for _, key in races]
     missing = [i for i, f in enumerate(found) if f is None]
     if missing:
