@@ -216,3 +216,45 @@ def test_the_fundamental_part_reads_no_context_column_outside_its_declaration():
     pd.testing.assert_frame_equal(
         transform.features_from_fundamentals(context, values, debut), full, check_exact=True
     )
+
+
+@pytest.mark.parametrize("pandas_release", ["installed", "another"])
+def test_values_keys_are_equal_exactly_when_the_values_are(pandas_release, monkeypatch):
+    """Both paths: pandas' arrays (the pinned release) and ``tolist`` (any other)."""
+    from racecast.data import frames
+
+    if pandas_release == "another":
+        monkeypatch.setattr(frames, "PANDAS_INTERNALS", "9.9")
+    when = pd.Series(pd.to_datetime(["2026-03-01 12:30", "2026-03-01 13:00"], utc=True)).array
+    columns = {
+        "text": pd.array(["a", None], dtype="string"),
+        "int": pd.array([3, None], dtype="Int64"),
+        "flag": pd.array([True, None], dtype="boolean"),
+        "float": np.array([1.5, np.nan]),
+        "when": when,
+        "plain": np.array(["x", None], dtype=object),
+    }
+    image = frames.values_keys(list(columns.values()))
+    assert image == frames.values_keys([v.copy() for v in columns.values()])
+    hash(image)
+    # the data under a nullable array's mask does not count
+    hidden = pd.arrays.IntegerArray(np.array([3, 99]), np.array([False, True]))
+    assert frames.values_keys([hidden]) == frames.values_keys([columns["int"]])
+    changed = {
+        "text": pd.array(["a", "b"], dtype="string"),
+        "int": pd.array([4, None], dtype="Int64"),
+        "flag": pd.array([False, None], dtype="boolean"),
+        "float": np.array([1.5, 2.0]),
+        "when": pd.Series(pd.to_datetime(["2026-03-01 12:31", "2026-03-01 13:00"], utc=True)).array,
+        "plain": np.array(["x", "y"], dtype=object),
+    }
+    for name, values in changed.items():
+        other = frames.values_keys([values if c == name else v for c, v in columns.items()])
+        assert other != image, name
+    # another dtype with the same bytes is another image; positions pick rows
+    assert frames.values_keys([np.array([1, 2], dtype=np.int64)]) != frames.values_keys(
+        [np.array([1, 2], dtype=np.uint64)]
+    )
+    assert frames.values_keys(list(columns.values()), np.array([0])) == frames.values_keys(
+        [v[:1] for v in columns.values()]
+    )

@@ -6,7 +6,7 @@ hand-offs therefore read or build a frame's blocks directly: :func:`float64_matr
 :func:`float64_values` (a racecard frame's columns -> the transform's arrays) and
 :func:`frame_from_columns` (the transform's arrays -> its output frame), and the
 racecard parser's typed columns and entity frame (:func:`string_array`, :func:`utc_array`,
-:func:`frame_from_arrays`), and a column's exact hashable image (:func:`values_key`: a kept
+:func:`frame_from_arrays`), and a column's exact hashable image (:func:`values_keys`: a kept
 race's key). They use pandas 2.x internals (the ``BlockManager``,
 ``make_block``, ``BlockPlacement``, the masked arrays' data and mask), so they live here
 and only here, gated by :func:`internals_supported`: under another pandas release than
@@ -35,7 +35,7 @@ __all__ = [
     "internals_supported",
     "string_array",
     "utc_array",
-    "values_key",
+    "values_keys",
 ]
 
 #: The pandas release (major.minor) whose internals this module was written and tested for
@@ -135,40 +135,54 @@ def column_arrays(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, Any]
     return out
 
 
-def values_key(values: Any, at: np.ndarray | None = None) -> tuple:
-    """An exact, hashable image of a column's values (those at positions ``at``): equal
-    images mean equal values and dtype.
+def values_keys(columns: Sequence[Any], at: np.ndarray | None = None) -> tuple:
+    """An exact, hashable image of columns' values (those at positions ``at``): equal
+    images mean equal values and dtypes, column by column.
 
     Numbers and times are compared by their bytes (nullable arrays by data and mask, the
     data under the mask zeroed), text and anything else as Python values (a null that is
     not a singleton, such as a float NaN in an object column, never equals another: the
-    images then differ, never the other way round). A string or nullable column's image
+    images then differ, never the other way round; ``pd.NA`` is held as a marker, so
+    images compare without error). A string or nullable column's image
     is read from its arrays (a fifth of the public conversion's cost) under
     :data:`PANDAS_INTERNALS`, through ``tolist`` otherwise.
 
     Args:
-        values: A column's values (:func:`column_arrays`).
+        columns: Columns' values (:func:`column_arrays`).
         at: Row positions to take (None: every row).
 
     Returns:
-        ``(dtype name, ...)``: bytes for numbers and times, a tuple of values otherwise.
+        One ``(dtype name, ...)`` per column: bytes for numbers and times, a tuple of
+        values otherwise.
     """
-    dtype = str(values.dtype)
-    if isinstance(values, pd.arrays.DatetimeArray):
-        values = values.asi8
-    if isinstance(values, np.ndarray) and values.dtype.kind in "fiubmM":
-        return (dtype, (values if at is None else values[at]).tobytes())
-    if internals_supported():
+    internals = internals_supported()
+    if internals:
         from pandas.core.arrays.masked import BaseMaskedArray
-
-        if isinstance(values, BaseMaskedArray):
-            data, mask = (values._data, values._mask) if at is None else (values._data[at], values._mask[at])
-            return (dtype, np.where(mask, 0, data).tobytes(), mask.tobytes())
-        if isinstance(values, pd.arrays.StringArray):
+    out = []
+    for values in columns:
+        dtype = str(values.dtype)
+        if isinstance(values, pd.arrays.DatetimeArray):
+            values = values.asi8
+        if isinstance(values, np.ndarray) and values.dtype.kind in "fiubmM":
+            out.append((dtype, (values if at is None else values[at]).tobytes()))
+        elif internals and isinstance(values, BaseMaskedArray):
+            data, mask = values._data, values._mask
+            if at is not None:
+                data, mask = data[at], mask[at]
+            out.append((dtype, np.where(mask, 0, data).tobytes(), mask.tobytes()))
+        elif internals and isinstance(values, pd.arrays.StringArray):
             data = values._ndarray if at is None else values._ndarray[at]
-            return (dtype, tuple(data.tolist()))
-    data = np.asarray(values, dtype=object)
-    return (dtype, tuple((data if at is None else data[at]).tolist()))
+            out.append((dtype, tuple(v if v.__class__ is str else _NA_IMAGE for v in data.tolist())))
+        else:
+            data = np.asarray(values, dtype=object)
+            data = (data if at is None else data[at]).tolist()
+            out.append((dtype, tuple(_NA_IMAGE if v is pd.NA else v for v in data)))
+    return tuple(out)
+
+
+#: ``pd.NA`` in a :func:`values_keys` image (``pd.NA == x`` is NA, which has no truth value:
+#: an image holding it could not be compared with another).
+_NA_IMAGE = ("pandas.NA",)
 
 
 def float64_values(values: Any) -> np.ndarray | None:

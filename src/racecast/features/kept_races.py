@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from racecast.data.frames import column_arrays, values_key
+from racecast.data.frames import column_arrays, values_keys
 
 __all__ = ["KeptRaces"]
 
@@ -66,7 +66,7 @@ class KeptRaces:
 
         Returns:
             ``[(positions, key), ...]``: the key holds the race's values of every column
-            in ``columns``' order, exactly (:func:`racecast.data.frames.values_key`: a
+            in ``columns``' order, exactly (:func:`racecast.data.frames.values_keys`: a
             null that is not a singleton never equals another, so such a race is a
             miss, never another race's rows).
 
@@ -82,7 +82,7 @@ class KeptRaces:
         for race, rows in first.items():
             whole = len(rows) == len(race_ids)
             at = np.asarray(rows, dtype=np.intp)
-            key = (race, *(values_key(arrays[c], None if whole else at) for c in columns))
+            key = (race, values_keys([arrays[c] for c in columns], None if whole else at))
             out.append((at, key))
         return out
 
