@@ -22,7 +22,9 @@ JSON; httpx's own cost was several milliseconds of every figure):
   ``benchmarks/bodies.py``: the race day case, a race scored again and again as its tote
   prices move, the service keeping its fundamental features and recomputing its market
   features); **cold**, the same race under a race id the server has not seen in every
-  request (nothing kept: read, guard and the whole transform each time); **card**, the
+  request (no kept race: the read, the guard and the whole transform each time; the
+  reader still has the same horses' decoded rows, so no stored row is decoded again, as
+  for the race-day case of a race not scored before); **card**, the
   first ``--card-races`` (10) races of the racecard in one request at moving prices, as a
   client scoring a whole card does (races whose result was pushed to the env's race-day
   folder are left out: the service refuses them);
