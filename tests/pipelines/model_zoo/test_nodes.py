@@ -257,3 +257,39 @@ def test_tuning_on_searches_inside_training(split):
         nodes._spec_with_tuning("logistic", CHEAP_MODELS["logistic"], out)
         == CHEAP_MODELS["logistic"]
     )
+
+
+def _keyed_rows(n: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    off = pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 5, n), unit="D")
+    return pd.DataFrame(
+        {
+            "off_time": off,
+            "race_id": [f"R{i}" for i in rng.integers(0, 4, n)],
+            "horse_id": [f"H{i:02d}" for i in rng.permutation(n)],
+            "x": rng.normal(size=n),
+        }
+    )
+
+
+def test_sorted_is_the_stable_time_sort_whether_or_not_the_frame_is_in_order():
+    from racecast.models.split import TIME_ORDER
+    from racecast.pipelines.model_zoo.nodes import _sorted
+
+    shuffled = _keyed_rows()
+    expected = shuffled.sort_values(TIME_ORDER, kind="mergesort").reset_index(drop=True)
+    pd.testing.assert_frame_equal(_sorted(shuffled), expected, check_exact=True)
+    in_order = expected.set_axis(pd.RangeIndex(100, 100 + len(expected)))
+    kept = _sorted(in_order)
+    pd.testing.assert_frame_equal(kept, expected, check_exact=True)
+    assert kept is not in_order and list(in_order.index[:1]) == [100]  # the input keeps its index
+
+
+def test_sorted_puts_null_keys_where_the_sort_puts_them():
+    from racecast.models.split import TIME_ORDER
+    from racecast.pipelines.model_zoo.nodes import _sorted
+
+    frame = _keyed_rows().sort_values(TIME_ORDER, kind="mergesort").reset_index(drop=True)
+    frame.loc[0, "horse_id"] = None  # in order but for a null key: the sort moves it
+    expected = frame.sort_values(TIME_ORDER, kind="mergesort").reset_index(drop=True)
+    pd.testing.assert_frame_equal(_sorted(frame), expected, check_exact=True)
