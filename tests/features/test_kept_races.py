@@ -167,6 +167,22 @@ def test_a_materialized_result_drops_every_kept_race_and_the_guard_refuses_it(pr
     assert len(guard.races) == 2 and len(kept) == 0
 
 
+def test_with_odds_the_frame_ends_with_the_racecards_odds_on_both_paths(project):
+    fs, upcoming = project["store"], project["upcoming"]
+    reader, kept = OnlineReader(fs, SERVICE), KeptRaces(8)
+    card = upcoming[upcoming["race_id"].isin(upcoming["race_id"].unique()[:2])]
+    card = _repriced(card.reset_index(drop=True), 1.2)
+    plain = _uncached(fs, card)
+    expected = plain.assign(odds_final=card["odds_final"].to_numpy(dtype=np.float64))
+    for kept_races in (None, kept, kept):  # uncached, a miss, a hit
+        served = online_features(
+            card, SERVICE, reader=reader, guard=check_point_in_time, kept=kept_races, with_odds=True
+        )
+        pd.testing.assert_frame_equal(served, expected, check_exact=True)
+        assert served.columns[-1] == "odds_final"
+    assert len(kept) == 2
+
+
 def test_the_kept_races_never_exceed_their_size(project):
     fs, upcoming = project["store"], project["upcoming"]
     reader, kept, guard = OnlineReader(fs, SERVICE), KeptRaces(2), _Guard()

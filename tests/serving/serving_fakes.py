@@ -112,7 +112,8 @@ class FakeReader:
 
 
 def fake_online_features(
-    entity_rows, service_name, repo_path="feature_repo", params=None, feature_store=None, reader=None, guard=None, kept=None
+    entity_rows, service_name, repo_path="feature_repo", params=None, feature_store=None, reader=None, guard=None, kept=None,
+    with_odds=False,
 ):
     """Feature rows of the racecard's runners, like ``build_features`` (no ``odds_final``)."""
     if service_name != FakeBundle.feature_service:

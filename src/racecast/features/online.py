@@ -125,6 +125,7 @@ def online_features(
     reader: OnlineReader | None = None,
     guard: Callable[[pd.DataFrame, pd.DataFrame], None] | None = None,
     kept: KeptRaces | None = None,
+    with_odds: bool = False,
 ) -> pd.DataFrame:
     """Feature rows for runners from the online store, with the training set's columns.
 
@@ -155,9 +156,12 @@ def online_features(
             current ``PRAGMA data_version``, takes its kept fundamental rows and only its
             market features are computed from its odds; the other races are read,
             guarded and transformed, then kept. On any other store nothing is kept.
+        with_odds: Also the racecard's ``odds_final`` as the last column (what the
+            service hands the bundle beside the features).
 
     Returns:
-        One row per runner: keys, off_time and every feature.
+        One row per runner: keys, off_time and every feature (then ``odds_final`` when
+        ``with_odds``).
 
     Raises:
         ValueError: If ``reader`` reads another service than ``service_name``.
@@ -175,8 +179,8 @@ def online_features(
         numeric, text, times = reader.read_state(entity_rows)
         if guard is not None:
             guard(entity_rows, times)
-        return transform.build_features_from_state(entity_rows, numeric, text, params)
-    return _kept_race_features(entity_rows, reader, guard, params, kept, version)
+        return transform.build_features_from_state(entity_rows, numeric, text, params, with_odds)
+    return _kept_race_features(entity_rows, reader, guard, params, kept, version, with_odds)
 
 
 def kept_race_columns(reader: OnlineReader) -> tuple[str, ...]:
@@ -194,6 +198,7 @@ def _kept_race_features(
     params: dict[str, Any],
     kept: KeptRaces,
     version: int,
+    with_odds: bool,
 ) -> pd.DataFrame:
     """:func:`online_features` with kept races: read, guard and transform only the races
     not kept at ``version``, then the market features of every race from its odds."""
@@ -227,7 +232,7 @@ def _kept_race_features(
         for (at, _), (race_values, race_debut) in zip(races, found, strict=True):
             values[:, at] = race_values
             debut[at] = race_debut
-    return transform.features_from_fundamentals(entity_rows, values, debut)
+    return transform.features_from_fundamentals(entity_rows, values, debut, with_odds)
 
 
 def feature_rows_to_json(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -250,6 +250,7 @@ def build_features_from_state(
     numeric: Mapping[str, np.ndarray],
     text: Mapping[str, Any],
     params: dict[str, Any] | None = None,
+    with_odds: bool = False,
 ) -> pd.DataFrame:
     """:func:`build_features` with the joined state given as columns, not as a frame.
 
@@ -265,17 +266,21 @@ def build_features_from_state(
             reader's) is gathered in one index.
         text: ``h_course_record``, ``h_last_gear`` -> Series or object array (None: none).
         params: As for :func:`build_features`.
+        with_odds: Also the context's ``odds_final`` (float64) as the last column: what
+            serving hands the bundle beside the features.
 
     Returns:
-        As :func:`build_features`.
+        As :func:`build_features` (with ``odds_final`` last when ``with_odds``).
 
     Raises:
         KeyError: If a context column or a state feature is missing.
         ValueError: If a state column's length differs from ``context``'s.
     """
     columns, off_time = _context_arrays(context)
-    out, debut, races = _fundamental_part(context, columns, off_time, numeric, text, params)
-    return _assemble(context.index, columns, off_time, out, debut, races)
+    out, debut, races = _fundamental_part(
+        context, columns, off_time, numeric, text, params, with_odds
+    )
+    return _assemble(context.index, columns, off_time, out, debut, races, with_odds)
 
 
 def fundamental_features(
@@ -297,12 +302,12 @@ def fundamental_features(
         :func:`features_from_fundamentals` makes the transform's output of them.
     """
     columns, off_time = _context_arrays(context)
-    out, debut, _ = _fundamental_part(context, columns, off_time, numeric, text, params)
+    out, debut, _ = _fundamental_part(context, columns, off_time, numeric, text, params, False)
     return out[: _fundamental_rows()], debut
 
 
 def features_from_fundamentals(
-    context: pd.DataFrame, values: np.ndarray, debut: np.ndarray
+    context: pd.DataFrame, values: np.ndarray, debut: np.ndarray, with_odds: bool = False
 ) -> pd.DataFrame:
     """:func:`build_features_from_state`'s output from its fundamental part and the
     context's odds: the market features are computed and the frame assembled exactly as
@@ -312,9 +317,10 @@ def features_from_fundamentals(
         context: The runners' context; equal to the one ``values`` were computed from in
             every column of :data:`FUNDAMENTAL_CONTEXT` (``odds_final`` may differ).
         values, debut: :func:`fundamental_features` of those runners (not modified).
+        with_odds: As for :func:`build_features_from_state`.
 
     Returns:
-        As :func:`build_features`.
+        As :func:`build_features_from_state`.
 
     Raises:
         ValueError: If ``values`` or ``debut`` do not fit ``context``.
@@ -326,9 +332,9 @@ def features_from_fundamentals(
             f"fundamentals: {rows} x {n} values and {n} flags expected, got "
             f"{values.shape} and {debut.shape}"
         )
-    out = np.empty((len(_plan().out), n))
+    out = np.empty((len(_output_layout(with_odds).floats), n))
     out[:rows] = values
-    return _assemble(context.index, columns, off_time, out, debut, None)
+    return _assemble(context.index, columns, off_time, out, debut, None, with_odds)
 
 
 def _context_arrays(context: pd.DataFrame) -> tuple[dict[str, Any], Any]:
@@ -346,9 +352,10 @@ def _fundamental_part(
     numeric: Mapping[str, np.ndarray],
     text: Mapping[str, Any],
     params: dict[str, Any] | None,
+    with_odds: bool,
 ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, int]]:
-    """The output matrix with every fundamental row written (the market rows not yet),
-    the debut flags and the race codes."""
+    """The output matrix (of ``_output_layout(with_odds)``) with every fundamental row
+    written (the market rows and the odds not yet), the debut flags and the race codes."""
     p = resolve_params(params)
     missing = [c for c in sorted(_STATE_STRINGS) if c not in text]
     n = len(context)
@@ -363,7 +370,7 @@ def _fundamental_part(
     for i, c in enumerate(_CONTEXT_FLOATS):
         ctx[i] = float_values(columns[c])
     ctx_text = {c: object_column(columns[c]) for c in _CONTEXT_TEXT}
-    out = np.empty((len(_plan().out), n))
+    out = np.empty((len(_output_layout(with_odds).floats), n))
     with np.errstate(invalid="ignore", divide="ignore"):
         debut, races = _fundamentals(out, state, ctx, ctx_text, strings, off_ts, p)
     return out, debut, races
@@ -376,19 +383,24 @@ def _assemble(
     out: np.ndarray,
     debut: np.ndarray,
     races: tuple[np.ndarray, int] | None,
+    with_odds: bool,
 ) -> pd.DataFrame:
     """The transform's output frame, the one place it is built: the market rows of
     ``out`` from the context's odds (``races``: the race codes, None to compute them),
-    then the keys, ``out`` (handed over as the frame's block) and the debut flags."""
+    the odds themselves in the last row ``with_odds``, then the keys, ``out`` (handed
+    over as the frame's block) and the debut flags."""
     if races is None:
         races = codes_by_race(object_column(columns["race_id"]), "column 'race_id'")
     at = _plan().out
+    odds = float_values(columns["odds_final"])
     with np.errstate(invalid="ignore", divide="ignore"):
-        market = _market_arrays(float_values(columns["odds_final"]), *races)
+        market = _market_arrays(odds, *races)
     for name, values in market.items():
         out[at[name]] = values
+    if with_odds:
+        out[-1] = odds
     keys = {c: off_time if c == "off_time" else columns[c] for c in KEY_COLUMNS}
-    return frame_from_columns(_output_layout(), index, keys, out, debut)
+    return frame_from_columns(_output_layout(with_odds), index, keys, out, debut)
 
 
 def _state_matrix(numeric: Mapping[str, np.ndarray], n: int, missing: list[str]) -> np.ndarray:
@@ -420,11 +432,11 @@ MARKET_CONTEXT = ("race_id", "odds_final")
 _CONTEXT_USED = tuple(dict.fromkeys((*FUNDAMENTAL_CONTEXT, *MARKET_CONTEXT)))
 
 
-@functools.lru_cache(maxsize=1)
-def _output_layout() -> FrameLayout:
+@functools.lru_cache(maxsize=2)
+def _output_layout(with_odds: bool = False) -> FrameLayout:
     """``build_features``' columns: ``KEY_COLUMNS``, then every feature (float64 but the
-    int flag ``is_debut``)."""
-    features = FUNDAMENTAL_FEATURES + MARKET_FEATURES
+    int flag ``is_debut``), then ``odds_final`` ``with_odds``."""
+    features = FUNDAMENTAL_FEATURES + MARKET_FEATURES + (["odds_final"] if with_odds else [])
     floats = [c for c in features if c != DEBUT_FLAG]
     return FrameLayout.of(KEY_COLUMNS, floats, DEBUT_FLAG, [*KEY_COLUMNS, *features])
 

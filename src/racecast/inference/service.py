@@ -289,6 +289,7 @@ class InferenceService:
                 reader=self.reader(),
                 guard=check_point_in_time,
                 kept=self.kept_races,
+                with_odds=True,
             )
         return self._with_odds(frame, entity_rows)
 
