@@ -120,6 +120,12 @@ def test_a_card_of_kept_and_new_races_reads_only_the_new_ones(project):
         _serve(reader, again, kept, guard), _uncached(fs, again), check_exact=True
     )
     assert len(guard.races) == 2 and len(kept) == 3
+    # races whose rows are not one after another (a runner of the first race last)
+    mixed = pd.concat([card.iloc[1:], card.iloc[:1]], ignore_index=True)
+    for kept_races in (KeptRaces(8), kept):  # every race missing, then every race kept
+        pd.testing.assert_frame_equal(
+            _serve(reader, mixed, kept_races, guard), _uncached(fs, mixed), check_exact=True
+        )
 
 
 def test_any_other_racecard_field_is_a_miss_never_the_kept_rows(project):

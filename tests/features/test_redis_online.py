@@ -25,6 +25,7 @@ from collections.abc import Iterator
 import pandas as pd
 import pytest
 
+from racecast.features.kept_races import KeptRaces
 from racecast.features.online import online_features, racecard_entity_rows
 from racecast.features.online_read import OnlineReader
 from racecast.features.store import (
@@ -166,6 +167,16 @@ def test_redis_online_store_answers_what_the_sqlite_one_does_for_every_runner(pr
     pd.testing.assert_frame_equal(again, want)
     pd.testing.assert_frame_equal(again_times, want_times)
     assert [list(names) for _, names, _ in redis_reader._plan] == asked
+
+    # kept races: only on SQLite, whose data_version tells a changed store; Redis has none
+    assert redis_reader.store_version() is None and sqlite_reader.store_version() is not None
+    kept = {"sqlite": KeptRaces(64), "redis": KeptRaces(64)}
+    served = {
+        name: online_features(rows, SERVICE, reader=reader, kept=kept[name])
+        for name, reader in (("sqlite", sqlite_reader), ("redis", redis_reader))
+    }
+    assert len(kept["redis"]) == 0 and len(kept["sqlite"]) == rows["race_id"].nunique()
+    pd.testing.assert_frame_equal(served["redis"], served["sqlite"], check_exact=True)
 
     # Feast's own online path answers the same on both stores, and what the reader reads
     feast_sqlite = online_state(sqlite, rows, SERVICE)

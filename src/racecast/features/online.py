@@ -209,10 +209,11 @@ def _kept_race_features(
     found = [kept.get(state, key) for _, key in races]
     missing = [i for i, f in enumerate(found) if f is None]
     if missing:
-        if len(missing) == len(races):
-            rows = entity_rows
-        else:
-            rows = entity_rows.iloc[np.concatenate([races[i][0] for i in missing])]
+        # the missing races' rows, race after race (the rows as they are when that is
+        # their order: races one after another, all missing)
+        order = np.concatenate([races[i][0] for i in missing])
+        in_place = len(order) == len(entity_rows) and bool((order[1:] > order[:-1]).all())
+        rows = entity_rows if in_place else entity_rows.iloc[order]
         numeric, text, times = reader.read_state(rows, version)
         if guard is not None:
             guard(rows, times)
