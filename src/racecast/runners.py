@@ -51,6 +51,7 @@ import logging.config
 import os
 import pickle
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import (
     FIRST_COMPLETED,
     Executor,
@@ -246,11 +247,11 @@ class _WorkerRunner(AbstractRunner):
         running = {True: 0, False: 0}
         pending: dict[Future, Node] = {}
         timed: dict[str, float] = {}
-        workers = self._get_executor(n_workers)
+        preload = [getattr(n.func, "__module__", None) for n in sorted(remote, key=str)]
+        preload += list(_parameter(catalog, WORKER_PRELOAD_PARAM) or []) if remote else []
+        workers = self._get_executor(n_workers, [m for m in dict.fromkeys(preload) if m])
         if remote:
-            preload = [getattr(n.func, "__module__", None) for n in sorted(remote, key=str)]
-            preload += list(_parameter(catalog, WORKER_PRELOAD_PARAM) or [])
-            self._start_workers(workers, n_workers, [m for m in dict.fromkeys(preload) if m])
+            self._start_workers(workers, n_workers)
         logger.info(
             "%s: %d node(s) on %s, %d in this process; %d node(s) timed in %s, %d more in the seed",
             type(self).__name__,
@@ -334,9 +335,9 @@ class _WorkerRunner(AbstractRunner):
     def _describe_executor(executor: Executor) -> str:
         return type(executor).__name__
 
-    def _start_workers(self, executor: Executor, n_workers: int, modules: list[str]) -> None:
-        """Start the workers ahead of their first node, importing ``modules`` (here: no-op:
-        a cluster's workers are already running)."""
+    def _start_workers(self, executor: Executor, n_workers: int) -> None:
+        """Start the workers ahead of their first node (here: no-op: a cluster's workers
+        are already running)."""
 
 
 class ParallelRunner(_WorkerRunner):
@@ -347,27 +348,35 @@ class ParallelRunner(_WorkerRunner):
     fresh interpreter: no OpenMP or MLflow state copied from this process).
     """
 
-    def _get_executor(self, max_workers: int) -> Executor:
+    def _get_executor(self, max_workers: int, preload: Sequence[str] = ()) -> Executor:
+        """Spawned worker processes, each importing ``preload`` as it starts."""
         from kedro.framework.project import LOGGING
 
         return ProcessPoolExecutor(
             max_workers=max_workers,
             mp_context=get_context("spawn"),
-            initializer=_configure_worker_logging,
-            initargs=(dict(LOGGING),),
+            initializer=_start_worker,
+            initargs=(dict(LOGGING), list(preload)),
         )
 
-    def _start_workers(self, executor: Executor, n_workers: int, modules: list[str]) -> None:
-        """Spawn every worker now, each importing ``modules`` on a core the ``kedro run``
-        process leaves idle (the pool spawns a process per task it cannot place)."""
+    def _start_workers(self, executor: Executor, n_workers: int) -> None:
+        """Spawn every worker now, so each imports its preload list (its initializer) on a
+        core the ``kedro run`` process leaves idle: the pool spawns a process for each task
+        it cannot place on an idle one."""
         for _ in range(n_workers):
-            executor.submit(preload_modules, modules)
+            executor.submit(_ready)
 
 
-def _configure_worker_logging(config: dict[str, Any]) -> None:
-    """Log in a spawned worker as ``kedro run`` does (conf/logging.yml)."""
+def _start_worker(config: dict[str, Any], preload: list[str]) -> None:
+    """A spawned worker's start: log as ``kedro run`` does (conf/logging.yml), then import
+    ``preload``."""
     if config:
         logging.config.dictConfig(config)
+    preload_modules(preload)
+
+
+def _ready() -> None:
+    """A task that only makes the pool start a worker."""
 
 
 def preload_modules(modules: list[str]) -> list[str]:
@@ -409,7 +418,8 @@ class DaskRunner(_WorkerRunner):
         super().__init__(max_workers=max_workers, is_async=is_async)
         self._address = address
 
-    def _get_executor(self, max_workers: int) -> Executor:
+    def _get_executor(self, max_workers: int, preload: Sequence[str] = ()) -> Executor:
+        """A client of the cluster (its workers are already running: ``preload`` unused)."""
         try:
             from distributed import Client
         except ImportError as error:
