@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,11 +12,14 @@ import pandas as pd
 import pytest
 
 from racecast.data.schema import RACE_COLUMNS, RUNNER_COLUMNS, conform
+from racecast.features import store
 from racecast.features.entities import entity_frame
 from racecast.features.state import build_state_tables
 from racecast.features.transform import build_features, point_in_time_join
 
 BASE = pd.Timestamp("2024-01-01 12:00", tz="UTC")
+#: The project's Feast repo (its definitions; the tests copy it without its data).
+FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 
 RACE_DEFAULTS: dict[str, Any] = {
     "source": "synthetic",
@@ -205,3 +210,23 @@ def world() -> tuple[pd.DataFrame, pd.DataFrame]:
 def features() -> Callable[..., pd.DataFrame]:
     """``compute_features`` as a fixture."""
     return compute_features
+
+
+def apply_world(
+    root: Path, races: pd.DataFrame, runners: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """A temporary Feast project at ``root``: a copy of ``feature_repo/`` (without its
+    data), the world's state tables under ``data/04_feature``, the working directory there
+    and the repo applied.
+
+    Returns:
+        The state tables and ``store.apply_repo``'s summary.
+    """
+    shutil.copytree(FEATURE_REPO, root / "feature_repo", ignore=shutil.ignore_patterns("data"))
+    out = root / "data" / "04_feature"
+    out.mkdir(parents=True)
+    tables = build_state_tables(races, runners)
+    for name, table in tables.items():
+        table.to_parquet(out / f"{name}.parquet")
+    monkeypatch.chdir(root)
+    return tables, store.apply_repo("feature_repo")

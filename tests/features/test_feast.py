@@ -6,35 +6,23 @@ under ``data/04_feature``), so it runs the real Feast repo definitions end to en
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from racecast.features import entities, state, store, transform
+from racecast.features import entities, store, transform
 from racecast.features.online import online_features
 from racecast.features.online_read import OnlineReader
 from racecast.features.specs import FUNDAMENTAL_FEATURES, MARKET_FEATURES
 
-from .conftest import make_world
-
-REPO = Path(__file__).resolve().parents[2] / "feature_repo"
+from .conftest import apply_world, make_world
 
 
 @pytest.fixture
 def feast_project(tmp_path, monkeypatch):
     """A temp project with the repo applied over a random world's state tables."""
     races, runners = make_world(seed=3, n_races=70, n_days=22)
-    shutil.copytree(REPO, tmp_path / "feature_repo", ignore=shutil.ignore_patterns("data"))
-    out = tmp_path / "data" / "04_feature"
-    out.mkdir(parents=True)
-    tables = state.build_state_tables(races, runners)
-    for name, table in tables.items():
-        table.to_parquet(out / f"{name}.parquet")
-    monkeypatch.chdir(tmp_path)
-    summary = store.apply_repo("feature_repo")
+    tables, summary = apply_world(tmp_path, races, runners, monkeypatch)
     entity_rows = entities.entity_frame(races, runners)
     labelled = entity_rows[entity_rows["won"].notna()].reset_index(drop=True)
     return {

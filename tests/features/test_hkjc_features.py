@@ -22,6 +22,8 @@ from racecast.ingestion.hkjc import adapt_hkjc
 from racecast.ingestion.validate import validate_and_split
 from racecast.project import load_parameters
 
+from .conftest import apply_world
+
 ROOT = Path(__file__).resolve().parents[2]
 CANDIDATES = [ROOT / "data" / "01_raw" / "hkjc", ROOT.parent / "shared" / "data" / "hkracing"]
 HK_DIR = next((d for d in CANDIDATES if (d / "runs.csv").is_file() and (d / "races.csv").is_file()), None)
@@ -64,15 +66,9 @@ def test_truncated_run_gives_identical_features_for_earlier_races(hk_tables):
 
 def test_online_cli_after_partial_materialization_equals_training_rows(hk_tables, tmp_path, monkeypatch):
     races, runners = hk_tables
-    for item in ("feature_repo", "conf"):
-        shutil.copytree(ROOT / item, tmp_path / item, ignore=shutil.ignore_patterns("data", "local"))
+    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("data", "local"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    out = tmp_path / "data" / "04_feature"
-    out.mkdir(parents=True)
-    for name, table in state.build_state_tables(races, runners).items():
-        table.to_parquet(out / f"{name}.parquet")
-    monkeypatch.chdir(tmp_path)
-    store.apply_repo("feature_repo")
+    apply_world(tmp_path, races, runners, monkeypatch)
     fs = store.get_store("feature_repo")
 
     entity_rows = entities.entity_frame(races, runners)

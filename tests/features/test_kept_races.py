@@ -9,9 +9,6 @@ store), as ``tests/features/test_feast.py`` builds them.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,9 +20,8 @@ from racecast.features.online_read import OnlineReader
 from racecast.features.specs import CONTEXT_COLUMNS, VIEWS
 from racecast.inference.guard import LookAheadError, check_point_in_time
 
-from .conftest import make_world
+from .conftest import apply_world, make_world
 
-REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 SERVICE = "combined_v1"
 
 
@@ -33,13 +29,7 @@ SERVICE = "combined_v1"
 def project(tmp_path, monkeypatch):
     """A temp project materialized up to the last day: that day's races are upcoming."""
     races, runners = make_world(seed=5, n_races=70, n_days=22)
-    shutil.copytree(REPO, tmp_path / "feature_repo", ignore=shutil.ignore_patterns("data"))
-    out = tmp_path / "data" / "04_feature"
-    out.mkdir(parents=True)
-    for name, table in state.build_state_tables(races, runners).items():
-        table.to_parquet(out / f"{name}.parquet")
-    monkeypatch.chdir(tmp_path)
-    store.apply_repo("feature_repo")
+    apply_world(tmp_path, races, runners, monkeypatch)
     rows = entities.entity_frame(races, runners)
     rows = rows[rows["won"].notna()].reset_index(drop=True)
     last_day = rows["off_time"].dt.floor("D").max()
@@ -136,7 +126,9 @@ def test_any_other_racecard_field_is_a_miss_never_the_kept_rows(project):
     other_jockey = race.assign(jockey_id=race["jockey_id"].astype("string"))
     other_jockey.loc[0, "jockey_id"] = str(upcoming["jockey_id"].iloc[-1])
     assert other_jockey.loc[0, "jockey_id"] != race.loc[0, "jockey_id"]
-    heavier = race.assign(weight_carried_kg=race["weight_carried_kg"] + np.r_[0.5, np.zeros(len(race) - 1)])
+    heavier = race.assign(
+        weight_carried_kg=race["weight_carried_kg"] + np.r_[0.5, np.zeros(len(race) - 1)]
+    )
     later = race.assign(off_time=race["off_time"] + pd.Timedelta(minutes=10))
     scratched = race.iloc[1:].reset_index(drop=True)
     changed = {"jockey": other_jockey, "weight": heavier, "off time": later, "scratched": scratched}
@@ -226,7 +218,9 @@ def test_the_fundamental_part_reads_no_context_column_outside_its_declaration():
     assert "odds_final" in outside and set(outside) & set(CONTEXT_COLUMNS)
     for column in outside:
         other = context.copy()
-        if pd.api.types.is_numeric_dtype(other[column]) and not pd.api.types.is_bool_dtype(other[column]):
+        if pd.api.types.is_numeric_dtype(other[column]) and not pd.api.types.is_bool_dtype(
+            other[column]
+        ):
             other[column] = other[column].astype("float64") * 3.0 + 1.0
         else:
             other[column] = other[column].astype("string").fillna("") + "x"

@@ -2,37 +2,30 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from racecast.features import entities, state, store
+from racecast.features import entities
 from racecast.pipelines.features.nodes import build_training_set, race_chunks
 
-from ...features.conftest import make_world
-
-REPO = Path(__file__).resolve().parents[3] / "feature_repo"
+from ...features.conftest import apply_world, make_world
 
 
 @pytest.fixture
 def entity_rows(tmp_path, monkeypatch):
     """Entity rows of a random world whose state tables are applied in a temporary Feast repo."""
     races, runners = make_world(seed=5, n_races=80, n_days=25)
-    shutil.copytree(REPO, tmp_path / "feature_repo", ignore=shutil.ignore_patterns("data"))
-    out = tmp_path / "data" / "04_feature"
-    out.mkdir(parents=True)
-    for name, table in state.build_state_tables(races, runners).items():
-        table.to_parquet(out / f"{name}.parquet")
-    monkeypatch.chdir(tmp_path)
-    store.apply_repo("feature_repo")
+    apply_world(tmp_path, races, runners, monkeypatch)
     return entities.entity_frame(races, runners)
 
 
 def _params(chunk: int | None) -> dict:
-    return {"repo_path": "feature_repo", "training_service": "combined_v1", "training_chunk_runners": chunk}
+    return {
+        "repo_path": "feature_repo",
+        "training_service": "combined_v1",
+        "training_chunk_runners": chunk,
+    }
 
 
 def test_race_chunks_keep_races_whole_and_cover_every_row_once():
