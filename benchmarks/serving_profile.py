@@ -25,9 +25,10 @@ The largest race of the racecard (the first upcoming racecard by default) is sco
 * ``service``: :meth:`InferenceService.score_text` (parse to races);
 * ``features_kept``, ``service_kept``, ``asgi_kept``: ``features``, ``service`` and
   ``asgi`` of the same race at moving prices (64 price variants rotated,
-  ``benchmarks/bodies.py``) with the service's kept races: the race's fundamental rows
-  are kept, only its market features are computed. Every other stage runs with nothing
-  kept (``InferenceService.kept_races`` None), so it measures what it measured before;
+  ``benchmarks/bodies.py``) with what the service keeps: the race's fundamental rows
+  and fundamental probabilities are kept, only its market features and the combined track
+  are computed. Every other stage runs with nothing kept (``InferenceService.kept_races``
+  and ``kept_predictions`` None), so it measures what it measured before;
 * ``asgi``: the app in process, called as an ASGI server calls it (a scope, one body
   message, the response messages collected: no client library, no socket): routing, auth,
   guards, middleware, the thread hand-off, the response;
@@ -154,8 +155,8 @@ async def _asgi_stages(
 
     async with app.router.lifespan_context(app):
         service = app.state.service
-        kept = getattr(service, "kept_races", None)
-        service.kept_races = None  # every request reads, guards and transforms its race
+        kept = _kept(service)
+        _keep(service, None)  # every request reads, guards, transforms and predicts its race
 
         async def bare_route(request: Request) -> Response:
             scored = await to_thread.run_sync(service.score_text, (await request.body()).decode())
@@ -178,10 +179,21 @@ async def _asgi_stages(
         finally:
             del service.score_text
         if kept is not None:
-            service.kept_races = kept
+            _keep(service, kept)
             bodies = itertools.cycle([v.encode("utf-8") for v in variants])
             out["asgi_kept"] = await timed(lambda: _asgi_call(app, next(bodies)))
     return out
+
+
+def _kept(service: Any) -> tuple[Any, Any] | None:
+    """What the service keeps between requests (its kept races and kept predictions)."""
+    kept = (getattr(service, "kept_races", None), getattr(service, "kept_predictions", None))
+    return None if kept[0] is None else kept
+
+
+def _keep(service: Any, kept: tuple[Any, Any] | None) -> None:
+    """Let the service keep races and predictions between requests (None: nothing kept)."""
+    service.kept_races, service.kept_predictions = kept or (None, None)
 
 
 def _race_body(path: Path) -> tuple[str, int]:
@@ -230,8 +242,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bundle = load_bundle(settings.bundle_uri)
     feature_store = store.get_store(settings.feature_repo)
     service = InferenceService(settings, bundle, feature_store)
-    kept = getattr(service, "kept_races", None)
-    service.kept_races = None  # the stages below measure a race read, guarded, transformed
+    kept = _kept(service)
+    _keep(service, None)  # the stages below measure a race read, guarded, transformed, predicted
     rows = parse_racecard(text)
     reader = service.reader()
     features = service.features(rows)
@@ -302,11 +314,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         def with_kept(call: Callable[[], Any]) -> Callable[[], Any]:
             def timed_call() -> Any:
-                service.kept_races = kept
+                _keep(service, kept)
                 try:
                     return call()
                 finally:
-                    service.kept_races = None
+                    _keep(service, None)
 
             return timed_call
 

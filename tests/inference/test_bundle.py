@@ -239,3 +239,71 @@ def test_bundle_scores_only_the_chosen_candidate_with_the_same_numbers(bundle, f
     ]
     np.testing.assert_array_equal(served.to_numpy(), expected[choice])
     np.testing.assert_array_equal(expected["combined"], expected[choice])
+
+
+class _Counting:
+    """A base model's ``predict_proba_array``, counted (the model itself answers)."""
+
+    def __init__(self, model) -> None:
+        self.model, self.calls = model, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return type(self.model).predict_proba_array(self.model, *args, **kwargs)
+
+
+def _counted(bundle, monkeypatch) -> _Counting:
+    """The bundle's first base model's calls, counted for this test only (the fitted
+    models are shared between tests)."""
+    model = next(iter(bundle.base_models.values()))
+    counted = _Counting(model)
+    monkeypatch.setitem(vars(model), "predict_proba_array", counted)  # removed afterwards
+    return counted
+
+
+def test_kept_predictions_are_the_same_numbers_and_only_for_the_same_rows(bundle, features, monkeypatch):
+    from racecast.data.lru import Lru
+
+    counted = _counted(bundle, monkeypatch)
+    kept = Lru(8)
+    fresh = bundle.predict(features)
+    assert counted.calls == 1 and len(kept) == 0
+    # first time: computed and kept; again at new prices: the kept p_fundamental, the
+    # market and the combined track of the new prices, every number as computed afresh
+    assert_frame = pd.testing.assert_frame_equal
+    assert_frame(bundle.predict(features, kept=kept), fresh)
+    assert counted.calls == 2 and len(kept) == 1
+    repriced = features.assign(odds_final=features["odds_final"] * 1.25 + 0.5)
+    again = bundle.predict(repriced, kept=kept)
+    assert counted.calls == 2  # the models did not run
+    assert_frame(again, bundle.predict(repriced))
+    assert not np.allclose(again["p_combined"].fillna(0), fresh["p_combined"].fillna(0))
+    # another fundamental value, another race id or another grouping: computed again
+    changed = features.copy()
+    feature = bundle.fundamental_features[0]
+    changed.loc[changed.index[0], feature] = changed[feature].iloc[0] + 1.0
+    renamed = features.assign(race_id=features["race_id"] + "-b")
+    first_race = features["race_id"].iloc[0]
+    merged = features.assign(
+        race_id=features["race_id"].where(features["race_id"] != first_race, features["race_id"].iloc[-1])
+    )
+    for other in (changed, renamed, merged):
+        calls = counted.calls
+        assert_frame(bundle.predict(other, kept=kept), bundle.predict(other))
+        assert counted.calls == calls + 2
+    # the kept arrays cannot be changed by a caller
+    with pytest.raises(ValueError):
+        next(iter(kept._items.values()))[0] = 0.5
+
+
+def test_kept_predictions_are_bounded_least_recently_used_first(bundle, features, monkeypatch):
+    from racecast.data.lru import Lru
+
+    kept = Lru(1)
+    first = bundle.predict(features, kept=kept)
+    other = features[features["race_id"] == features["race_id"].iloc[0]]
+    bundle.predict(other, kept=kept)  # the only place goes to the newer rows
+    assert len(kept) == 1
+    counted = _counted(bundle, monkeypatch)
+    pd.testing.assert_frame_equal(bundle.predict(features, kept=kept), first)
+    assert counted.calls == 1  # the first rows had left: computed again

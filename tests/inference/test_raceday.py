@@ -149,6 +149,18 @@ def _assert_same_features(served: pd.DataFrame, expected: pd.DataFrame, race_id:
             ).tolist(), f"race {race_id} feature {column}"
 
 
+def _repriced(card: str, factor: float) -> str:
+    """The racecard with every runner's final odds moved by ``factor`` on their profit part."""
+    document = json.loads(card)
+    for meeting in document["meetings"]:
+        for race in meeting["races"]:
+            for runner in race["runners"]:
+                final = (runner.get("odds") or {}).get("final")
+                if final is not None:
+                    runner["odds"] = {**runner["odds"], "final": round(1.0 + (final - 1.0) * factor, 2)}
+    return json.dumps(document)
+
+
 def _online_snapshot(store, rows: pd.DataFrame) -> pd.DataFrame:
     return OnlineReader(store, SERVICE).read(rows)
 
@@ -306,18 +318,30 @@ def test_race_day_replay_through_the_http_api(world, server):
     srv, bundle = server
     races = _race_documents(world["last_day"])
     headers = {"X-API-Key": loopback.API_KEY, "Content-Type": "application/json"}
+    combined_seen = 0
     with httpx.Client(base_url=srv.url, timeout=60.0) as client:
         for race_id, card, results in races:
-            response = client.post("/api/v1/predict", content=card, headers=headers)
-            assert response.status_code == 200, response.text
-            served = {r["horse_id"]: r["p_win"] for r in response.json()["races"][0]["runners"]}
-            rows = racecard_entity_rows(card, "card.racecard.json")
-            expected = bundle.predict(_expected(world["training"], rows))
-            for horse_id, p in zip(expected["horse_id"], expected["p_fundamental"], strict=True):
-                assert served[horse_id] == pytest.approx(p, rel=0, abs=1e-9), (race_id, horse_id)
+            # the race, then again at new prices (the service keeps its fundamental rows
+            # and probabilities): every probability as the bundle gives for those rows
+            for priced in (card, _repriced(card, 1.2)):
+                response = client.post("/api/v1/predict", content=priced, headers=headers)
+                assert response.status_code == 200, response.text
+                served = {r["horse_id"]: r for r in response.json()["races"][0]["runners"]}
+                rows = racecard_entity_rows(priced, "card.racecard.json")
+                training = _expected(world["training"], rows)
+                expected = bundle.predict(training.assign(odds_final=rows["odds_final"].to_numpy()))
+                for horse_id, p, combined in zip(
+                    expected["horse_id"], expected["p_fundamental"], expected["p_combined"], strict=True
+                ):
+                    runner = served[horse_id]
+                    assert runner["p_win"] == pytest.approx(p, rel=0, abs=1e-9), (race_id, horse_id)
+                    want = None if np.isnan(combined) else pytest.approx(combined, rel=0, abs=1e-9)
+                    assert runner["p_win_combined"] == want, (race_id, horse_id)
+                    combined_seen += want is not None
             pushed = client.post("/api/v1/results", content=results, headers=headers)
             assert pushed.status_code == 200, pushed.text
             assert pushed.json()["status"] == "added"
+        assert combined_seen > 0  # the combined track was checked, not only its absence
         again = client.post("/api/v1/predict", content=races[0][1], headers=headers)
         assert again.status_code == 409, again.text
         assert races[0][0] in again.json()["detail"]

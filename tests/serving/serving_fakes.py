@@ -67,7 +67,7 @@ class FakeBundle:
     def __init__(self) -> None:
         self.calls = 0
 
-    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
+    def predict(self, features: pd.DataFrame, kept: Any = None) -> pd.DataFrame:
         self.calls += 1
         races = features["race_id"]
         utility = np.exp(features["rating"].astype(float) / 10.0)

@@ -329,13 +329,13 @@ def test_concurrent_requests_are_scored_one_at_a_time_and_all_answered():
         active = peak = 0
         lock = threading.Lock()
 
-        def predict(self, features):
+        def predict(self, features, kept=None):
             with self.lock:
                 type(self).active += 1
                 type(self).peak = max(self.peak, self.active)
             try:
                 threading.Event().wait(0.01)
-                return super().predict(features)
+                return super().predict(features, kept)
             finally:
                 with self.lock:
                     type(self).active -= 1

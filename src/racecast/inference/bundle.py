@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from racecast.data.frames import float64_matrix, frame_from_arrays
+from racecast.data.lru import Lru
 from racecast.evaluation.second_stage import CombinedTrack
 from racecast.features.market import market_probabilities
 from racecast.features.specs import FUNDAMENTAL_FEATURES, ODDS_CAPPED
@@ -214,7 +215,7 @@ class InferenceBundle:
         )
 
     # ------------------------------------------------------------------ predictions
-    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
+    def predict(self, features: pd.DataFrame, kept: Lru | None = None) -> pd.DataFrame:
         """Win probabilities of every runner.
 
         The model_zoo pipeline's holdout steps (:func:`predict_holdout` of each base
@@ -230,6 +231,13 @@ class InferenceBundle:
                 fundamental feature; ``off_time`` optional) and optionally
                 ``odds_final``. One row per runner; a race is the set of rows sharing a
                 ``race_id``.
+            kept: The caller's fundamental probabilities of earlier requests (None:
+                none kept). ``p_fundamental`` is a pure function of the bundle, the
+                rows' race grouping and their fundamental features, in time order; a
+                request whose grouping and features equal a kept one's byte for byte
+                (the same races at new prices) takes its ``p_fundamental`` from there
+                and only the market and the combined track are computed. The caller
+                keeps one ``kept`` per bundle.
 
         Returns:
             One row per input row, in input order: ``race_id``, ``horse_id``,
@@ -245,17 +253,15 @@ class InferenceBundle:
         """
         values, odds, keys = self._inputs(features)
         rows = TimeOrdered.of(features, values, self._columns, keys)
-        base = {
-            f"p_{name}": rows.normalised(
-                model.predict_proba_array(rows.columns(model), rows.layout)
-            )
-            for name, model in self.base_models.items()
-        }
-        if self.skipped_models:  # the stacker's input of a model left out: uniform per race
-            uniform = rows.normalised(np.ones(len(rows.order)))
-            base.update({f"p_{name}": uniform for name in self.skipped_models})
-        stacked_input = self._columns.stacked(self.stacker, base, rows.values)
-        p_fund = rows.normalised(self.stacker.predict_proba_array(stacked_input, rows.layout))
+        if kept is None:
+            p_fund = self._fundamental(rows)
+        else:
+            key = rows.digest()
+            p_fund = kept.get(key)
+            if p_fund is None:
+                p_fund = self._fundamental(rows)
+                p_fund.setflags(write=False)
+                kept.put(key, p_fund)
         # race codes in input order (market sums add a race's runners in input order)
         p_market, _ = market_probabilities(
             odds, rows.to_input_order(rows.codes), rows.layout.n_groups
@@ -272,6 +278,20 @@ class InferenceBundle:
         return frame_from_arrays(
             self._columns.output, [columns[name] for name in OUTPUT_COLUMNS], features.index
         )
+
+    def _fundamental(self, rows: TimeOrdered) -> np.ndarray:
+        """``p_fundamental`` of the ordered rows: every base model, then the stacker."""
+        base = {
+            f"p_{name}": rows.normalised(
+                model.predict_proba_array(rows.columns(model), rows.layout)
+            )
+            for name, model in self.base_models.items()
+        }
+        if self.skipped_models:  # the stacker's input of a model left out: uniform per race
+            uniform = rows.normalised(np.ones(len(rows.order)))
+            base.update({f"p_{name}": uniform for name in self.skipped_models})
+        stacked_input = self._columns.stacked(self.stacker, base, rows.values)
+        return rows.normalised(self.stacker.predict_proba_array(stacked_input, rows.layout))
 
     def _blend(
         self, p_fund: np.ndarray, p_market: np.ndarray, capped: np.ndarray, rows: TimeOrdered

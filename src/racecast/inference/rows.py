@@ -8,6 +8,8 @@ fitted model, not per request).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import numpy as np
@@ -111,6 +113,15 @@ class TimeOrdered:
         race_ids = keys[0][order]
         columns = names if isinstance(names, Columns) else Columns(names)
         return cls(order, race_ids, values[order], columns)
+
+    def digest(self) -> bytes:
+        """The ordered rows as a key: their race ids, race grouping and ``values``, byte
+        for byte (equal keys, equal input to every model of the bundle)."""
+        digest = hashlib.blake2b(np.ascontiguousarray(self.values).tobytes(), digest_size=32)
+        digest.update(repr(self.values.shape).encode())
+        digest.update(np.ascontiguousarray(self.codes, dtype=np.int64).tobytes())
+        digest.update(json.dumps([str(r) for r in self.race_ids.tolist()]).encode())
+        return digest.digest()
 
     def columns(self, model: RaceModel) -> np.ndarray:
         """The model's input matrix: its ``feature_names_in_`` columns of ``values``."""

@@ -15,13 +15,13 @@ import json
 import logging
 import threading
 import weakref
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from racecast.data.lru import Lru
 from racecast.features import store, transform
 from racecast.features.kept_races import KeptRaces
 from racecast.features.online import RacecardError, online_features, racecard_entity_rows
@@ -175,33 +175,6 @@ def _json_value(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- service
-class _Explanations:
-    """Explanations per race, keyed by the race's runners and fundamental features (LRU).
-
-    A race asked for again with the same runners and features (new prices only) is
-    explained once: explanations read fundamental features only.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[tuple[str, bytes], dict] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, bytes]) -> dict | None:
-        with self._lock:
-            found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-            return found
-
-    def put(self, key: tuple[str, bytes], value: dict) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-
 class InferenceService:
     """Scores racecards with a bundle and the Feast online store (shared by app and CLI).
 
@@ -209,6 +182,8 @@ class InferenceService:
     service (resolved once), the races' fundamental feature rows while the SQLite online
     store and their racecard fields stay the same (:class:`~racecast.features.kept_races.KeptRaces`:
     a race asked for again with new prices only gets its market features computed), the
+    fundamental probabilities of those same rows (``kept_predictions``: the base models
+    and the stacker do not run again for them, see :meth:`InferenceBundle.predict`), the
     explanation workers (started on the first request that asks for explanations;
     :meth:`close` stops them) and the explanations per race.
 
@@ -234,7 +209,13 @@ class InferenceService:
         self._store_lock = threading.Lock()
         self._reader: OnlineReader | None = None
         self._explain_warned = False
-        self._explained = _Explanations(settings.race_cache_size)
+        #: explanations per race, keyed by its runners and fundamental features: a race
+        #: asked for again at new prices is explained once (explanations read fundamental
+        #: features only)
+        self._explained = Lru(settings.race_cache_size)
+        #: fundamental probabilities per request's ordered rows (``InferenceBundle.predict``'s
+        #: ``kept``; None: the models score every request)
+        self.kept_predictions: Lru | None = Lru(settings.race_cache_size)
         #: The races kept between requests (None: nothing kept, every request reads the store).
         self.kept_races: KeptRaces | None = KeptRaces(settings.race_cache_size)
         self._pool: ThreadPoolExecutor | None = None
@@ -340,7 +321,7 @@ class InferenceService:
         return keys
 
     def _explain(self, features: pd.DataFrame) -> dict[tuple[str, str], list[dict[str, Any]]]:
-        """Explanations of every runner, each race explained once (:class:`_Explanations`)."""
+        """Explanations of every runner, each race explained once (``_explained``)."""
         keys = self._race_keys(features)
         found = {race_id: self._explained.get(key) for race_id, key in keys.items()}
         missing = [race_id for race_id, value in found.items() if value is None]
@@ -395,7 +376,7 @@ class InferenceService:
             As :meth:`score_rows`.
         """
         explained = self._explainers().submit(self._explain, features) if explain else None
-        predictions = self.bundle.predict(features)
+        predictions = self.bundle.predict(features, kept=self.kept_predictions)
         explanations = None if explained is None else explained.result()
         races = score_races(
             predictions,
