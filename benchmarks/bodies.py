@@ -3,8 +3,9 @@
 On race day a race is scored again and again while its tote prices move, so the warm
 figures rotate through :func:`repriced_bodies` (every runner's final odds moved by a
 deterministic factor per variant: the service keeps the race's fundamental features and
-recomputes its market features); the cold figures send :class:`ColdRaces`' bodies, each
-a race id the service has not seen (nothing kept for it: read, guard, whole transform).
+probabilities and computes its market features and combined track); the cold figures send
+:class:`ColdRaces`' bodies, each a race id the service has not seen (nothing kept for it:
+read, guard, whole transform, every model).
 """
 
 from __future__ import annotations

@@ -52,8 +52,8 @@ def heading(report: dict[str, Any]) -> str:
     client = (report.get("client") or "httpx").split(" ", 1)[0]  # files before the field: httpx
     variants = race.get("price_variants")
     moving = (
-        f"; warm: the same race at {variants} rotating prices (the service keeps its fundamental "
-        "features), cold: a race id the server has not seen in every request"
+        f"; warm: the same race at {variants} rotating prices (the service keeps what the "
+        "prices do not change), cold: a race id the server has not seen in every request"
         if variants
         else ""  # files written before the warm / cold runs: one body sent over and over
     )
