@@ -12,7 +12,6 @@ new prices (:func:`racecast.features.transform.features_from_fundamentals`).
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from racecast.data.frames import column_arrays, values_keys
+from racecast.data.lru import Lru
 
 __all__ = ["KeptRaces"]
 
@@ -43,16 +43,13 @@ class KeptRaces:
     """
 
     def __init__(self, size: int) -> None:
-        if size < 1:
-            raise ValueError(f"size must be at least 1, got {size}")
+        self._items = Lru(size)  # its own lock guards each item; ours, the version with them
         self.size = size
-        self._items: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._version: Hashable = None
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
+        return len(self._items)
 
     @staticmethod
     def races(
@@ -91,10 +88,7 @@ class KeptRaces:
         at ``version``."""
         with self._lock:
             self._at(version)
-            found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-            return found
+            return self._items.get(key)
 
     def put(self, version: Hashable, key: Hashable, values: np.ndarray, debut: np.ndarray) -> None:
         """Keep a race's fundamental rows (copied) as of ``version``."""
@@ -103,10 +97,7 @@ class KeptRaces:
             array.setflags(write=False)
         with self._lock:
             self._at(version)
-            self._items[key] = kept
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            self._items.put(key, kept)
 
     def clear(self) -> None:
         """Forget every race."""
