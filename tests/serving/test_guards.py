@@ -12,7 +12,8 @@ import logging
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import given, settings as hypothesis_settings
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from racecast.inference import service as service_module
@@ -20,9 +21,9 @@ from racecast.serving.app import create_app
 from racecast.serving.auth import API_KEYS_ENV, AuthBackoff
 from racecast.serving.limits import (
     RequestLimits,
+    RequestRejected,
     _problems,
     _within_bounds,
-    RequestRejected,
     json_content_type,
     json_depth,
     limit_problems,
