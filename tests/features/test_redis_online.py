@@ -162,6 +162,16 @@ def test_redis_online_store_answers_what_the_sqlite_one_does_for_every_runner(pr
     horse_views = [v for v, _, keys in redis_reader._plan if "horse_id" in keys]
     assert got_times.iloc[-1][[v.name for v in horse_views]].isna().all()
 
+    # the lean Redis read (one pipeline of every view's HMGET) against the provider's
+    # online_read per view (lean=False), and the provider path on SQLite too
+    assert redis_reader._redis_fields is not None and sqlite_reader._redis_fields is None
+    for store in (redis, sqlite):
+        provider = OnlineReader(store, SERVICE, lean=False)
+        assert provider._redis_fields is None and provider.store_version() is None
+        via_provider, via_provider_times = provider.read_with_times(rows)
+        pd.testing.assert_frame_equal(via_provider, want)
+        pd.testing.assert_frame_equal(via_provider_times, want_times)
+
     # a second read answers the same: the reader's requested names are not grown by Redis
     again, again_times = redis_reader.read_with_times(rows)
     pd.testing.assert_frame_equal(again, want)

@@ -1,11 +1,13 @@
 """The lean online read of a FeatureService (serving path): :class:`OnlineReader`.
 
 What ``FeatureStore.get_online_features`` returns, read without its per-call overhead:
-the service resolved once, one SQLite statement for every view (or the provider's
-``online_read`` per view on another online store), the stored ``Value`` messages decoded
-with numpy. Part of the Feast-version workarounds: the SQLite table layout
-(``<project>_<view>``, serialized entity keys, one row per feature) and the ``Value``
-encodings are Feast 0.49's.
+the service resolved once, one SQLite statement for every view (one Redis pipeline of
+every view's ``HMGET`` on Redis; the provider's ``online_read`` per view on any other
+online store), the stored ``Value`` messages decoded with numpy. Part of the
+Feast-version workarounds: the SQLite table layout (``<project>_<view>``, serialized
+entity keys, one row per feature), the Redis layout (a hash per entity key and project,
+a murmur3 field per ``<view>:<feature>``, ``_ts:<view>`` holding the event time) and the
+``Value`` encodings are Feast 0.49's.
 """
 
 from __future__ import annotations
@@ -41,9 +43,13 @@ class OnlineReader:
     ``SqliteOnlineStore.online_read`` query per view, joined by ``UNION ALL``, over a
     read-only connection) and decodes the stored ``Value`` messages with numpy (the
     ``double_val`` and ``int64_val`` encodings the state tables write; anything else
-    through protobuf, :func:`stored_value`). On any other store it calls the provider's
+    through protobuf, :func:`stored_value`). On Redis it sends every view's ``HMGET`` of
+    the request's entities in one pipeline (the fields and keys Feast's
+    ``RedisOnlineStore.online_read`` asks for, one view at a time) and decodes the replies
+    the same way. On any other store, or with ``lean=False``, it calls the provider's
     ``online_read`` (what ``get_online_features`` calls underneath) per view. It returns
-    exactly the stored values (tested against ``get_online_features``). It keeps the
+    exactly the stored values (tested against ``get_online_features`` and the provider's
+    ``online_read``). It keeps the
     serialized entity keys it has built (at most :attr:`KEY_CACHE_SIZE`) and, on SQLite,
     the decoded rows of the entities it has read (at most :attr:`ROW_CACHE_SIZE`) for as
     long as the store's ``PRAGMA data_version`` stays the same: any commit to the store
@@ -57,6 +63,8 @@ class OnlineReader:
     Args:
         store: The feature store.
         service_name: FeatureService to read.
+        lean: False: the provider's ``online_read`` per view on every store (the
+            reference the lean reads are tested against; nothing kept).
 
     Raises:
         KeyError: If the service is not registered.
@@ -69,7 +77,7 @@ class OnlineReader:
     #: Decoded entity rows kept between reads of the SQLite store (see :meth:`read`).
     ROW_CACHE_SIZE = 16_384
 
-    def __init__(self, store: FeatureStore, service_name: str) -> None:
+    def __init__(self, store: FeatureStore, service_name: str, lean: bool = True) -> None:
         from feast.infra.provider import get_provider
 
         check_feast_version()  # the SQLite layout and Value decoding are Feast internals
@@ -104,7 +112,8 @@ class OnlineReader:
         self._string_slots = np.arange(len(self._strings))[:, None]
         self._time_columns = pd.Index([view.name for view, _, _ in self._plan])
         self._join_keys = sorted({k for _, _, keys in self._plan for k in keys})
-        self._sqlite_path = _sqlite_online_path(store.config)
+        self._sqlite_path = _sqlite_online_path(store.config) if lean else None
+        self._redis_fields = _redis_fields(store.config, self._plan) if lean else None
         self._sqlite: sqlite3.Connection | None = None
         self._sqlite_lock = threading.Lock()
         self._keys: dict[tuple[int, tuple[str, ...]], bytes] = {}
@@ -301,6 +310,41 @@ class OnlineReader:
             when = np.asarray([_epoch_seconds(s) for s in stamps], dtype=np.float64)
         _latest(times, at, when)
 
+    def _read_redis(
+        self, entities: list[tuple[np.ndarray, list[tuple]]], offsets: list[int], total: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`_read_sqlite`, from Redis: one pipeline of every view's ``HMGET``."""
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        numbers = np.full((total + 1, len(self._numeric)), np.nan)
+        texts = np.full((total + 1, len(self._strings)), None, dtype=object)
+        times = np.full(total + 1, np.nan)
+        project = self._config.project.encode("utf-8")
+        client = self._provider.online_store._get_client(self._config.online_store)
+        asked: list[tuple[int, int]] = []  # (view, entity) of each HMGET
+        with client.pipeline(transaction=False) as pipe:
+            for v, ((_, _, keys), (_, distinct)) in enumerate(
+                zip(self._plan, entities, strict=True)
+            ):
+                for i, values in enumerate(distinct):
+                    pipe.hmget(self._key(v, keys, values) + project, self._redis_fields[v])
+                    asked.append((v, offsets[v] + i))
+            replies = pipe.execute() if asked else []
+        rows: list[tuple[int, str, bytes, float]] = []
+        known: dict[int, float] = {}
+        for (v, entity), reply in zip(asked, replies, strict=True):
+            *blobs, stamp = reply
+            # Feast reads the event time's whole seconds; a missing one is epoch 0
+            when = float(Timestamp.FromString(bytes(stamp)).seconds) if stamp else 0.0
+            names = self._plan[v][1]
+            found = [(entity, n, bytes(b), when) for n, b in zip(names, blobs, strict=True) if b]
+            if found or when:  # an entity without a row: no value and time 0 (no time)
+                rows += found
+                known[entity] = when
+        self._decode_into(rows, numbers, texts, times)
+        times[list(known)] = list(known.values())
+        return numbers, texts, times
+
     def _read_provider(
         self, entities: list[tuple[np.ndarray, list[tuple]]], offsets: list[int], total: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -406,6 +450,8 @@ class OnlineReader:
             version = self.store_version()
         if version is not None:
             numbers, texts, times = self._read_sqlite(entities, offsets, total, version)
+        elif self._redis_fields is not None:
+            numbers, texts, times = self._read_redis(entities, offsets, total)
         else:
             numbers, texts, times = self._read_provider(entities, offsets, total)
         # each runner's row of every view's entity table (the extra last row: no entity)
@@ -612,6 +658,19 @@ def stored_value(blob: bytes) -> Any:
     from feast.protos.feast.types.Value_pb2 import Value
 
     return proto_value(Value.FromString(blob))
+
+
+def _redis_fields(config: Any, plan: list[tuple[Any, list[str], list[str]]]) -> list[list[bytes]] | None:
+    """Per view of ``plan``, the hash fields Feast 0.49's Redis store reads for its
+    features (murmur3 of ``<view>:<feature>``), then ``_ts:<view>``; None for other stores."""
+    if getattr(config.online_store, "type", None) != "redis":
+        return None
+    from feast.infra.online_stores.helpers import _mmh3
+
+    return [
+        [_mmh3(f"{view.name}:{name}") for name in names] + [f"_ts:{view.name}".encode()]
+        for view, names, _ in plan
+    ]
 
 
 def _sqlite_online_path(config: Any) -> str | None:
