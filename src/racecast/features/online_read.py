@@ -80,7 +80,7 @@ class OnlineReader:
     def __init__(self, store: FeatureStore, service_name: str, lean: bool = True) -> None:
         from feast.infra.provider import get_provider
 
-        check_feast_version()  # the SQLite layout and Value decoding are Feast internals
+        check_feast_version()  # the SQLite and Redis layouts and Value decoding are Feast internals
 
         svc = service(store, service_name)
         views = {fv.name: fv for fv in store.list_feature_views()}
@@ -660,7 +660,9 @@ def stored_value(blob: bytes) -> Any:
     return proto_value(Value.FromString(blob))
 
 
-def _redis_fields(config: Any, plan: list[tuple[Any, list[str], list[str]]]) -> list[list[bytes]] | None:
+def _redis_fields(
+    config: Any, plan: list[tuple[Any, list[str], list[str]]]
+) -> list[list[bytes]] | None:
     """Per view of ``plan``, the hash fields Feast 0.49's Redis store reads for its
     features (murmur3 of ``<view>:<feature>``), then ``_ts:<view>``; None for other stores."""
     if getattr(config.online_store, "type", None) != "redis":
