@@ -191,6 +191,15 @@ class OnlineReader:
             self._keys[(view, values)] = found
         return found
 
+    def _unread(self, total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(numeric, text, event time) arrays of ``total`` entities and the extra last row
+        for runners without an entity, nothing read yet (NaN / None)."""
+        return (
+            np.full((total + 1, len(self._numeric)), np.nan),
+            np.full((total + 1, len(self._strings)), None, dtype=object),
+            np.full(total + 1, np.nan),
+        )
+
     def _sqlite_rows(
         self, wanted: list[list[tuple[int, tuple]]]
     ) -> list[tuple[int, str, bytes, Any]]:
@@ -239,9 +248,7 @@ class OnlineReader:
         """(numeric, text, event time) per entity from the SQLite online store at
         :meth:`store_version` ``version`` (asked just before); one extra last row of
         NaN / None for runners without an entity."""
-        numbers = np.full((total + 1, len(self._numeric)), np.nan)
-        texts = np.full((total + 1, len(self._strings)), None, dtype=object)
-        times = np.full(total + 1, np.nan)
+        numbers, texts, times = self._unread(total)
         wanted: list[list[tuple[int, tuple]]] = []
         kept = self._kept
         with self._rows_lock:
@@ -316,9 +323,7 @@ class OnlineReader:
         """As :meth:`_read_sqlite`, from Redis: one pipeline of every view's ``HMGET``."""
         from google.protobuf.timestamp_pb2 import Timestamp
 
-        numbers = np.full((total + 1, len(self._numeric)), np.nan)
-        texts = np.full((total + 1, len(self._strings)), None, dtype=object)
-        times = np.full(total + 1, np.nan)
+        numbers, texts, times = self._unread(total)
         project = self._config.project.encode("utf-8")
         client = self._provider.online_store._get_client(self._config.online_store)
         asked: list[tuple[int, int]] = []  # (view, entity) of each HMGET
@@ -352,9 +357,7 @@ class OnlineReader:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
-        numbers = np.full((total + 1, len(self._numeric)), np.nan)
-        texts = np.full((total + 1, len(self._strings)), None, dtype=object)
-        times = np.full(total + 1, np.nan)
+        numbers, texts, times = self._unread(total)
         for v, ((view, names, keys), (_, distinct)) in enumerate(
             zip(self._plan, entities, strict=True)
         ):
