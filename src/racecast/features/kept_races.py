@@ -44,9 +44,13 @@ class KeptRaces:
 
     def __init__(self, size: int) -> None:
         self._items = Lru(size)  # its own lock guards each item; ours, the version with them
-        self.size = size
         self._version: Hashable = None
         self._lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        """Most races kept."""
+        return self._items.size
 
     def __len__(self) -> int:
         return len(self._items)
