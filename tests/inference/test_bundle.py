@@ -264,8 +264,15 @@ def _counted(bundle, monkeypatch) -> _Counting:
 def test_kept_predictions_are_the_same_numbers_and_only_for_the_same_rows(bundle, features, monkeypatch):
     from racecast.data.lru import Lru
 
+    class Recording(Lru):
+        """An LRU that also remembers the last value put in it."""
+
+        def put(self, key, value) -> None:
+            self.last = value
+            super().put(key, value)
+
     counted = _counted(bundle, monkeypatch)
-    kept = Lru(8)
+    kept = Recording(8)
     fresh = bundle.predict(features)
     assert counted.calls == 1 and len(kept) == 0
     # first time: computed and kept; again at new prices: the kept p_fundamental, the
@@ -293,7 +300,7 @@ def test_kept_predictions_are_the_same_numbers_and_only_for_the_same_rows(bundle
         assert counted.calls == calls + 2
     # the kept arrays cannot be changed by a caller
     with pytest.raises(ValueError):
-        next(iter(kept._items.values()))[0] = 0.5
+        kept.last[0] = 0.5
 
 
 def test_kept_predictions_are_bounded_least_recently_used_first(bundle, features, monkeypatch):
