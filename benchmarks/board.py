@@ -28,7 +28,6 @@ import datetime as dt
 import logging
 import os
 import pickle
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from fastapi.testclient import TestClient
+from machine import machine  # noqa: E402 (benchmarks/machine.py)
 from report import publish  # noqa: E402 (benchmarks/report.py, beside this script)
 from scratch import scratch_project  # noqa: E402 (benchmarks/scratch.py)
 
@@ -169,11 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
             os.chdir(old_cwd)
     report = {
         "date": dt.date.today().isoformat(),
-        "machine": {
-            "cores": os.cpu_count(),
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(),
-        },
+        "machine": machine(load_average=[round(x, 2) for x in os.getloadavg()]),
         "bundle": str(bundle.model_version),
         "races": len(race_ids),
         "setup_s": round(setup_s, 1),

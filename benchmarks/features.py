@@ -39,7 +39,6 @@ import gc
 import json
 import logging
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -48,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from bodies import VARIANTS, moved_odds, price_factors  # benchmarks/bodies.py
+from machine import machine  # benchmarks/machine.py
 from rich.console import Console
 from rich.table import Table
 
@@ -234,12 +234,10 @@ def main(argv: list[str] | None = None) -> dict:
             "gc_collections": collections,
         },
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load_average_before_online": load_before,
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(
+            load_average_before_online=load_before,
+            load_average=[round(x, 2) for x in os.getloadavg()],
+        ),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2), encoding="utf-8")

@@ -26,13 +26,13 @@ import argparse
 import datetime as dt
 import logging
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from machine import machine  # noqa: E402 (benchmarks/machine.py)
 from report import publish  # noqa: E402 (benchmarks/report.py, beside this script)
 from scratch import scratch_project  # noqa: E402 (benchmarks/scratch.py)
 
@@ -120,11 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
             os.chdir(old_cwd)
     report = {
         "date": dt.date.today().isoformat(),
-        "machine": {
-            "cores": os.cpu_count(),
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(),
-        },
+        "machine": machine(load_average=[round(x, 2) for x in os.getloadavg()]),
         "history_days": len(history),
         "setup_s": round(setup_s, 1),
         "first_load_s": round(load_s, 2),

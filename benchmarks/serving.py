@@ -61,7 +61,6 @@ import http.client
 import json
 import logging
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -74,6 +73,7 @@ from typing import Any
 
 import numpy as np
 from bodies import ColdRaces, repriced_bodies  # benchmarks/bodies.py
+from machine import machine  # benchmarks/machine.py
 from services import ServiceUnavailable, free_port, redis_server, stop  # noqa: E402 (benchmarks/services.py)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -680,11 +680,7 @@ def main() -> None:
         },
         "runs": runs,
         "hostile": refused,
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "client": CLIENT,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

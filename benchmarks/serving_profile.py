@@ -68,6 +68,7 @@ from typing import Any
 
 import numpy as np
 from bodies import repriced_bodies  # benchmarks/bodies.py
+from machine import machine  # benchmarks/machine.py
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "data" / "08_reporting" / "serving_profile.json"
@@ -337,6 +338,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "skipped_models": sorted(bundle.skipped_models),
         "calls": args.calls,
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        "machine": machine(),
         "stages": timings,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

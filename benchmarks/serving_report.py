@@ -59,11 +59,17 @@ def heading(report: dict[str, Any]) -> str:
     )
     return (
         f"`benchmarks/serving.py` on {report['date']} (commit `{commit}`), "
-        f"{report['machine']['cpus']} cores, 1-minute load average {_load_range(report)} (mean per run), "
+        f"{_cores(report['machine'])}, 1-minute load average {_load_range(report)} (mean per run), "
         f"`racecast serve` in its own processes, the client ({client}) in another; "
         f"one race = {race['runners']} runners, card = {card['races']} races / {card['runners']} runners "
         f"in one request{moving}."
     )
+
+
+def _cores(machine: dict[str, Any]) -> str:
+    """``2 cores`` and, when the file names it, the processor: ``2 cores (AMD EPYC ...)``."""
+    model = machine.get("cpu_model")
+    return f"{machine['cpus']} cores" + (f" ({model})" if model else "")
 
 
 def summary(report: dict[str, Any]) -> str:

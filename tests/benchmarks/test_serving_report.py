@@ -52,6 +52,9 @@ def test_the_tables_carry_the_files_figures_date_and_commit():
     summary = report_module.summary(REPORT)
     assert "on 2026-12-07 (commit `0123456789`)" in summary
     assert "load average 2.5-2.5" in summary
+    assert ", 2 cores, 1-minute" in summary  # a file without the processor's name
+    named = {**REPORT, "machine": {"cpus": 2, "cpu_model": "AMD EPYC (family 26, model 2)"}}
+    assert ", 2 cores (AMD EPYC (family 26, model 2)), 1-minute" in report_module.summary(named)
     row = [line for line in summary.splitlines() if line.startswith("| redis | 2 ")]
     # a file written before the cold runs: dashes in their column
     assert row == ["| redis | 2 | 4.6 / 9.2 / 13.9 | – / – / – | 12.5 | 80.0 | 150.0 / 321.5 | 7.0 / – | 1 of 2,300 |"]
