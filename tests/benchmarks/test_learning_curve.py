@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,22 +10,13 @@ import pytest
 
 from racecast.features.specs import FUNDAMENTAL_FEATURES
 from racecast.models.split import holdout_split
+from tests.benchmarks.scripts import load_script
 from tests.pipelines.model_zoo.test_nodes import small_params, small_training_set
 
 MODELS = ["conditional_logit", "logistic"]
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "learning_curve.py"
 
 
-def _load_script():
-    # By path: an installed third-party package is also called ``benchmarks``.
-    spec = importlib.util.spec_from_file_location("racecast_bench_learning_curve", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-lc = _load_script()
+lc = load_script("learning_curve")
 
 
 def _report(frame):

@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from tests.benchmarks.scripts import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "machine.py"
-
-
-def _load():
-    # By path: the benchmarks folder is not a package (and ``machine`` is a common name).
-    spec = importlib.util.spec_from_file_location("racecast_bench_machine", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-machine_module = _load()
+machine_module = load_script("machine")
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "scale.py"
+from tests.benchmarks.scripts import load_script
 
-
-def _load_script():
-    sys.path.insert(0, str(SCRIPT.parent))  # it imports benchmarks/services.py as ``services``
-    spec = importlib.util.spec_from_file_location("racecast_bench_scale", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-scale = _load_script()
+scale = load_script("scale")
 
 
 def _world(k: float, runners: int) -> dict:

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "serving_report.py"
+from tests.benchmarks.scripts import load_script
 
-
-def _load_script():
-    # By path: an installed third-party package is also called ``benchmarks``.
-    spec = importlib.util.spec_from_file_location("racecast_bench_serving_report", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-report_module = _load_script()
+report_module = load_script("serving_report")
 
 
 def _run(online, workers, payload, reuse, concurrency, p95, rate, errors=0, server_cpu=None):
