@@ -1,6 +1,6 @@
 """What every benchmark report says about its machine: :func:`machine`.
 
-The same code ran about three times faster on one 2-core host than on another
+The same code ran two to four times faster on one 2-core host than on another
 (docs/results.md, fourth round), so a report names the processor beside the cores:
 compare figures only between reports of the same machine.
 """
